@@ -1,0 +1,54 @@
+"""The ``lesion-harvest`` command.
+
+Each subcommand lives next to the code it drives, in a module that defines
+``register(subparsers)``; that function adds its parser and sets
+``func=run`` on it, where ``run(args) -> int`` is the exit status. Modules are
+imported only to build the parser; the work they import (torch, ...) is
+imported inside ``run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: Modules that contribute subcommands, in the order ``--help`` lists them.
+COMMAND_MODULES: list[str] = []
+
+
+class CommandError(Exception):
+    """A user-facing error: printed without a traceback, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser with every registered subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="lesion-harvest",
+        description="Harvest the lesions that a CT dataset's marks missed (Cai et al.).",
+    )
+    from napari_lesion_harvest import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0 if args.command is None else 2
+    try:
+        return int(args.func(args) or 0)
+    except CommandError as error:
+        print(f"lesion-harvest {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
