@@ -32,8 +32,9 @@ import numpy as np
 
 #: Padding (pixels) that DeepLesion adds around the RECIST endpoints to make a box.
 RECIST_BOX_PADDING = 5.0
-#: Angle range (degrees) between long and short axes of real DeepLesion marks.
-RECIST_ANGLE_RANGE_DEG = (83.0, 90.0)
+#: Tolerated angle range (degrees) between long and short axes: real DeepLesion marks
+#: are only roughly perpendicular (79.5 to 90 degrees in the example rows).
+RECIST_ANGLE_RANGE_DEG = (75.0, 90.0)
 
 
 # --------------------------------------------------------------------------- slices
@@ -98,9 +99,21 @@ def box_area(boxes, *, plus_one: bool = False) -> np.ndarray:
     """Areas of 2D ``xyxy`` boxes, shape ``(N,)``; ``plus_one`` adds 1 to width and height."""
     arr = as_boxes(boxes)
     extra = 1.0 if plus_one else 0.0
-    return np.clip(arr[:, 2] - arr[:, 0] + extra, 0, None) * np.clip(
-        arr[:, 3] - arr[:, 1] + extra, 0, None
-    )
+    return np.prod(np.clip(arr[:, 2:] - arr[:, :2] + extra, 0, None), axis=1)
+
+
+def _pairwise_iou(boxes_a, boxes_b, ndim: int, plus_one: bool) -> np.ndarray:
+    """Pairwise IoU of axis-aligned boxes given as ``(lo_1..lo_ndim, hi_1..hi_ndim)``."""
+    a = as_boxes(boxes_a, 2 * ndim)[:, None, :]
+    b = as_boxes(boxes_b, 2 * ndim)[None, :, :]
+    extra = 1.0 if plus_one else 0.0
+    lo_a, hi_a, lo_b, hi_b = a[..., :ndim], a[..., ndim:], b[..., :ndim], b[..., ndim:]
+    inter = np.prod(np.clip(np.minimum(hi_a, hi_b) - np.maximum(lo_a, lo_b) + extra, 0, None), -1)
+    size_a = np.prod(np.clip(hi_a - lo_a + extra, 0, None), axis=-1)
+    size_b = np.prod(np.clip(hi_b - lo_b + extra, 0, None), axis=-1)
+    union = size_a + size_b - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, inter / union, 0.0)
 
 
 def iou_2d(boxes_a, boxes_b, *, plus_one: bool = False) -> np.ndarray:
@@ -121,19 +134,7 @@ def iou_2d(boxes_a, boxes_b, *, plus_one: bool = False) -> np.ndarray:
     ndarray, shape (N, M)
         IoU in [0, 1]; 0 where the union is empty.
     """
-    a = as_boxes(boxes_a)[:, None, :]
-    b = as_boxes(boxes_b)[None, :, :]
-    extra = 1.0 if plus_one else 0.0
-    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]) + extra, 0, None)
-    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]) + extra, 0, None)
-    inter = iw * ih
-    union = (
-        box_area(boxes_a, plus_one=plus_one)[:, None]
-        + box_area(boxes_b, plus_one=plus_one)[None, :]
-        - inter
-    )
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, inter / union, 0.0)
+    return _pairwise_iou(boxes_a, boxes_b, 2, plus_one)
 
 
 def iou_3d(boxes_a, boxes_b, *, plus_one: bool = False) -> np.ndarray:
@@ -142,21 +143,7 @@ def iou_3d(boxes_a, boxes_b, *, plus_one: bool = False) -> np.ndarray:
     With ``plus_one`` every extent (x, y and z) is ``hi - lo + 1``, so a box
     on one slice (``z1 == z2``) has depth 1.
     """
-    a = as_boxes(boxes_a, 6)[:, None, :]
-    b = as_boxes(boxes_b, 6)[None, :, :]
-    extra = 1.0 if plus_one else 0.0
-    inter = np.ones(np.broadcast_shapes(a.shape[:2], b.shape[:2]))
-    vol_a = np.ones(a.shape[:2])
-    vol_b = np.ones(b.shape[:2])
-    for lo, hi in ((0, 3), (1, 4), (2, 5)):
-        inter = inter * np.clip(
-            np.minimum(a[..., hi], b[..., hi]) - np.maximum(a[..., lo], b[..., lo]) + extra, 0, None
-        )
-        vol_a = vol_a * np.clip(a[..., hi] - a[..., lo] + extra, 0, None)
-        vol_b = vol_b * np.clip(b[..., hi] - b[..., lo] + extra, 0, None)
-    union = vol_a + vol_b - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, inter / union, 0.0)
+    return _pairwise_iou(boxes_a, boxes_b, 3, plus_one)
 
 
 def clip_boxes(boxes, image_shape_yx) -> np.ndarray:
@@ -249,7 +236,7 @@ class RecistMark:
         return float(np.degrees(np.arccos(np.clip(cos, 0.0, 1.0))))
 
     def is_perpendicular(self, *, min_angle_deg: float = RECIST_ANGLE_RANGE_DEG[0]) -> bool:
-        """Whether the axes are perpendicular within tolerance (real marks: 83 to 90 degrees)."""
+        """Whether the axes are perpendicular within tolerance (real marks: 79.5 to 90 deg)."""
         return self.axis_angle_deg() >= min_angle_deg
 
     def box(self, *, padding: float = RECIST_BOX_PADDING, image_shape_yx=None) -> np.ndarray:
@@ -302,7 +289,9 @@ class Proposal3D:
                 f"{k} slices, {self.boxes.shape[0]} boxes, {self.scores.shape[0]} scores"
             )
         order = np.argsort(self.slices, kind="stable")
-        self.slices, self.boxes, self.scores = self.slices[order], self.boxes[order], self.scores[order]
+        self.slices = self.slices[order]
+        self.boxes = self.boxes[order]
+        self.scores = self.scores[order]
 
     @property
     def s_g(self) -> float:

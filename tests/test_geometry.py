@@ -33,7 +33,7 @@ def test_recist_box_and_diameters_reproduce_real_dl_info_rows(dl_info_rows_csv):
         np.testing.assert_allclose(
             mark.diameters_px(), _floats(row["Lesion_diameters_Pixel_"]), rtol=1e-4
         )
-        assert 80 <= mark.axis_angle_deg() <= 90
+        assert mark.is_perpendicular()
         assert index_to_key_slice(z, first) == int(row["Key_slice_index"])
         np.testing.assert_allclose(
             mark.measurement_coordinates(), _floats(row["Measurement_coordinates"])
