@@ -1,1 +1,1 @@
-"""workers."""
+"""Running harvest rounds in the background: progress events, cancellation, subprocesses."""
