@@ -1,0 +1,144 @@
+"""Configuration of a harvest round: named presets (`lite`, `paper`) or a JSON file."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+from napari_lesion_harvest.harvest.hard_negatives import (
+    HARD_NEGATIVE_MIN_OBJECTNESS,
+    HARD_NEGATIVES_PER_VOLUME,
+)
+from napari_lesion_harvest.harvest.threshold import HARVEST_PRECISION
+
+
+@dataclass(frozen=True)
+class RoundConfig:
+    """Every setting of a harvest round, with the paper's values as defaults.
+
+    Attributes
+    ----------
+    lpg_config : str
+        LPG architecture preset: ``"paper"`` (DenseNet-121, 512 px) or ``"lite"`` (CPU).
+    lpg_train_steps, lpg_finetune_steps : int
+        Optimiser steps to train the LPG in round 1 and to fine-tune it later.
+    lpg_batch_size : int
+        Slices per LPG training step.
+    lpg_learning_rate : float
+        Peak AdamW learning rate of the LPG.
+    score_threshold : float
+        t_G: 2D boxes below this objectness are not stacked (paper: 0.1).
+    link_iou : float
+        IoU above which 2D boxes of consecutive slices are linked (paper: 0.8).
+    match_iou : float
+        P3D IoU at which a proposal hits a RECIST mark (paper: 0.5).
+    lpc_variant : str
+        ``"multiview"`` (paper), ``"axial"`` or ``"3d"``.
+    lpc_epochs : int
+        Maximum LPC training epochs (early stopping may end sooner).
+    lpc_patch_size : int
+        Side of each LPC view patch in pixels.
+    lpc_width : str
+        ``"paper"`` (ResNet-18) or ``"lite"`` (narrower, for CPU).
+    harvest_precision : float
+        Precision on V_M the harvest threshold must reach (paper: 0.95).
+    threshold_mode : str
+        ``"out_of_fold"`` (honest, default) or ``"in_sample"`` (the paper's choice).
+    folds : int
+        Folds of the out-of-fold V_M scores.
+    hard_negative_min_objectness : float
+        Non-harvested proposals with s_g at least this are hard negatives (paper: 0.5).
+    hard_negatives_per_volume : int
+        Plus, per sub-volume, up to this many top-s_g proposals (paper: 5).
+    max_rounds : int
+        Round limit of ``lesion-harvest round`` (paper: 3).
+    seed : int
+        Seed of every random choice, for repeatable rounds.
+    """
+
+    lpg_config: str = "paper"
+    lpg_train_steps: int = 20000
+    lpg_finetune_steps: int = 5000
+    lpg_batch_size: int = 16
+    lpg_learning_rate: float = 2e-4
+    score_threshold: float = 0.1
+    link_iou: float = 0.8
+    match_iou: float = 0.5
+    lpc_variant: str = "multiview"
+    lpc_epochs: int = 30
+    lpc_patch_size: int = 128
+    lpc_width: str = "paper"
+    harvest_precision: float = HARVEST_PRECISION
+    threshold_mode: str = "out_of_fold"
+    folds: int = 5
+    hard_negative_min_objectness: float = HARD_NEGATIVE_MIN_OBJECTNESS
+    hard_negatives_per_volume: int = HARD_NEGATIVES_PER_VOLUME
+    max_rounds: int = 3
+    seed: int = 0
+
+    def __post_init__(self):
+        choices = {
+            "lpg_config": ("paper", "lite"),
+            "lpc_variant": ("multiview", "axial", "3d"),
+            "lpc_width": ("paper", "lite"),
+            "threshold_mode": ("out_of_fold", "in_sample"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"config field {name!r} must be one of {allowed}")
+        for name in ("score_threshold", "link_iou", "match_iou", "harvest_precision"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"config field {name!r} must be in (0, 1]")
+
+    def to_json(self) -> str:
+        """The configuration as a JSON object (stored with each round)."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+#: The CPU preset: a small LPG and LPC that train in minutes on the phantom.
+LITE = RoundConfig(
+    lpg_config="lite",
+    lpg_train_steps=600,
+    lpg_finetune_steps=200,
+    lpg_batch_size=8,
+    lpg_learning_rate=1e-3,
+    lpc_epochs=12,
+    lpc_patch_size=64,
+    lpc_width="lite",
+)
+PRESETS = {"paper": RoundConfig(), "lite": LITE}
+
+
+def load_config(name_or_path: str, **overrides) -> RoundConfig:
+    """A preset by name (``lite``, ``paper``) or a JSON file of fields over the paper preset.
+
+    Raises
+    ------
+    ValueError
+        For an unknown preset, an unreadable file or an unknown field; the
+        message names the file and the field.
+    """
+    if name_or_path in PRESETS:
+        base = PRESETS[name_or_path]
+    else:
+        path = Path(name_or_path)
+        try:
+            values = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise ValueError(
+                f"config {name_or_path!r} is neither a preset ({', '.join(PRESETS)}) "
+                f"nor a readable JSON file: {error}"
+            ) from error
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: expected a JSON object of config fields")
+        base_name = values.pop("preset", "paper")
+        if base_name not in PRESETS:
+            raise ValueError(f"{path}: unknown preset {base_name!r}")
+        overrides = {**values, **overrides}
+        base = PRESETS[base_name]
+    known = {f.name for f in fields(RoundConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"{name_or_path}: unknown config field(s) {', '.join(unknown)}")
+    return replace(base, **overrides)
