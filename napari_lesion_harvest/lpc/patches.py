@@ -1,0 +1,206 @@
+"""Patches around a 3D proposal: axial, coronal and sagittal planes, or a sub-volume.
+
+Every patch covers the same cube of physical space around the proposal centre:
+the proposal's extent padded by ``pad_px`` in-plane pixels on each side (along
+z the same physical distance, ``pad_px`` times the in-plane spacing), made
+cubic by taking the largest half-width of the three axes. The cube is sampled
+on an isotropic grid of ``size`` points per axis, so a lesion keeps its
+physical proportions in every view although the slice interval differs from the
+in-plane spacing. Outside the volume the patch is air (-1024 HU). Intensities go
+through :func:`napari_lesion_harvest.intensity.window_hu`, as for the LPG.
+
+Only the slices the requested planes cross are read from the (lazy) volume.
+
+View layouts (rows, columns), all in increasing index order:
+
+``axial``    (y, x) through the centre slice
+``coronal``  (z, x) through the centre row
+``sagittal`` (z, y) through the centre column
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from napari_lesion_harvest.geometry import Proposal3D
+from napari_lesion_harvest.intensity import AIR_HU, window_hu
+from napari_lesion_harvest.io.volume import CTVolume
+
+#: The three planes, in the order the multi-view model stacks them.
+VIEW_NAMES = ("axial", "coronal", "sagittal")
+#: Default side of a 2D patch in pixels.
+DEFAULT_PATCH_SIZE = 96
+#: Default context around the proposal, in in-plane pixels (the paper's 64).
+DEFAULT_PAD_PX = 64.0
+
+# For each view: which volume axes (0 = z, 1 = y, 2 = x) the rows and columns follow.
+_VIEW_AXES = {"axial": (1, 2), "coronal": (0, 2), "sagittal": (0, 1)}
+
+
+@dataclass(frozen=True)
+class PatchSpec:
+    """What a classifier reads around each proposal.
+
+    Attributes
+    ----------
+    kind : {"views", "cube"}
+        2D planes through the centre, or a 3D sub-volume.
+    views : tuple of str
+        Planes (subset of :data:`VIEW_NAMES`, in that order) for ``kind="views"``.
+    size : int
+        Samples per patch axis.
+    pad_px : float
+        Context around the proposal extent, in in-plane pixels.
+    """
+
+    kind: str = "views"
+    views: tuple[str, ...] = VIEW_NAMES
+    size: int = DEFAULT_PATCH_SIZE
+    pad_px: float = DEFAULT_PAD_PX
+
+    def __post_init__(self):
+        if self.kind not in ("views", "cube"):
+            raise ValueError(f"patch kind must be 'views' or 'cube', got {self.kind!r}")
+        views = tuple(self.views)
+        unknown = [v for v in views if v not in VIEW_NAMES]
+        if self.kind == "views" and (not views or unknown):
+            raise ValueError(f"views must be a non-empty subset of {VIEW_NAMES}, got {views}")
+        if int(self.size) < 2:
+            raise ValueError(f"patch size must be >= 2, got {self.size}")
+        if not self.pad_px >= 0:
+            raise ValueError(f"pad_px must be >= 0, got {self.pad_px}")
+        object.__setattr__(self, "views", views)
+        object.__setattr__(self, "size", int(self.size))
+        object.__setattr__(self, "pad_px", float(self.pad_px))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of one proposal's patch: ``(V, S, S)`` or ``(S, S, S)``."""
+        if self.kind == "cube":
+            return (self.size,) * 3
+        return (len(self.views), self.size, self.size)
+
+
+def proposal_field_of_view(
+    proposal: Proposal3D, spacing, *, pad_px: float = DEFAULT_PAD_PX
+) -> tuple[np.ndarray, float]:
+    """Centre and half-width of the cube a proposal's patches cover.
+
+    Parameters
+    ----------
+    proposal : Proposal3D
+    spacing : (float, float, float)
+        Voxel spacing ``(sz, sy, sx)`` in mm.
+    pad_px : float, optional
+        Context on each side in in-plane pixels; along z the same distance in mm.
+
+    Returns
+    -------
+    centre : ndarray, shape (3,)
+        Centre ``(z, y, x)`` in voxel coordinates.
+    half_mm : float
+        Half the side of the cube in mm.
+    """
+    sz, sy, sx = (float(s) for s in spacing)
+    x1, y1, z1, x2, y2, z2 = proposal.box_3d
+    centre = np.array([(z1 + z2) / 2, (y1 + y2) / 2, (x1 + x2) / 2])
+    pad_mm = pad_px * (sy + sx) / 2
+    half_extents = (
+        (z2 - z1) / 2 * sz + pad_mm,
+        (y2 - y1) / 2 * sy + pad_px * sy,
+        (x2 - x1) / 2 * sx + pad_px * sx,
+    )
+    return centre, max(max(half_extents), 0.5 * min(sz, sy, sx))
+
+
+def _sample_grids(centre, half_mm, spacing, spec: PatchSpec) -> list[np.ndarray]:
+    """Voxel coordinates of every sample: one ``(3, ...)`` array per view or one cube."""
+    size = spec.size
+    offsets_mm = ((np.arange(size) + 0.5) / size * 2.0 - 1.0) * half_mm
+    axis_coords = [centre[a] + offsets_mm / spacing[a] for a in range(3)]
+    if spec.kind == "cube":
+        return [np.stack(np.meshgrid(*axis_coords, indexing="ij"))]
+    grids = []
+    for view in spec.views:
+        row_axis, col_axis = _VIEW_AXES[view]
+        rows, cols = np.meshgrid(axis_coords[row_axis], axis_coords[col_axis], indexing="ij")
+        grid = np.empty((3, size, size))
+        grid[:] = np.asarray(centre)[:, None, None]
+        grid[row_axis], grid[col_axis] = rows, cols
+        grids.append(grid)
+    return grids
+
+
+def _sample_volume(volume: CTVolume, grids: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Trilinear samples (HU, float32) of ``volume`` at each coordinate grid.
+
+    Each grid's bounding block of voxels is read slice by slice from the lazy
+    volume; every slice needed by any grid is read once.
+    """
+    from scipy.ndimage import map_coordinates
+
+    upper = np.asarray(volume.shape) - 1
+    bounds = []
+    for grid in grids:
+        flat = grid.reshape(3, -1)
+        lo = np.clip(np.floor(flat.min(axis=1)).astype(int), 0, upper)
+        hi = np.clip(np.floor(flat.max(axis=1)).astype(int) + 1, 0, upper)
+        inside = np.all(flat.max(axis=1) > -1) and np.all(flat.min(axis=1) < upper + 1)
+        bounds.append((lo, hi) if inside else None)
+    blocks = [
+        None if b is None else np.empty(tuple(b[1] - b[0] + 1), dtype=np.float32) for b in bounds
+    ]
+    needed = sorted({z for b in bounds if b is not None for z in range(b[0][0], b[1][0] + 1)})
+    for z in needed:
+        image = volume.slice(z)
+        for b, block in zip(bounds, blocks, strict=True):
+            if b is not None and b[0][0] <= z <= b[1][0]:
+                (z0, y0, x0), (_, y1, x1) = b
+                block[z - z0] = image[y0 : y1 + 1, x0 : x1 + 1]
+    samples = []
+    for grid, b, block in zip(grids, bounds, blocks, strict=True):
+        if b is None:
+            samples.append(np.full(grid.shape[1:], AIR_HU, dtype=np.float32))
+            continue
+        local = grid - b[0].reshape((3,) + (1,) * (grid.ndim - 1))
+        samples.append(map_coordinates(block, local, order=1, mode="grid-constant", cval=AIR_HU))
+    return samples
+
+
+def extract_patches(
+    volume: CTVolume,
+    proposals: Sequence[Proposal3D],
+    spec: PatchSpec = PatchSpec(),
+    *,
+    windowed: bool = True,
+) -> np.ndarray:
+    """Patches of every proposal of one volume, ready for the classifier.
+
+    Parameters
+    ----------
+    volume : CTVolume
+        The (lazily loaded) volume the proposals belong to.
+    proposals : sequence of Proposal3D
+    spec : PatchSpec, optional
+        Views or cube, patch size and context.
+    windowed : bool, optional
+        Apply :func:`~napari_lesion_harvest.intensity.window_hu` (default); otherwise HU.
+
+    Returns
+    -------
+    ndarray, float32, shape (N, V, S, S) for views or (N, S, S, S) for a cube
+        Views in ``spec.views`` order with the layouts given in the module
+        docstring; cubes as ``(z, y, x)``.
+    """
+    spacing = np.asarray(volume.spacing, dtype=np.float64)
+    out = np.empty((len(proposals),) + spec.shape, dtype=np.float32)
+    # visit proposals by depth so consecutive ones reuse the volume's slice cache
+    order = sorted(range(len(proposals)), key=lambda i: proposals[i].box_3d[2])
+    for i in order:
+        centre, half_mm = proposal_field_of_view(proposals[i], spacing, pad_px=spec.pad_px)
+        samples = _sample_volume(volume, _sample_grids(centre, half_mm, spacing, spec))
+        out[i] = samples[0] if spec.kind == "cube" else np.stack(samples)
+    return window_hu(out) if windowed else out
