@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from napari_lesion_harvest.geometry import Proposal3D
-from napari_lesion_harvest.intensity import window_hu
 from napari_lesion_harvest.io.volume import CTVolume
 from napari_lesion_harvest.lpc.patches import (
     VIEW_NAMES,
     PatchSpec,
     extract_patches,
+    lpc_window,
     proposal_field_of_view,
 )
 
@@ -42,12 +42,12 @@ def cube_proposal(z0, y0, x0, *, depth=5, side=20):
 
 def bright_extent_mm(profile, pixel_mm):
     """Length (mm) of the part of a 1D profile above half the cube's windowed value."""
-    half = (window_hu(np.float32(CUBE_HU)) + window_hu(np.float32(BACKGROUND_HU))) / 2
+    half = (lpc_window(np.float32(CUBE_HU)) + lpc_window(np.float32(BACKGROUND_HU))) / 2
     return np.count_nonzero(profile > half) * pixel_mm
 
 
 def bright_centroid(image):
-    half = (window_hu(np.float32(CUBE_HU)) + window_hu(np.float32(BACKGROUND_HU))) / 2
+    half = (lpc_window(np.float32(CUBE_HU)) + lpc_window(np.float32(BACKGROUND_HU))) / 2
     rows, cols = np.nonzero(image > half)
     return rows.mean(), cols.mean()
 
@@ -73,7 +73,7 @@ def test_cube_is_centred_with_physical_proportions_in_all_views():
         assert bright_extent_mm(image[mid, :], pixel_mm) == pytest.approx(10, abs=pixel_mm)
         assert bright_extent_mm(image[:, mid], pixel_mm) == pytest.approx(10, abs=pixel_mm)
     # the background inside the volume is soft tissue, not padding
-    assert patches[0, :, 0, 0] == pytest.approx([window_hu(np.float32(BACKGROUND_HU))] * 3)
+    assert patches[0, :, 0, 0] == pytest.approx([lpc_window(np.float32(BACKGROUND_HU))] * 3)
 
 
 def test_field_of_view_pads_z_by_the_in_plane_distance():
@@ -116,7 +116,7 @@ def test_cube_spec_matches_the_views_through_its_centre():
     cube = extract_patches(volume, [proposal], PatchSpec(kind="cube", size=size, pad_px=8))
     assert cube.shape == (1, size, size, size)
     mid = size // 2
-    bright = cube[0] > window_hu(np.float32(CUBE_HU / 2))
+    bright = cube[0] > lpc_window(np.float32(CUBE_HU / 2))
     # a cube again: equal extent along z, y and x
     extents = [np.count_nonzero(bright.any(axis=axes)) for axes in ((1, 2), (0, 2), (0, 1))]
     assert max(extents) - min(extents) <= 1

@@ -7,7 +7,8 @@ cubic by taking the largest half-width of the three axes. The cube is sampled
 on an isotropic grid of ``size`` points per axis, so a lesion keeps its
 physical proportions in every view although the slice interval differs from the
 in-plane spacing. Outside the volume the patch is air (-1024 HU). Intensities go
-through :func:`napari_lesion_harvest.intensity.window_hu`, as for the LPG.
+through the LPG's :func:`~napari_lesion_harvest.lpg.preprocess.window_hu` with the
+LPG's window and mean (:func:`lpc_window`).
 
 Only the slices the requested planes cross are read from the (lazy) volume.
 
@@ -26,8 +27,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from napari_lesion_harvest.geometry import Proposal3D
-from napari_lesion_harvest.intensity import AIR_HU, window_hu
 from napari_lesion_harvest.io.volume import CTVolume
+from napari_lesion_harvest.lpg.config import CONFIGS
+from napari_lesion_harvest.lpg.preprocess import window_hu
+
+_LPG_CONFIG = CONFIGS["paper"]
+#: HU written outside the volume: the low end of the LPG window (air).
+AIR_HU = float(_LPG_CONFIG.hu_window[0])
 
 #: The three planes, in the order the multi-view model stacks them.
 VIEW_NAMES = ("axial", "coronal", "sagittal")
@@ -38,6 +44,20 @@ DEFAULT_PAD_PX = 64.0
 
 # For each view: which volume axes (0 = z, 1 = y, 2 = x) the rows and columns follow.
 _VIEW_AXES = {"axial": (1, 2), "coronal": (0, 2), "sagittal": (0, 1)}
+
+
+def lpc_window(hu) -> np.ndarray:
+    """The LPG's intensity mapping (HU window [-1024, 3071] -> [0, 255], minus 50).
+
+    Parameters
+    ----------
+    hu : array_like, any shape
+
+    Returns
+    -------
+    ndarray, float32, same shape
+    """
+    return window_hu(hu, window=_LPG_CONFIG.hu_window, mean=_LPG_CONFIG.pixel_mean)
 
 
 @dataclass(frozen=True)
@@ -187,7 +207,7 @@ def extract_patches(
     spec : PatchSpec, optional
         Views or cube, patch size and context.
     windowed : bool, optional
-        Apply :func:`~napari_lesion_harvest.intensity.window_hu` (default); otherwise HU.
+        Apply :func:`lpc_window` (default); otherwise return HU.
 
     Returns
     -------
@@ -203,4 +223,4 @@ def extract_patches(
         centre, half_mm = proposal_field_of_view(proposals[i], spacing, pad_px=spec.pad_px)
         samples = _sample_volume(volume, _sample_grids(centre, half_mm, spacing, spec))
         out[i] = samples[0] if spec.kind == "cube" else np.stack(samples)
-    return window_hu(out) if windowed else out
+    return lpc_window(out) if windowed else out
