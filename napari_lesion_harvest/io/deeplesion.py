@@ -1,0 +1,584 @@
+"""DeepLesion: ``DL_info.csv`` rows and the 16-bit PNG slice folders, read lazily.
+
+Layout::
+
+    Images_png/PPPPPP_SS_SS/NNN.png    one axial slice, HU = stored value - 32768
+    DL_info.csv                        one row per RECIST mark, 18 columns
+
+Each mark comes with a sub-volume, its ``Slice_range`` (1-based, inclusive
+file numbers). A sub-volume is one :class:`~.volume.CTVolume` with the id
+``PPPPPP_SS_SS_aaa-bbb`` (``aaa``/``bbb`` = first/last slice, at least three
+digits), the same ids as the paper's pickles. A mark's ``z`` inside it is
+``Key_slice_index - aaa`` (:func:`napari_lesion_harvest.geometry.key_slice_to_index`).
+
+Slices are decoded on demand with Pillow (the fastest 16-bit PNG decoder
+available here; imageio and scikit-image wrap it). Missing files inside a
+range are an error by default (:class:`~.errors.MissingSlicesError`); with
+``on_missing="nearest"`` the nearest present file stands in for a missing one
+and the volume lists the missing numbers in ``attributes["missing_slices"]``;
+slice positions are never shifted.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import re
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from napari_lesion_harvest.geometry import RecistMark, key_slice_to_index
+from napari_lesion_harvest.io.errors import (
+    FormatError,
+    ImageFormatError,
+    LesionIOError,
+    MissingSlicesError,
+    ReadReport,
+)
+from napari_lesion_harvest.io.volume import CTVolume
+
+#: The 18 columns of ``DL_info.csv``, in order.
+DL_INFO_COLUMNS = (
+    "File_name",
+    "Patient_index",
+    "Study_index",
+    "Series_ID",
+    "Key_slice_index",
+    "Measurement_coordinates",
+    "Bounding_boxes",
+    "Lesion_diameters_Pixel_",
+    "Normalized_lesion_location",
+    "Coarse_lesion_type",
+    "Possibly_noisy",
+    "Slice_range",
+    "Spacing_mm_px_",
+    "Image_size",
+    "DICOM_windows",
+    "Patient_gender",
+    "Patient_age",
+    "Train_Val_Test",
+)
+#: Offset between stored PNG values and Hounsfield units.
+HU_OFFSET = 32768
+#: Suffix the ``Revised-*`` pickles append to volume keys.
+ANNOT_SUFFIX = ".annot"
+
+_VOLUME_ID = re.compile(r"^(\d+_\d+_\d+)_(\d{3,})-(\d{3,})$")
+_FILE_NAME = re.compile(r"^(\d+_\d+_\d+)_(\d+)\.png$")
+_PNG_16BIT_MODES = ("I;16", "I;16L", "I;16B")
+OnMissing = Literal["raise", "nearest"]
+
+
+# --------------------------------------------------------------------------- volume ids
+
+
+def subvolume_id(series: str, first: int, last: int) -> str:
+    """The sub-volume id ``PPPPPP_SS_SS_aaa-bbb`` of slices ``first..last`` of ``series``."""
+    return f"{series}_{int(first):03d}-{int(last):03d}"
+
+
+def normalize_volume_id(key: str) -> str:
+    """Strip the ``.annot`` suffix of the ``Revised-*`` pickles' keys (other keys unchanged)."""
+    return key[: -len(ANNOT_SUFFIX)] if key.endswith(ANNOT_SUFFIX) else key
+
+
+def parse_subvolume_id(volume_id: str) -> tuple[str, int, int]:
+    """Split ``PPPPPP_SS_SS_aaa-bbb`` (``.annot`` allowed) into ``(series, first, last)``.
+
+    Raises
+    ------
+    ValueError
+        When the id does not have that form.
+    """
+    match = _VOLUME_ID.match(normalize_volume_id(volume_id))
+    if not match:
+        raise ValueError(f"{volume_id!r} is not a DeepLesion sub-volume id PPPPPP_SS_SS_aaa-bbb")
+    series, first, last = match.group(1), int(match.group(2)), int(match.group(3))
+    if not 1 <= first <= last:
+        raise ValueError(f"{volume_id!r}: slice range {first}-{last} is empty")
+    return series, first, last
+
+
+# --------------------------------------------------------------------------- DL_info.csv
+
+
+@dataclass(frozen=True, slots=True)
+class DLInfoRow:
+    """One row of ``DL_info.csv`` (one RECIST mark), parsed and checked.
+
+    Coordinates are kept exactly as in the file (pixel ``x, y``; no shift).
+    ``spacing_xyz`` is the file's ``(x, y, slice interval)`` order; use
+    :attr:`spacing_zyx` for volumes.
+    """
+
+    line: int
+    file_name: str
+    series: str
+    patient_index: int
+    study_index: int
+    series_index: int
+    key_slice: int
+    measurement: tuple[float, ...]
+    bounding_box: tuple[float, ...]
+    diameters_px: tuple[float, ...]
+    normalized_location: tuple[float, ...]
+    lesion_type: int
+    possibly_noisy: bool
+    slice_range: tuple[int, int]
+    spacing_xyz: tuple[float, float, float]
+    image_size: tuple[int, int]
+    dicom_window: tuple[float, float]
+    gender: str
+    age: int | None
+    train_val_test: int
+
+    @property
+    def volume_id(self) -> str:
+        """The sub-volume id ``PPPPPP_SS_SS_aaa-bbb``."""
+        return subvolume_id(self.series, *self.slice_range)
+
+    @property
+    def z(self) -> int:
+        """0-based index of the key slice inside the sub-volume."""
+        return key_slice_to_index(self.key_slice, self.slice_range[0])
+
+    @property
+    def spacing_zyx(self) -> tuple[float, float, float]:
+        """Voxel spacing ``(sz, sy, sx)`` in mm."""
+        sx, sy, sz = self.spacing_xyz
+        return (sz, sy, sx)
+
+    @property
+    def mark(self) -> RecistMark:
+        """The RECIST mark on slice :attr:`z` of the sub-volume."""
+        return RecistMark.from_measurement_coordinates(self.measurement, self.z)
+
+
+@dataclass
+class DLInfo:
+    """The parsed rows of a ``DL_info.csv`` and the report of rows skipped."""
+
+    path: str
+    rows: list[DLInfoRow]
+    report: ReadReport
+
+    def by_volume(self) -> dict[str, list[DLInfoRow]]:
+        """Rows grouped by sub-volume id, in first-appearance order."""
+        groups: dict[str, list[DLInfoRow]] = {}
+        for row in self.rows:
+            groups.setdefault(row.volume_id, []).append(row)
+        return groups
+
+    def marks_by_volume(self) -> dict[str, list[RecistMark]]:
+        """RECIST marks grouped by sub-volume id."""
+        return {vid: [r.mark for r in rows] for vid, rows in self.by_volume().items()}
+
+
+def _floats(text: str, count: int, path: str, line: int, column: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(token) for token in text.split(","))
+    except ValueError:
+        reason = f"unparsable number in {text!r}"
+        raise FormatError(path, reason, row=line, column=column) from None
+    if len(values) != count:
+        reason = f"expected {count} numbers, got {len(values)} in {text!r}"
+        raise FormatError(path, reason, row=line, column=column)
+    if not all(math.isfinite(v) for v in values):
+        raise FormatError(path, f"non-finite number in {text!r}", row=line, column=column)
+    return values
+
+
+def _ints(text: str, count: int, path: str, line: int, column: str) -> tuple[int, ...]:
+    values = _floats(text, count, path, line, column)
+    if any(v != int(v) for v in values):
+        raise FormatError(path, f"expected whole numbers in {text!r}", row=line, column=column)
+    return tuple(int(v) for v in values)
+
+
+def _parse_row(cells: list[str], path: str, line: int) -> DLInfoRow:
+    if len(cells) != len(DL_INFO_COLUMNS):
+        raise FormatError(
+            path, f"expected {len(DL_INFO_COLUMNS)} fields, got {len(cells)}", row=line
+        )
+    c = dict(zip(DL_INFO_COLUMNS, cells, strict=True))
+
+    def one_int(column: str) -> int:
+        return _ints(c[column], 1, path, line, column)[0]
+
+    def floats(column: str, count: int) -> tuple[float, ...]:
+        return _floats(c[column], count, path, line, column)
+
+    name = c["File_name"].strip()
+    match = _FILE_NAME.match(name)
+    if not match:
+        raise FormatError(
+            path, f"{name!r} is not PPPPPP_SS_SS_KKK.png", row=line, column="File_name"
+        )
+    key_slice = one_int("Key_slice_index")
+    if int(match.group(2)) != key_slice:
+        raise FormatError(
+            path,
+            f"File_name slice {match.group(2)} differs from Key_slice_index {key_slice}",
+            row=line,
+            column="Key_slice_index",
+        )
+    first, last = _ints(c["Slice_range"], 2, path, line, "Slice_range")
+    if not 1 <= first <= key_slice <= last:
+        raise FormatError(
+            path,
+            f"need 1 <= first <= key slice {key_slice} <= last, got range {first}-{last}",
+            row=line,
+            column="Slice_range",
+        )
+    spacing = floats("Spacing_mm_px_", 3)
+    if min(spacing) <= 0:
+        raise FormatError(
+            path, f"spacing must be positive, got {spacing}", row=line, column="Spacing_mm_px_"
+        )
+    image_size = _ints(c["Image_size"], 2, path, line, "Image_size")
+    if min(image_size) < 1:
+        raise FormatError(path, f"bad image size {image_size}", row=line, column="Image_size")
+    window = floats("DICOM_windows", 2)
+    if window[0] >= window[1]:
+        raise FormatError(path, f"window min >= max: {window}", row=line, column="DICOM_windows")
+    noisy = one_int("Possibly_noisy")
+    if noisy not in (0, 1):
+        raise FormatError(path, f"expected 0 or 1, got {noisy}", row=line, column="Possibly_noisy")
+    split = one_int("Train_Val_Test")
+    if split not in (1, 2, 3):
+        reason = f"expected 1, 2 or 3, got {split}"
+        raise FormatError(path, reason, row=line, column="Train_Val_Test")
+    lesion_type = one_int("Coarse_lesion_type")
+    if lesion_type != -1 and not 1 <= lesion_type <= 8:
+        raise FormatError(
+            path, f"expected -1 or 1..8, got {lesion_type}", row=line, column="Coarse_lesion_type"
+        )
+    age_text = c["Patient_age"].strip()
+    return DLInfoRow(
+        line=line,
+        file_name=name,
+        series=match.group(1),
+        patient_index=one_int("Patient_index"),
+        study_index=one_int("Study_index"),
+        series_index=one_int("Series_ID"),
+        key_slice=key_slice,
+        measurement=floats("Measurement_coordinates", 8),
+        bounding_box=floats("Bounding_boxes", 4),
+        diameters_px=floats("Lesion_diameters_Pixel_", 2),
+        normalized_location=floats("Normalized_lesion_location", 3),
+        lesion_type=lesion_type,
+        possibly_noisy=bool(noisy),
+        slice_range=(first, last),
+        spacing_xyz=spacing,
+        image_size=image_size,
+        dicom_window=window,
+        gender=c["Patient_gender"].strip(),
+        age=one_int("Patient_age") if age_text else None,
+        train_val_test=split,
+    )
+
+
+def read_dl_info(path: str | PathLike, *, strict: bool = False) -> DLInfo:
+    """Parse ``DL_info.csv``.
+
+    Parameters
+    ----------
+    path : path
+        The CSV file; its header must be exactly :data:`DL_INFO_COLUMNS`.
+    strict : bool
+        Raise on the first bad row instead of skipping it.
+
+    Returns
+    -------
+    DLInfo
+        Good rows in file order and a :class:`~.errors.ReadReport` listing every
+        skipped row (line, column, reason).
+
+    Raises
+    ------
+    FormatError
+        Unreadable file, missing / renamed / reordered columns, or (``strict``) a bad row.
+    """
+    path = str(path)
+    report = ReadReport(path)
+    rows: list[DLInfoRow] = []
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle)
+            header = [name.strip() for name in next(reader, [])]
+            if tuple(header) != DL_INFO_COLUMNS:
+                missing = [name for name in DL_INFO_COLUMNS if name not in header]
+                extra = [name for name in header if name not in DL_INFO_COLUMNS]
+                raise FormatError(
+                    path,
+                    f"header is not the 18 DL_info columns (missing {missing}, unexpected "
+                    f"{extra}; order must be {', '.join(DL_INFO_COLUMNS)})",
+                    row=1,
+                    column=(missing or extra or [None])[0],
+                )
+            line = reader.line_num
+            for cells in reader:
+                row_line, line = line + 1, reader.line_num
+                if not cells:
+                    continue
+                report.rows_read += 1
+                try:
+                    rows.append(_parse_row(cells, path, row_line))
+                except FormatError as error:
+                    report.skip(error, strict=strict)
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise FormatError(path, f"cannot read as CSV: {error}") from error
+    return DLInfo(path, rows, report)
+
+
+# --------------------------------------------------------------------------- PNG slices
+
+
+def read_hu_png(path: str | PathLike, *, expected_shape: tuple[int, int] | None = None):
+    """Decode one DeepLesion slice to HU.
+
+    Parameters
+    ----------
+    path : path
+        16-bit grayscale PNG, stored value = HU + 32768.
+    expected_shape : (int, int), optional
+        Required ``(Y, X)``; checked from the header before decoding.
+
+    Returns
+    -------
+    ndarray, shape (Y, X), int16
+        Hounsfield units.
+
+    Raises
+    ------
+    ImageFormatError
+        Not a PNG, not 16-bit single-channel, wrong size, truncated or corrupt.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            _check_png_header(image, path, expected_shape)
+            raw = np.asarray(image)
+    except LesionIOError:
+        raise
+    except (OSError, SyntaxError, ValueError, EOFError, zlib.error, struct.error) as error:
+        raise ImageFormatError(path, f"corrupt or truncated image: {error}") from error
+    except Image.DecompressionBombError as error:
+        raise ImageFormatError(path, f"refusing oversized image: {error}") from error
+    if raw.dtype.kind == "i":  # Pillow mode "I" (int32)
+        if raw.min(initial=0) < 0 or raw.max(initial=0) > 0xFFFF:
+            raise ImageFormatError(path, "values outside the 16-bit range")
+    return (raw.astype("<u2", copy=False) ^ np.uint16(HU_OFFSET)).view(np.int16)
+
+
+def _check_png_header(image, path, expected_shape) -> None:
+    if image.format != "PNG":
+        raise ImageFormatError(path, f"expected a PNG file, got {image.format}")
+    if image.mode not in (*_PNG_16BIT_MODES, "I"):
+        raise ImageFormatError(
+            path, f"expected a 16-bit single-channel PNG, got Pillow mode {image.mode!r}"
+        )
+    shape = (image.size[1], image.size[0])
+    if expected_shape is not None and shape != tuple(expected_shape):
+        raise ImageFormatError(
+            path, f"slice size {shape} differs from the series' size {tuple(expected_shape)}"
+        )
+
+
+def png_shape(path: str | PathLike) -> tuple[int, int]:
+    """``(Y, X)`` of a 16-bit PNG slice from its header (no decoding)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            _check_png_header(image, path, None)
+            return (image.size[1], image.size[0])
+    except LesionIOError:
+        raise
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise ImageFormatError(path, f"corrupt image: {error}") from error
+
+
+def series_slice_files(series_dir: str | PathLike) -> dict[int, Path]:
+    """The slice files of one series folder, by 1-based slice number (``NNN.png``)."""
+    series_dir = Path(series_dir)
+    files: dict[int, Path] = {}
+    try:
+        entries = list(os.scandir(series_dir))
+    except OSError:
+        return files
+    for entry in entries:
+        stem, dot, ext = entry.name.partition(".")
+        if dot and ext.lower() == "png" and stem.isdigit():
+            files[int(stem)] = Path(entry.path)
+    return files
+
+
+def _nearest_present(number: int, present: list[int]) -> int:
+    index = int(np.searchsorted(present, number))
+    candidates = present[max(index - 1, 0) : index + 1]
+    return min(candidates, key=lambda n: (abs(n - number), n))
+
+
+def open_series_range(
+    series_dir: str | PathLike,
+    first: int,
+    last: int,
+    *,
+    spacing_zyx: tuple[float, float, float],
+    on_missing: OnMissing = "raise",
+    files: dict[int, Path] | None = None,
+    **volume_kwargs,
+) -> CTVolume:
+    """Open slices ``first..last`` (1-based, inclusive) of a series folder as a lazy volume.
+
+    Parameters
+    ----------
+    series_dir : path
+        ``Images_png/PPPPPP_SS_SS``.
+    first, last : int
+        Slice range (file numbers).
+    spacing_zyx : (float, float, float)
+        Voxel spacing in mm.
+    on_missing : {"raise", "nearest"}
+        What to do when files inside the range are missing: raise
+        :class:`~.errors.MissingSlicesError`, or read the nearest present file in
+        their place (listed in ``attributes["missing_slices"]``).
+    files : dict, optional
+        Output of :func:`series_slice_files` when the caller already listed the folder.
+    **volume_kwargs
+        Passed to :class:`~.volume.CTVolume` (``display_window``, ``attributes``, ...).
+
+    Returns
+    -------
+    CTVolume
+        Shape ``(last - first + 1, Y, X)``; ``volume_id`` ``PPPPPP_SS_SS_aaa-bbb``.
+    """
+    series_dir = Path(series_dir)
+    files = series_slice_files(series_dir) if files is None else files
+    wanted = range(int(first), int(last) + 1)
+    missing = [n for n in wanted if n not in files]
+    present = [n for n in wanted if n in files]
+    if missing and (on_missing == "raise" or not present):
+        raise MissingSlicesError(series_dir, missing, first=first, last=last)
+    sources = [files[n] if n in files else files[_nearest_present(n, present)] for n in wanted]
+    shape_yx = png_shape(sources[0])
+    attributes = dict(volume_kwargs.pop("attributes", {}))
+    attributes["series_dir"] = str(series_dir)
+    attributes["slice_range"] = (int(first), int(last))
+    attributes["missing_slices"] = missing
+
+    def load_slice(z: int) -> np.ndarray:
+        return read_hu_png(sources[z], expected_shape=shape_yx)
+
+    return CTVolume(
+        volume_id=subvolume_id(series_dir.name, first, last),
+        shape=(len(sources), *shape_yx),
+        spacing=spacing_zyx,
+        load_slice=load_slice,
+        source=f"deeplesion:{series_dir}",
+        attributes=attributes,
+        **volume_kwargs,
+    )
+
+
+class DeepLesionDataset:
+    """The sub-volumes of a DeepLesion-layout dataset, opened lazily one at a time.
+
+    Parameters
+    ----------
+    images_dir : path
+        The ``Images_png`` folder.
+    dl_info : DLInfo or path
+        Parsed ``DL_info.csv`` (or its path, parsed leniently).
+    on_missing : {"raise", "nearest"}
+        Passed to :func:`open_series_range`.
+    cache_slices : int
+        Slices each open volume keeps decoded.
+
+    Notes
+    -----
+    Iterating yields one :class:`~.volume.CTVolume` per sub-volume; nothing but
+    the current volume's slice cache is held, so memory stays flat over
+    thousands of sub-volumes. :meth:`iter_volumes` with ``skip_missing=True``
+    skips volumes whose files are missing and lists them in :attr:`missing`.
+    """
+
+    def __init__(
+        self,
+        images_dir: str | PathLike,
+        dl_info: DLInfo | str | PathLike,
+        *,
+        on_missing: OnMissing = "raise",
+        cache_slices: int = 16,
+    ):
+        self.images_dir = Path(images_dir)
+        self.dl_info = dl_info if isinstance(dl_info, DLInfo) else read_dl_info(dl_info)
+        self.on_missing = on_missing
+        self.cache_slices = cache_slices
+        self._rows = self.dl_info.by_volume()
+        #: Volume id -> missing 1-based slice numbers, for volumes skipped or filled.
+        self.missing: dict[str, list[int]] = {}
+
+    @property
+    def volume_ids(self) -> list[str]:
+        """Sub-volume ids in DL_info order."""
+        return list(self._rows)
+
+    def rows(self, volume_id: str) -> list[DLInfoRow]:
+        """The DL_info rows (marks) of one sub-volume."""
+        return self._rows[volume_id]
+
+    def marks(self, volume_id: str) -> list[RecistMark]:
+        """The RECIST marks of one sub-volume, ``z`` inside it."""
+        return [row.mark for row in self._rows[volume_id]]
+
+    def open(self, volume_id: str) -> CTVolume:
+        """Open one sub-volume (lazy); raises :class:`~.errors.MissingSlicesError` per policy."""
+        rows = self._rows[volume_id]
+        first_row = rows[0]
+        attributes = {
+            "possibly_noisy": [row.possibly_noisy for row in rows],
+            "lesion_types": [row.lesion_type for row in rows],
+            "train_val_test": first_row.train_val_test,
+            "patient_index": first_row.patient_index,
+            "patient_gender": first_row.gender,
+            "patient_age": first_row.age,
+        }
+        volume = open_series_range(
+            self.images_dir / first_row.series,
+            *first_row.slice_range,
+            spacing_zyx=first_row.spacing_zyx,
+            on_missing=self.on_missing,
+            display_window=first_row.dicom_window,
+            attributes=attributes,
+            cache_slices=self.cache_slices,
+        )
+        if volume.attributes["missing_slices"]:
+            self.missing[volume_id] = volume.attributes["missing_slices"]
+        return volume
+
+    def iter_volumes(self, *, skip_missing: bool = False) -> Iterator[CTVolume]:
+        """Yield every sub-volume; with ``skip_missing`` volumes with missing files are skipped."""
+        for volume_id in self._rows:
+            try:
+                yield self.open(volume_id)
+            except MissingSlicesError as error:
+                if not skip_missing:
+                    raise
+                self.missing[volume_id] = error.missing
+
+    def __iter__(self) -> Iterator[CTVolume]:
+        return self.iter_volumes()
+
+    def __len__(self) -> int:
+        return len(self._rows)
