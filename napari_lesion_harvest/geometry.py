@@ -102,10 +102,20 @@ def box_area(boxes, *, plus_one: bool = False) -> np.ndarray:
     return np.prod(np.clip(arr[:, 2:] - arr[:, :2] + extra, 0, None), axis=1)
 
 
-def _pairwise_iou(boxes_a, boxes_b, ndim: int, plus_one: bool) -> np.ndarray:
-    """Pairwise IoU of axis-aligned boxes given as ``(lo_1..lo_ndim, hi_1..hi_ndim)``."""
-    a = as_boxes(boxes_a, 2 * ndim)[:, None, :]
-    b = as_boxes(boxes_b, 2 * ndim)[None, :, :]
+def _pairwise_iou(
+    boxes_a, boxes_b, ndim: int, plus_one: bool, elementwise: bool = False
+) -> np.ndarray:
+    """IoU of axis-aligned boxes given as ``(lo_1..lo_ndim, hi_1..hi_ndim)``.
+
+    All pairs ``(N, M)``, or with ``elementwise`` row ``i`` against row ``i`` ``(N,)``.
+    """
+    a = as_boxes(boxes_a, 2 * ndim)
+    b = as_boxes(boxes_b, 2 * ndim)
+    if elementwise:
+        if a.shape != b.shape:
+            raise ValueError(f"elementwise IoU needs equal box counts, got {len(a)} and {len(b)}")
+    else:
+        a, b = a[:, None, :], b[None, :, :]
     extra = 1.0 if plus_one else 0.0
     lo_a, hi_a, lo_b, hi_b = a[..., :ndim], a[..., ndim:], b[..., :ndim], b[..., ndim:]
     inter = np.prod(np.clip(np.minimum(hi_a, hi_b) - np.maximum(lo_a, lo_b) + extra, 0, None), -1)
@@ -116,7 +126,7 @@ def _pairwise_iou(boxes_a, boxes_b, ndim: int, plus_one: bool) -> np.ndarray:
         return np.where(union > 0, inter / union, 0.0)
 
 
-def iou_2d(boxes_a, boxes_b, *, plus_one: bool = False) -> np.ndarray:
+def iou_2d(boxes_a, boxes_b, *, plus_one: bool = False, elementwise: bool = False) -> np.ndarray:
     """Pairwise IoU of 2D boxes.
 
     Parameters
@@ -128,22 +138,25 @@ def iou_2d(boxes_a, boxes_b, *, plus_one: bool = False) -> np.ndarray:
     plus_one : bool, optional
         Use the pixel convention ``w = x2 - x1 + 1`` (DeepLesion's released
         evaluation) instead of continuous widths.
+    elementwise : bool, optional
+        IoU of row ``i`` of ``boxes_a`` with row ``i`` of ``boxes_b`` only
+        (``N == M``), shape ``(N,)``.
 
     Returns
     -------
-    ndarray, shape (N, M)
+    ndarray, shape (N, M), or (N,) with ``elementwise``
         IoU in [0, 1]; 0 where the union is empty.
     """
-    return _pairwise_iou(boxes_a, boxes_b, 2, plus_one)
+    return _pairwise_iou(boxes_a, boxes_b, 2, plus_one, elementwise)
 
 
-def iou_3d(boxes_a, boxes_b, *, plus_one: bool = False) -> np.ndarray:
-    """Pairwise IoU of 3D ``xyzxyz`` boxes, shape ``(N, M)``.
+def iou_3d(boxes_a, boxes_b, *, plus_one: bool = False, elementwise: bool = False) -> np.ndarray:
+    """Pairwise IoU of 3D ``xyzxyz`` boxes, shape ``(N, M)`` (``(N,)`` with ``elementwise``).
 
     With ``plus_one`` every extent (x, y and z) is ``hi - lo + 1``, so a box
     on one slice (``z1 == z2``) has depth 1.
     """
-    return _pairwise_iou(boxes_a, boxes_b, 3, plus_one)
+    return _pairwise_iou(boxes_a, boxes_b, 3, plus_one, elementwise)
 
 
 def clip_boxes(boxes, image_shape_yx) -> np.ndarray:
