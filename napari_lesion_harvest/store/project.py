@@ -1,0 +1,670 @@
+"""The harvest project: a folder with ``project.sqlite``, ``models/`` and ``exports/``.
+
+:class:`HarvestProject` is the one persistent state of the plugin. The GUI
+uses it for the volume table, the overlays of the shown volume, marks
+(add / edit / soft delete / undo), completing volumes and verdicts; the
+round engine uses :attr:`HarvestProject.rounds` (see
+:mod:`napari_lesion_harvest.store.rounds`). Several processes may open the
+same project at once: SQLite's WAL lets readers run beside one writer, and
+every write is one short transaction that is durable when the call returns.
+
+Examples
+--------
+>>> from napari_lesion_harvest.geometry import RecistMark
+>>> from napari_lesion_harvest.store import HarvestProject, VolumeRecord
+>>> import tempfile
+>>> with HarvestProject.open(tempfile.mkdtemp(), create=True) as project:
+...     _ = project.add_volumes([VolumeRecord("vol1", "synthetic", "-", "V_H")], author="me")
+...     mark = project.add_mark(
+...         "vol1",
+...         RecistMark.from_measurement_coordinates([10, 10, 30, 10, 20, 5, 20, 15], z=3),
+...         author="me",
+...     )
+...     [s.n_marks for s in project.volume_summaries()]
+[1]
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from napari_lesion_harvest.geometry import RecistMark
+from napari_lesion_harvest.store import rows
+from napari_lesion_harvest.store.database import Database
+from napari_lesion_harvest.store.errors import InvalidValueError, NotAProjectError
+from napari_lesion_harvest.store.records import (
+    StoredMark,
+    StoredProposal,
+    Verdict,
+    VolumeOverlays,
+    VolumeRecord,
+    VolumeSummary,
+)
+from napari_lesion_harvest.store.rows import AuditEntry
+from napari_lesion_harvest.store.schema import SCHEMA_VERSION
+
+DATABASE_NAME = "project.sqlite"
+MODELS_DIR = "models"
+EXPORTS_DIR = "exports"
+
+#: Actions that :meth:`HarvestProject.undo` can reverse.
+UNDOABLE_ACTIONS = ("mark.add", "mark.edit", "mark.delete", "mark.restore", "verdict.set")
+#: Held-out splits: completing such a volume would move test data into training.
+HELD_OUT_SPLITS = ("V_H_test", "V_D_test")
+
+_SUMMARY_SQL = """
+WITH m AS (
+    SELECT volume_id, count(*) AS n, sum(origin = 'expert') AS n_expert
+    FROM marks WHERE deleted_at IS NULL GROUP BY volume_id
+), p AS (
+    SELECT p.volume_id, count(*) AS n,
+           sum(CASE WHEN d.verdict IS NOT NULL THEN d.verdict = 'accepted'
+                    ELSE p.role = 'P_pos_H' END) AS n_harvested,
+           count(d.proposal_id) AS n_verdicts
+    FROM proposals p LEFT JOIN verdicts d ON d.proposal_id = p.id
+    WHERE p.round_id = (SELECT id FROM rounds WHERE number = ?)
+    GROUP BY p.volume_id
+)
+SELECT v.name, v.split, v.complete, coalesce(m.n, 0), coalesce(m.n_expert, 0),
+       coalesce(p.n, 0), coalesce(p.n_harvested, 0), coalesce(p.n_verdicts, 0)
+FROM volumes v LEFT JOIN m ON m.volume_id = v.id LEFT JOIN p ON p.volume_id = v.id
+"""
+
+
+class HarvestProject:
+    """A harvest project folder.
+
+    Use :meth:`open`; close with :meth:`close` or a ``with`` block.
+
+    Parameters
+    ----------
+    folder : str or Path
+        The project folder (holds ``project.sqlite``, ``models/``, ``exports/``).
+    create : bool, optional
+        Create the folder and an empty project when missing (default: refuse).
+    synchronous : {"FULL", "NORMAL"}, optional
+        SQLite fsync policy; FULL (default) makes each acknowledged change survive
+        SIGKILL and power loss.
+
+    Raises
+    ------
+    NotAProjectError
+        Missing project (without ``create``), a foreign or corrupt ``project.sqlite``.
+    SchemaTooNewError
+        Written by a newer release. An older schema is migrated (after a
+        backup copy ``project.sqlite.v<N>.bak``).
+    """
+
+    def __init__(self, folder: str | Path, *, create: bool = False, synchronous: str = "FULL"):
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            if not create:
+                raise NotAProjectError(f"{self.folder} is not a harvest project folder")
+            self.folder.mkdir(parents=True)
+        self._db = Database(self.database_path, create=create, synchronous=synchronous)
+        for name in (MODELS_DIR, EXPORTS_DIR):
+            (self.folder / name).mkdir(exist_ok=True)
+        from napari_lesion_harvest.store.rounds import RoundStore
+
+        self.rounds = RoundStore(self._db, self.folder)
+
+    @classmethod
+    def open(
+        cls, folder: str | Path, *, create: bool = False, synchronous: str = "FULL"
+    ) -> HarvestProject:
+        """Open (or with ``create=True`` create) the project in ``folder``."""
+        return cls(folder, create=create, synchronous=synchronous)
+
+    # ---------------------------------------------------------------- lifecycle
+
+    @property
+    def database_path(self) -> Path:
+        """``<folder>/project.sqlite``."""
+        return self.folder / DATABASE_NAME
+
+    @property
+    def models_dir(self) -> Path:
+        """Folder of model checkpoints."""
+        return self.folder / MODELS_DIR
+
+    @property
+    def exports_dir(self) -> Path:
+        """Default folder of exports."""
+        return self.folder / EXPORTS_DIR
+
+    @property
+    def schema_version(self) -> int:
+        """Schema version of the open file (always the current one after opening)."""
+        return SCHEMA_VERSION
+
+    @property
+    def migrated_from(self) -> int | None:
+        """Version the file was migrated from when opening it (None: no migration)."""
+        return self._db.migrated_from
+
+    def integrity_check(self) -> list[str]:
+        """SQLite ``integrity_check`` + foreign-key check; an empty list means healthy."""
+        return self._db.integrity_check()
+
+    def close(self) -> None:
+        """Close the project's connection."""
+        self._db.close()
+
+    def __enter__(self) -> HarvestProject:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ volumes
+
+    def add_volumes(self, records: Iterable[VolumeRecord], *, author: str) -> int:
+        """Add volumes in one transaction (an import); returns how many were added.
+
+        Parameters
+        ----------
+        records : iterable of VolumeRecord
+            New volumes; ids must be new to the project.
+        author : str
+            Who imported them (audit log).
+
+        Raises
+        ------
+        InvalidValueError
+            A duplicate volume id or an unknown split (nothing is added).
+        """
+        count = 0
+        with self._db.write("adding volumes") as conn:
+            for record in records:
+                try:
+                    conn.execute(
+                        "INSERT INTO volumes (name, reader, path, split, shape_z, shape_y, "
+                        "shape_x, spacing_z, spacing_y, spacing_x, window_low, window_high, "
+                        "complete, completed_by, completed_at, imported_split, attributes) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        rows.volume_values(record),
+                    )
+                except sqlite3.IntegrityError as error:
+                    raise InvalidValueError(
+                        f"cannot add volume {record.volume_id!r}: {error} "
+                        "(is it already in the project?)"
+                    ) from error
+                count += 1
+            rows.append_audit(conn, author=author, action="volume.import", details={"n": count})
+        return count
+
+    def volume(self, volume_id: str) -> VolumeRecord:
+        """One volume; :class:`NotFoundError` when unknown."""
+        with self._db.read("reading a volume") as conn:
+            row = conn.execute(f"{rows.VOLUME_SELECT} WHERE name = ?", (volume_id,)).fetchone()
+        if row is None:
+            raise rows.NotFoundError(f"the project has no volume {volume_id!r}")
+        return rows.row_to_volume(row)
+
+    def volumes(self, *, split: str | None = None) -> list[VolumeRecord]:
+        """All volumes (of one split when given), in import order."""
+        where, args = (
+            ("", ()) if split is None else (" WHERE split = ?", (rows.check_split(split),))
+        )
+        with self._db.read("listing volumes") as conn:
+            found = conn.execute(f"{rows.VOLUME_SELECT}{where} ORDER BY id", args).fetchall()
+        return [rows.row_to_volume(row) for row in found]
+
+    def volume_summaries(self, *, round_number: int | None = None) -> list[VolumeSummary]:
+        """Every volume with its counts, for the volume table (one query).
+
+        Parameters
+        ----------
+        round_number : int, optional
+            Round whose proposals are counted; default the latest done round.
+
+        Returns
+        -------
+        list of VolumeSummary
+            In import order.
+        """
+        with self._db.read("summarising volumes") as conn:
+            number = round_number if round_number is not None else _latest_done(conn)
+            found = conn.execute(_SUMMARY_SQL + " ORDER BY v.id", (number,)).fetchall()
+        return [
+            VolumeSummary(name, split, bool(done), *counts) for name, split, done, *counts in found
+        ]
+
+    def set_split(self, volume_id: str, split: str, *, author: str) -> VolumeRecord:
+        """Move a volume to another split (``V_M``, ``V_H``, ``V_H_test``, ``V_D_test``)."""
+        rows.check_split(split)
+        with self._db.write(f"changing the split of {volume_id}") as conn:
+            pk = rows.volume_pk(conn, volume_id)
+            before = conn.execute("SELECT split FROM volumes WHERE id = ?", (pk,)).fetchone()[0]
+            conn.execute(
+                "UPDATE volumes SET split = ?, imported_split = ? WHERE id = ?", (split, split, pk)
+            )
+            rows.append_audit(
+                conn,
+                author=author,
+                action="volume.split",
+                volume_pk_=pk,
+                details={"before": before, "after": split},
+            )
+        return self.volume(volume_id)
+
+    def set_volume_complete(
+        self, volume_id: str, *, author: str, complete: bool = True
+    ) -> VolumeRecord:
+        """Mark a volume fully annotated (it joins ``V_M``), or withdraw that.
+
+        Withdrawing returns the volume to the split it had before.
+
+        Raises
+        ------
+        InvalidValueError
+            The volume is held out for testing (``V_H_test``, ``V_D_test``).
+        """
+        with self._db.write(f"completing {volume_id}") as conn:
+            pk = rows.volume_pk(conn, volume_id)
+            split, imported = conn.execute(
+                "SELECT split, imported_split FROM volumes WHERE id = ?", (pk,)
+            ).fetchone()
+            if split in HELD_OUT_SPLITS:
+                raise InvalidValueError(
+                    f"volume {volume_id} is held out ({split}); completing it would move "
+                    "test data into training"
+                )
+            at = rows.now()
+            if complete:
+                values = ("V_M", 1, author, at, pk)
+            else:
+                values = (imported, 0, None, None, pk)
+            conn.execute(
+                "UPDATE volumes SET split = ?, complete = ?, completed_by = ?, completed_at = ? "
+                "WHERE id = ?",
+                values,
+            )
+            rows.append_audit(
+                conn,
+                author=author,
+                action="volume.complete",
+                volume_pk_=pk,
+                at=at,
+                details={"complete": bool(complete), "split_before": split},
+            )
+        return self.volume(volume_id)
+
+    def set_display_window(self, volume_id: str, low: float, high: float, *, author: str) -> None:
+        """Save the HU display window of a volume (``low < high``)."""
+        if not float(low) < float(high):
+            raise InvalidValueError(f"display window needs low < high; got ({low}, {high})")
+        with self._db.write(f"saving the window of {volume_id}") as conn:
+            pk = rows.volume_pk(conn, volume_id)
+            conn.execute(
+                "UPDATE volumes SET window_low = ?, window_high = ? WHERE id = ?",
+                (float(low), float(high), pk),
+            )
+            rows.append_audit(
+                conn,
+                author=author,
+                action="volume.window",
+                volume_pk_=pk,
+                details={"window": [float(low), float(high)]},
+            )
+
+    # -------------------------------------------------------------------- marks
+
+    def add_mark(
+        self, volume_id: str, mark: RecistMark, *, author: str, origin: str = "expert"
+    ) -> StoredMark:
+        """Save one mark; it is durable (fsynced) when this returns.
+
+        Parameters
+        ----------
+        volume_id : str
+        mark : RecistMark
+            Slice ``z`` (0-based) and both axes in pixel coordinates.
+        author : str
+        origin : {"expert", "original"}, optional
+
+        Returns
+        -------
+        StoredMark
+        """
+        rows.check_origin(origin)
+        values = rows.mark_values(mark)
+        with self._db.write(f"adding a mark to {volume_id}") as conn:
+            mark_id = self._insert_mark(
+                conn, rows.volume_pk(conn, volume_id), values, origin=origin, author=author
+            )
+            stored = rows.fetch_mark(conn, mark_id)
+        return stored
+
+    def add_marks(
+        self,
+        items: Iterable[tuple[str, RecistMark]],
+        *,
+        author: str,
+        origin: str = "original",
+    ) -> list[int]:
+        """Save many marks in one transaction (a dataset import); returns their ids."""
+        rows.check_origin(origin)
+        ids = []
+        with self._db.write("importing marks") as conn:
+            pks = rows.volume_pks(conn)
+            for volume_id, mark in items:
+                if volume_id not in pks:
+                    raise rows.NotFoundError(f"the project has no volume {volume_id!r}")
+                ids.append(
+                    self._insert_mark(
+                        conn,
+                        pks[volume_id],
+                        rows.mark_values(mark),
+                        origin=origin,
+                        author=author,
+                        audit=False,
+                    )
+                )
+            rows.append_audit(
+                conn,
+                author=author,
+                action="mark.import",
+                details={"n": len(ids), "origin": origin},
+            )
+        return ids
+
+    @staticmethod
+    def _insert_mark(
+        conn, volume_pk: int, values: tuple, *, origin: str, author: str, audit: bool = True
+    ) -> int:
+        at = rows.now()
+        cursor = conn.execute(
+            f"INSERT INTO marks (volume_id, z, {rows.MARK_COORDS}, origin, author, created_at, "
+            "edited_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (volume_pk, *values, origin, author, at, at),
+        )
+        mark_id = int(cursor.lastrowid)
+        if audit:
+            rows.append_audit(
+                conn,
+                author=author,
+                action="mark.add",
+                volume_pk_=volume_pk,
+                target_id=mark_id,
+                details={"mark": list(values)},
+                at=at,
+            )
+        return mark_id
+
+    def edit_mark(self, mark_id: int, mark: RecistMark, *, author: str) -> StoredMark:
+        """Replace a mark's slice and endpoints (undoable)."""
+        values = rows.mark_values(mark)
+        with self._db.write(f"editing mark {mark_id}") as conn:
+            before = rows.fetch_mark(conn, mark_id)
+            self._set_mark_values(conn, mark_id, values)
+            rows.append_audit(
+                conn,
+                author=author,
+                action="mark.edit",
+                volume_pk_=rows.volume_pk(conn, before.volume_id),
+                target_id=int(mark_id),
+                details={"before": list(rows.mark_values(before.mark)), "after": list(values)},
+            )
+            return rows.fetch_mark(conn, mark_id)
+
+    @staticmethod
+    def _set_mark_values(conn, mark_id: int, values: tuple) -> None:
+        assignments = ", ".join(f"{column} = ?" for column in ("z", *rows.MARK_COORDS.split(", ")))
+        conn.execute(
+            f"UPDATE marks SET {assignments}, edited_at = ? WHERE id = ?",
+            (*values, rows.now(), int(mark_id)),
+        )
+
+    def delete_mark(self, mark_id: int, *, author: str) -> StoredMark:
+        """Soft-delete a mark (kept; :meth:`restore_mark` or :meth:`undo` bring it back)."""
+        return self._set_deleted(mark_id, True, author=author, action="mark.delete")
+
+    def restore_mark(self, mark_id: int, *, author: str) -> StoredMark:
+        """Bring back a soft-deleted mark."""
+        return self._set_deleted(mark_id, False, author=author, action="mark.restore")
+
+    def _set_deleted(self, mark_id: int, deleted: bool, *, author: str, action: str) -> StoredMark:
+        with self._db.write(f"{action} of mark {mark_id}") as conn:
+            before = rows.fetch_mark(conn, mark_id)
+            conn.execute(
+                "UPDATE marks SET deleted_at = ? WHERE id = ?",
+                (rows.now() if deleted else None, int(mark_id)),
+            )
+            rows.append_audit(
+                conn,
+                author=author,
+                action=action,
+                volume_pk_=rows.volume_pk(conn, before.volume_id),
+                target_id=int(mark_id),
+            )
+            return rows.fetch_mark(conn, mark_id)
+
+    def mark(self, mark_id: int) -> StoredMark:
+        """One mark by id (also when soft-deleted)."""
+        with self._db.read("reading a mark") as conn:
+            return rows.fetch_mark(conn, mark_id)
+
+    def marks(
+        self, volume_id: str | None = None, *, include_deleted: bool = False
+    ) -> list[StoredMark]:
+        """Marks of one volume (or of all), in creation order."""
+        clauses, args = [], []
+        if volume_id is not None:
+            clauses.append("v.name = ?")
+            args.append(volume_id)
+        if not include_deleted:
+            clauses.append("m.deleted_at IS NULL")
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._db.read("reading marks") as conn:
+            if volume_id is not None:
+                rows.volume_pk(conn, volume_id)
+            found = conn.execute(f"{rows.MARK_SELECT}{where} ORDER BY m.id", args).fetchall()
+        return [rows.row_to_mark(row) for row in found]
+
+    # ----------------------------------------------------------------- verdicts
+
+    def set_verdict(self, proposal_id: int, verdict: str | None, *, author: str) -> Verdict | None:
+        """Accept or reject a proposal (``None`` clears the verdict); undoable.
+
+        An expert verdict outranks the classifier: the proposal counts as a
+        lesion iff accepted, whatever its role, and rounds receive every
+        verdict in their snapshot.
+        """
+        if verdict is not None:
+            rows.check_verdict(verdict)
+        with self._db.write(f"saving a verdict on proposal {proposal_id}") as conn:
+            target = rows.fetch_proposal(conn, proposal_id)
+            previous = target.verdict
+            at = rows.now()
+            if verdict is None:
+                conn.execute("DELETE FROM verdicts WHERE proposal_id = ?", (target.id,))
+            else:
+                conn.execute(
+                    "INSERT OR REPLACE INTO verdicts (proposal_id, verdict, author, at) "
+                    "VALUES (?, ?, ?, ?)",
+                    (target.id, verdict, author, at),
+                )
+            rows.append_audit(
+                conn,
+                author=author,
+                action="verdict.set",
+                volume_pk_=rows.volume_pk(conn, target.volume_id),
+                target_id=target.id,
+                at=at,
+                details={
+                    "before": None
+                    if previous is None
+                    else [previous.verdict, previous.author, previous.at],
+                    "after": verdict,
+                },
+            )
+        return None if verdict is None else Verdict(target.id, verdict, author, at)
+
+    def verdicts(self) -> list[Verdict]:
+        """Every verdict in the project, oldest first."""
+        with self._db.read("reading verdicts") as conn:
+            found = conn.execute(
+                "SELECT proposal_id, verdict, author, at FROM verdicts ORDER BY at"
+            ).fetchall()
+        return [Verdict(*row) for row in found]
+
+    # --------------------------------------------------------------------- undo
+
+    def undo(self, *, author: str) -> AuditEntry | None:
+        """Reverse ``author``'s latest not yet undone mark or verdict action.
+
+        Returns
+        -------
+        AuditEntry or None
+            The action undone (its ``volume_id`` tells the GUI what to redraw);
+            None when there is nothing left to undo.
+        """
+        with self._db.write("undoing") as conn:
+            row = conn.execute(
+                f"{rows.AUDIT_SELECT} WHERE a.author = ? AND a.action IN "
+                f"({', '.join('?' * len(UNDOABLE_ACTIONS))}) AND NOT EXISTS "
+                "(SELECT 1 FROM audit u WHERE u.action = 'undo' AND u.target_id = a.id) "
+                "ORDER BY a.id DESC LIMIT 1",
+                (author, *UNDOABLE_ACTIONS),
+            ).fetchone()
+            if row is None:
+                return None
+            entry = rows.row_to_audit(row)
+            self._reverse(conn, entry)
+            volume_pk = rows.volume_pk(conn, entry.volume_id) if entry.volume_id else None
+            rows.append_audit(
+                conn,
+                author=author,
+                action="undo",
+                volume_pk_=volume_pk,
+                target_id=entry.id,
+                details={"undid": entry.action},
+            )
+        return entry
+
+    def _reverse(self, conn, entry: AuditEntry) -> None:
+        target = entry.target_id
+        if entry.action == "mark.add":
+            conn.execute("UPDATE marks SET deleted_at = ? WHERE id = ?", (rows.now(), target))
+        elif entry.action == "mark.restore":
+            conn.execute("UPDATE marks SET deleted_at = ? WHERE id = ?", (rows.now(), target))
+        elif entry.action == "mark.delete":
+            conn.execute("UPDATE marks SET deleted_at = NULL WHERE id = ?", (target,))
+        elif entry.action == "mark.edit":
+            self._set_mark_values(conn, target, tuple(entry.details["before"]))
+        elif entry.action == "verdict.set":
+            before = entry.details["before"]
+            if before is None:
+                conn.execute("DELETE FROM verdicts WHERE proposal_id = ?", (target,))
+            else:
+                conn.execute(
+                    "INSERT OR REPLACE INTO verdicts (proposal_id, verdict, author, at) "
+                    "VALUES (?, ?, ?, ?)",
+                    (target, *before),
+                )
+
+    def audit_log(
+        self, *, author: str | None = None, limit: int | None = None
+    ) -> list[AuditEntry]:
+        """Audit entries, newest first (of one author when given)."""
+        where, args = ("", []) if author is None else (" WHERE a.author = ?", [author])
+        tail = " LIMIT ?" if limit is not None else ""
+        if limit is not None:
+            args.append(int(limit))
+        with self._db.read("reading the audit log") as conn:
+            found = conn.execute(f"{rows.AUDIT_SELECT}{where} ORDER BY a.id DESC{tail}", args)
+            return [rows.row_to_audit(row) for row in found.fetchall()]
+
+    # ---------------------------------------------------------------- overlays
+
+    def latest_done_round(self) -> int | None:
+        """Number of the latest round with status ``done`` (None before the first)."""
+        with self._db.read("reading rounds") as conn:
+            return _latest_done(conn)
+
+    def volume_overlays(
+        self,
+        volume_id: str,
+        *,
+        round_number: int | None = None,
+        include_deleted: bool = False,
+    ) -> VolumeOverlays:
+        """Everything drawn over one volume, read in one consistent transaction.
+
+        Parameters
+        ----------
+        volume_id : str
+        round_number : int, optional
+            Round whose proposals are shown; default the latest done round.
+        include_deleted : bool, optional
+            Also return soft-deleted marks (for an "undo" view).
+        """
+        deleted = "" if include_deleted else " AND m.deleted_at IS NULL"
+        with self._db.read(f"reading the overlays of {volume_id}") as conn:
+            pk = rows.volume_pk(conn, volume_id)
+            volume = rows.row_to_volume(
+                conn.execute(f"{rows.VOLUME_SELECT} WHERE id = ?", (pk,)).fetchone()
+            )
+            marks = conn.execute(
+                f"{rows.MARK_SELECT} WHERE m.volume_id = ?{deleted} ORDER BY m.id", (pk,)
+            ).fetchall()
+            number = round_number if round_number is not None else _latest_done(conn)
+            found = conn.execute(
+                f"{rows.PROPOSAL_SELECT} WHERE p.volume_id = ? AND p.round_id = "
+                "(SELECT id FROM rounds WHERE number = ?) ORDER BY p.id",
+                (pk, number),
+            ).fetchall()
+        return VolumeOverlays(
+            volume=volume,
+            marks=[rows.row_to_mark(row) for row in marks],
+            proposals=[rows.row_to_proposal(row) for row in found],
+            round_number=number,
+        )
+
+    def proposal(self, proposal_id: int) -> StoredProposal:
+        """One proposal with its verdict."""
+        with self._db.read("reading a proposal") as conn:
+            return rows.fetch_proposal(conn, proposal_id)
+
+    def proposals(
+        self,
+        round_number: int,
+        *,
+        roles: Iterable[str] | None = None,
+        volume_id: str | None = None,
+        batch_size: int = 10_000,
+    ) -> Iterator[StoredProposal]:
+        """Stream the proposals of a round (e.g. a training set: ``roles=("P_RM", "P_RH")``).
+
+        Read in batches of ``batch_size`` by increasing id, so memory stays
+        bounded for a DeepLesion-scale round.
+        """
+        clauses, args = ["r.number = ?"], [int(round_number)]
+        if roles is not None:
+            roles = [rows.check_role(role) for role in roles]
+            clauses.append(f"p.role IN ({', '.join('?' * len(roles))})")
+            args += roles
+        if volume_id is not None:
+            clauses.append("v.name = ?")
+            args.append(volume_id)
+        last = 0
+        while True:
+            with self._db.read("reading proposals") as conn:
+                batch = conn.execute(
+                    f"{rows.PROPOSAL_SELECT} WHERE {' AND '.join(clauses)} AND p.id > ? "
+                    "ORDER BY p.id LIMIT ?",
+                    (*args, last, int(batch_size)),
+                ).fetchall()
+            if not batch:
+                return
+            for row in batch:
+                yield rows.row_to_proposal(row)
+            last = batch[-1][0]
+
+
+def _latest_done(conn) -> int | None:
+    row = conn.execute("SELECT max(number) FROM rounds WHERE status = 'done'").fetchone()
+    return row[0]

@@ -1,0 +1,320 @@
+"""Conversions between SQL rows and store records (marks, volumes, proposals, audit).
+
+Proposal tracklets are stored compactly: slices as little-endian int32,
+boxes ``(K, 4)`` and scores ``(K,)`` as little-endian float32 blobs.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from napari_lesion_harvest.geometry import Proposal3D, RecistMark
+from napari_lesion_harvest.store.errors import InvalidValueError, NotFoundError
+from napari_lesion_harvest.store.records import (
+    ProposalRow,
+    StoredMark,
+    StoredProposal,
+    Verdict,
+    VolumeRecord,
+)
+from napari_lesion_harvest.store.schema import ORIGINS, ROLES, SPLITS, VERDICTS
+
+MARK_COORDS = "long_x1, long_y1, long_x2, long_y2, short_x1, short_y1, short_x2, short_y2"
+MARK_SELECT = (
+    f"SELECT m.id, v.name, m.z, {', '.join('m.' + c for c in MARK_COORDS.split(', '))}, "
+    "m.origin, m.author, m.created_at, m.edited_at, m.deleted_at "
+    "FROM marks m JOIN volumes v ON v.id = m.volume_id"
+)
+VOLUME_SELECT = (
+    "SELECT name, reader, path, split, shape_z, shape_y, shape_x, spacing_z, spacing_y, "
+    "spacing_x, window_low, window_high, complete, completed_by, completed_at, "
+    "imported_split, attributes FROM volumes"
+)
+PROPOSAL_SELECT = (
+    "SELECT p.id, r.number, v.name, p.role, p.s_g, p.s_c, p.s_gc, p.stage, "
+    "p.x1, p.y1, p.z1, p.x2, p.y2, p.z2, p.slices, p.boxes, p.scores, p.meta, "
+    "d.verdict, d.author, d.at "
+    "FROM proposals p JOIN rounds r ON r.id = p.round_id JOIN volumes v ON v.id = p.volume_id "
+    "LEFT JOIN verdicts d ON d.proposal_id = p.id"
+)
+PROPOSAL_INSERT = (
+    "INSERT INTO proposals (round_id, volume_id, stage, role, x1, y1, z1, x2, y2, z2, "
+    "s_g, s_c, s_gc, n_slices, slices, boxes, scores, meta) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def check_choice(value: str, allowed: tuple[str, ...], what: str) -> str:
+    """Return ``value`` or raise :class:`InvalidValueError` listing the allowed values."""
+    if value not in allowed:
+        raise InvalidValueError(f"{what} must be one of {', '.join(allowed)}; got {value!r}")
+    return value
+
+
+def check_split(split: str) -> str:
+    """Validate a split name."""
+    return check_choice(split, SPLITS, "split")
+
+
+def check_origin(origin: str) -> str:
+    """Validate a mark origin."""
+    return check_choice(origin, ORIGINS, "mark origin")
+
+
+def check_role(role: str) -> str:
+    """Validate a proposal role."""
+    return check_choice(role, ROLES, "proposal role")
+
+
+def check_verdict(verdict: str) -> str:
+    """Validate a verdict."""
+    return check_choice(verdict, VERDICTS, "verdict")
+
+
+def now() -> float:
+    """Current time, POSIX seconds."""
+    return time.time()
+
+
+# ----------------------------------------------------------------------- volumes
+
+
+def volume_pk(conn: sqlite3.Connection, volume_id: str) -> int:
+    """Primary key of a volume; :class:`NotFoundError` when the project has no such volume."""
+    row = conn.execute("SELECT id FROM volumes WHERE name = ?", (volume_id,)).fetchone()
+    if row is None:
+        raise NotFoundError(f"the project has no volume {volume_id!r}")
+    return int(row[0])
+
+
+def volume_pks(conn: sqlite3.Connection) -> dict[str, int]:
+    """Every volume's primary key by name."""
+    return dict(conn.execute("SELECT name, id FROM volumes"))
+
+
+def volume_values(record: VolumeRecord) -> tuple:
+    """SQL values of a volume for ``INSERT`` (order of :data:`VOLUME_SELECT`)."""
+    check_split(record.split)
+    shape = tuple(int(n) for n in record.shape) if record.shape is not None else (None,) * 3
+    spacing = (
+        tuple(float(s) for s in record.spacing) if record.spacing is not None else (None,) * 3
+    )
+    window = (
+        tuple(float(w) for w in record.display_window)
+        if record.display_window is not None
+        else (None, None)
+    )
+    imported = check_split(record.imported_split or record.split)
+    return (
+        record.volume_id,
+        record.reader,
+        str(record.path),
+        record.split,
+        *shape,
+        *spacing,
+        *window,
+        int(bool(record.complete)),
+        record.completed_by,
+        record.completed_at,
+        imported,
+        json.dumps(dict(record.attributes)),
+    )
+
+
+def row_to_volume(row: tuple) -> VolumeRecord:
+    """Build a :class:`VolumeRecord` from a :data:`VOLUME_SELECT` row."""
+    (name, reader, path, split, sz, sy, sx, pz, py, px, lo, hi) = row[:12]
+    complete, completed_by, completed_at, imported, attributes = row[12:]
+    return VolumeRecord(
+        volume_id=name,
+        reader=reader,
+        path=path,
+        split=split,
+        shape=(sz, sy, sx) if sz is not None else None,
+        spacing=(pz, py, px) if pz is not None else None,
+        display_window=(lo, hi) if lo is not None else None,
+        complete=bool(complete),
+        completed_by=completed_by,
+        completed_at=completed_at,
+        imported_split=imported,
+        attributes=json.loads(attributes),
+    )
+
+
+# ------------------------------------------------------------------------- marks
+
+
+def mark_values(mark: RecistMark) -> tuple:
+    """``(z, 8 coordinates)`` of a mark: long axis x1 y1 x2 y2, short axis x1 y1 x2 y2."""
+    if not isinstance(mark, RecistMark):
+        raise InvalidValueError(f"expected a geometry.RecistMark, got {type(mark).__name__}")
+    if mark.z < 0:
+        raise InvalidValueError(f"a mark's slice index must be >= 0; got {mark.z}")
+    return (mark.z, *(float(v) for v in mark.measurement_coordinates()))
+
+
+def values_to_mark(values) -> RecistMark:
+    """Inverse of :func:`mark_values`."""
+    return RecistMark.from_measurement_coordinates(values[1:9], z=int(values[0]))
+
+
+def row_to_mark(row: tuple) -> StoredMark:
+    """Build a :class:`StoredMark` from a :data:`MARK_SELECT` row."""
+    return StoredMark(
+        id=row[0],
+        volume_id=row[1],
+        mark=values_to_mark(row[2:11]),
+        origin=row[11],
+        author=row[12],
+        created_at=row[13],
+        edited_at=row[14],
+        deleted_at=row[15],
+    )
+
+
+def fetch_mark(conn: sqlite3.Connection, mark_id: int) -> StoredMark:
+    """One mark by id (deleted or not); :class:`NotFoundError` when unknown."""
+    row = conn.execute(f"{MARK_SELECT} WHERE m.id = ?", (int(mark_id),)).fetchone()
+    if row is None:
+        raise NotFoundError(f"the project has no mark with id {mark_id}")
+    return row_to_mark(row)
+
+
+# --------------------------------------------------------------------- proposals
+
+
+def proposal_values(row: ProposalRow, *, round_pk: int, volume_pk_: int, stage: str) -> tuple:
+    """SQL values of a proposal for :data:`PROPOSAL_INSERT`."""
+    check_role(row.role)
+    proposal = row.proposal
+    if not isinstance(proposal, Proposal3D):
+        raise InvalidValueError(f"expected a geometry.Proposal3D, got {type(proposal).__name__}")
+    box = proposal.box_3d
+    return (
+        round_pk,
+        volume_pk_,
+        stage,
+        row.role,
+        *(float(v) for v in box),
+        proposal.s_g,
+        _optional_float(row.s_c),
+        _optional_float(row.s_gc),
+        len(proposal.slices),
+        proposal.slices.astype("<i4").tobytes(),
+        proposal.boxes.astype("<f4").tobytes(),
+        proposal.scores.astype("<f4").tobytes(),
+        json.dumps(proposal.meta) if proposal.meta else None,
+    )
+
+
+def row_to_proposal(row: tuple) -> StoredProposal:
+    """Build a :class:`StoredProposal` from a :data:`PROPOSAL_SELECT` row."""
+    (pid, number, volume, role, s_g, s_c, s_gc, stage) = row[:8]
+    box_3d = tuple(row[8:14])
+    slices, boxes, scores, meta, verdict, author, at = row[14:]
+    proposal = Proposal3D(
+        slices=np.frombuffer(slices, dtype="<i4"),
+        boxes=np.frombuffer(boxes, dtype="<f4").reshape(-1, 4),
+        scores=np.frombuffer(scores, dtype="<f4"),
+        meta=json.loads(meta) if meta else {},
+    )
+    return StoredProposal(
+        id=pid,
+        round_number=number,
+        volume_id=volume,
+        proposal=proposal,
+        role=role,
+        s_g=s_g,
+        s_c=s_c,
+        s_gc=s_gc,
+        stage=stage,
+        box_3d=box_3d,
+        verdict=Verdict(pid, verdict, author, at) if verdict is not None else None,
+    )
+
+
+def fetch_proposal(conn: sqlite3.Connection, proposal_id: int) -> StoredProposal:
+    """One proposal by id; :class:`NotFoundError` when unknown."""
+    row = conn.execute(f"{PROPOSAL_SELECT} WHERE p.id = ?", (int(proposal_id),)).fetchone()
+    if row is None:
+        raise NotFoundError(f"the project has no proposal with id {proposal_id}")
+    return row_to_proposal(row)
+
+
+def _optional_float(value) -> float | None:
+    return None if value is None else float(value)
+
+
+# ------------------------------------------------------------------------- audit
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One line of the append-only audit log.
+
+    Attributes
+    ----------
+    id : int
+    at : float
+    author : str
+    action : str
+        e.g. ``mark.add``, ``mark.edit``, ``mark.delete``, ``mark.restore``,
+        ``verdict.set``, ``volume.complete``, ``volume.split``, ``undo``, ``round.cancel``.
+    volume_id : str or None
+    target_id : int or None
+        Mark id, proposal id, round number or (for ``undo``) the audit id undone.
+    details : dict
+    """
+
+    id: int
+    at: float
+    author: str
+    action: str
+    volume_id: str | None
+    target_id: int | None
+    details: dict
+
+
+AUDIT_SELECT = (
+    "SELECT a.id, a.at, a.author, a.action, v.name, a.target_id, a.details "
+    "FROM audit a LEFT JOIN volumes v ON v.id = a.volume_id"
+)
+
+
+def row_to_audit(row: tuple) -> AuditEntry:
+    """Build an :class:`AuditEntry` from an :data:`AUDIT_SELECT` row."""
+    return AuditEntry(*row[:6], details=json.loads(row[6]))
+
+
+def append_audit(
+    conn: sqlite3.Connection,
+    *,
+    author: str,
+    action: str,
+    volume_pk_: int | None = None,
+    target_id: int | None = None,
+    details: Mapping | None = None,
+    at: float | None = None,
+) -> int:
+    """Append one entry to the audit log (inside the caller's transaction); returns its id."""
+    if not author:
+        raise InvalidValueError(f"{action} needs an author (who did it)")
+    cursor = conn.execute(
+        "INSERT INTO audit (at, author, action, volume_id, target_id, details) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            at if at is not None else now(),
+            author,
+            action,
+            volume_pk_,
+            target_id,
+            json.dumps(dict(details or {})),
+        ),
+    )
+    return int(cursor.lastrowid)
