@@ -1,0 +1,78 @@
+"""Tiny writer of DeepLesion-layout test data (16-bit PNG slices + DL_info.csv) for io tests."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from napari_lesion_harvest.io.deeplesion import DL_INFO_COLUMNS, HU_OFFSET
+
+
+def write_hu_png(path: Path, hu: np.ndarray) -> Path:
+    """Write one slice (HU, shape (Y, X)) as a 16-bit PNG with value = HU + 32768."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((hu.astype(np.int32) + HU_OFFSET).astype(np.uint16)).save(path)
+    return path
+
+
+def write_series(images_dir: Path, series: str, first: int, hu: np.ndarray, *, skip=()) -> Path:
+    """Write ``hu`` (Z, Y, X) as slices ``first, first+1, ...`` of ``series``, except ``skip``."""
+    folder = images_dir / series
+    for offset, image in enumerate(hu):
+        number = first + offset
+        if number not in skip:
+            write_hu_png(folder / f"{number:03d}.png", image)
+    return folder
+
+
+def dl_info_row(
+    series: str,
+    key_slice: int,
+    slice_range: tuple[int, int],
+    measurement,
+    *,
+    spacing_xyz=(0.8, 0.8, 2.0),
+    window=(-175, 275),
+    noisy=0,
+    split=1,
+) -> dict[str, str]:
+    """One DL_info row (column -> text) with consistent file name, box and diameters."""
+    m = np.asarray(measurement, dtype=float)
+    pts = m.reshape(4, 2)
+    box = np.concatenate([pts.min(0) - 5, pts.max(0) + 5])
+    patient, study, series_no = (int(p) for p in series.split("_"))
+    text = lambda values: ", ".join(f"{v:g}" for v in values)  # noqa: E731
+    return {
+        "File_name": f"{series}_{key_slice:03d}.png",
+        "Patient_index": str(patient),
+        "Study_index": str(study),
+        "Series_ID": str(series_no),
+        "Key_slice_index": str(key_slice),
+        "Measurement_coordinates": text(m),
+        "Bounding_boxes": text(box),
+        "Lesion_diameters_Pixel_": text(
+            [np.linalg.norm(pts[1] - pts[0]), np.linalg.norm(pts[3] - pts[2])]
+        ),
+        "Normalized_lesion_location": "0.5, 0.5, 0.5",
+        "Coarse_lesion_type": "-1",
+        "Possibly_noisy": str(noisy),
+        "Slice_range": text(slice_range),
+        "Spacing_mm_px_": text(spacing_xyz),
+        "Image_size": "512, 512",
+        "DICOM_windows": text(window),
+        "Patient_gender": "F",
+        "Patient_age": "60",
+        "Train_Val_Test": str(split),
+    }
+
+
+def write_dl_info(path: Path, rows: list[dict[str, str]]) -> Path:
+    """Write DL_info.csv with the exact 18 columns."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=DL_INFO_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
