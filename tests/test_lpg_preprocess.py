@@ -1,0 +1,108 @@
+"""LPG input pipeline: z resampling, HU window, in-plane resampling and box mapping."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_lesion_harvest.io.volume import CTVolume
+from napari_lesion_harvest.lpg.config import get_config
+from napari_lesion_harvest.lpg.preprocess import (
+    air_value,
+    interpolate_slices,
+    make_transform,
+    prepare_stack,
+    resample_slices,
+    stack_positions,
+    window_hu,
+)
+
+torch.set_num_threads(1)
+
+
+def ramp_volume(num_slices=12, size=32, spacing=(2.0, 0.8, 0.8)) -> CTVolume:
+    """Slice z is filled with 10 * z HU."""
+    hu = np.repeat(np.arange(num_slices, dtype=np.int16)[:, None, None] * 10, size, 1)
+    hu = np.repeat(hu, size, 2)
+    return CTVolume.from_array("ramp", hu, spacing)
+
+
+def test_stack_positions_at_2mm_are_real_neighbours():
+    positions = stack_positions(10, 30, 2.0, interval_mm=2.0, count=9)
+    np.testing.assert_array_equal(positions, np.arange(6, 15))
+
+
+def test_stack_positions_at_5mm_interpolate_and_clamp_at_edges():
+    positions = stack_positions(10, 30, 5.0, interval_mm=2.0, count=9)
+    np.testing.assert_allclose(positions, 10 + 0.4 * np.arange(-4, 5))
+    # 1 mm slices: 2 slices per step; the first slice repeats at the top edge.
+    edge = stack_positions(1, 30, 1.0, interval_mm=2.0, count=9)
+    np.testing.assert_array_equal(edge, [0, 0, 0, 0, 1, 3, 5, 7, 9])
+    last = stack_positions(29, 30, 2.0, interval_mm=2.0, count=9)
+    np.testing.assert_array_equal(last, [25, 26, 27, 28, 29, 29, 29, 29, 29])
+
+
+def test_interpolate_slices_is_linear_between_real_slices():
+    volume = ramp_volume()
+    out = interpolate_slices(volume, [0, 2.25, 3.5, 11])
+    assert out.shape == (4, 32, 32) and out.dtype == np.float32
+    np.testing.assert_allclose(out[:, 5, 7], [0.0, 22.5, 35.0, 110.0], atol=1e-5)
+    with pytest.raises(ValueError, match="ramp"):
+        interpolate_slices(volume, [11.5])
+
+
+def test_window_maps_hu_range_to_0_255_minus_mean():
+    out = window_hu([-2000, -1024, 0, 3071, 5000], window=(-1024, 3071), mean=50)
+    np.testing.assert_allclose(out, [-50, -50, 1024 * 255 / 4095 - 50, 205, 205], atol=1e-4)
+    assert air_value(get_config("paper")) == pytest.approx(-50.0)
+
+
+def test_transform_normalises_spacing_and_limits_longest_side():
+    config = get_config("paper")
+    same = make_transform((512, 512), (0.8, 0.8), config)
+    assert same.resized_shape == (512, 512) and same.canvas_shape == (512, 512)
+    fine = make_transform((512, 400), (0.4, 0.4), config)
+    assert fine.resized_shape == (256, 200) and fine.canvas_shape == (256, 208)
+    coarse = make_transform((512, 512), (1.6, 1.6), config)  # 1024 px at 0.8 mm -> capped
+    assert coarse.resized_shape == (512, 512)
+    lite = make_transform((512, 512), (0.7, 0.7), config, max_side=256)
+    assert lite.resized_shape == (256, 256)
+
+
+def test_box_mapping_round_trips_and_follows_pixel_centres():
+    config = get_config("lite")
+    transform = make_transform((100, 80), (0.4, 0.4), config, scale=1.1, shift_xy=(3, -2))
+    boxes = np.array([[10.0, 20.0, 30.5, 44.0], [0.0, 0.0, 79.0, 99.0]])
+    np.testing.assert_allclose(
+        transform.boxes_to_original(transform.boxes_to_network(boxes)), boxes, atol=1e-9
+    )
+    # Halving: original pixel centres 0 and 1 straddle resampled pixel centre 0.
+    half = make_transform((100, 100), (0.4, 0.4), config)
+    np.testing.assert_allclose(half.boxes_to_network([[0.5, 0.5, 2.5, 2.5]]), [[0, 0, 1, 1]])
+
+
+def test_resampled_lesion_lands_where_the_transform_maps_its_box():
+    config = get_config("lite")
+    image = np.zeros((1, 100, 100), dtype=np.float32)
+    image[0, 20:40, 40:60] = 100.0  # box x 40..59, y 20..39
+    transform = make_transform((100, 100), (0.4, 0.4), config, shift_xy=(5, 3))
+    out = resample_slices(image, transform, fill_value=-50.0).numpy()[0]
+    assert out.shape == transform.canvas_shape == (64, 64)
+    x1, y1, x2, y2 = transform.boxes_to_network([[40, 20, 59, 39]])[0]
+    ys, xs = np.nonzero(out > 50)
+    assert abs(xs.mean() - (x1 + x2) / 2) < 0.5 and abs(ys.mean() - (y1 + y2) / 2) < 0.5
+    assert out[0, 0] == -50.0 and out[-1, -1] == -50.0  # outside the slice: padding
+    assert out[3 + 10, 5 + 5] == 0.0  # inside the slice, background
+
+
+def test_prepare_stack_orders_slices_top_to_bottom():
+    volume = ramp_volume(num_slices=12, size=40, spacing=(1.0, 0.8, 0.8))
+    config = get_config("lite")
+    transform = make_transform(volume.shape[1:], volume.spacing[1:], config)
+    stack = prepare_stack(volume, 5, transform, config)
+    assert stack.shape == (9, 48, 48)
+    expected = window_hu(
+        10 * np.clip(5 + 2 * np.arange(-4, 5), 0, 11), window=(-1024, 3071), mean=50
+    )
+    np.testing.assert_allclose(stack[:, 10, 10].numpy(), expected, atol=1e-4)
