@@ -1,0 +1,338 @@
+"""Rounds in the store: snapshot, stages in one transaction, lock, verdicts, pool, checkpoints."""
+
+from __future__ import annotations
+
+import pickle
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from napari_lesion_harvest.geometry import Proposal3D, RecistMark
+from napari_lesion_harvest.store import (
+    ChecksumMismatchError,
+    HarvestProject,
+    InvalidValueError,
+    NotFoundError,
+    ProposalRow,
+    ProposalUpdate,
+    RoundLockedError,
+    RoundStateError,
+    StageResult,
+    VolumeRecord,
+)
+
+
+def _mark(z=3):
+    return RecistMark.from_measurement_coordinates([10, 10, 30, 10, 20, 5, 20, 15], z=z)
+
+
+def _proposal(z0=2, k=3, x=10.0, score=0.9):
+    rng = np.random.default_rng(z0 * 100 + k)
+    boxes = np.array([[x, x, x + 20, x + 18]] * k) + rng.uniform(-1, 1, (k, 4))
+    scores = np.linspace(0.3, score, k)
+    return Proposal3D(np.arange(z0, z0 + k), boxes, scores)
+
+
+@pytest.fixture
+def project(tmp_path):
+    with HarvestProject.open(tmp_path / "proj", create=True) as opened:
+        opened.add_volumes(
+            [
+                VolumeRecord("m1", "synthetic", "-", "V_M"),
+                VolumeRecord("h1", "synthetic", "-", "V_H"),
+                VolumeRecord("h2", "synthetic", "-", "V_H"),
+                VolumeRecord("t1", "synthetic", "-", "V_H_test"),
+            ],
+            author="importer",
+        )
+        opened.add_marks([("m1", _mark()), ("h1", _mark(5))], author="DL")
+        yield opened
+
+
+def _run_round(project, stages, *, config=None):
+    number = project.rounds.create(config or {"lr": 1e-4}).number
+    with project.rounds.lock(number) as lock:
+        snapshot = project.rounds.start(number, lock=lock)
+        ids = {}
+        for stage, result in stages:
+            ids[stage] = project.rounds.write_stage(number, stage, result, lock=lock)
+        project.rounds.finish(number, lock=lock, metrics={"done": True})
+    return number, snapshot, ids
+
+
+def test_round_lifecycle_proposals_roles_and_summaries(project):
+    rows = [
+        ProposalRow("h1", _proposal(4), role="candidate"),
+        ProposalRow("h1", _proposal(8, x=40), role="candidate"),
+        ProposalRow("m1", _proposal(2), role="P_RM"),
+    ]
+    number, snapshot, ids = _run_round(
+        project,
+        [
+            ("tracking", StageResult(proposals=rows, metrics={"n_proposals": 3})),
+            (
+                "harvest",
+                StageResult(
+                    updates=[ProposalUpdate(1, "P_pos_H", s_c=0.8, s_gc=0.72)],
+                    metrics={"threshold": 0.5},
+                ),
+            ),
+        ],
+    )
+    assert list(ids["tracking"]) == [1, 2, 3]
+    record = project.rounds.get(number)
+    assert record.status == "done" and record.stage == "harvest"
+    assert record.completed_stages == ("tracking", "harvest")
+    assert record.metrics == {"n_proposals": 3, "threshold": 0.5, "done": True}
+    assert record.config == {"lr": 1e-4}
+    assert snapshot.previous_round is None and snapshot.previous_pool == []
+    assert [v.volume_id for v in snapshot.volumes["V_H"]] == ["h1", "h2"]
+    assert [m.mark.z for m in snapshot.marks["h1"]] == [5]
+
+    overlays = project.volume_overlays("h1")
+    assert overlays.round_number == number
+    first = overlays.proposals[0]
+    assert (first.role, first.s_c, first.s_gc, first.stage) == ("P_pos_H", 0.8, 0.72, "tracking")
+    original = rows[0].proposal
+    np.testing.assert_array_equal(first.proposal.slices, original.slices)
+    np.testing.assert_allclose(first.proposal.boxes, original.boxes, rtol=1e-6)
+    np.testing.assert_allclose(first.box_3d, original.box_3d)
+    assert first.s_g == pytest.approx(original.s_g)
+
+    summary = {s.volume_id: s for s in project.volume_summaries()}
+    assert (summary["h1"].n_proposals, summary["h1"].n_harvested) == (2, 1)
+    assert summary["m1"].n_proposals == 1 and summary["m1"].n_harvested == 0
+    training = list(project.proposals(number, roles=["P_RM", "P_RH"]))
+    assert [p.volume_id for p in training] == ["m1"]
+
+
+def test_verdicts_outrank_the_classifier_and_undo(project):
+    _, _, ids = _run_round(
+        project,
+        [
+            (
+                "harvest",
+                StageResult(
+                    proposals=[
+                        ProposalRow("h1", _proposal(4), role="P_pos_H", s_c=0.9, s_gc=0.8),
+                        ProposalRow("h1", _proposal(9, x=50), role="P_neg_H", s_c=0.1),
+                    ]
+                ),
+            )
+        ],
+    )
+    positive, negative = ids["harvest"]
+    project.set_verdict(positive, "rejected", author="rad")
+    project.set_verdict(negative, "accepted", author="rad")
+    summary = {s.volume_id: s for s in project.volume_summaries()}["h1"]
+    assert (summary.n_harvested, summary.n_verdicts) == (1, 2)
+    lesions = project.rounds.harvested_lesions()
+    assert [p.id for p in lesions] == [negative]
+    assert project.proposal(negative).is_lesion and not project.proposal(positive).is_lesion
+
+    project.set_verdict(negative, "rejected", author="rad")  # change of mind
+    assert project.undo(author="rad").action == "verdict.set"
+    assert project.proposal(negative).verdict.verdict == "accepted"
+    project.undo(author="rad")  # the accept
+    assert project.proposal(negative).verdict is None
+    with pytest.raises(InvalidValueError, match="verdict"):
+        project.set_verdict(positive, "maybe", author="rad")
+
+    # the next round receives the verdicts with their proposals' geometry
+    number = project.rounds.create().number
+    with project.rounds.lock(number) as lock:
+        snapshot = project.rounds.start(number, lock=lock)
+    assert [(p.id, p.verdict.verdict) for p in snapshot.verdicts] == [(positive, "rejected")]
+    assert snapshot.previous_round == 1
+
+
+def test_snapshot_is_frozen_and_reused_when_resuming(project):
+    number = project.rounds.create().number
+    with project.rounds.lock(number) as lock:
+        snapshot = project.rounds.start(number, lock=lock)
+        project.add_mark("h2", _mark(7), author="rad")  # the GUI keeps working
+        project.rounds.write_stage(
+            number, "detect", StageResult(proposals=[ProposalRow("h2", _proposal())]), lock=lock
+        )
+        project.rounds.fail(number, "CUDA out of memory")
+    assert "h2" not in snapshot.marks
+    record = project.rounds.get(number)
+    assert record.status == "failed" and record.resumable and record.error == "CUDA out of memory"
+    with project.rounds.lock(number) as lock:
+        resumed = project.rounds.start(number, lock=lock)
+        assert resumed.completed_stages == ("detect",)
+        assert resumed.marks.keys() == snapshot.marks.keys()
+        assert resumed.taken_at == snapshot.taken_at
+        with pytest.raises(RoundStateError, match="already committed"):
+            project.rounds.write_stage(number, "detect", StageResult(), lock=lock)
+        project.rounds.finish(number, lock=lock)
+    with pytest.raises(RoundStateError):
+        project.rounds.fail(number, "too late")
+
+
+def test_bad_stage_writes_nothing(project):
+    number = project.rounds.create().number
+    rows = [ProposalRow("h1", _proposal()), ProposalRow("ghost", _proposal())]
+    with project.rounds.lock(number) as lock:
+        project.rounds.start(number, lock=lock)
+        with pytest.raises(NotFoundError, match="ghost"):
+            project.rounds.write_stage(
+                number, "detect", StageResult(proposals=rows, metrics={"x": 1}), lock=lock
+            )
+        with pytest.raises(InvalidValueError, match="role"):
+            project.rounds.write_stage(
+                number,
+                "detect",
+                StageResult(proposals=[ProposalRow("h1", _proposal(), "P?")]),
+                lock=lock,
+            )
+        with pytest.raises(NotFoundError, match="no proposal 77"):
+            project.rounds.write_stage(
+                number, "detect", StageResult(updates=[ProposalUpdate(77, "P_RH")]), lock=lock
+            )
+    record = project.rounds.get(number)
+    assert record.completed_stages == () and record.metrics == {}
+    assert list(project.proposals(number)) == []
+
+
+def test_pool_accumulates_across_rounds(project):
+    _, _, first = _run_round(
+        project,
+        [
+            (
+                "harvest",
+                StageResult(
+                    proposals=[
+                        ProposalRow("h1", _proposal(), role="P_pos_H", in_pool=True),
+                        ProposalRow("h1", _proposal(9), role="candidate"),
+                    ]
+                ),
+            )
+        ],
+    )
+    number = project.rounds.create().number
+    with project.rounds.lock(number) as lock:
+        snapshot = project.rounds.start(number, lock=lock)
+        assert [p.id for p in snapshot.previous_pool] == [first["harvest"][0]]
+        carried = [p.id for p in snapshot.previous_pool]
+        new = project.rounds.write_stage(
+            number,
+            "harvest",
+            StageResult(
+                proposals=[ProposalRow("h2", _proposal(), role="P_neg_H", in_pool=True)],
+                pool_carry=carried,
+            ),
+            lock=lock,
+        )
+        project.rounds.finish(number, lock=lock)
+    assert [p.id for p in project.rounds.pool(number)] == [*carried, *new]
+    # harvested lesions of round 2 include the P_pos_H carried in the pool
+    assert [p.id for p in project.rounds.harvested_lesions()] == carried
+
+
+def test_second_round_is_refused_while_a_live_process_holds_the_lock(project):
+    number = project.rounds.create().number
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import sys, time
+                from napari_lesion_harvest.store import HarvestProject
+                project = HarvestProject.open({str(project.folder)!r})
+                lock = project.rounds.lock({number}).acquire()
+                print("locked", flush=True)
+                sys.stdin.readline()
+                lock.release()
+                """
+            ),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RoundLockedError, match=rf"round {number} \(pid {holder.pid}"):
+            project.rounds.lock(number).acquire()
+        assert project.rounds.recover_interrupted() == []
+    finally:
+        holder.communicate("\n", timeout=30)
+    with project.rounds.lock(number):  # released: free again
+        pass
+
+
+def test_lock_of_a_killed_process_is_taken_over_and_its_round_failed(project):
+    number = project.rounds.create().number
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from napari_lesion_harvest.store import HarvestProject
+        project = HarvestProject.open({str(project.folder)!r})
+        lock = project.rounds.lock({number}).acquire()
+        project.rounds.start({number}, lock=lock)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], timeout=60)
+    assert result.returncode == -9
+    assert project.rounds.get(number).status == "running"
+    assert project.rounds.lock_holder().round_number == number
+    assert project.rounds.recover_interrupted() == [number]
+    record = project.rounds.get(number)
+    assert record.status == "failed" and "interrupted" in record.error
+    with project.rounds.lock(number) as lock:  # stale lock gone
+        assert project.rounds.start(number, lock=lock).round_number == number
+
+
+def test_a_zombie_writer_cannot_write_after_losing_its_lock(project):
+    number = project.rounds.create().number
+    lock = project.rounds.lock(number).acquire()
+    project.rounds.start(number, lock=lock)
+    other = sqlite3.connect(project.database_path)  # another host takes the lock over
+    other.execute("UPDATE round_lock SET token = 'other', host = 'elsewhere'")
+    other.commit()
+    other.close()
+    with pytest.raises(RoundLockedError, match="lost its lock"):
+        project.rounds.write_stage(number, "detect", StageResult(), lock=lock)
+
+
+def test_checkpoints_are_verified_and_loaded_weights_only(project, tmp_path):
+    torch = pytest.importorskip("torch")
+    number = project.rounds.create().number
+    state = {"conv.weight": torch.arange(6.0).reshape(2, 3), "epoch": 3}
+    with project.rounds.lock(number) as lock:
+        project.rounds.start(number, lock=lock)
+        ref = project.rounds.save_checkpoint(number, "lpg", state)
+        project.rounds.write_stage(number, "lpg_train", StageResult(checkpoints=[ref]), lock=lock)
+        project.rounds.finish(number, lock=lock)
+    assert (project.folder / ref.path).is_file() and len(ref.sha256) == 64
+    assert not list((project.folder / "models").rglob("*.tmp"))
+    loaded = project.rounds.load_checkpoint("lpg")
+    assert torch.equal(loaded["conv.weight"], state["conv.weight"]) and loaded["epoch"] == 3
+    assert project.rounds.get(number).checkpoints == (ref,)
+
+    # a replaced file is caught by its checksum
+    path = project.folder / ref.path
+    original = path.read_bytes()
+    path.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+    with pytest.raises(ChecksumMismatchError, match="sha256"):
+        project.rounds.load_checkpoint("lpg")
+
+    # a pickle with code in it is refused even with a matching checksum
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path.write_bytes(pickle.dumps(Evil()))
+    from napari_lesion_harvest.store.checkpoints import load_checkpoint, sha256_file
+
+    with pytest.raises(pickle.UnpicklingError):
+        load_checkpoint(path, sha256=sha256_file(path))
+    with pytest.raises(NotFoundError):
+        project.rounds.load_checkpoint("lpc")
