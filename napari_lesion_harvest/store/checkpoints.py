@@ -9,7 +9,6 @@ one. Loading checks the sha256 recorded in the project and unpickles with
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import tempfile
@@ -70,7 +69,7 @@ def write_checkpoint(state, path: str | Path) -> tuple[str, int]:
         _fsync_dir(path.parent)
     except BaseException as error:
         tmp.unlink(missing_ok=True)
-        if isinstance(error, OSError) or _is_disk_error(error):
+        if _is_disk_error(error):
             raise StoreWriteError(
                 f"could not write checkpoint {path}: {error}. The previous file (if any) "
                 "is unchanged; free some disk space and retry."
@@ -118,10 +117,16 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _is_disk_error(error: BaseException) -> bool:
-    """torch wraps write failures in RuntimeError; recognise full-disk/too-large messages."""
-    text = str(error)
-    return isinstance(error, RuntimeError) and any(
-        marker in text
-        for marker in ("No space left", "File too large", "write", os.strerror(errno.ENOSPC))
-    )
+def _is_disk_error(error: BaseException | None) -> bool:
+    """Whether ``error`` or an exception it was raised from is an ``OSError``.
+
+    torch reports a failed write as a ``RuntimeError`` raised while handling
+    the underlying ``OSError`` (e.g. ``EFBIG``, ``ENOSPC``).
+    """
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
