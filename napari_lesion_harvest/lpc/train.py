@@ -321,8 +321,8 @@ def train_classifier(
             optimizer.step()
             scheduler.step()
             step += 1
-            running += float(loss)
-            progress("lpc-train", step, total_steps, f"epoch {epoch}", {"loss": float(loss)})
+            running += loss.item()
+            progress("lpc-train", step, total_steps, f"epoch {epoch}", {"loss": loss.item()})
         record = {"epoch": epoch, "train_loss": running / steps_per_epoch}
         if len(val_y):
             logits = predict_logits(model, val_x, batch_size=batch_size, device=device)
