@@ -14,7 +14,9 @@ import importlib
 import sys
 
 #: Modules that contribute subcommands, in the order ``--help`` lists them.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = [
+    "napari_lesion_harvest.evaluation.cli",
+]
 
 
 class CommandError(Exception):
