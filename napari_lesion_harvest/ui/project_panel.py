@@ -1,0 +1,105 @@
+"""Create or open a harvest project; remember recent projects."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+#: How many recent projects are remembered.
+MAX_RECENT = 8
+
+
+def config_dir() -> Path:
+    """Folder of the plugin's user settings (``$LESION_HARVEST_CONFIG`` overrides it)."""
+    override = os.environ.get("LESION_HARVEST_CONFIG")
+    if override:
+        return Path(override)
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "napari-lesion-harvest"
+
+
+def read_recent() -> list[str]:
+    """Recent project folders, newest first (missing or unreadable file: none)."""
+    try:
+        values = json.loads((config_dir() / "recent.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [str(v) for v in values if isinstance(v, str)][:MAX_RECENT]
+
+
+def remember_recent(folder: str | Path) -> list[str]:
+    """Put ``folder`` first in the recent list (written atomically); returns the list."""
+    folder = str(Path(folder).resolve())
+    recent = [folder] + [f for f in read_recent() if f != folder]
+    recent = recent[:MAX_RECENT]
+    path = config_dir() / "recent.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(recent, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+    return recent
+
+
+class ProjectPanel(QWidget):
+    """Buttons to create / open a project folder and a recent-projects list.
+
+    Signals
+    -------
+    open_requested(str, bool)
+        Folder and whether to create it.
+    """
+
+    open_requested = Signal(str, bool)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.path_label = QLabel("No project open.")
+        self.path_label.setWordWrap(True)
+        self.create_button = QPushButton("New project...")
+        self.open_button = QPushButton("Open project...")
+        self.recent_box = QComboBox()
+        self.recent_box.setPlaceholderText("recent projects")
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.create_button)
+        buttons.addWidget(self.open_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.path_label)
+        layout.addLayout(buttons)
+        layout.addWidget(self.recent_box)
+        self.create_button.clicked.connect(lambda: self._choose(create=True))
+        self.open_button.clicked.connect(lambda: self._choose(create=False))
+        self.recent_box.activated.connect(self._open_recent)
+        self.show_recent(read_recent())
+
+    def show_recent(self, recent: list[str]) -> None:
+        """Fill the recent-projects list."""
+        self.recent_box.clear()
+        self.recent_box.addItems(recent)
+        self.recent_box.setCurrentIndex(-1)
+
+    def show_project(self, folder: str | Path, summary: str) -> None:
+        """Show the open project's folder and a one-line summary."""
+        self.path_label.setText(f"<b>{Path(folder).name}</b><br>{folder}<br>{summary}")
+
+    def _choose(self, *, create: bool) -> None:
+        title = "New harvest project folder" if create else "Open harvest project folder"
+        folder = QFileDialog.getExistingDirectory(self, title)
+        if folder:
+            self.open_requested.emit(folder, create)
+
+    def _open_recent(self, index: int) -> None:
+        if index >= 0:
+            self.open_requested.emit(self.recent_box.itemText(index), False)

@@ -1,0 +1,387 @@
+"""RECIST drawing on axial slices: long axis, then short axis; select, edit, delete, undo.
+
+The tool owns two napari Shapes layers over a CT image layer:
+
+* ``RECIST marks``: every mark of the volume, drawn only on its own slice as
+  the long axis (yellow), the short axis (cyan) and the derived box (thin,
+  dim yellow), with the lengths in mm as text;
+* ``RECIST guide``: the axis being drawn and, once the long axis is done, the
+  perpendicular guide through its midpoint.
+
+Every completed change goes to a :class:`MarkSink` (the project store) at once.
+Coordinates: napari data coordinates of the image layer are ``(z, y, x)``; a
+mark's endpoints are pixel coordinates ``(x, y)`` (see :mod:`geometry`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from napari_lesion_harvest.geometry import RECIST_ANGLE_RANGE_DEG, RecistMark
+
+LONG_AXIS_COLOUR = "#ffe600"
+SHORT_AXIS_COLOUR = "#00e5ff"
+BOX_COLOUR = "#ffe60080"
+GUIDE_COLOUR = "#ffffff99"
+SELECTED_COLOUR = "#ff40ff"
+#: Drags shorter than this (data pixels) are clicks, not axes.
+MIN_AXIS_PX = 2.0
+#: Pick radius for endpoints and lines, in screen pixels.
+PICK_RADIUS_SCREEN_PX = 8.0
+
+
+class MarkSink(Protocol):
+    """Where completed marks go (the project store); every call is saved at once."""
+
+    def add(self, mark: RecistMark) -> int:
+        """Save a new mark and return its id."""
+
+    def replace(self, mark_id: int, mark: RecistMark) -> int:
+        """Replace mark ``mark_id`` by ``mark`` (an edit); return the id now holding it."""
+
+    def delete(self, mark_id: int) -> None:
+        """Delete mark ``mark_id`` (soft: it can be restored)."""
+
+    def restore(self, mark_id: int) -> None:
+        """Undo :meth:`delete`."""
+
+
+@dataclass
+class _Edit:
+    """One undoable change: ``kind`` is ``add``, ``delete`` or ``replace``."""
+
+    kind: str
+    mark_id: int
+    before: RecistMark | None
+    after: RecistMark | None
+
+
+def _segment_distance(point, segment) -> float:
+    """Distance from ``point`` (x, y) to ``segment`` (2, 2)."""
+    a, b = segment
+    ab = b - a
+    denom = float(ab @ ab)
+    t = 0.0 if denom == 0 else float(np.clip((point - a) @ ab / denom, 0.0, 1.0))
+    return float(np.linalg.norm(point - (a + t * ab)))
+
+
+def mark_label(mark: RecistMark, pixel_spacing_yx) -> str:
+    """Text shown next to a mark: ``"32.1 x 18.4 mm"`` (long x short)."""
+    long_mm, short_mm = mark.diameters_mm(pixel_spacing_yx)
+    return f"{long_mm:.1f} x {short_mm:.1f} mm"
+
+
+class RecistTool:
+    """Draw and edit RECIST marks on the axial slices of one volume.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    image_layer : napari.layers.Image
+        The CT volume, data shape ``(Z, Y, X)``, scale = spacing ``(sz, sy, sx)`` mm.
+    sink : MarkSink or None
+        Receives every completed add / edit / delete at once (None: not saved).
+    marks : dict of int -> RecistMark
+        Marks already in the store, by id.
+    notify : callable
+        ``notify(message)`` for user-facing refusals (napari ``show_info``).
+    """
+
+    def __init__(self, viewer, image_layer, *, sink: MarkSink | None, marks=None, notify=print):
+        self.viewer = viewer
+        self.image_layer = image_layer
+        self.sink = sink
+        self.notify = notify
+        self.marks: dict[int, RecistMark] = dict(marks or {})
+        self.selected: int | None = None
+        self.pending_long: tuple[int, np.ndarray] | None = None
+        self._undo: list[_Edit] = []
+        scale = tuple(image_layer.scale)
+        self.pixel_spacing_yx = (float(scale[-2]), float(scale[-1]))
+        self.guide_layer = viewer.add_shapes(
+            ndim=3, scale=scale, name="RECIST guide", face_color="transparent"
+        )
+        self.marks_layer = viewer.add_shapes(
+            ndim=3,
+            scale=scale,
+            name="RECIST marks",
+            face_color="transparent",
+            features={"label": np.array([], dtype=str)},
+            text={
+                "string": "{label}",
+                "color": LONG_AXIS_COLOUR,
+                "size": 10,
+                "anchor": "upper_left",
+            },
+        )
+        self.marks_layer.mouse_drag_callbacks.append(self._on_drag)
+        self.marks_layer.events.mode.connect(self._keep_drawing_mode)
+        for key, action in (
+            ("Escape", self.cancel_pending),
+            ("Delete", self.delete_selected),
+            ("Backspace", self.delete_selected),
+            ("Control-z", self.undo),
+        ):
+            self.marks_layer.bind_key(key, lambda _layer, a=action: a(), overwrite=True)
+        self.activate()
+        self.render()
+
+    # ------------------------------------------------------------------ layer state
+
+    def activate(self) -> None:
+        """Make the marks layer active in drawing mode (no camera pan on drag)."""
+        self.viewer.layers.selection.active = self.marks_layer
+        self.marks_layer.mode = "pan_zoom"
+        self.marks_layer.mouse_pan = False
+
+    def _keep_drawing_mode(self, event=None) -> None:
+        if self.marks_layer.mode == "pan_zoom":
+            self.marks_layer.mouse_pan = False
+
+    def remove_layers(self) -> None:
+        """Take the tool's layers out of the viewer (when the volume closes)."""
+        for layer in (self.marks_layer, self.guide_layer):
+            if layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+
+    # ------------------------------------------------------------------ coordinates
+
+    def _event_point(self, event) -> tuple[int, np.ndarray]:
+        """Slice index and pixel coordinate ``(x, y)`` of a mouse event."""
+        data = np.asarray(self.image_layer.world_to_data(event.position), dtype=np.float64)
+        z = int(round(data[-3])) if data.size >= 3 else int(self.viewer.dims.current_step[0])
+        return z, np.array([data[-1], data[-2]])
+
+    def _pick_radius_px(self) -> float:
+        zoom = float(self.viewer.scene.camera.zoom) or 1.0
+        return PICK_RADIUS_SCREEN_PX / (zoom * self.pixel_spacing_yx[1])
+
+    def _endpoint_at(self, z: int, point) -> tuple[int, int] | None:
+        """``(mark_id, endpoint 0..3)`` within the pick radius on slice ``z``."""
+        best, best_dist = None, self._pick_radius_px()
+        for mark_id, mark in self.marks.items():
+            if mark.z != z:
+                continue
+            dists = np.linalg.norm(mark.endpoints - point, axis=1)
+            k = int(np.argmin(dists))
+            if dists[k] <= best_dist:
+                best, best_dist = (mark_id, k), float(dists[k])
+        return best
+
+    def _mark_near(self, z: int, point) -> int | None:
+        """Id of the mark whose axes pass within the pick radius on slice ``z``."""
+        radius = self._pick_radius_px()
+        for mark_id, mark in self.marks.items():
+            if (
+                mark.z == z
+                and min(
+                    _segment_distance(point, mark.long_axis),
+                    _segment_distance(point, mark.short_axis),
+                )
+                <= radius
+            ):
+                return mark_id
+        return None
+
+    # ------------------------------------------------------------------ mouse
+
+    def _on_drag(self, layer, event):
+        """napari drag callback: edit an endpoint, select a mark, or draw an axis."""
+        if layer.mode != "pan_zoom":
+            return
+        z, start = self._event_point(event)
+        endpoint = self._endpoint_at(z, start) if self.pending_long is None else None
+        near = self._mark_near(z, start)
+        yield
+        end, dragged = start, False
+        while event.type == "mouse_move":
+            _, end = self._event_point(event)
+            dragged = True
+            if endpoint is not None:
+                self._draw_preview(z, self._moved(endpoint, end).endpoints.reshape(2, 2, 2))
+            else:
+                self._draw_preview(z, [np.array([start, end])])
+            yield
+        if dragged:
+            _, end = self._event_point(event)
+        if endpoint is not None and dragged:
+            self._finish_edit(endpoint, end)
+        elif dragged and np.linalg.norm(end - start) >= MIN_AXIS_PX:
+            self._axis_drawn(z, np.array([start, end]))
+        else:
+            self.select(endpoint[0] if endpoint is not None else near)
+        self._draw_guide()
+
+    def _moved(self, endpoint: tuple[int, int], point) -> RecistMark:
+        mark_id, k = endpoint
+        points = self.marks[mark_id].endpoints.copy()
+        points[k] = point
+        return RecistMark(z=self.marks[mark_id].z, long_axis=points[:2], short_axis=points[2:])
+
+    # ------------------------------------------------------------------ drawing logic
+
+    def _axis_drawn(self, z: int, axis: np.ndarray) -> None:
+        """A drag finished: it is the long axis, or the short axis of the pending mark."""
+        if self.pending_long is None or self.pending_long[0] != z:
+            if self.pending_long is not None:
+                self.notify("Short axis must be on the long axis's slice; starting a new mark.")
+            self.pending_long = (z, axis)
+            self.select(None)
+            return
+        mark = RecistMark(z=z, long_axis=self.pending_long[1], short_axis=axis)
+        problem = self._problem(mark)
+        if problem:
+            self.notify(f"Short axis refused: {problem}. Draw it again (Esc cancels the mark).")
+            return
+        self.pending_long = None
+        mark_id = self.sink.add(mark) if self.sink is not None else self._next_local_id()
+        self.marks[mark_id] = mark
+        self._undo.append(_Edit("add", mark_id, None, mark))
+        self.selected = mark_id
+        self.render()
+
+    def _next_local_id(self) -> int:
+        return -1 - len([k for k in self.marks if k < 0])
+
+    @staticmethod
+    def _problem(mark: RecistMark) -> str:
+        """Why ``mark`` is not a valid RECIST measurement ('' when it is)."""
+        long_px, short_px = mark.diameters_px()
+        if not mark.is_perpendicular():
+            return (
+                f"axes meet at {mark.axis_angle_deg():.0f} degrees, "
+                f"need {RECIST_ANGLE_RANGE_DEG[0]:.0f} to 90"
+            )
+        if short_px > long_px:
+            return f"short axis ({short_px:.1f} px) longer than long axis ({long_px:.1f} px)"
+        return ""
+
+    def _finish_edit(self, endpoint: tuple[int, int], point) -> None:
+        mark_id = endpoint[0]
+        before, after = self.marks[mark_id], self._moved(endpoint, point)
+        problem = self._problem(after)
+        if problem:
+            self.notify(f"Edit refused: {problem}.")
+            self.render()
+            return
+        self._replace(mark_id, after, record=True, before=before)
+
+    def _replace(self, mark_id: int, mark: RecistMark, *, record: bool, before=None) -> int:
+        new_id = self.sink.replace(mark_id, mark) if self.sink is not None else mark_id
+        del self.marks[mark_id]
+        self.marks[new_id] = mark
+        if record:
+            self._undo.append(_Edit("replace", new_id, before, mark))
+        self.selected = new_id
+        self.render()
+        return new_id
+
+    # ------------------------------------------------------------------ commands
+
+    def select(self, mark_id: int | None) -> None:
+        """Select a mark (``None`` clears the selection)."""
+        if mark_id != self.selected:
+            self.selected = mark_id
+            self.render()
+
+    def cancel_pending(self) -> None:
+        """Drop a long axis that has no short axis yet."""
+        self.pending_long = None
+        self._draw_guide()
+
+    def delete_selected(self) -> None:
+        """Delete the selected mark (soft delete in the store; undoable)."""
+        if self.selected is None or self.selected not in self.marks:
+            return
+        mark_id = self.selected
+        if self.sink is not None:
+            self.sink.delete(mark_id)
+        self._undo.append(_Edit("delete", mark_id, self.marks.pop(mark_id), None))
+        self.selected = None
+        self.render()
+
+    def undo(self) -> None:
+        """Undo the last add, edit or delete (the store follows at once)."""
+        if self.pending_long is not None:
+            self.cancel_pending()
+            return
+        if not self._undo:
+            return
+        edit = self._undo.pop()
+        if edit.kind == "add":
+            if self.sink is not None:
+                self.sink.delete(edit.mark_id)
+            self.marks.pop(edit.mark_id, None)
+            self.selected = None
+        elif edit.kind == "delete":
+            if self.sink is not None:
+                self.sink.restore(edit.mark_id)
+            self.marks[edit.mark_id] = edit.before
+            self.selected = edit.mark_id
+        else:
+            self._replace(edit.mark_id, edit.before, record=False)
+        self.render()
+
+    # ------------------------------------------------------------------ rendering
+
+    def _draw_preview(self, z: int, segments) -> None:
+        lines = [self._line(z, seg) for seg in segments]
+        self._set_guide(lines + self._guide_lines())
+
+    def _draw_guide(self) -> None:
+        self._set_guide(self._guide_lines())
+
+    def _guide_lines(self) -> list[np.ndarray]:
+        """The pending long axis and the perpendicular guide through its midpoint."""
+        if self.pending_long is None:
+            return []
+        z, axis = self.pending_long
+        mid = axis.mean(axis=0)
+        half = (axis[1] - axis[0]) / 2.0
+        normal = np.array([-half[1], half[0]])
+        return [self._line(z, axis), self._line(z, np.array([mid - normal, mid + normal]))]
+
+    def _set_guide(self, lines: list[np.ndarray]) -> None:
+        layer = self.guide_layer
+        layer.data = []
+        if lines:
+            colours = [LONG_AXIS_COLOUR] + [GUIDE_COLOUR] * (len(lines) - 1)
+            layer.add_lines(lines, edge_color=colours, edge_width=1.0)
+
+    @staticmethod
+    def _line(z: int, segment) -> np.ndarray:
+        """napari line ``(2, 3)`` in ``(z, y, x)`` from an ``(x, y)`` segment."""
+        seg = np.asarray(segment, dtype=np.float64)
+        return np.column_stack([[z, z], seg[:, 1], seg[:, 0]])
+
+    @staticmethod
+    def _rectangle(z: int, box) -> np.ndarray:
+        x1, y1, x2, y2 = box
+        return np.array([[z, y1, x1], [z, y1, x2], [z, y2, x2], [z, y2, x1]], dtype=np.float64)
+
+    def render(self) -> None:
+        """Redraw every mark (line pairs, derived boxes, lengths) from :attr:`marks`."""
+        data, types, colours, widths, labels = [], [], [], [], []
+        for mark_id, mark in self.marks.items():
+            selected = mark_id == self.selected
+            long_colour = SELECTED_COLOUR if selected else LONG_AXIS_COLOUR
+            data += [
+                self._line(mark.z, mark.long_axis),
+                self._line(mark.z, mark.short_axis),
+                self._rectangle(mark.z, mark.box()),
+            ]
+            types += ["line", "line", "rectangle"]
+            colours += [long_colour, SHORT_AXIS_COLOUR, BOX_COLOUR]
+            widths += [1.5 if selected else 1.0, 1.0, 0.5]
+            labels += [mark_label(mark, self.pixel_spacing_yx), "", ""]
+        layer = self.marks_layer
+        with layer.events.mode.blocker():
+            layer.selected_data = set()
+            layer.data = []
+            if data:
+                layer.add(data, shape_type=types, edge_color=colours, edge_width=widths)
+            layer.features = {"label": np.array(labels, dtype=str)}
+        layer.refresh_text()

@@ -1,0 +1,141 @@
+"""Results of the latest rounds: Table I rows and PR / FROC curves, read from round metrics.
+
+The panel draws what the rounds stored; it computes no metric. It reads these
+keys of ``RoundRecord.metrics`` (each optional):
+
+``table_i``
+    list of rows ``{"label": str, "R@80": float, "R@85": float, "R@90": float,
+    "R@95": float, "AP": float}`` (any other numeric keys are shown too);
+``pr``
+    ``{"recall": [...], "precision": [...]}`` on ``V_H^test``;
+``froc``
+    ``{"fp_per_volume": [...], "sensitivity": [...]}``;
+``threshold``, ``n_harvested``
+    the harvest threshold and the number of harvested lesions.
+"""
+
+from __future__ import annotations
+
+from qtpy.QtWidgets import QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
+
+#: How many recent finished rounds are plotted.
+MAX_ROUNDS_SHOWN = 4
+
+
+def table_rows(rounds) -> tuple[list[str], list[list[str]]]:
+    """Header and text rows of Table I over finished rounds (oldest first).
+
+    Parameters
+    ----------
+    rounds : list of RoundRecord
+
+    Returns
+    -------
+    header : list of str
+    rows : list of list of str
+    """
+    keys: list[str] = []
+    entries = []
+    for record in rounds:
+        if record.status != "done":
+            continue
+        for row in record.metrics.get("table_i", []) or []:
+            entries.append((record.number, row))
+            keys += [k for k, v in row.items() if k != "label" and k not in keys and _is_number(v)]
+    header = ["round", "set", *keys]
+    rows = [
+        [str(number), str(row.get("label", "")), *(_fmt(row.get(key)) for key in keys)]
+        for number, row in entries
+    ]
+    return header, rows
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _fmt(value) -> str:
+    return f"{value:.3f}" if _is_number(value) else ""
+
+
+class ResultsPanel(QWidget):
+    """A Table I grid and a matplotlib figure with PR and FROC curves of recent rounds."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.summary = QLabel("No finished round yet.")
+        self.summary.setWordWrap(True)
+        self.table = QTableWidget(0, 0)
+        self.table.verticalHeader().setVisible(False)
+        self.figure = Figure(figsize=(4.0, 5.2), tight_layout=True)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.pr_axes = self.figure.add_subplot(2, 1, 1)
+        self.froc_axes = self.figure.add_subplot(2, 1, 2)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.summary)
+        layout.addWidget(self.table)
+        layout.addWidget(self.canvas, stretch=1)
+        self.rounds_plotted: list[int] = []
+        self.show_rounds([])
+
+    def show_rounds(self, rounds) -> None:
+        """Show the finished rounds among ``rounds`` (RoundRecord list, any order)."""
+        done = sorted((r for r in rounds if r.status == "done"), key=lambda r: r.number)
+        header, rows = table_rows(done)
+        self.table.setColumnCount(len(header))
+        self.table.setHorizontalHeaderLabels(header)
+        self.table.setRowCount(len(rows))
+        for i, row in enumerate(rows):
+            for j, text in enumerate(row):
+                self.table.setItem(i, j, QTableWidgetItem(text))
+        self.table.resizeColumnsToContents()
+        if done:
+            last = done[-1]
+            parts = [f"Round {last.number} finished"]
+            if _is_number(last.metrics.get("n_harvested")):
+                parts.append(f"{last.metrics['n_harvested']} lesions harvested")
+            if _is_number(last.metrics.get("threshold")):
+                parts.append(f"threshold {last.metrics['threshold']:.3f}")
+            self.summary.setText(", ".join(parts) + ".")
+        else:
+            self.summary.setText("No finished round yet.")
+        self._plot(done[-MAX_ROUNDS_SHOWN:])
+
+    def _plot(self, rounds) -> None:
+        pr, froc = self.pr_axes, self.froc_axes
+        pr.clear()
+        froc.clear()
+        self.rounds_plotted = []
+        for record in rounds:
+            curves = record.metrics
+            plotted = False
+            if isinstance(curves.get("pr"), dict) and curves["pr"].get("recall"):
+                pr.plot(
+                    curves["pr"]["recall"],
+                    curves["pr"]["precision"],
+                    label=f"round {record.number}",
+                )
+                plotted = True
+            if isinstance(curves.get("froc"), dict) and curves["froc"].get("fp_per_volume"):
+                froc.plot(
+                    curves["froc"]["fp_per_volume"],
+                    curves["froc"]["sensitivity"],
+                    marker="o",
+                    markersize=3,
+                    label=f"round {record.number}",
+                )
+                plotted = True
+            if plotted:
+                self.rounds_plotted.append(record.number)
+        pr.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="PR")
+        froc.set(xlabel="FPs per volume", ylabel="sensitivity", ylim=(0, 1.02), title="FROC")
+        froc.set_xscale("log", base=2)
+        for axes in (pr, froc):
+            axes.grid(alpha=0.3)
+            if self.rounds_plotted:
+                axes.legend(fontsize=7, loc="lower right")
+        self.canvas.draw_idle()

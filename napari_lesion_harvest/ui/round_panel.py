@@ -1,0 +1,170 @@
+"""The "Run harvest round" controls: preset, device, Run / Stop, napari progress bar, log."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_lesion_harvest.ui.round_runner import RoundAlreadyRunning, RoundRunner, round_command
+
+#: Log folder inside the project.
+LOGS_DIR = "logs"
+
+
+class RoundPanel(QWidget):
+    """Start and stop harvest rounds; show their progress in a napari progress bar.
+
+    Parameters
+    ----------
+    project_folder : callable
+        Returns the open project's folder (``None`` when none is open).
+    on_finished : callable
+        ``on_finished(status)`` after a round ends (the dock refreshes from the store).
+    command_for : callable, optional
+        ``command_for(folder, config=..., device=...) -> list[str]``; default
+        :func:`round_command`.
+    """
+
+    def __init__(
+        self,
+        *,
+        project_folder: Callable[[], Path | None],
+        on_finished: Callable[[int], None] = lambda status: None,
+        command_for: Callable[..., list[str]] = round_command,
+        parent=None,
+    ):
+        super().__init__(parent)
+        self._project_folder = project_folder
+        self._on_finished = on_finished
+        self._command_for = command_for
+        self.runner = RoundRunner(self)
+        self.runner.progressed.connect(self._on_progress)
+        self.runner.finished.connect(self._on_finished_signal)
+        self.progress_bar = None
+        self.events_seen = 0
+
+        self.config_box = QComboBox()
+        self.config_box.addItems(["lite", "paper"])
+        self.device_box = QComboBox()
+        self.device_box.addItems(["auto", "cpu", "cuda"])
+        self.run_button = QPushButton("Run harvest round")
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setEnabled(False)
+        self.status_label = QLabel("No round running.")
+        self.status_label.setWordWrap(True)
+        self.log_label = QLabel("")
+        self.log_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        form = QFormLayout()
+        form.addRow("Preset", self.config_box)
+        form.addRow("Device", self.device_box)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.stop_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.status_label)
+        layout.addWidget(self.log_label)
+        self.run_button.clicked.connect(self.start_round)
+        self.stop_button.clicked.connect(self.stop_round)
+
+    # ------------------------------------------------------------------ actions
+
+    def start_round(self) -> bool:
+        """Start a round on the open project; False (with a notification) when refused."""
+        from napari.utils.notifications import show_warning
+
+        folder = self._project_folder()
+        if folder is None:
+            show_warning("Open a harvest project first.")
+            return False
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        log_path = Path(folder) / LOGS_DIR / f"round-{stamp}-{os.getpid()}.log"
+        command = self._command_for(
+            folder, config=self.config_box.currentText(), device=self.device_box.currentText()
+        )
+        try:
+            self.runner.start(command, log_path=log_path)
+        except RoundAlreadyRunning as error:
+            show_warning(str(error))
+            return False
+        self.events_seen = 0
+        self._open_progress_bar()
+        self.run_button.setEnabled(False)
+        self.stop_button.setEnabled(True)
+        self.status_label.setText("Round started.")
+        self.log_label.setText(f"Log: {log_path}")
+        return True
+
+    def stop_round(self) -> None:
+        """Stop the running round (its whole process tree)."""
+        if self.runner.running:
+            self.status_label.setText("Stopping the round...")
+            self.runner.stop()
+
+    # ------------------------------------------------------------------ progress
+
+    def _open_progress_bar(self) -> None:
+        from napari.utils import progress
+
+        self._close_progress_bar()
+        self.progress_bar = progress(total=0, desc="harvest round")
+
+    def _close_progress_bar(self) -> None:
+        if self.progress_bar is not None:
+            self.progress_bar.close()
+            self.progress_bar = None
+
+    def _on_progress(self, event: dict) -> None:
+        self.events_seen += 1
+        stage, step, total = str(event["stage"]), int(event["step"]), int(event["total"])
+        bar = self.progress_bar
+        if bar is not None:
+            if bar.total != total:
+                bar.total = total
+            bar.set_description(f"round: {stage}")
+            bar.update(step - bar.n)  # emits the bar's value event
+        text = f"{stage}: {step}/{total}" if total else stage
+        if event.get("message"):
+            text += f" - {event['message']}"
+        self.status_label.setText(text)
+
+    def _on_finished_signal(self, status: int, log_path: str) -> None:
+        from napari.utils.notifications import show_error, show_info
+
+        self._close_progress_bar()
+        self.run_button.setEnabled(True)
+        self.stop_button.setEnabled(False)
+        if self.runner.stopping:
+            message = "Round stopped; the project keeps every stage committed before the stop."
+            show_info(message)
+        elif status == 0:
+            message = "Round finished."
+            show_info(message)
+        else:
+            tail = _log_tail(log_path)
+            message = f"Round failed (exit status {status}); log: {log_path}"
+            show_error(f"{message}\n{tail}")
+        self.status_label.setText(message)
+        self._on_finished(status)
+
+
+def _log_tail(path: str, lines: int = 8) -> str:
+    try:
+        return "\n".join(Path(path).read_text(encoding="utf-8").splitlines()[-lines:])
+    except OSError as error:
+        return f"(log unreadable: {error})"

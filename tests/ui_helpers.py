@@ -1,0 +1,94 @@
+"""Helpers for the GUI tests: real Qt mouse events on napari's canvas."""
+
+from __future__ import annotations
+
+import numpy as np
+from qtpy.QtCore import QPoint, Qt
+from qtpy.QtWidgets import QApplication
+
+
+def canvas_point(viewer, pixel_xy) -> QPoint:
+    """Canvas widget position of image pixel ``(x, y)`` on the first (image) layer."""
+    image = viewer.layers[0]
+    z = viewer.dims.current_step[0]
+    world = image.data_to_world([z, pixel_xy[1], pixel_xy[0]])
+    canvas = viewer.window._qt_viewer.canvas
+    transform = canvas.view.transform * canvas.view.scene.transform
+    x, y = transform.map([world[-1], world[-2]])[:2]
+    return QPoint(int(round(x)), int(round(y)))
+
+
+def drag(qtbot, viewer, start_xy, end_xy, *, steps: int = 6) -> None:
+    """Press at ``start_xy``, move in ``steps`` and release at ``end_xy`` (pixel coordinates).
+
+    The events are real Qt mouse events sent to napari's vispy canvas widget, so they
+    travel vispy -> napari's mouse-event API -> the active layer's drag callbacks.
+    """
+    native = viewer.window._qt_viewer.canvas.native
+    points = [
+        canvas_point(viewer, np.asarray(start_xy) + (np.asarray(end_xy) - start_xy) * t)
+        for t in np.linspace(0.0, 1.0, steps + 1)
+    ]
+    _no_double_click(qtbot)
+    qtbot.mousePress(native, Qt.MouseButton.LeftButton, pos=points[0])
+    for point in points[1:]:
+        qtbot.mouseMove(native, pos=point)
+    qtbot.mouseRelease(native, Qt.MouseButton.LeftButton, pos=points[-1])
+
+
+def click(qtbot, viewer, xy) -> None:
+    """Press and release at pixel ``xy`` without moving."""
+    native = viewer.window._qt_viewer.canvas.native
+    point = canvas_point(viewer, np.asarray(xy, dtype=float))
+    _no_double_click(qtbot)
+    qtbot.mousePress(native, Qt.MouseButton.LeftButton, pos=point)
+    qtbot.mouseRelease(native, Qt.MouseButton.LeftButton, pos=point)
+
+
+def _no_double_click(qtbot) -> None:
+    """Wait past the double-click interval so that two presses stay two presses."""
+    qtbot.wait(QApplication.doubleClickInterval() + 30)
+
+
+def phantom_hu(shape=(12, 96, 96), seed: int = 0) -> np.ndarray:
+    """A small CT-like volume in HU, shape ``(Z, Y, X)``: air, a soft-tissue body, two lesions."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.mgrid[: shape[0], : shape[1], : shape[2]]
+    cy, cx = shape[1] / 2, shape[2] / 2
+    hu = np.full(shape, -1000.0)
+    body = ((y - cy) / (0.42 * shape[1])) ** 2 + ((x - cx) / (0.46 * shape[2])) ** 2 <= 1
+    hu[body] = 40.0
+    for lz, ly, lx, r in ((5, 40, 36, 7), (8, 60, 62, 5)):
+        lesion = ((z - lz) * 2.0) ** 2 + (y - ly) ** 2 + (x - lx) ** 2 <= r**2
+        hu[lesion] = 110.0
+    return (hu + rng.normal(0, 8, shape)).astype(np.int16)
+
+
+def make_project(folder, *, volume_ids=("vol_a", "vol_b"), spacing=(2.5, 0.8, 0.8)):
+    """A real harvest project with phantom volumes stored as MHA files (reader ``simpleitk``).
+
+    Returns the open :class:`HarvestProject`.
+    """
+    from napari_lesion_harvest.io.sitk_reader import write_sitk_volume
+    from napari_lesion_harvest.io.volume import CTVolume
+    from napari_lesion_harvest.store import HarvestProject, VolumeRecord
+
+    project = HarvestProject.open(folder, create=True)
+    records = []
+    for i, volume_id in enumerate(volume_ids):
+        hu = phantom_hu(seed=i)
+        path = folder.parent / f"{volume_id}.mha"
+        write_sitk_volume(CTVolume.from_array(volume_id, hu, spacing), path)
+        records.append(
+            VolumeRecord(
+                volume_id,
+                "simpleitk",
+                str(path),
+                "V_H",
+                shape=hu.shape,
+                spacing=spacing,
+                display_window=(-175.0, 275.0),
+            )
+        )
+    project.add_volumes(records, author="test-import")
+    return project
