@@ -1,0 +1,167 @@
+"""Property-based tests: random and mutated CSV / JSON / pickle input gives only typed errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+import pickle
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from napari_lesion_harvest.geometry import Proposal3D, RecistMark
+from napari_lesion_harvest.io.annotations import (
+    MarkRecord,
+    read_lesions,
+    read_marks,
+    write_lesions,
+    write_marks,
+)
+from napari_lesion_harvest.io.deeplesion import read_dl_info
+from napari_lesion_harvest.io.errors import LesionIOError
+from napari_lesion_harvest.io.paper_pickles import (
+    read_3d_box_pickle,
+    read_mined_lesions_pickle,
+    read_recist_box_pickle,
+)
+
+FUZZ = settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+@st.composite
+def mutated(draw, original: bytes) -> bytes:
+    """``original`` with a few random byte flips, insertions, deletions and a truncation."""
+    data = bytearray(original)
+    for _ in range(draw(st.integers(1, 6))):
+        kind = draw(st.sampled_from(["flip", "insert", "delete", "truncate"]))
+        position = draw(st.integers(0, max(len(data) - 1, 0)))
+        if kind == "flip" and data:
+            data[position] = draw(st.integers(0, 255))
+        elif kind == "insert":
+            data[position:position] = draw(st.binary(min_size=1, max_size=8))
+        elif kind == "delete":
+            del data[position : position + draw(st.integers(1, 8))]
+        else:
+            del data[position:]
+    return bytes(data)
+
+
+def _only_typed_errors(read, path, data: bytes):
+    path.write_bytes(data)
+    try:
+        read(path)
+    except LesionIOError as error:
+        assert str(path) in str(error)
+
+
+# --------------------------------------------------------------------------- DL_info.csv
+
+
+@FUZZ
+@given(data=st.data())
+def test_mutated_dl_info_gives_rows_or_typed_errors(tmp_path, dl_info_rows_csv, data):
+    original = dl_info_rows_csv.read_bytes()
+    blob = data.draw(mutated(original))
+    path = tmp_path / "DL_info.csv"
+    _only_typed_errors(read_dl_info, path, blob)
+    _only_typed_errors(lambda p: read_dl_info(p, strict=True), path, blob)
+    try:
+        info = read_dl_info(path)
+    except LesionIOError:
+        return
+    # lenient mode accounts for every data row: loaded or listed as skipped
+    assert len(info.rows) + len(info.report.skipped) == info.report.rows_read
+
+
+@FUZZ
+@given(cells=st.lists(st.text(max_size=12), min_size=0, max_size=20), row=st.integers(1, 6))
+def test_random_cells_in_a_real_row_are_reported(tmp_path, dl_info_rows_csv, cells, row):
+    lines = dl_info_rows_csv.read_text().splitlines()
+    buffer = io.StringIO()
+    csv.writer(buffer).writerow(cells)
+    lines[row] = buffer.getvalue().strip("\r\n")
+    path = tmp_path / "DL_info.csv"
+    path.write_text("\n".join(lines) + "\n")
+    info = read_dl_info(path)
+    assert info.report.rows_read >= 5
+    assert len(info.rows) + len(info.report.skipped) == info.report.rows_read
+
+
+@FUZZ
+@given(blob=st.binary(max_size=400))
+def test_random_bytes_as_dl_info(tmp_path, blob):
+    _only_typed_errors(read_dl_info, tmp_path / "DL_info.csv", blob)
+
+
+# --------------------------------------------------------------------------- pickles
+
+_PICKLE_2D = pickle.dumps(
+    {
+        "000001_01_01_001-020.annot": {
+            3: [[np.float64(v) for v in (10.5, 20.25, 30.0, 40.0, 3.0, 3.0)]],
+            7: [[np.float64(v) for v in (1.0, 2.0, 3.0, 4.0, 7.0, 7.0)]] * 2,
+        }
+    },
+    protocol=2,
+)
+_PICKLE_3D = pickle.dumps(
+    {"000001_01_01_001-020": [[np.float64(v) for v in (1, 2, 3, 4, 0.5, 6.5)]]}, protocol=2
+)
+_PICKLE_MINED = pickle.dumps(
+    {"000001_01_01_001-020": [[(2, [1.0, 2.0, 3.0, 4.0, 0.5]), (3, [1.0, 2.0, 3.0, 4.0, 0.9])]]},
+    protocol=2,
+)
+_PICKLE_READERS = [read_recist_box_pickle, read_3d_box_pickle, read_mined_lesions_pickle]
+
+
+def test_fuzz_seeds_are_valid():
+    assert len(read_recist_box_pickle(_PICKLE_2D)["000001_01_01_001-020"]) == 3
+    assert read_3d_box_pickle(_PICKLE_3D)["000001_01_01_001-020"].shape == (1, 6)
+    assert read_mined_lesions_pickle(_PICKLE_MINED)["000001_01_01_001-020"][0].s_g == 0.9
+
+
+@FUZZ
+@given(data=st.data(), seed=st.sampled_from([_PICKLE_2D, _PICKLE_3D, _PICKLE_MINED]))
+def test_mutated_pickles_give_only_typed_errors(tmp_path, data, seed):
+    blob = data.draw(mutated(seed))
+    for read in _PICKLE_READERS:
+        _only_typed_errors(read, tmp_path / "x.pkl", blob)
+
+
+@FUZZ
+@given(blob=st.binary(max_size=300))
+def test_random_bytes_as_pickle(tmp_path, blob):
+    for read in _PICKLE_READERS:
+        _only_typed_errors(read, tmp_path / "x.pkl", b"\x80\x02" + blob)
+
+
+# --------------------------------------------------------------------------- our formats
+
+
+def _our_files(tmp_path) -> dict[str, bytes]:
+    marks = [
+        MarkRecord("v1", RecistMark.from_measurement_coordinates(np.arange(8) * 1.5, 2), "user")
+    ]
+    lesions = {"v1": [Proposal3D([1, 2], [[1, 2, 3, 4], [2, 3, 4, 5]], [0.5, 0.7])]}
+    files = {}
+    for suffix in (".csv", ".json"):
+        write_marks(tmp_path / f"m{suffix}", marks)
+        write_lesions(tmp_path / f"l{suffix}", lesions)
+        files[f"m{suffix}"] = (tmp_path / f"m{suffix}").read_bytes()
+        files[f"l{suffix}"] = (tmp_path / f"l{suffix}").read_bytes()
+    return files
+
+
+@FUZZ
+@given(data=st.data(), which=st.sampled_from(["m.csv", "m.json", "l.csv", "l.json"]))
+def test_mutated_annotation_files_give_only_typed_errors(tmp_path, data, which):
+    original = _our_files(tmp_path)[which]
+    blob = data.draw(mutated(original))
+    read = read_marks if which.startswith("m") else read_lesions
+    _only_typed_errors(read, tmp_path / f"fuzz{which[1:]}", blob)
+    _only_typed_errors(lambda p: read(p, strict=True), tmp_path / f"fuzz{which[1:]}", blob)
