@@ -227,7 +227,6 @@ def test_equal_key_pairs_lists_every_matching_pair():
 def test_assign_pairs_is_a_maximum_weight_matching():
     # Greedy would take the 0.95 pair and lose 0.9 + 0.85.
     picked = assign_pairs(np.array([0, 0, 1]), np.array([0, 1, 0]), np.array([0.9, 0.85, 0.95]))
-    assert picked.tolist() == [0, 1] or picked.tolist() == [1, 2]
     assert picked.tolist() == [1, 2]
 
     rng = np.random.default_rng(5)

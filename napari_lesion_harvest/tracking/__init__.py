@@ -6,6 +6,7 @@ return :class:`~napari_lesion_harvest.geometry.Proposal3D` lists;
 """
 
 from napari_lesion_harvest.tracking.kalman import BoxKalmanModel, make_box_filter
+from napari_lesion_harvest.tracking.marks import proposals_hitting_marks
 from napari_lesion_harvest.tracking.stacking import (
     DEFAULT_EXTEND_SLICES,
     DEFAULT_FUSE_IOU,
@@ -27,6 +28,7 @@ __all__ = [
     "BoxKalmanModel",
     "ProposalInputError",
     "make_box_filter",
+    "proposals_hitting_marks",
     "proposal_to_training_box",
     "stack_proposals",
     "stack_proposals_batch",
