@@ -1,0 +1,152 @@
+"""Training samples of the LPG and their conversion to network inputs and targets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from napari_lesion_harvest.geometry import as_boxes
+from napari_lesion_harvest.io.volume import CTVolume
+from napari_lesion_harvest.lpg.config import LPGConfig
+from napari_lesion_harvest.lpg.preprocess import make_transform, prepare_stack
+from napari_lesion_harvest.lpg.targets import CenterNetTargets, build_targets
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass
+class LPGSample:
+    """One training slice: lesions and hard negatives on slice ``z`` of a volume.
+
+    Parameters
+    ----------
+    volume : CTVolume
+    z : int
+        0-based slice index.
+    positive_boxes : array_like, shape (N, 4)
+        Lesion ``xyxy`` boxes in original pixel coordinates (may be empty).
+    hard_negative_boxes : array_like, shape (M, 4)
+        Hard-negative ``xyxy`` boxes in original pixel coordinates (may be empty).
+    """
+
+    volume: CTVolume
+    z: int
+    positive_boxes: np.ndarray
+    hard_negative_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
+
+    def __post_init__(self):
+        where = f"{self.volume.volume_id} slice {self.z}"
+        if not 0 <= int(self.z) < self.volume.num_slices:
+            raise ValueError(f"{where}: slice outside 0..{self.volume.num_slices - 1}")
+        self.z = int(self.z)
+        for name in ("positive_boxes", "hard_negative_boxes"):
+            raw = np.asarray(getattr(self, name), dtype=np.float64)
+            if raw.size and (raw.ndim != 2 or raw.shape[1] != 4):
+                raise ValueError(f"{where}: {name} must have shape (N, 4), got {raw.shape}")
+            boxes = as_boxes(raw)
+            if not np.isfinite(boxes).all() or (boxes[:, 2:] < boxes[:, :2]).any():
+                raise ValueError(f"{where}: {name} must be finite xyxy boxes with x1<=x2, y1<=y2")
+            setattr(self, name, boxes)
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Random training augmentation.
+
+    Attributes
+    ----------
+    scale_range : tuple of float
+        In-plane zoom factor range.
+    max_shift_px : int
+        Largest shift (canvas pixels) along x and y.
+    interval_range : tuple of float
+        Factor range applied to the 2 mm stack interval (z-interval jitter).
+    """
+
+    scale_range: tuple[float, float] = (0.8, 1.2)
+    max_shift_px: int = 8
+    interval_range: tuple[float, float] = (0.8, 1.2)
+
+
+def make_example(
+    sample: LPGSample,
+    config: LPGConfig,
+    *,
+    canvas_shape: tuple[int, int],
+    rng: np.random.Generator | None = None,
+    augmentation: Augmentation | None = None,
+) -> tuple[torch.Tensor, CenterNetTargets]:
+    """Network input and targets of one sample on a fixed canvas.
+
+    Parameters
+    ----------
+    canvas_shape : tuple of int
+        ``(H, W)``, multiples of ``config.size_divisor``.
+    rng, augmentation : optional
+        Both given: random zoom, shift and z-interval jitter.
+
+    Returns
+    -------
+    stack : Tensor, shape (9, H, W)
+    targets : CenterNetTargets
+        On the ``(H / stride, W / stride)`` output grid.
+    """
+    scale, shift, interval = 1.0, (0, 0), config.slice_interval_mm
+    if rng is not None and augmentation is not None:
+        scale = float(rng.uniform(*augmentation.scale_range))
+        limit = augmentation.max_shift_px
+        shift = tuple(int(s) for s in rng.integers(-limit, limit + 1, 2))
+        interval *= float(rng.uniform(*augmentation.interval_range))
+    volume = sample.volume
+    transform = make_transform(
+        volume.shape[1:],
+        volume.spacing[1:],
+        config,
+        scale=scale,
+        shift_xy=shift,
+        canvas_shape=canvas_shape,
+    )
+    stack = prepare_stack(volume, sample.z, transform, config, interval_mm=interval)
+    output_shape = (canvas_shape[0] // config.stride, canvas_shape[1] // config.stride)
+    targets = build_targets(
+        _visible(transform.boxes_to_network(sample.positive_boxes), canvas_shape),
+        _visible(transform.boxes_to_network(sample.hard_negative_boxes), canvas_shape),
+        output_shape,
+        stride=config.stride,
+        min_overlap=config.min_overlap,
+    )
+    return stack, targets
+
+
+def _visible(boxes: np.ndarray, canvas_shape: tuple[int, int]) -> np.ndarray:
+    """Boxes whose centre lies on the canvas (a crop may cut others away)."""
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    inside = (
+        (centres >= 0).all(1)
+        & (centres[:, 0] < canvas_shape[1])
+        & (centres[:, 1] < canvas_shape[0])
+    )
+    return boxes[inside]
+
+
+def collate(examples: list[tuple[torch.Tensor, CenterNetTargets]]):
+    """Stack examples into a batch.
+
+    Returns
+    -------
+    inputs : Tensor, shape (B, 9, H, W)
+    targets : dict of Tensor
+        ``heatmap`` (B, 1, h, w), ``indices`` (B, K), ``size`` / ``offset`` (B, K, 2),
+        ``mask`` (B, K).
+    """
+    import torch
+
+    inputs = torch.stack([stack for stack, _ in examples])
+    targets = {
+        name: torch.from_numpy(np.stack([getattr(t, name) for _, t in examples]))
+        for name in ("heatmap", "indices", "size", "offset", "mask")
+    }
+    return inputs, targets

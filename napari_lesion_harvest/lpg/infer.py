@@ -1,0 +1,329 @@
+"""Slice-wise inference of the LPG over whole volumes.
+
+Every slice of a volume is a target: its 9-slice stack gives 2D boxes with
+scores, decoded from the CenterNet heads (3x3 max-pool peaks, top K) and mapped
+back to original pixel coordinates.
+
+Two paths give the same numbers:
+
+``shared=False`` (naive)
+    Each target's 9-slice stack goes through the whole network.
+``shared=True``
+    Neighbouring targets share three-slice images: with 2 mm stacks on 2 mm
+    slices, the image ``-4..-2`` of slice ``z`` is the image ``-1..+1`` of slice
+    ``z - 3``. Each distinct three-slice image (keyed by its z positions) runs
+    through the trunk up to the fusion point once, and its unfused side map
+    (denseblock3 + top-down path) once; per target only the centre fusion,
+    the centre's denseblock3 + top-down path, the 3-way fusion and the heads run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from napari_lesion_harvest.geometry import clip_boxes
+from napari_lesion_harvest.io.volume import CTVolume
+from napari_lesion_harvest.lpg.preprocess import (
+    SliceTransform,
+    make_transform,
+    prepare_slices,
+    stack_positions,
+)
+
+#: Decimal places used to decide that two three-slice images are the same.
+_POSITION_DECIMALS = 6
+
+
+@dataclass
+class SliceDetections:
+    """The LPG's 2D boxes on one slice.
+
+    Attributes
+    ----------
+    z : int
+        0-based slice index.
+    boxes : ndarray, shape (K, 4)
+        ``xyxy`` in original pixel coordinates, best first.
+    scores : ndarray, shape (K,)
+        Heatmap peak values in (0, 1).
+    """
+
+    z: int
+    boxes: np.ndarray
+    scores: np.ndarray
+
+
+def decode_heads(outputs: dict, *, top_k: int, stride: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Peaks of the heatmap (3x3 max-pool), top ``top_k``, as canvas-pixel boxes.
+
+    Parameters
+    ----------
+    outputs : dict of Tensor
+        ``heatmap`` (B, 1, h, w) logits, ``size`` (B, 2, h, w), ``offset`` (B, 2, h, w).
+
+    Returns
+    -------
+    list of (boxes, scores)
+        Per image: ``boxes`` (K, 4) ``xyxy`` in canvas pixels and ``scores`` (K,),
+        sorted by decreasing score.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from napari_lesion_harvest.lpg.losses import heatmap_probability
+
+    heat = heatmap_probability(outputs["heatmap"])
+    batch, _, height, width = heat.shape
+    peaks = heat * (F.max_pool2d(heat, 3, stride=1, padding=1) == heat)
+    k = min(top_k, height * width)
+    scores, index = torch.topk(peaks.reshape(batch, -1), k)
+    ys, xs = (index // width).float(), (index % width).float()
+
+    def gather(name: str) -> torch.Tensor:
+        flat = outputs[name].float().reshape(batch, 2, -1)
+        return flat.gather(2, index[:, None, :].expand(-1, 2, -1))
+
+    offset, size = gather("offset"), gather("size").clamp(min=0)
+    cx, cy = xs + offset[:, 0], ys + offset[:, 1]
+    half_w, half_h = size[:, 0] / 2, size[:, 1] / 2
+    boxes = torch.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], dim=-1) * stride
+    boxes, scores = boxes.cpu().numpy().astype(np.float64), scores.cpu().numpy()
+    return [(boxes[i], scores[i]) for i in range(batch)]
+
+
+def _triplet_keys(positions: np.ndarray) -> tuple[tuple[float, ...], ...]:
+    """The three three-slice images of a 9-slice stack, as position tuples."""
+    return tuple(tuple(float(p) for p in positions[3 * i : 3 * i + 3]) for i in range(3))
+
+
+def _naive_heads(model, volume, targets, positions, transform, device) -> dict:
+    import torch
+
+    config = model.config
+    stacks = [prepare_slices(volume, positions[z], transform, config) for z in targets]
+    return model(torch.stack(stacks).to(device))
+
+
+class _SharedFeatureCache:
+    """Stem features and side maps of three-slice images, computed once each."""
+
+    def __init__(self, model, volume, transform, device, last_use: dict, chunk: int):
+        self.model, self.volume, self.transform, self.device = model, volume, transform, device
+        self.last_use, self.chunk = last_use, chunk
+        self.stems: dict = {}
+        self.side_maps: dict = {}
+
+    def ensure_stems(self, keys) -> None:
+        import torch
+
+        missing = list(dict.fromkeys(k for k in keys if k not in self.stems))
+        config = self.model.config
+        for start in range(0, len(missing), self.chunk):
+            part = missing[start : start + self.chunk]
+            images = torch.stack(
+                [prepare_slices(self.volume, key, self.transform, config) for key in part]
+            )
+            features = self.model.stem(images.to(self.device))
+            for row, key in enumerate(part):
+                self.stems[key] = features.select(slice(row, row + 1))
+
+    def ensure_side_maps(self, keys) -> None:
+        from napari_lesion_harvest.lpg.model import StemFeatures
+
+        missing = list(dict.fromkeys(k for k in keys if k not in self.side_maps))
+        for start in range(0, len(missing), self.chunk):
+            part = missing[start : start + self.chunk]
+            maps = self.model.side_map(StemFeatures.cat([self.stems[k] for k in part]))
+            for row, key in enumerate(part):
+                self.side_maps[key] = maps[row : row + 1]
+
+    def evict(self, done_through: int) -> None:
+        for store in (self.stems, self.side_maps):
+            for key in [k for k in store if self.last_use[k] <= done_through]:
+                del store[key]
+
+
+def _shared_heads(model, targets, keys, cache: _SharedFeatureCache) -> dict:
+    import torch
+
+    from napari_lesion_harvest.lpg.model import StemFeatures
+
+    triplets = [keys[z] for z in targets]
+    cache.ensure_stems([key for triplet in triplets for key in triplet])
+    cache.ensure_side_maps([key for triplet in triplets for key in (triplet[0], triplet[2])])
+    previous, centre, following = (
+        StemFeatures.cat([cache.stems[t[i]] for t in triplets]) for i in range(3)
+    )
+    fused = model.fuse_centre(previous.transition2, centre.transition2, following.transition2)
+    centre_maps = model.centre_map(centre, fused)
+    side = [torch.cat([cache.side_maps[t[i]] for t in triplets]) for i in (0, 2)]
+    return model.predict(side[0], centre_maps, side[1])
+
+
+def predict_volume(
+    model,
+    volume: CTVolume,
+    *,
+    shared: bool = True,
+    batch_size: int = 8,
+    max_side: int | None = None,
+    slices: Sequence[int] | None = None,
+    device: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Iterator[tuple[list[int], dict, SliceTransform]]:
+    """Raw head outputs for the target slices of a volume, batch by batch.
+
+    Parameters
+    ----------
+    model : MultiSliceCenterNet
+        Used in eval mode (batch-norm running statistics).
+    volume : CTVolume
+    shared : bool
+        Reuse per-image features across targets (same results as the naive path).
+    batch_size : int
+        Targets per forward pass.
+    max_side : int, optional
+        Longest resampled side (default ``model.config.max_side``).
+    slices : sequence of int, optional
+        Target slices in increasing order (default: all).
+    progress : callable, optional
+        ``progress(done, total)`` after each batch.
+
+    Yields
+    ------
+    zs : list of int
+        The batch's target slices.
+    outputs : dict of Tensor
+        ``heatmap`` (B, 1, h, w) logits, ``size`` and ``offset`` (B, 2, h, w).
+    transform : SliceTransform
+        Canvas mapping of the volume's slices.
+    """
+    import torch
+
+    config = model.config
+    device = device or next(model.parameters()).device
+    model.eval()
+    targets = list(range(volume.num_slices)) if slices is None else sorted(int(z) for z in slices)
+    transform = make_transform(volume.shape[1:], volume.spacing[1:], config, max_side=max_side)
+    # Rounded so that equal images computed from different targets get equal keys.
+    positions = {
+        z: np.round(
+            stack_positions(
+                z,
+                volume.num_slices,
+                volume.spacing[0],
+                interval_mm=config.slice_interval_mm,
+                count=config.num_slices,
+            ),
+            _POSITION_DECIMALS,
+        )
+        for z in targets
+    }
+    keys = {z: _triplet_keys(positions[z]) for z in targets}
+    last_use = {}
+    for z in targets:
+        for key in keys[z]:
+            last_use[key] = z
+    cache = _SharedFeatureCache(model, volume, transform, device, last_use, 3 * batch_size)
+    with torch.inference_mode():
+        for start in range(0, len(targets), batch_size):
+            batch = targets[start : start + batch_size]
+            if shared:
+                outputs = _shared_heads(model, batch, keys, cache)
+                cache.evict(batch[-1])
+            else:
+                outputs = _naive_heads(model, volume, batch, positions, transform, device)
+            yield batch, outputs, transform
+            if progress is not None:
+                progress(start + len(batch), len(targets))
+
+
+def detect_volume(
+    model,
+    volume: CTVolume,
+    *,
+    shared: bool = True,
+    batch_size: int = 8,
+    max_side: int | None = None,
+    top_k: int | None = None,
+    min_score: float = 0.0,
+    slices: Sequence[int] | None = None,
+    device: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[SliceDetections]:
+    """2D lesion proposals on every (or every listed) slice of a volume.
+
+    Parameters
+    ----------
+    top_k : int, optional
+        Peaks per slice (default ``model.config.top_k``, 100).
+    min_score : float
+        Drop boxes scoring below this (e.g. ``t_G = 0.1`` when harvesting).
+    Other parameters
+        As :func:`predict_volume`.
+
+    Returns
+    -------
+    list of SliceDetections
+        One per target slice, in slice order; boxes in original pixel coordinates,
+        clipped to the slice.
+    """
+    config = model.config
+    top_k = config.top_k if top_k is None else int(top_k)
+    detections = []
+    for zs, outputs, transform in predict_volume(
+        model,
+        volume,
+        shared=shared,
+        batch_size=batch_size,
+        max_side=max_side,
+        slices=slices,
+        device=device,
+        progress=progress,
+    ):
+        for z, (boxes, scores) in zip(
+            zs, decode_heads(outputs, top_k=top_k, stride=config.stride), strict=True
+        ):
+            keep = scores >= min_score
+            original = clip_boxes(transform.boxes_to_original(boxes[keep]), volume.shape[1:])
+            detections.append(SliceDetections(z, original, scores[keep].astype(np.float64)))
+    return detections
+
+
+def detect_volumes(
+    model,
+    volumes: Sequence[CTVolume],
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    **options,
+) -> dict[str, list[SliceDetections]] | None:
+    """Run :func:`detect_volume` over many volumes, sharded across ``torchrun`` ranks.
+
+    Each rank scans volumes ``rank, rank + world_size, ...``; the detections are
+    gathered on rank 0, which returns ``{volume_id: detections}`` in the input
+    order. Other ranks return ``None``. In a single process it simply scans all.
+
+    Parameters
+    ----------
+    progress : callable, optional
+        ``progress(volumes_done_on_this_rank, volumes_on_this_rank)``.
+    **options
+        Passed to :func:`detect_volume`.
+    """
+    from napari_lesion_harvest.lpg.distributed import current_context, gather_to_main, shard
+
+    context = current_context()
+    mine = shard(list(volumes), context)
+    results = {}
+    for done, volume in enumerate(mine, start=1):
+        results[volume.volume_id] = detect_volume(model, volume, **options)
+        if progress is not None:
+            progress(done, len(mine))
+    gathered = gather_to_main(results, context)
+    if gathered is None:
+        return None
+    merged = {k: v for part in gathered for k, v in part.items()}
+    return {volume.volume_id: merged[volume.volume_id] for volume in volumes}

@@ -1,0 +1,267 @@
+"""Training and fine-tuning of the MSCN lesion proposal generator.
+
+Round 1 trains from scratch (ImageNet trunk when available); later rounds
+fine-tune from the previous checkpoint with hard negatives (HNSL). Runs in one
+process or under ``torchrun`` (``DistributedDataParallel``; each rank takes
+its part of every global batch).
+
+Determinism: the sample order and every augmentation draw depend only on
+``(seed, step, position in the global batch)``, so a resumed run and a run on
+a different number of ranks see the same samples.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from napari_lesion_harvest.lpg.config import LPGConfig, get_config
+from napari_lesion_harvest.lpg.data import Augmentation, LPGSample, collate, make_example
+
+#: ``progress(step, total_steps, loss_parts)`` after every step.
+ProgressCallback = Callable[[int, int, dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Optimisation settings.
+
+    Attributes
+    ----------
+    steps : int
+        Total optimiser steps (of the whole run, including resumed ones).
+    batch_size : int
+        Samples per step and per rank.
+    learning_rate, weight_decay : float
+    optimizer : str
+        ``"adamw"`` or ``"sgd"`` (momentum 0.9).
+    warmup_steps : int
+        Linear warm-up, then cosine decay to 0.
+    grad_clip : float
+        Max gradient norm (0 disables).
+    canvas_size : int, optional
+        Square training canvas (pixels); default ``config.max_side``.
+    seed : int
+    checkpoint_every : int
+        Save every N steps (0: only at the end or on stop).
+    augmentation : Augmentation or None
+    """
+
+    steps: int = 1000
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    optimizer: str = "adamw"
+    warmup_steps: int = 50
+    grad_clip: float = 10.0
+    canvas_size: int | None = None
+    seed: int = 0
+    checkpoint_every: int = 0
+    augmentation: Augmentation | None = field(default_factory=Augmentation)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_lpg` did.
+
+    Attributes
+    ----------
+    model : MultiSliceCenterNet
+        The trained model (unwrapped, on the training device, eval mode).
+    step : int
+        Steps completed.
+    history : list of dict
+        Loss parts of each step run in this call.
+    stopped : bool
+        True when ``should_stop`` ended training early.
+    checkpoint_path : Path or None
+    """
+
+    model: object
+    step: int
+    history: list[dict[str, float]]
+    stopped: bool
+    checkpoint_path: Path | None
+
+
+def learning_rate_at(step: int, options: TrainOptions) -> float:
+    """Linear warm-up over ``warmup_steps``, then cosine decay to 0 at ``steps``."""
+    if step < options.warmup_steps:
+        return options.learning_rate * (step + 1) / options.warmup_steps
+    span = max(1, options.steps - options.warmup_steps)
+    progress = min(1.0, (step - options.warmup_steps) / span)
+    return options.learning_rate * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def global_batch_indices(step: int, batch: int, num_samples: int, seed: int) -> list[int]:
+    """Sample indices of the global batch of ``step`` (one seeded permutation per epoch)."""
+    positions = range(step * batch, (step + 1) * batch)
+    epochs = {p // num_samples for p in positions}
+    orders = {e: np.random.default_rng([seed, e]).permutation(num_samples) for e in epochs}
+    return [int(orders[p // num_samples][p % num_samples]) for p in positions]
+
+
+def _make_optimizer(model, options: TrainOptions):
+    import torch
+
+    if options.optimizer == "adamw":
+        return torch.optim.AdamW(
+            model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay
+        )
+    if options.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(),
+            lr=options.learning_rate,
+            momentum=0.9,
+            weight_decay=options.weight_decay,
+        )
+    raise ValueError(f"unknown optimizer {options.optimizer!r}; use 'adamw' or 'sgd'")
+
+
+def train_lpg(
+    samples: Sequence[LPGSample],
+    *,
+    config: str | LPGConfig = "lite",
+    options: TrainOptions | None = None,
+    init_checkpoint: str | os.PathLike | None = None,
+    checkpoint_path: str | os.PathLike | None = None,
+    resume: bool = True,
+    pretrained: bool = True,
+    device: str | None = None,
+    progress: ProgressCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Train (or fine-tune) MSCN on slices with lesion and hard-negative boxes.
+
+    Parameters
+    ----------
+    samples : sequence of LPGSample
+        The whole training set (every rank passes the same list).
+    config : str or LPGConfig
+        Architecture for training from scratch; ignored when a checkpoint
+        gives the model (fine-tuning or resuming).
+    options : TrainOptions
+    init_checkpoint : path, optional
+        Fine-tune: start from these weights with a fresh optimiser at step 0.
+    checkpoint_path : path, optional
+        Where checkpoints go (rank 0 writes, atomically). With ``resume`` and an
+        existing file, training continues from its step, weights and optimiser.
+    resume : bool
+    pretrained : bool
+        ImageNet trunk for a new model (when on disk; never downloaded).
+    device : str, optional
+        Default: this rank's GPU if any, else CPU. bf16 autocast is used on CUDA only.
+    progress : callable, optional
+        ``progress(step, total_steps, {"total", "heatmap", "size", "offset", "lr"})``.
+    should_stop : callable, optional
+        Checked between steps; True saves a checkpoint and returns ``stopped=True``.
+
+    Returns
+    -------
+    TrainResult
+    """
+    import torch
+
+    from napari_lesion_harvest.lpg.checkpoint import (
+        load_checkpoint,
+        model_from_checkpoint,
+        save_checkpoint,
+    )
+    from napari_lesion_harvest.lpg.distributed import any_rank, current_context
+    from napari_lesion_harvest.lpg.losses import mscn_loss
+    from napari_lesion_harvest.lpg.model import build_model
+
+    options = options or TrainOptions()
+    if not samples:
+        raise ValueError("train_lpg: no training samples")
+    context = current_context(device)
+    checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
+    torch.manual_seed(options.seed)
+
+    resumed = None
+    if resume and checkpoint_path is not None and checkpoint_path.is_file():
+        resumed = load_checkpoint(checkpoint_path)
+        model = model_from_checkpoint(resumed)
+    elif init_checkpoint is not None:
+        model = model_from_checkpoint(load_checkpoint(init_checkpoint))
+    else:
+        model = build_model(get_config(config), pretrained=pretrained)
+    config = model.config
+    model.to(context.device).train()
+    optimizer = _make_optimizer(model, options)
+    start = 0
+    if resumed is not None:
+        start = int(resumed["step"])
+        if resumed.get("optimizer"):
+            optimizer.load_state_dict(resumed["optimizer"])
+
+    network = model
+    if context.active:
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [context.local_rank] if context.device.startswith("cuda") else None
+        network = DistributedDataParallel(model, device_ids=device_ids)
+
+    canvas = options.canvas_size or config.max_side
+    canvas -= canvas % config.size_divisor
+    use_cuda = context.device.startswith("cuda")
+    global_batch = options.batch_size * context.world_size
+    history: list[dict[str, float]] = []
+    stopped = False
+
+    def checkpoint(step: int) -> None:
+        if checkpoint_path is not None and context.is_main:
+            save_checkpoint(
+                checkpoint_path,
+                model,
+                step=step,
+                total_steps=options.steps,
+                optimizer=optimizer,
+            )
+
+    step = start
+    while step < options.steps:
+        if should_stop is not None and any_rank(should_stop(), context):
+            stopped = True
+            break
+        indices = global_batch_indices(step, global_batch, len(samples), options.seed)
+        first = context.rank * options.batch_size
+        examples = [
+            make_example(
+                samples[index],
+                config,
+                canvas_shape=(canvas, canvas),
+                rng=np.random.default_rng([options.seed, step, first + k]),
+                augmentation=options.augmentation,
+            )
+            for k, index in enumerate(indices[first : first + options.batch_size])
+        ]
+        inputs, targets = collate(examples)
+        inputs = inputs.to(context.device, non_blocking=True)
+        targets = {k: v.to(context.device, non_blocking=True) for k, v in targets.items()}
+        learning_rate = learning_rate_at(step, options)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda):
+            outputs = network(inputs)
+        parts = mscn_loss(outputs, targets, config)
+        optimizer.zero_grad(set_to_none=True)
+        parts["total"].backward()
+        if options.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), options.grad_clip)
+        optimizer.step()
+        step += 1
+        record = {k: float(v.detach()) for k, v in parts.items()} | {"lr": learning_rate}
+        history.append(record)
+        if progress is not None:
+            progress(step, options.steps, record)
+        if options.checkpoint_every and step % options.checkpoint_every == 0:
+            checkpoint(step)
+    checkpoint(step)
+    model.eval()
+    return TrainResult(model, step, history, stopped, checkpoint_path)

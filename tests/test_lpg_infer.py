@@ -1,0 +1,101 @@
+"""LPG inference: decoding, box mapping, and the shared-feature path equal to the naive one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_lesion_harvest.io.volume import CTVolume
+from napari_lesion_harvest.lpg.config import get_config
+from napari_lesion_harvest.lpg.infer import decode_heads, detect_volume, predict_volume
+from napari_lesion_harvest.lpg.model import build_model
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def lite_model():
+    torch.manual_seed(0)
+    model = build_model(get_config("lite", max_side=48)).eval()
+    # Move batch-norm statistics away from identity so that they matter.
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+def noise_volume(num_slices: int, slice_mm: float, seed: int = 0) -> CTVolume:
+    rng = np.random.default_rng(seed)
+    hu = rng.normal(0, 300, (num_slices, 40, 36))
+    return CTVolume.from_array(f"noise{seed}", hu, (slice_mm, 0.8, 0.8))
+
+
+def count_stem_images(model):
+    counter = {"images": 0}
+    original = model.stem
+
+    def counting_stem(images):
+        counter["images"] += images.shape[0]
+        return original(images)
+
+    model.stem = counting_stem
+    return counter, original
+
+
+@pytest.mark.parametrize(("slice_mm", "batch_size"), [(2.0, 4), (5.0, 3), (1.0, 5)])
+def test_shared_features_equal_naive_per_slice_computation(lite_model, slice_mm, batch_size):
+    volume = noise_volume(13, slice_mm)
+    naive = list(predict_volume(lite_model, volume, shared=False, batch_size=batch_size))
+    counter, original = count_stem_images(lite_model)
+    try:
+        shared = list(predict_volume(lite_model, volume, shared=True, batch_size=batch_size))
+    finally:
+        lite_model.stem = original
+    assert [zs for zs, _, _ in naive] == [zs for zs, _, _ in shared]
+    for (_, a, _), (_, b, _) in zip(naive, shared, strict=True):
+        for name in ("heatmap", "size", "offset"):
+            assert (a[name] - b[name]).abs().max().item() < 1e-4
+    if slice_mm == 2.0:
+        # Three-slice images are keyed by their z positions: at 2 mm they are the
+        # 13 + 2 * 3 windows centred on -3..15 clamped to the volume, far fewer than 3 * 13.
+        assert counter["images"] < 2 * 13
+    else:
+        assert counter["images"] <= 3 * 13
+
+
+def test_decode_picks_peaks_and_builds_boxes_in_canvas_pixels():
+    heatmap = torch.full((1, 1, 8, 8), -10.0)
+    heatmap[0, 0, 3, 5] = 3.0  # peak
+    heatmap[0, 0, 3, 6] = 2.0  # neighbour of the peak: suppressed by the 3x3 max-pool
+    heatmap[0, 0, 6, 1] = 0.0  # second, weaker peak
+    size = torch.zeros(1, 2, 8, 8)
+    offset = torch.zeros(1, 2, 8, 8)
+    size[0, :, 3, 5] = torch.tensor([4.0, 2.0])
+    offset[0, :, 3, 5] = torch.tensor([0.5, 0.25])
+    outputs = {"heatmap": heatmap, "size": size, "offset": offset}
+    [(boxes, scores)] = decode_heads(outputs, top_k=3, stride=4)
+    assert scores[0] == pytest.approx(torch.sigmoid(torch.tensor(3.0)).item())
+    assert scores[1] == pytest.approx(0.5)
+    np.testing.assert_allclose(boxes[0], np.array([3.5, 2.25, 7.5, 4.25]) * 4)
+    assert len(scores) == 3 and scores[2] < 1e-3  # the third "peak" is background
+
+
+def test_detect_volume_gives_sorted_boxes_in_original_pixels(lite_model):
+    rng = np.random.default_rng(3)
+    volume = CTVolume.from_array("fine", rng.normal(0, 300, (5, 90, 70)), (2.0, 0.4, 0.4))
+    detections = detect_volume(lite_model, volume, top_k=10, batch_size=2)
+    assert [d.z for d in detections] == list(range(5))
+    for d in detections:
+        assert d.boxes.shape == (10, 4) and d.scores.shape == (10,)
+        assert np.all(np.diff(d.scores) <= 0)
+        assert d.boxes[:, [0, 2]].min() >= 0 and d.boxes[:, [0, 2]].max() <= 69
+        assert d.boxes[:, [1, 3]].min() >= 0 and d.boxes[:, [1, 3]].max() <= 89
+    some = detect_volume(lite_model, volume, top_k=10, slices=[3, 1], min_score=0.5)
+    assert [d.z for d in some] == [1, 3]
+    assert all((d.scores >= 0.5).all() for d in some)
+    np.testing.assert_array_equal(
+        some[1].scores, detections[3].scores[detections[3].scores >= 0.5]
+    )
