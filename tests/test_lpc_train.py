@@ -163,6 +163,9 @@ def test_training_reports_progress_saves_the_best_epoch_and_scores(tmp_path):
     np.testing.assert_allclose(
         classify_proposals(loaded, sets[0].volume, sets[0].proposals), s_c, rtol=1e-5
     )
+    in_sample = v_m_scores(sets, mode="in_sample", model=result.model)
+    assert sorted(in_sample) == sorted(s.volume.volume_id for s in sets)
+    np.testing.assert_allclose(in_sample[sets[0].volume.volume_id], s_c)
     s_gc = lesion_scores(sets[0].proposals, s_c)
     np.testing.assert_allclose(s_gc, [p.s_g for p in sets[0].proposals] * s_c)
 
