@@ -240,3 +240,15 @@ def test_recall_at_precision_and_table_i(scene):
     assert lines[0].split() == ["Label", "set", "R@80P", "R@85P", "R@90P", "R@95P"]
     assert lines[1] == "R 0.667@100P"
     assert lines[2].split()[-4:] == ["0.333", "0.333", "0.333", "0.333"]
+
+
+def test_dense_and_sorted_key_joins_agree(scene, monkeypatch):
+    from napari_lesion_harvest.evaluation import matching
+
+    truth, table = scene
+    dense = matching.match_p3d(truth, table)
+    monkeypatch.setattr(matching, "_DENSE_KEY_LIMIT", 0)
+    searched = matching.match_p3d(truth, table)
+    np.testing.assert_array_equal(dense.hit_detection, searched.hit_detection)
+    np.testing.assert_array_equal(dense.hit_lesion, searched.hit_lesion)
+    assert len(dense.hit_lesion) == 3

@@ -98,7 +98,8 @@ def detection_curve(matches: Matches, *, collapse_ties: bool = True) -> Detectio
         raise ValueError("the test set has no volumes (no images to count false positives on)")
     scores = np.asarray(matches.scores, dtype=np.float64)
     n_det = len(scores)
-    order = np.lexsort((-np.arange(n_det), -scores))
+    # Decreasing score, equal scores in reverse input order (stable ascending, reversed).
+    order = np.argsort(scores, kind="stable")[::-1]
     rank = np.empty(n_det, dtype=np.int64)
     rank[order] = np.arange(n_det)
 

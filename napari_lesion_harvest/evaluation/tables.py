@@ -25,9 +25,12 @@ def _volume_index(volume_ids: Sequence[str]) -> dict[str, int]:
     return index
 
 
-def _readonly(*arrays: np.ndarray) -> None:
-    for array in arrays:
-        array.setflags(write=False)
+def _readonly(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Read-only views (the caller's own arrays keep their flags)."""
+    views = tuple(array.view() for array in arrays)
+    for view in views:
+        view.setflags(write=False)
+    return views
 
 
 def _slice_boxes(value, volume_id: str) -> tuple[np.ndarray, np.ndarray]:
@@ -94,7 +97,7 @@ class RecistTruth:
         volume = np.repeat(np.arange(len(volume_ids), dtype=np.int64), counts)
         z = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
         boxes = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, 4))
-        _readonly(volume, z, boxes)
+        volume, z, boxes = _readonly(volume, z, boxes)
         return cls(volume_ids, volume, z, boxes)
 
     @property
@@ -129,7 +132,7 @@ class BoxTruth3D:
                 raise ValueError(f"volume {vid}: non-finite 3D box")
         volume = np.repeat(np.arange(len(volume_ids), dtype=np.int64), [len(a) for a in arrays])
         stacked = np.concatenate(arrays) if arrays else np.zeros((0, 6))
-        _readonly(volume, stacked)
+        volume, stacked = _readonly(volume, stacked)
         return cls(volume_ids, volume, stacked)
 
     @property
@@ -223,22 +226,31 @@ class ProposalTable:
         if np.any(rows_per_proposal == 0):
             missing = int(np.flatnonzero(rows_per_proposal == 0)[0])
             raise ValueError(f"proposal {missing} has no per-slice box")
-        # Order rows by proposal then z; the confidence is the highest score of all rows.
-        order = np.lexsort((np.arange(n_rows), slice_z, slice_proposal))
-        p_sorted, z_sorted = slice_proposal[order], slice_z[order]
-        new_proposal = np.ones(n_rows, dtype=bool)
-        new_proposal[1:] = p_sorted[1:] != p_sorted[:-1]
+        # Order rows by proposal then z (tracker output already is: no sort, no copy).
+        same_proposal = slice_proposal[1:] == slice_proposal[:-1]
+        ordered = (slice_proposal[1:] > slice_proposal[:-1]) | (
+            same_proposal & (slice_z[1:] >= slice_z[:-1])
+        )
+        if not np.all(ordered):
+            order = np.lexsort((np.arange(n_rows), slice_z, slice_proposal))
+            slice_proposal, slice_z = slice_proposal[order], slice_z[order]
+            slice_boxes, slice_scores = slice_boxes[order], slice_scores[order]
+            same_proposal = slice_proposal[1:] == slice_proposal[:-1]
+        # The confidence is the highest score over all rows of the proposal.
         proposal_score = np.zeros(0)
         if n_rows:
-            proposal_score = np.maximum.reduceat(slice_scores[order], np.flatnonzero(new_proposal))
-        # Keep the first row of each (proposal, z).
-        new_slice = new_proposal.copy()
-        new_slice[1:] |= z_sorted[1:] != z_sorted[:-1]
-        keep = order[new_slice]
-        slice_proposal, slice_z = slice_proposal[keep], slice_z[keep]
-        slice_boxes, slice_scores = slice_boxes[keep], slice_scores[keep]
-        _readonly(proposal_volume, proposal_score, slice_proposal, slice_z)
-        _readonly(slice_boxes, slice_scores)
+            starts = np.flatnonzero(np.r_[True, ~same_proposal])
+            proposal_score = np.maximum.reduceat(slice_scores, starts)
+        # Of rows repeating a (proposal, z), keep the first.
+        repeated = same_proposal & (slice_z[1:] == slice_z[:-1])
+        if np.any(repeated):
+            keep = np.flatnonzero(~np.r_[False, repeated])
+            slice_proposal, slice_z = slice_proposal[keep], slice_z[keep]
+            slice_boxes, slice_scores = slice_boxes[keep], slice_scores[keep]
+        proposal_volume, proposal_score, slice_proposal, slice_z = _readonly(
+            proposal_volume, proposal_score, slice_proposal, slice_z
+        )
+        slice_boxes, slice_scores = _readonly(slice_boxes, slice_scores)
         return cls(
             volume_ids,
             proposal_volume,
