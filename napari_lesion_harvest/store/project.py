@@ -54,22 +54,26 @@ UNDOABLE_ACTIONS = ("mark.add", "mark.edit", "mark.delete", "mark.restore", "ver
 #: Held-out splits: completing such a volume would move test data into training.
 HELD_OUT_SPLITS = ("V_H_test", "V_D_test")
 
+# Counts per volume; the proposal counts use the covering index proposals_round, and
+# verdicts (few) are joined from their side (CROSS JOIN fixes that loop order).
 _SUMMARY_SQL = """
-WITH m AS (
+WITH r AS (SELECT id FROM rounds WHERE number = ?),
+m AS (
     SELECT volume_id, count(*) AS n, sum(origin = 'expert') AS n_expert
     FROM marks WHERE deleted_at IS NULL GROUP BY volume_id
 ), p AS (
-    SELECT p.volume_id, count(*) AS n,
-           sum(CASE WHEN d.verdict IS NOT NULL THEN d.verdict = 'accepted'
-                    ELSE p.role = 'P_pos_H' END) AS n_harvested,
-           count(d.proposal_id) AS n_verdicts
-    FROM proposals p LEFT JOIN verdicts d ON d.proposal_id = p.id
-    WHERE p.round_id = (SELECT id FROM rounds WHERE number = ?)
-    GROUP BY p.volume_id
+    SELECT volume_id, count(*) AS n, sum(role = 'P_pos_H') AS n_pos
+    FROM proposals WHERE round_id = (SELECT id FROM r) GROUP BY volume_id
+), j AS (
+    SELECT p.volume_id, count(*) AS n, sum(d.verdict = 'accepted') AS n_accepted,
+           sum(p.role = 'P_pos_H') AS n_pos
+    FROM verdicts d CROSS JOIN proposals p ON p.id = d.proposal_id
+    WHERE p.round_id = (SELECT id FROM r) GROUP BY p.volume_id
 )
-SELECT v.name, v.split, v.complete, coalesce(m.n, 0), coalesce(m.n_expert, 0),
-       coalesce(p.n, 0), coalesce(p.n_harvested, 0), coalesce(p.n_verdicts, 0)
+SELECT v.name, v.split, v.complete, coalesce(m.n, 0), coalesce(m.n_expert, 0), coalesce(p.n, 0),
+       coalesce(p.n_pos, 0) - coalesce(j.n_pos, 0) + coalesce(j.n_accepted, 0), coalesce(j.n, 0)
 FROM volumes v LEFT JOIN m ON m.volume_id = v.id LEFT JOIN p ON p.volume_id = v.id
+LEFT JOIN j ON j.volume_id = v.id
 """
 
 

@@ -32,6 +32,7 @@ import re
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
+from itertools import islice
 from pathlib import Path
 
 from napari_lesion_harvest.store import checkpoints, rows
@@ -436,30 +437,23 @@ def _merge_metrics(conn, round_pk: int, metrics: Mapping) -> None:
 
 
 def _insert_proposals(
-    conn, round_pk: int, stage: str, proposals: Iterable[ProposalRow]
+    conn, round_pk: int, stage: str, proposals: Iterable[ProposalRow], *, batch: int = 4096
 ) -> tuple[range, list[int]]:
-    """Insert proposals by ``executemany`` (streamed); returns their ids and the pooled ids."""
+    """Insert proposals in batches (streamed from the iterable); returns ids and pooled ids."""
     pks = rows.volume_pks(conn)
     first = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM proposals").fetchone()[0]
     pooled: list[int] = []
     count = 0
-
-    def values():
-        nonlocal count
-        for row in proposals:
-            if row.volume_id not in pks:
-                raise NotFoundError(
-                    f"proposal {count} of stage {stage}: the project has no "
-                    f"volume {row.volume_id!r}"
-                )
-            if row.in_pool:
-                pooled.append(first + count)
-            count += 1
-            yield rows.proposal_values(
-                row, round_pk=round_pk, volume_pk_=pks[row.volume_id], stage=stage
-            )
-
-    conn.executemany(rows.PROPOSAL_INSERT, values())
+    iterator = iter(proposals)
+    while chunk := list(islice(iterator, batch)):
+        conn.executemany(
+            rows.PROPOSAL_INSERT,
+            rows.proposal_values(
+                chunk, round_pk=round_pk, volume_pks_=pks, stage=stage, first_index=count
+            ),
+        )
+        pooled += [first + count + i for i, row in enumerate(chunk) if row.in_pool]
+        count += len(chunk)
     last = conn.execute("SELECT coalesce(max(id), 0) FROM proposals").fetchone()[0]
     if count and last != first + count - 1:  # rowids are max + 1 inside our write transaction
         raise StoreError(f"proposal ids are not contiguous ({first}..{last} for {count})")

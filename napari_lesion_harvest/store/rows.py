@@ -189,28 +189,76 @@ def fetch_mark(conn: sqlite3.Connection, mark_id: int) -> StoredMark:
 # --------------------------------------------------------------------- proposals
 
 
-def proposal_values(row: ProposalRow, *, round_pk: int, volume_pk_: int, stage: str) -> tuple:
-    """SQL values of a proposal for :data:`PROPOSAL_INSERT`."""
-    check_role(row.role)
-    proposal = row.proposal
-    if not isinstance(proposal, Proposal3D):
-        raise InvalidValueError(f"expected a geometry.Proposal3D, got {type(proposal).__name__}")
-    box = proposal.box_3d
-    return (
-        round_pk,
-        volume_pk_,
-        stage,
-        row.role,
-        *(float(v) for v in box),
-        proposal.s_g,
-        _optional_float(row.s_c),
-        _optional_float(row.s_gc),
-        len(proposal.slices),
-        proposal.slices.astype("<i4").tobytes(),
-        proposal.boxes.astype("<f4").tobytes(),
-        proposal.scores.astype("<f4").tobytes(),
-        json.dumps(proposal.meta) if proposal.meta else None,
-    )
+def proposal_values(
+    chunk: list[ProposalRow],
+    *,
+    round_pk: int,
+    volume_pks_: dict[str, int],
+    stage: str,
+    first_index: int = 0,
+) -> list[tuple]:
+    """SQL values of a batch of proposals for :data:`PROPOSAL_INSERT`.
+
+    The 3D boxes, ``s_g`` and the float32/int32 blobs are computed for the
+    whole batch at once (``reduceat`` over the concatenated tracklets), which
+    keeps a DeepLesion-scale stage (10^6 boxes) within seconds.
+
+    Parameters
+    ----------
+    chunk : list of ProposalRow
+    round_pk : int
+    volume_pks_ : dict of str to int
+        Volume primary keys by volume id.
+    stage : str
+    first_index : int, optional
+        Position of ``chunk[0]`` in the stage (for error messages).
+    """
+    for offset, row in enumerate(chunk):
+        where = f"proposal {first_index + offset} of stage {stage}"
+        if not isinstance(row.proposal, Proposal3D):
+            raise InvalidValueError(
+                f"{where}: expected a geometry.Proposal3D, got {type(row.proposal).__name__}"
+            )
+        if row.volume_id not in volume_pks_:
+            raise NotFoundError(f"{where}: the project has no volume {row.volume_id!r}")
+        check_role(row.role)
+    lengths = np.array([len(row.proposal.slices) for row in chunk])
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    slices = np.concatenate([row.proposal.slices for row in chunk])
+    boxes = np.concatenate([row.proposal.boxes for row in chunk])
+    scores = np.concatenate([row.proposal.scores for row in chunk])
+    lo = np.minimum.reduceat(boxes[:, :2], starts, axis=0)
+    hi = np.maximum.reduceat(boxes[:, 2:], starts, axis=0)
+    box_3d = np.column_stack(
+        [lo, np.minimum.reduceat(slices, starts), hi, np.maximum.reduceat(slices, starts)]
+    ).tolist()
+    s_g = np.maximum.reduceat(scores, starts).tolist()
+    slice_bytes = slices.astype("<i4").tobytes()
+    box_bytes = boxes.astype("<f4").tobytes()
+    score_bytes = scores.astype("<f4").tobytes()
+    values = []
+    for i, (row, start, k) in enumerate(
+        zip(chunk, starts.tolist(), lengths.tolist(), strict=True)
+    ):
+        meta = row.proposal.meta
+        values.append(
+            (
+                round_pk,
+                volume_pks_[row.volume_id],
+                stage,
+                row.role,
+                *box_3d[i],
+                s_g[i],
+                _optional_float(row.s_c),
+                _optional_float(row.s_gc),
+                k,
+                slice_bytes[4 * start : 4 * (start + k)],
+                box_bytes[16 * start : 16 * (start + k)],
+                score_bytes[4 * start : 4 * (start + k)],
+                json.dumps(meta) if meta else None,
+            )
+        )
+    return values
 
 
 def row_to_proposal(row: tuple) -> StoredProposal:

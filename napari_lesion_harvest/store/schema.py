@@ -136,7 +136,7 @@ CREATE TABLE proposals (
     meta TEXT
 );
 CREATE INDEX proposals_volume ON proposals (volume_id, round_id);
-CREATE INDEX proposals_round_role ON proposals (round_id, role);
+CREATE INDEX proposals_round ON proposals (round_id, volume_id, role);
 
 CREATE TABLE pool_members (
     round_id INTEGER NOT NULL REFERENCES rounds (id),
