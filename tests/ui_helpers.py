@@ -29,8 +29,7 @@ def drag(qtbot, viewer, start_xy, end_xy, *, steps: int = 6) -> None:
         canvas_point(viewer, np.asarray(start_xy) + (np.asarray(end_xy) - start_xy) * t)
         for t in np.linspace(0.0, 1.0, steps + 1)
     ]
-    _no_double_click(qtbot)
-    qtbot.mousePress(native, Qt.MouseButton.LeftButton, pos=points[0])
+    qtbot.mousePress(native, Qt.MouseButton.LeftButton, pos=points[0], delay=_press_delay())
     for point in points[1:]:
         qtbot.mouseMove(native, pos=point)
     qtbot.mouseRelease(native, Qt.MouseButton.LeftButton, pos=points[-1])
@@ -40,14 +39,16 @@ def click(qtbot, viewer, xy) -> None:
     """Press and release at pixel ``xy`` without moving."""
     native = viewer.window._qt_viewer.canvas.native
     point = canvas_point(viewer, np.asarray(xy, dtype=float))
-    _no_double_click(qtbot)
-    qtbot.mousePress(native, Qt.MouseButton.LeftButton, pos=point)
+    qtbot.mousePress(native, Qt.MouseButton.LeftButton, pos=point, delay=_press_delay())
     qtbot.mouseRelease(native, Qt.MouseButton.LeftButton, pos=point)
 
 
-def _no_double_click(qtbot) -> None:
-    """Wait past the double-click interval so that two presses stay two presses."""
-    qtbot.wait(QApplication.doubleClickInterval() + 30)
+def _press_delay() -> int:
+    """Delay (ms) before a press: past the double-click interval, so two presses stay two.
+
+    QTest advances its event timestamps by the delay and waits that long.
+    """
+    return QApplication.doubleClickInterval() + 50
 
 
 def phantom_hu(shape=(12, 96, 96), seed: int = 0) -> np.ndarray:

@@ -196,20 +196,18 @@ class RecistTool:
         endpoint = self._endpoint_at(z, start) if self.pending_long is None else None
         near = self._mark_near(z, start)
         yield
-        end, dragged = start, False
         while event.type == "mouse_move":
             _, end = self._event_point(event)
-            dragged = True
             if endpoint is not None:
                 self._draw_preview(z, self._moved(endpoint, end).endpoints.reshape(2, 2, 2))
             else:
                 self._draw_preview(z, [np.array([start, end])])
             yield
-        if dragged:
-            _, end = self._event_point(event)
-        if endpoint is not None and dragged:
+        _, end = self._event_point(event)  # the release position decides, not the moves seen
+        moved = np.linalg.norm(end - start) >= MIN_AXIS_PX
+        if endpoint is not None and moved:
             self._finish_edit(endpoint, end)
-        elif dragged and np.linalg.norm(end - start) >= MIN_AXIS_PX:
+        elif moved:
             self._axis_drawn(z, np.array([start, end]))
         else:
             self.select(endpoint[0] if endpoint is not None else near)
