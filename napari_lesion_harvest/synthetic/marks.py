@@ -20,34 +20,63 @@ def _expected_marked(n: int, q: float) -> float:
     return n * q + (1.0 - q) ** n  # the max(1, .) adds 1 exactly when the binomial is 0
 
 
-@lru_cache(maxsize=256)
-def _per_lesion_probability(n: int, fraction: float) -> float:
-    """The q with E[max(1, Binomial(n, q))] = fraction * n (clipped to [0, 1])."""
-    target = fraction * n
-    if _expected_marked(n, 0.0) >= target:
+def expected_mark_fraction(lesion_counts, probability: float) -> float:
+    """Mean fraction of marked lesions that :func:`choose_marked` gives over these counts.
+
+    Parameters
+    ----------
+    lesion_counts : array_like of int
+        Lesions per volume (the distribution of counts; zeros are ignored).
+    probability : float
+        Per-lesion mark probability ``q`` given to :func:`choose_marked`.
+    """
+    counts = np.asarray(lesion_counts, dtype=np.int64)
+    counts = counts[counts > 0]
+    if counts.size == 0:
         return 0.0
+    return float(sum(_expected_marked(int(n), probability) for n in counts) / counts.sum())
+
+
+@lru_cache(maxsize=256)
+def _solve_probability(fraction: float, counts: tuple[int, ...]) -> float:
     lo, hi = 0.0, 1.0
     for _ in range(60):
         mid = (lo + hi) / 2
-        if _expected_marked(n, mid) < target:
+        if expected_mark_fraction(counts, mid) < fraction:
             lo = mid
         else:
             hi = mid
     return (lo + hi) / 2
 
 
-def choose_marked(
-    conspicuity,
-    rng: np.random.Generator,
-    *,
-    fraction: float = DEFAULT_MARK_FRACTION,
-) -> np.ndarray:
+def mark_probability(fraction: float, lesion_counts) -> float:
+    """The per-lesion probability ``q`` that marks ``fraction`` of the lesions on average.
+
+    Volumes always keep one mark, so ``q`` is below ``fraction``: the
+    volumes with several lesions make up for the forced marks. When even
+    ``q = 0`` marks more than ``fraction`` (mostly one-lesion volumes), 0 is returned.
+
+    Parameters
+    ----------
+    fraction : float
+        Requested mean fraction of marked lesions, in (0, 1].
+    lesion_counts : array_like of int
+        The expected lesions-per-volume counts (e.g. every value of the
+        configured range, for a uniform distribution).
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"mark fraction must be in (0, 1], got {fraction}")
+    counts = tuple(sorted(int(n) for n in np.asarray(lesion_counts).ravel() if n > 0))
+    return _solve_probability(round(float(fraction), 9), counts)
+
+
+def choose_marked(conspicuity, rng: np.random.Generator, *, probability: float) -> np.ndarray:
     """Pick the lesions of one volume that carry an original mark.
 
-    The number marked is ``max(1, Binomial(n, q))`` with ``q`` chosen so that
-    its mean is ``fraction * n`` (volumes with one lesion always have it
-    marked, as in DeepLesion, and the others make up for it). Which lesions
-    are marked is drawn without replacement with probability proportional to
+    The number marked is ``max(1, Binomial(n, probability))`` (every volume
+    keeps a mark, as in DeepLesion; see :func:`mark_probability` for the
+    ``probability`` that gives a requested mean fraction). Which lesions are
+    marked is drawn without replacement with probability proportional to
     ``conspicuity ** 2``, so large, obvious lesions are marked first.
 
     Parameters
@@ -55,36 +84,21 @@ def choose_marked(
     conspicuity : array_like, shape (n,)
         Positive weight per lesion (size times contrast).
     rng : numpy.random.Generator
-    fraction : float
-        Requested mean fraction of marked lesions, in (0, 1].
+    probability : float
+        Per-lesion mark probability in [0, 1].
 
     Returns
     -------
     ndarray of bool, shape (n,)
     """
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"mark fraction must be in (0, 1], got {fraction}")
+    if not 0.0 <= probability <= 1.0:
+        raise ValueError(f"mark probability must be in [0, 1], got {probability}")
     weights = np.asarray(conspicuity, dtype=np.float64) ** 2
     n = weights.size
     marked = np.zeros(n, dtype=bool)
     if n == 0:
         return marked
-    q = _per_lesion_probability(n, round(float(fraction), 9))
-    count = max(1, int(rng.binomial(n, q)))
+    count = max(1, int(rng.binomial(n, probability)))
     chosen = rng.choice(n, size=count, replace=False, p=weights / weights.sum())
     marked[chosen] = True
     return marked
-
-
-def expected_mark_fraction(lesion_counts, fraction: float = DEFAULT_MARK_FRACTION) -> float:
-    """The mean fraction of marked lesions :func:`choose_marked` gives over these counts.
-
-    Counts of 1 force a mark, so the result exceeds ``fraction`` where most
-    volumes have one lesion; with DeepLesion-like counts (about 4) it equals it.
-    """
-    counts = np.asarray(lesion_counts, dtype=np.int64)
-    counts = counts[counts > 0]
-    expected = sum(
-        _expected_marked(int(n), _per_lesion_probability(int(n), fraction)) for n in counts
-    )
-    return float(expected / counts.sum()) if counts.size else 0.0

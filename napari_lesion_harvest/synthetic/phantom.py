@@ -14,7 +14,11 @@ from napari_lesion_harvest.synthetic.canvas import Canvas, Tissue
 from napari_lesion_harvest.synthetic.distractors import add_distractors
 from napari_lesion_harvest.synthetic.imaging import acquire
 from napari_lesion_harvest.synthetic.lesions import COARSE_TYPES, place_lesions
-from napari_lesion_harvest.synthetic.marks import DEFAULT_MARK_FRACTION, choose_marked
+from napari_lesion_harvest.synthetic.marks import (
+    DEFAULT_MARK_FRACTION,
+    choose_marked,
+    mark_probability,
+)
 from napari_lesion_harvest.synthetic.truth import LesionTruth, lesion_truth
 
 #: DeepLesion-style display windows (min, max HU) by coarse lesion type.
@@ -212,7 +216,10 @@ def generate_volume(
         )
         for i, p in enumerate(placed)
     ]
-    marked = choose_marked([t.conspicuity for t in lesions], rng, fraction=config.mark_fraction)
+    probability = mark_probability(
+        config.mark_fraction, range(config.lesions[0], config.lesions[1] + 1)
+    )
+    marked = choose_marked([t.conspicuity for t in lesions], rng, probability=probability)
     for truth, is_marked in zip(lesions, marked, strict=True):
         truth.marked = bool(is_marked)
         z_mm = float(canvas.z[truth.recist.z])

@@ -61,10 +61,17 @@ class DatasetSplit:
         return cls(*parts)
 
 
+#: Datasets smaller than this get no guaranteed volume per part (fractions are rounded).
+MIN_VOLUMES_FOR_ALL_PARTS = 4
+
+
 def _count(fraction: float, total: int, name: str) -> int:
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"{name} must be in [0, 1), got {fraction}")
-    return 0 if fraction == 0 or total == 0 else max(1, int(round(fraction * total)))
+    count = int(round(fraction * total))
+    if fraction > 0 and total >= MIN_VOLUMES_FOR_ALL_PARTS:
+        count = max(1, count)
+    return count
 
 
 def patient_of(volume_id: str) -> str:
@@ -86,7 +93,8 @@ def split_volumes(
     V_D^test takes whole patients (``group_of``), so that no patient of the
     detector's test set is seen while harvesting; V_M and V_H^test are drawn
     from the remaining volumes; the rest is V_H. Every part with a non-zero
-    fraction gets at least one volume.
+    fraction gets at least one volume when there are at least
+    :data:`MIN_VOLUMES_FOR_ALL_PARTS` volumes (smaller datasets: rounded counts).
 
     Parameters
     ----------
