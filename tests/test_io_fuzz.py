@@ -7,6 +7,7 @@ import io
 import pickle
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -18,7 +19,7 @@ from napari_lesion_harvest.io.annotations import (
     write_lesions,
     write_marks,
 )
-from napari_lesion_harvest.io.deeplesion import read_dl_info
+from napari_lesion_harvest.io.deeplesion import _parse_row, read_dl_info
 from napari_lesion_harvest.io.errors import LesionIOError
 from napari_lesion_harvest.io.paper_pickles import (
     read_3d_box_pickle,
@@ -90,6 +91,17 @@ def test_random_cells_in_a_real_row_are_reported(tmp_path, dl_info_rows_csv, cel
     info = read_dl_info(path)
     assert info.report.rows_read >= 5
     assert len(info.rows) + len(info.report.skipped) == info.report.rows_read
+    # the column-wise fast path accepts exactly what the row-by-row parser accepts
+    cells_at_line, line = {}, 0
+    with open(path, newline="") as handle:
+        reader = csv.reader(handle)
+        for cells in reader:
+            cells_at_line[line + 1], line = cells, reader.line_num
+    for parsed in info.rows:
+        assert parsed == _parse_row(cells_at_line[parsed.line], str(path), parsed.line)
+    for skipped in info.report.skipped:
+        with pytest.raises(LesionIOError):
+            _parse_row(cells_at_line[skipped.row], str(path), skipped.row)
 
 
 @FUZZ
