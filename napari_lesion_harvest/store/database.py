@@ -26,8 +26,10 @@ from napari_lesion_harvest.store.errors import (
 from napari_lesion_harvest.store.schema import APPLICATION_ID, migrate, schema_version
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
-#: Milliseconds a writer waits for another process's write transaction.
-BUSY_TIMEOUT_MS = 15_000
+#: Milliseconds a writer waits for another process's write transaction. A round
+#: commits a DeepLesion-scale stage (10^6 boxes) in one transaction of 5 to 15 s on a
+#: 2-core machine; a mark saved meanwhile waits for it instead of failing.
+BUSY_TIMEOUT_MS = 60_000
 #: Page cache per connection (KiB): holds the proposal indexes of a 10^6-box stage.
 CACHE_KIB = 32 * 1024
 
