@@ -75,3 +75,42 @@ def phantom_volume(seed: int, *, lesions: int = 2, distractors: int = 2, backgro
 def phantom_sets(seeds) -> list[ProposalSet]:
     """One :func:`phantom_volume` per seed."""
     return [phantom_volume(int(seed)) for seed in seeds]
+
+
+def project_phantom_set(seed: int, *, size: int = 128) -> ProposalSet:
+    """Proposals on the project's synthetic CT phantom (:mod:`napari_lesion_harvest.synthetic`).
+
+    Positives: every lesion's true extent (boxes jittered by up to 1 px).
+    Negatives: the phantom's lesion-like distractors (small normal nodes and
+    calcifications, one proposal per connected component of their labels).
+    s_g is drawn at random, mildly higher for lesions.
+    """
+    from scipy import ndimage
+
+    from napari_lesion_harvest.synthetic.canvas import Tissue
+    from napari_lesion_harvest.synthetic.phantom import (
+        PhantomConfig,
+        SeriesIdentity,
+        generate_volume,
+    )
+
+    rng = np.random.default_rng(1000 + seed)
+    identity = SeriesIdentity(seed + 1, 1, 1, 1, "M", 50)
+    phantom = generate_volume(
+        np.random.default_rng(seed), identity, config=PhantomConfig(size=size, slices=(16, 20))
+    )
+    proposals, labels = [], []
+    for lesion in phantom.lesions:
+        extent = lesion.extent
+        boxes = extent.boxes + rng.uniform(-1, 1, extent.boxes.shape)
+        s_g = np.full(len(extent.slices), rng.uniform(0.3, 1.0))
+        proposals.append(Proposal3D(extent.slices, boxes, s_g))
+        labels.append(1)
+    distractors, _ = ndimage.label(np.isin(phantom.labels, [Tissue.NODE, Tissue.CALCIFICATION]))
+    for zs, ys, xs in ndimage.find_objects(distractors):
+        slices = np.arange(zs.start, zs.stop)
+        box = np.array([xs.start - 2, ys.start - 2, xs.stop + 1, ys.stop + 1], dtype=float)
+        boxes = box + rng.uniform(-1, 1, (len(slices), 4))
+        proposals.append(Proposal3D(slices, boxes, np.full(len(slices), rng.uniform(0.15, 0.9))))
+        labels.append(0)
+    return ProposalSet(phantom.volume, proposals, np.array(labels), True)

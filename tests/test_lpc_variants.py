@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from lpc_phantom import phantom_sets
+from lpc_phantom import phantom_sets, project_phantom_set
 
 from napari_lesion_harvest.lpc.metrics import roc_auc
 from napari_lesion_harvest.lpc.report import plot_score_pr
@@ -62,3 +62,27 @@ def test_multiview_lpc_separates_lesions_from_look_alikes_on_held_out_volumes():
     assert auc["multiview"] >= 0.85
     assert auc["multiview"] > auc["axial"] + 0.1
     assert roc_auc(scores["s_gc,multiview"], labels) > roc_auc(s_g, labels)
+
+
+@pytest.mark.slow
+def test_multiview_lpc_beats_chance_on_the_project_phantom():
+    """Lesions of the synthetic CT phantom against its normal nodes and calcifications."""
+    torch.set_num_threads(1)
+    train_sets = [project_phantom_set(seed) for seed in range(24)]
+    test_sets = [project_phantom_set(seed) for seed in range(100, 110)]
+    labels = np.concatenate([s.labels for s in test_sets])
+    options = TrainingOptions(
+        variant="multiview",
+        width="lite",
+        patch_size=32,
+        pad_px=8,
+        pretrained=False,
+        epochs=12,
+        batch_size=16,
+        learning_rate=2e-3,
+        patience=5,
+    )
+    model = train_classifier(train_sets, options).model
+    s_c = np.concatenate([classify_proposals(model, s.volume, s.proposals) for s in test_sets])
+    assert labels.sum() >= 10 and (labels == 0).sum() >= 10
+    assert roc_auc(s_c, labels) >= 0.65
