@@ -214,6 +214,37 @@ class RecistMark:
             raise ValueError(f"a RECIST mark needs 8 coordinates, got {arr.size}")
         return cls(z=z, long_axis=arr[:4].reshape(2, 2), short_axis=arr[4:].reshape(2, 2))
 
+    @classmethod
+    def from_box(cls, box, z: int, *, padding: float = RECIST_BOX_PADDING) -> RecistMark:
+        """A cross-shaped mark whose :meth:`box` is ``box``, for files that hold boxes only.
+
+        The paper's 2D pickles keep boxes, not RECIST endpoints. The mark made
+        here has a horizontal and a vertical axis through the box centre,
+        spanning the box shrunk by ``padding``, so ``from_box(b, z).box() == b``.
+        Its "long" axis is the longer of the two.
+
+        Parameters
+        ----------
+        box : array_like, shape (4,)
+            ``xyxy`` box in pixel coordinates.
+        z : int
+            0-based slice index.
+        """
+        x1, y1, x2, y2 = np.asarray(box, dtype=np.float64).ravel()[:4] + [
+            padding,
+            padding,
+            -padding,
+            -padding,
+        ]
+        if x2 < x1 or y2 < y1:
+            raise ValueError(f"box {box} is smaller than twice the padding {padding}")
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        horizontal = [[x1, cy], [x2, cy]]
+        vertical = [[cx, y1], [cx, y2]]
+        if x2 - x1 >= y2 - y1:
+            return cls(z=z, long_axis=horizontal, short_axis=vertical)
+        return cls(z=z, long_axis=vertical, short_axis=horizontal)
+
     def measurement_coordinates(self) -> np.ndarray:
         """The 8 DL_info ``Measurement_coordinates``, shape ``(8,)``."""
         return np.concatenate([self.long_axis.ravel(), self.short_axis.ravel()])

@@ -94,3 +94,13 @@ def test_proposal3d_orders_slices_and_derives_box():
     assert proposal.box_on_slice(7) is None
     with pytest.raises(ValueError, match="one box and one score"):
         Proposal3D(slices=[1, 2], boxes=[[0, 0, 1, 1]], scores=[0.5, 0.4])
+
+
+def test_mark_from_box_reproduces_the_box_with_the_longer_axis_first():
+    wide = RecistMark.from_box([10, 20, 50, 40], z=4)
+    np.testing.assert_allclose(wide.box(), [10, 20, 50, 40])
+    assert wide.diameters_px() == (30.0, 10.0) and wide.z == 4
+    tall = RecistMark.from_box([0, 0, 12, 40], z=0)
+    assert tall.diameters_px() == (30.0, 2.0)
+    with pytest.raises(ValueError, match="twice the padding"):
+        RecistMark.from_box([0, 0, 6, 6], z=0)

@@ -1,0 +1,587 @@
+"""The stages of one harvest round (paper, Sec. III), each a function of the round's state.
+
+Every stage reads what earlier stages committed from the project store and
+returns a :class:`~napari_lesion_harvest.store.StageResult` that the round
+commits in one transaction, so a round stopped anywhere resumes after its
+last committed stage.
+
+=============  =====================================================================
+stage          what it does
+=============  =====================================================================
+``train_lpg``  train (round 1) or fine-tune with HNSL (later rounds) the LPG
+``scan``       detect 2D boxes on every slice of V_M, V_H, V_H_test; stack 3D proposals
+``verify``     P3D-match proposals to marks: P_RM / P_neg_M in V_M, P_RH in V_H;
+               expert verdicts override
+``train_lpc``  train the LPC on P_RM, P_neg_M, P_RH; V_M scores for the threshold
+``harvest``    s_c and s_gc of the rest; P_pos_H above the 95%-precision threshold;
+               hard negatives P_neg_H; the pool P_i
+``evaluate``   Table I row, PR and FROC on V_H_test against its hidden full marks
+=============  =====================================================================
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from napari_lesion_harvest.geometry import Proposal3D
+from napari_lesion_harvest.harvest.config import RoundConfig
+from napari_lesion_harvest.harvest.hard_negatives import select_hard_negatives
+from napari_lesion_harvest.harvest.threshold import threshold_at_precision
+from napari_lesion_harvest.harvest.training_sets import (
+    lpg_training_slices,
+    proposal_polarity,
+    usable_marks,
+    volume_records,
+)
+from napari_lesion_harvest.harvest.verification import (
+    best_slice_boxes,
+    mark_boxes,
+    proposals_hitting,
+)
+from napari_lesion_harvest.io.sources import open_volume
+from napari_lesion_harvest.store import (
+    CheckpointRef,
+    ProposalRow,
+    ProposalUpdate,
+    StageResult,
+)
+from napari_lesion_harvest.workers.progress import Progress, check_cancelled
+
+STAGES = ("train_lpg", "scan", "verify", "train_lpc", "harvest", "evaluate")
+#: Score given to original marks when they join the detections of the Table I rows:
+#: above every lesion score, so they come first (they are known lesions).
+ORIGINAL_MARK_SCORE = 2.0
+#: Points kept of the PR curve stored with a round (for plots).
+CURVE_POINTS = 200
+
+
+@dataclass
+class RoundState:
+    """What every stage of one round needs.
+
+    Attributes
+    ----------
+    project : HarvestProject
+    number : int
+        The round.
+    snapshot : RoundSnapshot
+        The round's frozen inputs.
+    config : RoundConfig
+    device : str
+        ``"cpu"`` or ``"cuda"``.
+    progress : callable
+        ``progress(stage, step, total, message, metrics)``.
+    cancelled : callable
+        True once a stop was requested.
+    """
+
+    project: object
+    number: int
+    snapshot: object
+    config: RoundConfig
+    device: str
+    progress: Progress
+    cancelled: Callable[[], bool]
+    _records: dict = field(default_factory=dict, init=False, repr=False)
+
+    def record(self, volume_id: str):
+        """The snapshot's volume record of ``volume_id``."""
+        if not self._records:
+            self._records = {
+                r.volume_id: r for records in self.snapshot.volumes.values() for r in records
+            }
+        return self._records[volume_id]
+
+    def open(self, volume_id: str):
+        """Open a volume lazily (a fresh object: its slice cache goes with it)."""
+        return open_volume(self.record(volume_id))
+
+    def split_of(self, volume_id: str) -> str:
+        """The volume's split in this round."""
+        return self.record(volume_id).split
+
+    def proposals(self, roles=None) -> dict[str, list]:
+        """This round's stored proposals by volume, in id order."""
+        grouped: dict[str, list] = defaultdict(list)
+        for stored in self.project.proposals(self.number, roles=roles):
+            grouped[stored.volume_id].append(stored)
+        return dict(grouped)
+
+    def checkpoint_path(self, name: str) -> Path:
+        """Registered checkpoint ``name`` of this round, its sha256 checked."""
+        from napari_lesion_harvest.store import ChecksumMismatchError
+        from napari_lesion_harvest.store.checkpoints import sha256_file
+
+        ref = self.project.rounds.checkpoint(name, round_number=self.number)
+        path = self.project.folder / ref.path
+        if sha256_file(path) != ref.sha256:
+            raise ChecksumMismatchError(f"{path}: checkpoint changed since round {self.number}")
+        return path
+
+    def working_path(self, name: str) -> Path:
+        """Where this round writes checkpoint ``name`` (``models/round_NNN/<name>.pt``)."""
+        path = self.project.models_dir / f"round_{self.number:03d}" / f"{name}.pt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def register(self, name: str, path: Path) -> CheckpointRef:
+        """A reference to checkpoint file ``path`` for the stage result."""
+        from napari_lesion_harvest.store.checkpoints import sha256_file
+
+        return CheckpointRef(
+            name=name,
+            path=path.relative_to(self.project.folder).as_posix(),
+            sha256=sha256_file(path),
+            size=path.stat().st_size,
+        )
+
+
+# ---------------------------------------------------------------------------- train_lpg
+
+
+def train_lpg_stage(state: RoundState) -> StageResult:
+    """Train the LPG (round 1) or fine-tune the previous round's with HNSL."""
+    from napari_lesion_harvest.lpg.data import LPGSample
+    from napari_lesion_harvest.lpg.train import TrainOptions, train_lpg
+
+    config, snapshot = state.config, state.snapshot
+    previous = snapshot.previous_round
+    slices = lpg_training_slices(snapshot, use_pool=previous is not None)
+    if not slices:
+        raise ValueError("no marks to train the lesion proposal generator on")
+    samples = [
+        LPGSample(state.open(s.volume_id), s.z, s.positive_boxes, s.hard_negative_boxes)
+        for s in slices
+    ]
+    init = None
+    if previous is not None:
+        ref = state.project.rounds.checkpoint("lpg", round_number=previous)
+        init = state.project.folder / ref.path
+    steps = config.lpg_train_steps if init is None else config.lpg_finetune_steps
+    path = state.working_path("lpg")
+    started = time.monotonic()
+
+    def report(step, total, parts):
+        shown = {k: round(float(v), 4) for k, v in parts.items()}
+        state.progress("train_lpg", step, total, f"loss {shown.get('total', 0):.3f}", shown)
+
+    result = train_lpg(
+        samples,
+        config=config.lpg_config,
+        options=TrainOptions(
+            steps=steps,
+            batch_size=config.lpg_batch_size,
+            learning_rate=config.lpg_learning_rate,
+            seed=config.seed + state.number,
+            checkpoint_every=max(steps // 10, 1),
+        ),
+        init_checkpoint=init,
+        checkpoint_path=path,
+        device=state.device,
+        progress=report,
+        should_stop=state.cancelled,
+    )
+    check_cancelled(state.cancelled)
+    if result.stopped:
+        check_cancelled(lambda: True)
+    last = result.history[-1] if result.history else {}
+    return StageResult(
+        checkpoints=[state.register("lpg", path)],
+        metrics={
+            "lpg": {
+                "steps": result.step,
+                "fine_tuned_from": previous,
+                "training_slices": len(slices),
+                "hard_negative_boxes": int(sum(len(s.hard_negative_boxes) for s in slices)),
+                "final_loss": {k: float(v) for k, v in last.items()},
+                "seconds": round(time.monotonic() - started, 2),
+            }
+        },
+    )
+
+
+# ---------------------------------------------------------------------------- scan
+
+
+def scan_stage(state: RoundState) -> StageResult:
+    """Detect on every slice of V_M, V_H, V_H_test and stack 3D proposals."""
+    from napari_lesion_harvest.lpg.checkpoint import load_model
+    from napari_lesion_harvest.tracking import stack_proposals
+
+    config = state.config
+    model = load_model(state.checkpoint_path("lpg")).to(state.device)
+    records = volume_records(state.snapshot)
+    started = time.monotonic()
+    counts = {"volumes": len(records), "slices": 0, "boxes_2d": 0, "proposals": 0}
+    rows: list[ProposalRow] = []
+    for done, record in enumerate(records):
+        check_cancelled(state.cancelled)
+        state.progress("scan", done, len(records), record.volume_id)
+        volume = state.open(record.volume_id)
+        detections = _detect(model, volume, config, state.device)
+        proposals = stack_proposals(
+            {d.z: (d.boxes, d.scores) for d in detections},
+            score_threshold=config.score_threshold,
+            link_iou=config.link_iou,
+        )
+        counts["slices"] += volume.num_slices
+        counts["boxes_2d"] += int(sum(len(d.scores) for d in detections))
+        counts["proposals"] += len(proposals)
+        rows.extend(ProposalRow(record.volume_id, p) for p in proposals)
+    state.progress("scan", len(records), len(records), "done")
+    seconds = time.monotonic() - started
+    counts["seconds"] = round(seconds, 2)
+    counts["slices_per_second"] = round(counts["slices"] / max(seconds, 1e-9), 2)
+    return StageResult(proposals=rows, metrics={"scan": counts})
+
+
+def _detect(model, volume, config: RoundConfig, device: str):
+    from napari_lesion_harvest.lpg.infer import detect_volume
+
+    return detect_volume(model, volume, min_score=config.score_threshold, device=device)
+
+
+# ---------------------------------------------------------------------------- verify
+
+
+def verify_stage(state: RoundState) -> StageResult:
+    """Split proposals into P_RM / P_neg_M (V_M) and P_RH (V_H); verdicts override."""
+    by_volume = state.proposals()
+    proposals = {v: [s.proposal for s in stored] for v, stored in by_volume.items()}
+    marks = {v: mark_boxes(m) for v, m in usable_marks(state.snapshot).items()}
+    hits = proposals_hitting(proposals, marks, iou_threshold=state.config.match_iou)
+    accepted, rejected = _judged_targets(state.snapshot)
+    hits_accepted = proposals_hitting(proposals, accepted, iou_threshold=state.config.match_iou)
+    hits_rejected = proposals_hitting(proposals, rejected, iou_threshold=state.config.match_iou)
+    updates, counts = [], defaultdict(int)
+    for volume_id, stored in by_volume.items():
+        in_v_m = state.split_of(volume_id) == "V_M"
+        for k, proposal in enumerate(stored):
+            if in_v_m:
+                role = "P_RM" if hits[volume_id][k] else "P_neg_M"
+            elif hits_accepted[volume_id][k] or hits[volume_id][k]:
+                role = "P_RH"
+            elif hits_rejected[volume_id][k]:
+                role = "P_neg_H"
+            else:
+                role = "candidate"
+            counts[role] += 1
+            if role != proposal.role:
+                updates.append(ProposalUpdate(proposal.id, role))
+    return StageResult(updates=updates, metrics={"verify": dict(counts)})
+
+
+def _judged_targets(snapshot):
+    """Best-slice boxes of the proposals the expert accepted and rejected, by volume."""
+    judged = {True: defaultdict(list), False: defaultdict(list)}
+    for stored in snapshot.verdicts:
+        judged[stored.verdict.verdict == "accepted"][stored.volume_id].append(stored.proposal)
+    return tuple(
+        {v: best_slice_boxes(p) for v, p in judged[polarity].items()} for polarity in (True, False)
+    )
+
+
+# ---------------------------------------------------------------------------- train_lpc
+
+
+def _lpc_options(config: RoundConfig, seed: int):
+    from napari_lesion_harvest.lpc.train import TrainingOptions
+
+    return TrainingOptions(
+        variant=config.lpc_variant,
+        width=config.lpc_width,
+        patch_size=config.lpc_patch_size,
+        epochs=config.lpc_epochs,
+        seed=seed,
+    )
+
+
+def _verified_sets(state: RoundState):
+    """LPC training sets and, per V_M volume, the proposal ids in the sets' order."""
+    from napari_lesion_harvest.lpc.train import proposal_sets
+
+    by_volume = state.proposals(roles=("P_RM", "P_neg_M", "P_RH"))
+    pools = {"P_RM": {}, "P_neg_M": {}, "P_RH": {}}
+    for volume_id, stored in by_volume.items():
+        for role in pools:
+            chosen = [s for s in stored if s.role == role]
+            if chosen:
+                pools[role][volume_id] = chosen
+    volumes = {volume_id: state.open(volume_id) for volume_id in by_volume}
+    sets = proposal_sets(
+        volumes,
+        **{
+            name.lower(): {v: [s.proposal for s in chosen] for v, chosen in pool.items()}
+            for name, pool in pools.items()
+        },
+    )
+    ids = {
+        v: [s.id for s in pools["P_RM"].get(v, []) + pools["P_neg_M"].get(v, [])]
+        for v in set(pools["P_RM"]) | set(pools["P_neg_M"])
+    }
+    return sets, ids
+
+
+def train_lpc_stage(state: RoundState) -> StageResult:
+    """Train the LPC on P_RM, P_neg_M and P_RH; score V_M for the harvest threshold."""
+    from napari_lesion_harvest.lpc.checkpoint import save_checkpoint
+    from napari_lesion_harvest.lpc.score import v_m_scores
+    from napari_lesion_harvest.lpc.train import train_classifier
+
+    config = state.config
+    sets, v_m_ids = _verified_sets(state)
+    options = _lpc_options(config, config.seed + state.number)
+
+    def report(stage, step, total, message="", metrics=None):
+        state.progress(stage, step, total, message, metrics)
+
+    started = time.monotonic()
+    result = train_classifier(
+        sets, options, device=state.device, progress=report, cancelled=state.cancelled
+    )
+    path = save_checkpoint(
+        result.model,
+        state.working_path("lpc"),
+        meta={"best_epoch": result.best_epoch, **result.counts},
+    )
+    n_v_m = sum(s.fully_annotated for s in sets)
+    mode, folds = config.threshold_mode, min(config.folds, n_v_m)
+    if mode == "out_of_fold" and folds < 2:
+        mode = "in_sample"
+    scores = v_m_scores(
+        sets,
+        mode=mode,
+        folds=folds,
+        options=options,
+        model=result.model,
+        device=state.device,
+        progress=report,
+        cancelled=state.cancelled,
+    )
+    updates = []
+    proposal_of = {s.volume.volume_id: s.proposals for s in sets if s.fully_annotated}
+    for volume_id, s_c in scores.items():
+        labels = next(s.labels for s in sets if s.volume.volume_id == volume_id)
+        for proposal_id, proposal, label, score in zip(
+            v_m_ids[volume_id], proposal_of[volume_id], labels, s_c, strict=True
+        ):
+            role = "P_RM" if label else "P_neg_M"
+            updates.append(
+                ProposalUpdate(proposal_id, role, float(score), float(score * proposal.s_g))
+            )
+    return StageResult(
+        updates=updates,
+        checkpoints=[state.register("lpc", path)],
+        metrics={
+            "lpc": {
+                **result.counts,
+                "best_epoch": result.best_epoch,
+                "stopped_early": result.stopped_early,
+                "threshold_mode": mode,
+                "folds": folds if mode == "out_of_fold" else None,
+                "seconds": round(time.monotonic() - started, 2),
+            }
+        },
+    )
+
+
+# ---------------------------------------------------------------------------- harvest
+
+
+def harvest_stage(state: RoundState) -> StageResult:
+    """Score unverified proposals, harvest P_pos_H, mine P_neg_H, and form the pool P_i."""
+    from napari_lesion_harvest.lpc.checkpoint import load_checkpoint
+    from napari_lesion_harvest.lpc.score import classify_proposals
+
+    config = state.config
+    model, _ = load_checkpoint(state.checkpoint_path("lpc"), device=state.device)
+    stored_by_volume = state.proposals()
+    v_m = [
+        s for stored in stored_by_volume.values() for s in stored if s.role in ("P_RM", "P_neg_M")
+    ]
+    threshold, precision = threshold_at_precision(
+        [s.s_gc for s in v_m],
+        [s.role == "P_RM" for s in v_m],
+        target_precision=config.harvest_precision,
+    )
+    scored = []  # (stored, s_c, s_gc) of unverified V_H / V_H_test proposals
+    todo = {
+        v: [s for s in stored if s.role == "candidate"] for v, stored in stored_by_volume.items()
+    }
+    todo = {v: stored for v, stored in todo.items() if stored}
+    for done, (volume_id, stored) in enumerate(todo.items()):
+        check_cancelled(state.cancelled)
+        state.progress("harvest", done, len(todo), volume_id)
+        s_c = classify_proposals(
+            model, state.open(volume_id), [s.proposal for s in stored], device=state.device
+        )
+        scored.extend((s, float(c), float(c) * s.s_g) for s, c in zip(stored, s_c, strict=True))
+    state.progress("harvest", len(todo), len(todo), "done")
+    harvested = np.array([s_gc >= threshold for _, _, s_gc in scored], dtype=bool)
+    hard = select_hard_negatives(
+        [s.volume_id for s, _, _ in scored],
+        [s.s_g for s, _, _ in scored],
+        ~harvested,
+        min_objectness=config.hard_negative_min_objectness,
+        per_volume=config.hard_negatives_per_volume,
+    )
+    updates = []
+    for (stored, s_c, s_gc), is_harvested, is_hard in zip(scored, harvested, hard, strict=True):
+        role = "P_pos_H" if is_harvested else "P_neg_H" if is_hard else "candidate"
+        updates.append(ProposalUpdate(stored.id, role, s_c, s_gc))
+    roles = {u.proposal_id: u.role for u in updates}
+    pooled = [
+        s.id
+        for stored in stored_by_volume.values()
+        for s in stored
+        if roles.get(s.id, s.role) in ("P_RM", "P_neg_M", "P_RH", "P_pos_H", "P_neg_H")
+    ]
+    previous_pool = [s.id for s in state.snapshot.previous_pool]
+    new_lesions = _count_new_lesions(
+        state, [s for (s, _, _), h in zip(scored, harvested, strict=True) if h]
+    )
+    return StageResult(
+        updates=updates,
+        pool_carry=previous_pool + pooled,
+        metrics={
+            "harvest": {
+                "threshold": None if np.isinf(threshold) else threshold,
+                "threshold_precision_v_m": None if np.isnan(precision) else precision,
+                "scored": len(scored),
+                "P_pos_H": int(harvested.sum()),
+                "P_neg_H": int((hard & ~harvested).sum()),
+                "new_lesions": new_lesions,
+                "pool_size": len(set(previous_pool + pooled)),
+            }
+        },
+    )
+
+
+def _count_new_lesions(state: RoundState, harvested) -> int:
+    """Harvested proposals that hit no positive of the previous pool (P3D on best slices)."""
+    known = defaultdict(list)
+    for stored in [*state.snapshot.previous_pool, *state.snapshot.verdicts]:
+        if proposal_polarity(stored):
+            known[stored.volume_id].append(stored.proposal)
+    by_volume = defaultdict(list)
+    for stored in harvested:
+        by_volume[stored.volume_id].append(stored.proposal)
+    targets = {v: best_slice_boxes(p) for v, p in known.items()}
+    hits = proposals_hitting(dict(by_volume), targets, iou_threshold=state.config.match_iou)
+    return int(sum((~hit).sum() for hit in hits.values()))
+
+
+# ---------------------------------------------------------------------------- evaluate
+
+
+def evaluate_stage(state: RoundState) -> StageResult:
+    """Table I row, PR curve and FROC of ``R + P_H`` on V_H_test (hidden full marks)."""
+    test = [r.volume_id for r in state.snapshot.volumes.get("V_H_test", [])]
+    full = {v: [s.mark for s in state.snapshot.marks.get(v, [])] for v in test}
+    if not test or not any(full.values()):
+        return StageResult(metrics={"evaluation": None})
+    evaluation = evaluate_harvest(
+        full,
+        original={
+            v: [s.mark for s in state.snapshot.marks.get(v, []) if s.origin == "original"]
+            for v in test
+        },
+        proposals={v: stored for v, stored in state.proposals().items() if v in full},
+        threshold=state.project.rounds.get(state.number).metrics["harvest"]["threshold"],
+        match_iou=state.config.match_iou,
+    )
+    return StageResult(metrics={"evaluation": evaluation})
+
+
+def _as_detections(marks) -> list[Proposal3D]:
+    return [Proposal3D([m.z], [m.box()], [ORIGINAL_MARK_SCORE]) for m in marks]
+
+
+def evaluate_harvest(full, *, original, proposals, threshold, match_iou: float = 0.5) -> dict:
+    """Evaluate ``R + P_H`` against fully annotated volumes.
+
+    Parameters
+    ----------
+    full : mapping volume_id -> list of RecistMark
+        Every lesion of each test volume (the truth).
+    original : mapping volume_id -> list of RecistMark
+        The original (incomplete) marks, counted as detections that come first.
+    proposals : mapping volume_id -> list of StoredProposal
+        The round's proposals; those not matching an original mark (role other
+        than ``P_RH``) join the detections ranked by lesion score ``s_gc``.
+    threshold : float or None
+        The round's harvest threshold (None: nothing harvested).
+
+    Returns
+    -------
+    dict
+        ``baseline`` (recall / precision of the original marks), ``p3d`` (FROC,
+        AP, recall at 80/85/90/95% precision of R + P_H), ``harvested``
+        (recall / precision of R + P_pos_H at the threshold) and ``pr_curve``.
+    """
+    from napari_lesion_harvest.evaluation.pr import final_point
+    from napari_lesion_harvest.evaluation.report import evaluate
+    from napari_lesion_harvest.evaluation.tables import ProposalTable, RecistTruth
+
+    volume_ids = list(full)
+    truth = RecistTruth.from_mapping(full)
+
+    def result(detections):
+        table = ProposalTable.from_proposals(detections, volume_ids)
+        return evaluate(truth, table, metric="p3d", iou_threshold=match_iou)
+
+    marks_only = {v: _as_detections(original.get(v, [])) for v in volume_ids}
+    ranked = {v: list(marks_only[v]) for v in volume_ids}
+    harvested = {v: list(marks_only[v]) for v in volume_ids}
+    for volume_id, stored in proposals.items():
+        for s in stored:
+            if s.role == "P_RH" or s.s_gc is None:
+                continue
+            # Ranked by lesion score: every slice carries s_gc.
+            scored = Proposal3D(
+                s.proposal.slices, s.proposal.boxes, np.full(len(s.proposal.slices), s.s_gc)
+            )
+            ranked[volume_id].append(scored)
+            if threshold is not None and s.s_gc >= threshold:
+                harvested[volume_id].append(scored)
+    baseline = final_point(result(marks_only).curve)
+    combined = result(ranked)
+    at_threshold = final_point(result(harvested).curve)
+    curve = combined.curve
+    keep = (
+        np.unique(np.linspace(0, len(curve.thresholds) - 1, CURVE_POINTS).astype(int))
+        if len(curve.thresholds)
+        else []
+    )
+    return {
+        "n_volumes": len(volume_ids),
+        "n_lesions": truth.n_lesions,
+        "baseline": {"recall": baseline[0], "precision": _number(baseline[1])},
+        "harvested": {"recall": at_threshold[0], "precision": _number(at_threshold[1])},
+        "p3d": combined.to_dict(),
+        "pr_curve": {
+            "recall": [float(curve.recall[i]) for i in keep],
+            "precision": [float(curve.precision[i]) for i in keep],
+            "threshold": [min(float(curve.thresholds[i]), 1.0) for i in keep],
+        },
+    }
+
+
+def _number(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+STAGE_FUNCTIONS = {
+    "train_lpg": train_lpg_stage,
+    "scan": scan_stage,
+    "verify": verify_stage,
+    "train_lpc": train_lpc_stage,
+    "harvest": harvest_stage,
+    "evaluate": evaluate_stage,
+}
