@@ -78,6 +78,18 @@ def register(subparsers) -> None:
     )
     p.set_defaults(func=run_round_command)
 
+    p = subparsers.add_parser("export", help="write the completed annotations (marks + lesions)")
+    _add_project(p, author=False)
+    p.add_argument("out", type=Path, help="output folder")
+    p.add_argument(
+        "--format",
+        action="append",
+        choices=("csv", "json", "paper"),
+        help="csv, json, or paper (MinedLesions.pkl); repeatable; default all",
+    )
+    p.add_argument("--round", type=int, help="round whose lesions to export (default: latest)")
+    p.set_defaults(func=run_export)
+
     p = subparsers.add_parser("status", help="splits, counts, rounds and last metrics")
     _add_project(p, author=False)
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -225,6 +237,27 @@ def _round_summary(record) -> dict:
             for r in evaluation.get("p3d", {}).get("recall_at_precision", [])
         },
     }
+
+
+def run_export(args) -> int:
+    from napari_lesion_harvest.store import StoreError
+    from napari_lesion_harvest.store.export import export_annotations
+
+    formats = [{"paper": "pickle"}.get(f, f) for f in (args.format or ["csv", "json", "paper"])]
+    with _open(args.project) as project:
+        try:
+            result = export_annotations(
+                project, args.out, round_number=args.round, formats=formats
+            )
+        except StoreError as error:
+            raise CommandError(str(error)) from error
+    print(
+        f"exported {result.n_marks} marks and {result.n_lesions} harvested lesions "
+        f"(round {result.round_number}) to {result.folder}"
+    )
+    for path in result.files:
+        print(f"  {path}")
+    return 0
 
 
 def run_status(args) -> int:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 
 from napari_lesion_harvest.harvest.config import RoundConfig
+from napari_lesion_harvest.harvest.report import summary_metrics
 from napari_lesion_harvest.harvest.stages import STAGE_FUNCTIONS, STAGES, RoundState
 from napari_lesion_harvest.workers.progress import Cancelled, Progress, no_progress
 
@@ -100,7 +101,8 @@ def run_round(
                 result = STAGE_FUNCTIONS[stage](state)
                 rounds.write_stage(number, stage, result, lock=lock)
                 lock.heartbeat()
-            return rounds.finish(number, lock=lock)
+            metrics = rounds.get(number).metrics
+            return rounds.finish(number, lock=lock, metrics=summary_metrics(number, metrics))
         except Cancelled:
             rounds.fail(number, "stopped on request; run the round again to resume")
             raise
