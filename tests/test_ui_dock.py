@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from qtpy.QtCore import Qt
 
 from napari_lesion_harvest.ui.dock import HarvestDock
 from tests.ui_helpers import make_project
@@ -29,6 +30,10 @@ def test_project_worklist_filter_and_open_volume(make_napari_viewer, qtbot, tmp_
     qtbot.addWidget(dock)
     assert dock.open_project(tmp_path / "proj") is not None
     assert dock.worklist.visible_volume_ids() == ["vol_a", "vol_b", "lung_c"]
+    dock.worklist.table.sortByColumn(0, Qt.SortOrder.DescendingOrder)
+    assert dock.worklist.visible_volume_ids() == ["vol_b", "vol_a", "lung_c"]
+    dock.worklist.table.sortByColumn(0, Qt.SortOrder.AscendingOrder)
+    assert dock.worklist.visible_volume_ids() == ["lung_c", "vol_a", "vol_b"]
     dock.worklist.search.setText("vol")
     assert dock.worklist.visible_volume_ids() == ["vol_a", "vol_b"]
     dock.worklist.split_box.setCurrentText("V_M")

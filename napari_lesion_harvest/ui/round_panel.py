@@ -58,6 +58,8 @@ class RoundPanel(QWidget):
 
         self.config_box = QComboBox()
         self.config_box.addItems(["lite", "paper"])
+        self.config_box.setEditable(True)  # or the path of a JSON config file
+        self.config_box.setToolTip("Round preset (lite, paper) or a JSON config file")
         self.device_box = QComboBox()
         self.device_box.addItems(["auto", "cpu", "cuda"])
         self.run_button = QPushButton("Run harvest round")

@@ -59,6 +59,8 @@ def round_command(
         "round",
         str(project_folder),
         "--progress-json",
+        "--rounds",
+        "1",
         "--config",
         config,
         "--device",
