@@ -45,8 +45,9 @@ def synthetic_volume(rng: np.random.Generator, *, n_slices: int, density: float)
         score = rng.uniform(0.2, 0.99)
         for z in range(max(0, int(np.ceil(zc - half_depth))), min(n_slices, int(zc + half_depth))):
             r = radius * np.sqrt(max(0.05, 1 - ((z - zc) / half_depth) ** 2))
-            jitter = rng.normal(0, 1.0, size=4)
-            per_slice[z][0].append([cx - r, cy - r, cx + r, cy + r] + jitter)
+            x, y = cx + rng.normal(0, 0.7, size=1)[0], cy + rng.normal(0, 0.7, size=1)[0]
+            rx, ry = np.maximum(r + rng.normal(0, 0.7, size=2), 2.0)
+            per_slice[z][0].append([x - rx, y - ry, x + rx, y + ry])
             per_slice[z][1].append(score * rng.uniform(0.7, 1.0))
     n_noise = rng.poisson(0.25 * density * n_slices)
     for _ in range(n_noise):
@@ -119,15 +120,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-boxes", type=int, default=1_000_000)
     args = parser.parse_args(argv)
 
-    print("density (boxes/slice) | boxes | proposals | s | boxes/s")
+    time_stacking(make_dataset(0, n_boxes=2_000, density=50), batch=True)  # warm up imports
+    print(
+        "density (boxes/slice) | boxes | proposals | batch s | batch boxes/s | per-volume boxes/s"
+    )
     for density in (1, 5, 10, 20, 50):
-        n, p, s = time_stacking(make_dataset(1, n_boxes=50_000, density=density))
-        print(f"{density:>5} | {n} | {p} | {s:.2f} | {n / s:,.0f}")
+        volumes = make_dataset(1, n_boxes=50_000, density=density)
+        n, p, s = time_stacking(volumes, batch=True)
+        n_single, _, s_single = time_stacking(volumes[: max(1, len(volumes) // 5)], batch=False)
+        print(f"{density} | {n} | {p} | {s:.2f} | {n / s:,.0f} | {n_single / s_single:,.0f}")
 
     print("\nscaling at density 5: boxes | s | us/box")
     size = 10_000
     while size <= args.max_boxes:
-        n, _, s = time_stacking(make_dataset(2, n_boxes=size, density=5))
+        n, _, s = time_stacking(make_dataset(2, n_boxes=size, density=5), batch=True)
         print(f"{n} | {s:.2f} | {1e6 * s / n:.1f}")
         size *= 10
 

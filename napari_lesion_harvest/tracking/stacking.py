@@ -188,10 +188,10 @@ def assign_pairs(rows, cols, weights) -> np.ndarray:
     """
     rows, cols = np.asarray(rows), np.asarray(cols)
     n = len(rows)
+    if n <= 1 or (len(set(rows.tolist())) == n and len(set(cols.tolist())) == n):
+        return np.arange(n)
     _, row_id = np.unique(rows, return_inverse=True)
     _, col_id = np.unique(cols, return_inverse=True)
-    if n <= 1 or (row_id.max() == n - 1 and col_id.max() == n - 1):
-        return np.arange(n)
     from scipy.optimize import linear_sum_assignment
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -240,7 +240,7 @@ def _link_consecutive(dets: _Detections, link_iou: float, model: BoxKalmanModel)
             continue
         predicted = model.predict(states[plo:phi])
         iou = iou_2d(states_to_boxes(predicted[track]), dets.boxes[lo + det], elementwise=True)
-        admissible = np.flatnonzero(np.nan_to_num(iou, nan=0.0) > link_iou)
+        admissible = np.flatnonzero(iou > link_iou)  # NaN (degenerate prediction) is False
         picked = admissible[assign_pairs(track[admissible], det[admissible], iou[admissible])]
         track, det = track[picked], lo + det[picked]
         states[det] = model.update(predicted[track], n_updates[plo + track], measurements[det])
