@@ -205,3 +205,23 @@ def test_config_rejects_bad_ranges():
         PhantomConfig(slices=(10, 5))
     with pytest.raises(ValueError, match="mark_fraction"):
         PhantomConfig(mark_fraction=1.5)
+
+
+def test_orthogonal_views_montage_draws_marks_on_the_axial_plane(volumes):
+    from napari_lesion_harvest.synthetic.preview import MARKED_RGB, orthogonal_views
+
+    sample = next(s for s in volumes if s.lesions)
+    mark = sample.lesions[0].recist
+    cx, cy = np.rint(mark.long_axis.mean(axis=0)).astype(int)
+    hu = sample.volume.array()
+    image = orthogonal_views(
+        hu,
+        sample.volume.spacing,
+        (mark.z, cy, cx),
+        window=(-160, 240),
+        marks=((mark, MARKED_RGB),),
+    )
+    assert image.dtype == np.uint8 and image.shape[0] == 96 and image.shape[2] == 3
+    axial = image[:, :96]
+    assert (axial == MARKED_RGB).all(axis=-1).sum() >= 2
+    assert not (image[:, 96:] == MARKED_RGB).all(axis=-1).any()

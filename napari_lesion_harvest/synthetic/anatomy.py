@@ -96,6 +96,8 @@ class BodyFrame:
 
     a: np.ndarray  # body half-width
     b: np.ndarray  # body half-depth
+    fat_a: np.ndarray  # inner boundary of the subcutaneous fat
+    fat_b: np.ndarray
     cavity_a: np.ndarray  # inner (thoracic / abdominal) cavity semi-axes
     cavity_b: np.ndarray
     vertebra_y: np.ndarray  # centre of the vertebral body
@@ -117,14 +119,16 @@ def body_frame(canvas: Canvas, patient: Patient) -> BodyFrame:
     z = canvas.z[:, None, None]
     a = patient.half_width * (1.0 + 0.05 * np.sin(np.pi * np.clip(z, 0, 650) / 650.0))
     b = np.full_like(a, patient.half_depth)
-    wall = 2.0 + patient.fat_mm * (0.75 + 0.5 * np.clip((z - 250.0) / 200.0, 0, 1))
-    wall = wall + patient.muscle_mm
+    fat = 2.0 + patient.fat_mm * (0.75 + 0.5 * np.clip((z - 250.0) / 200.0, 0, 1))
     vertebra_r = 14.0 + 9.0 * np.clip(z / 450.0, 0, 1)
     return BodyFrame(
         a=a,
         b=b,
-        cavity_a=a - wall,
-        cavity_b=b - wall,
+        fat_a=a - fat,
+        fat_b=b - fat,
+        # body-wall muscles are thin on the flanks, thicker in front and behind
+        cavity_a=a - fat - 0.5 * patient.muscle_mm,
+        cavity_b=b - fat - 1.3 * patient.muscle_mm,
         vertebra_y=0.3 * b,
         vertebra_r=vertebra_r,
     )
@@ -163,23 +167,23 @@ def _body_wall(canvas: Canvas, patient: Patient, frame: BodyFrame) -> None:
     y = canvas.y[None, :, None]
     x = canvas.x[None, None, :]
     # patient table: two carbon-fibre skins around a foam core, under the back
-    table_top = float(frame.b.max()) * 0.92 + 1.0
-    curve = table_top + 0.0012 * canvas.x[None, :] ** 2
+    # (a shallow cradle: its sides rise towards the patient's flanks)
+    table_top = float(frame.b.max()) * 0.92 + 3.0
+    curve = table_top - 0.0007 * canvas.x[None, :] ** 2
     yy = canvas.y[:, None]
-    table = ((yy > curve) & (yy < curve + 2.5)) | ((yy > curve + 22) & (yy < curve + 25))
-    table &= np.abs(canvas.x[None, :]) < 0.45 * len(canvas.x) * canvas.spacing[2]
-    canvas.hu[:, table] = 250.0
+    table = ((yy > curve) & (yy < curve + 2.0)) | ((yy > curve + 24) & (yy < curve + 26))
+    table &= np.abs(canvas.x[None, :]) < 0.42 * len(canvas.x) * canvas.spacing[2]
+    canvas.hu[:, table] = 120.0
     canvas.labels[:, table] = Tissue.TABLE
 
-    def inside(a, b, inset):
-        return (x / (a - inset)) ** 2 + (y / (b - inset)) ** 2 <= 1.0
+    def inside(a, b):
+        return (x / a) ** 2 + (y / b) ** 2 <= 1.0
 
     back = y <= 0.92 * frame.b
-    body = inside(frame.a, frame.b, 0.0) & back
-    fat = inside(frame.a, frame.b, 2.0) & back
-    wall = frame.a - frame.cavity_a
-    muscle = inside(frame.a, frame.b, wall - patient.muscle_mm)
-    cavity = inside(frame.a, frame.b, wall)
+    body = inside(frame.a, frame.b) & back
+    fat = inside(frame.a - 2.0, frame.b - 2.0) & back
+    muscle = inside(frame.fat_a, frame.fat_b)
+    cavity = inside(frame.cavity_a, frame.cavity_b)
     layers = (
         (body, 40.0, Tissue.SKIN),
         (fat, -105.0, Tissue.SUBCUTANEOUS_FAT),
@@ -212,11 +216,13 @@ def _spine_and_back(canvas: Canvas, frame: BodyFrame) -> None:
     rn_canal = np.sqrt(x**2 + (y - canal_y) ** 2) / 8.0
     arch = (rn_canal <= 1.8) & (y > canal_y - 4.0)
     spinous = (np.abs(x) <= 4.0) & (y > canal_y) & (y < frame.cavity_b + 8.0)
-    transverse = (np.abs(y - canal_y + 2.0) <= 4.0) & (np.abs(x) < 0.6 * vr + 16.0)
+    transverse = (np.abs(y - canal_y + 2.0) <= 3.0) & (np.abs(x) < 0.5 * vr + 14.0)
     period = 24.0 + 10.0 * np.clip(z / 450.0, 0, 1)
     disc_level = np.mod(z, period) < 6.0
-    muscle_x = vr + 20.0
-    paraspinal = ((np.abs(x) - muscle_x) / 24.0) ** 2 + ((y - canal_y - 8.0) / 20.0) ** 2 <= 1.0
+    muscle_x = 0.8 * vr + 12.0
+    paraspinal = ((np.abs(x) - muscle_x) / (0.8 * vr + 6.0)) ** 2 + (
+        (y - canal_y - 10.0) / 15.0
+    ) ** 2 <= 1.0
     paraspinal = paraspinal & ((labels == Tissue.CAVITY_FAT) | (labels == Tissue.MUSCLE))
     body = rn_body <= 1.0
     shell = rn_body > 1.0 - 2.0 / vr
@@ -584,7 +590,7 @@ def _vessel_networks(
     x = canvas.x[None, None, :]
     ca = float(np.mean(frame.cavity_a))
     hilum_distance = np.sqrt(((np.abs(x) - 0.3 * ca) / 1.0) ** 2 + y**2 + ((z - 130.0) * 0.6) ** 2)
-    width = np.clip(0.42 - hilum_distance / 300.0, 0.09, 0.42)
+    width = np.clip(0.5 - hilum_distance / 260.0, 0.12, 0.5)
     tube = (np.abs(n1) < width) & (np.abs(n2) < width)
     lung = tube & (canvas.labels == Tissue.LUNG)
     canvas.hu[lung] = 30.0
