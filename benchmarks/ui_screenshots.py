@@ -35,6 +35,7 @@ def main(project: str, volume_id: str, out_dir: str) -> None:
     dock.open_volume(volume_id)
     while not opened:
         QApplication.processEvents()
+    viewer.reset_view()
     dock.review.next()  # jump to the best proposal
     for _ in range(20):
         QApplication.processEvents()

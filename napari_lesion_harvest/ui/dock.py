@@ -30,6 +30,9 @@ from napari_lesion_harvest.ui.volume_view import StoreMarkSink, VolumeView
 from napari_lesion_harvest.ui.windows import WINDOW_KEYS, WINDOW_PRESETS
 from napari_lesion_harvest.ui.worklist import WorklistPanel
 
+#: Widest the dock gets (pixels), so that the CT canvas keeps most of the window.
+DOCK_MAX_WIDTH = 460
+
 
 class HarvestDock(QWidget):
     """Project, worklist, volume tools, proposal review, rounds and results.
@@ -85,6 +88,7 @@ class HarvestDock(QWidget):
         window_row = QHBoxLayout()
         for key, name in WINDOW_KEYS.items():
             button = QPushButton(f"{name} [{key}]")
+            button.setMinimumWidth(40)
             button.setToolTip(
                 f"{WINDOW_PRESETS[name][0]:.0f} / {WINDOW_PRESETS[name][1]:.0f} HU"
                 if name in WINDOW_PRESETS
@@ -97,13 +101,13 @@ class HarvestDock(QWidget):
         volume_layout = QVBoxLayout(volume_tab)
         volume_layout.addWidget(self.volume_label)
         volume_layout.addLayout(window_row)
-        volume_layout.addWidget(
-            QLabel(
-                "RECIST: drag the long axis, then the short axis along the guide. "
-                "Click a mark to select it, drag an endpoint to edit, Delete removes, "
-                "Ctrl+Z undoes, Esc cancels a half-drawn mark."
-            )
+        help_label = QLabel(
+            "RECIST: drag the long axis, then the short axis along the guide. "
+            "Click a mark to select it, drag an endpoint to edit, Delete removes, "
+            "Ctrl+Z undoes, Esc cancels a half-drawn mark."
         )
+        help_label.setWordWrap(True)
+        volume_layout.addWidget(help_label)
         volume_layout.addWidget(self.complete_button)
         volume_layout.addWidget(QLabel("Proposals (best lesion score first):"))
         volume_layout.addWidget(self.review)
@@ -121,6 +125,7 @@ class HarvestDock(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addWidget(self.tabs)
+        self.setMaximumWidth(DOCK_MAX_WIDTH)  # leave the canvas most of the window
 
         self.project_panel.open_requested.connect(
             lambda folder, create: self.open_project(folder, create=create)
