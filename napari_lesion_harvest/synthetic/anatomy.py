@@ -226,7 +226,7 @@ def _spine_and_back(canvas: Canvas, frame: BodyFrame) -> None:
     paraspinal = paraspinal & ((labels == Tissue.CAVITY_FAT) | (labels == Tissue.MUSCLE))
     body = rn_body <= 1.0
     shell = rn_body > 1.0 - 2.0 / vr
-    elements = (arch | spinous | transverse) & ~disc_level & (rn_canal > 1.0)
+    elements = (arch | spinous | transverse) & (rn_canal > 1.0)
     for mask, value, tissue in (
         (paraspinal, 55.0, Tissue.MUSCLE),
         (elements, 700.0, Tissue.BONE),
