@@ -225,3 +225,15 @@ def test_orthogonal_views_montage_draws_marks_on_the_axial_plane(volumes):
     axial = image[:, :96]
     assert (axial == MARKED_RGB).all(axis=-1).sum() >= 2
     assert not (image[:, 96:] == MARKED_RGB).all(axis=-1).any()
+
+
+def test_generated_volumes_mark_about_the_requested_fraction():
+    config = PhantomConfig(size=96, slices=(6, 8), mark_fraction=0.45)
+    identities = series_identities(60, 21)
+    marked = total = 0
+    for index, identity in enumerate(identities):
+        sample = generate_volume(volume_rng(21, index), identity, config=config)
+        marked += len(sample.original_marks)
+        total += len(sample.lesions)
+    assert total > 150
+    assert marked / total == pytest.approx(0.45, abs=0.08)
