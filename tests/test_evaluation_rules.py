@@ -243,11 +243,12 @@ def test_recall_at_precision_and_table_i(scene):
 
 
 def test_dense_and_sorted_key_joins_agree(scene, monkeypatch):
+    from napari_lesion_harvest import arrays
     from napari_lesion_harvest.evaluation import matching
 
     truth, table = scene
     dense = matching.match_p3d(truth, table)
-    monkeypatch.setattr(matching, "_DENSE_KEY_LIMIT", 0)
+    monkeypatch.setattr(arrays, "DENSE_KEY_LIMIT", 0)
     searched = matching.match_p3d(truth, table)
     np.testing.assert_array_equal(dense.hit_detection, searched.hit_detection)
     np.testing.assert_array_equal(dense.hit_lesion, searched.hit_lesion)

@@ -14,7 +14,7 @@ from napari_lesion_harvest.tracking import (
     stack_proposals,
     stack_proposals_batch,
 )
-from napari_lesion_harvest.tracking.stacking import assign_pairs, equal_key_pairs
+from napari_lesion_harvest.tracking.pairing import assign_pairs
 
 BOX = np.array([100.0, 120.0, 140.0, 150.0])
 
@@ -214,14 +214,6 @@ def test_proposal_to_training_box_is_the_highest_scoring_slice():
     np.testing.assert_array_equal(box, [1, 1, 12, 12])
     box[0] = -1.0
     assert p.boxes[1, 0] == 1.0  # a copy
-
-
-def test_equal_key_pairs_lists_every_matching_pair():
-    left = np.array([0, 0, 2, 3, 3, 3])
-    right = np.array([0, 1, 3, 3])
-    li, ri = equal_key_pairs(left, right)
-    expected = sorted((i, j) for i in range(6) for j in range(4) if left[i] == right[j])
-    assert sorted(zip(li.tolist(), ri.tolist(), strict=True)) == expected
 
 
 def test_assign_pairs_is_a_maximum_weight_matching():

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from napari_lesion_harvest.arrays import equal_key_pairs
 from napari_lesion_harvest.evaluation.tables import BoxTruth3D, ProposalTable, RecistTruth
 from napari_lesion_harvest.geometry import iou_2d, iou_3d
 
@@ -57,39 +58,6 @@ def _check_same_test_set(truth, detections: ProposalTable) -> None:
         )
 
 
-#: Largest key range for which :func:`_equal_key_pairs` uses a dense lookup table.
-_DENSE_KEY_LIMIT = 1 << 25
-
-
-def _equal_key_pairs(left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """All index pairs ``(i, j)`` with ``left[i] == right[j]``, each shape ``(K,)``.
-
-    Keys are non-negative integers; ``right`` is the short side (the lesions).
-    """
-    if len(left) == 0 or len(right) == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty
-    order = np.argsort(right, kind="stable")
-    sorted_right = right[order]
-    key_range = int(max(left.max(), sorted_right[-1])) + 1
-    if key_range <= _DENSE_KEY_LIMIT:
-        # Dense tables: where each key's run starts in sorted_right, and its length.
-        run_length = np.bincount(right, minlength=key_range)
-        run_start = np.cumsum(run_length) - run_length
-        candidates = np.flatnonzero(run_length[left])
-        lo = run_start[left[candidates]]
-        counts = run_length[left[candidates]]
-    else:
-        lo = np.searchsorted(sorted_right, left, side="left")
-        candidates = np.flatnonzero(sorted_right[np.minimum(lo, len(right) - 1)] == left)
-        lo = lo[candidates]
-        counts = np.searchsorted(sorted_right, left[candidates], side="right") - lo
-    left_index = np.repeat(candidates, counts)
-    run_start = np.repeat(np.cumsum(counts) - counts, counts)
-    right_index = order[np.repeat(lo, counts) + np.arange(counts.sum()) - run_start]
-    return left_index, right_index
-
-
 def _same_slice_pairs(
     truth: RecistTruth, detections: ProposalTable
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -102,7 +70,7 @@ def _same_slice_pairs(
     row_volume = detections.proposal_volume[detections.slice_proposal]
     row_key = row_volume * span + (detections.slice_z - z_min)
     mark_key = truth.volume * span + (truth.z - z_min)
-    return _equal_key_pairs(row_key, mark_key)
+    return equal_key_pairs(row_key, mark_key)
 
 
 def match_p3d(
@@ -184,7 +152,7 @@ def match_3d(
     With ``plus_one`` slice ranges are inclusive (a one-slice box has depth 1).
     """
     _check_same_test_set(truth, detections)
-    proposal, lesion = _equal_key_pairs(detections.proposal_volume, truth.volume)
+    proposal, lesion = equal_key_pairs(detections.proposal_volume, truth.volume)
     iou = iou_3d(
         detections.proposal_boxes_3d()[proposal],
         truth.boxes[lesion],

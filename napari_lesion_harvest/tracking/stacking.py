@@ -16,7 +16,10 @@ Following Cai et al. (Sec. III-B2, after Yang et al.):
 
 The slices of many volumes are processed together (slice ``z`` of every
 volume in one array step): :func:`stack_proposals_batch` is what a harvest
-round calls; :func:`stack_proposals` is the one-volume form.
+round calls; :func:`stack_proposals` is the one-volume form. In both passes
+only pairs whose box centres are close enough to reach the IoU threshold are
+compared (:func:`~napari_lesion_harvest.tracking.pairing.overlap_candidates`);
+the result is the same as comparing every pair.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from napari_lesion_harvest.tracking.kalman import (
     boxes_to_measurements,
     states_to_boxes,
 )
+from napari_lesion_harvest.tracking.pairing import assign_pairs, overlap_candidates
 
 #: The paper's t_G when harvesting: 2D boxes scoring below it are not stacked.
 DEFAULT_SCORE_THRESHOLD = 0.1
@@ -143,80 +147,6 @@ def _collect_detections(volumes: list, labels: list[str], score_threshold: float
     return _Detections(volume[order], slices[order], boxes[order], scores[order], index[order])
 
 
-# --------------------------------------------------------------------------- assignment
-
-
-def equal_key_pairs(left_sorted, right_sorted) -> tuple[np.ndarray, np.ndarray]:
-    """All index pairs ``(i, j)`` with ``left_sorted[i] == right_sorted[j]``.
-
-    Parameters
-    ----------
-    left_sorted, right_sorted : ndarray of int, shapes (N,) and (M,)
-        Keys, each sorted ascending.
-
-    Returns
-    -------
-    left, right : ndarray of int64, shape (P,)
-        Pairs ordered by ``right`` then ``left``.
-    """
-    lo = np.searchsorted(left_sorted, right_sorted, side="left")
-    counts = np.searchsorted(left_sorted, right_sorted, side="right") - lo
-    total = int(counts.sum())
-    right = np.repeat(np.arange(len(right_sorted)), counts)
-    left = np.repeat(lo - (np.cumsum(counts) - counts), counts) + np.arange(total)
-    return left, right
-
-
-def assign_pairs(rows, cols, weights) -> np.ndarray:
-    """Maximum-weight one-to-one assignment among candidate pairs.
-
-    Rows and columns that occur in one candidate pair only are assigned
-    directly; every connected group of conflicting candidates is solved with
-    the Hungarian method (``scipy.optimize.linear_sum_assignment``).
-
-    Parameters
-    ----------
-    rows, cols : ndarray of int, shape (P,)
-        Candidate pairs (no pair twice).
-    weights : ndarray, shape (P,)
-        Positive weight of each pair (here: IoU).
-
-    Returns
-    -------
-    ndarray of int64, shape (A,)
-        Positions (into the candidate arrays) of the assigned pairs, ascending.
-    """
-    rows, cols = np.asarray(rows), np.asarray(cols)
-    n = len(rows)
-    if n <= 1 or (len(set(rows.tolist())) == n and len(set(cols.tolist())) == n):
-        return np.arange(n)
-    _, row_id = np.unique(rows, return_inverse=True)
-    _, col_id = np.unique(cols, return_inverse=True)
-    from scipy.optimize import linear_sum_assignment
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    n_rows = int(row_id.max()) + 1
-    n_nodes = n_rows + int(col_id.max()) + 1
-    graph = coo_matrix((np.ones(n), (row_id, n_rows + col_id)), shape=(n_nodes, n_nodes))
-    _, label = connected_components(graph, directed=False)
-    group = label[row_id]
-    group_size = np.bincount(group)
-    chosen = [np.flatnonzero(group_size[group] == 1)]
-    for g in np.flatnonzero(group_size > 1):
-        pairs = np.flatnonzero(group == g)
-        r_ids, r = np.unique(row_id[pairs], return_inverse=True)
-        c_ids, c = np.unique(col_id[pairs], return_inverse=True)
-        matrix = np.zeros((len(r_ids), len(c_ids)))
-        matrix[r, c] = weights[pairs]
-        pair_at = np.full(matrix.shape, -1, dtype=np.int64)
-        pair_at[r, c] = pairs
-        best_r, best_c = linear_sum_assignment(matrix, maximize=True)
-        picked = pair_at[best_r, best_c]
-        chosen.append(picked[picked >= 0])
-    return np.sort(np.concatenate(chosen))
-
-
 # --------------------------------------------------------------------------- tracking
 
 
@@ -235,11 +165,18 @@ def _link_consecutive(dets: _Detections, link_iou: float, model: BoxKalmanModel)
         if slice_values[i] != slice_values[i - 1] + 1:
             continue
         plo, phi, lo, hi = starts[i - 1], stops[i - 1], starts[i], stops[i]
-        track, det = equal_key_pairs(dets.volume[plo:phi], dets.volume[lo:hi])
+        predicted = model.predict(states[plo:phi])
+        predicted_boxes = states_to_boxes(predicted)
+        track, det = overlap_candidates(
+            dets.volume[plo:phi],
+            predicted_boxes,
+            dets.volume[lo:hi],
+            dets.boxes[lo:hi],
+            min_iou=link_iou,
+        )
         if not len(track):
             continue
-        predicted = model.predict(states[plo:phi])
-        iou = iou_2d(states_to_boxes(predicted[track]), dets.boxes[lo + det], elementwise=True)
+        iou = iou_2d(predicted_boxes[track], dets.boxes[lo + det], elementwise=True)
         admissible = np.flatnonzero(iou > link_iou)  # NaN (degenerate prediction) is False
         picked = admissible[assign_pairs(track[admissible], det[admissible], iou[admissible])]
         track, det = track[picked], lo + det[picked]
@@ -268,14 +205,14 @@ def _fuse_across_gaps(
     heads, tails = np.flatnonzero(previous < 0), np.flatnonzero(~has_next)
     span = int(dets.slices.max() - dets.slices.min()) + 2 * extend_slices + 1
     key = dets.volume * span + (dets.slices - dets.slices.min())
-    heads = heads[np.argsort(key[heads], kind="stable")]
-    tails = tails[np.argsort(key[tails], kind="stable")]
-    tail_parts, head_parts = [], []
-    for step in range(1, 2 * extend_slices + 1):
-        head_pos, tail_pos = equal_key_pairs(key[heads], key[tails] + step)
-        tail_parts.append(tails[tail_pos])
-        head_parts.append(heads[head_pos])
-    tail_rows, head_rows = np.concatenate(tail_parts), np.concatenate(head_parts)
+    # Each tail once per step, keyed by the (volume, slice) of the heads it may reach.
+    steps = np.arange(1, 2 * extend_slices + 1)
+    tail_key = (key[tails][None, :] + steps[:, None]).ravel()
+    tail_rows = np.tile(tails, len(steps))
+    tail_pos, head_pos = overlap_candidates(
+        tail_key, dets.boxes[tail_rows], key[heads], dets.boxes[heads], min_iou=fuse_iou
+    )
+    tail_rows, head_rows = tail_rows[tail_pos], heads[head_pos]
     iou = iou_2d(dets.boxes[tail_rows], dets.boxes[head_rows], elementwise=True)
     fusable = iou >= fuse_iou
     tail_rows, head_rows, iou = tail_rows[fusable], head_rows[fusable], iou[fusable]
