@@ -6,7 +6,11 @@ quarter of the boxes are isolated false positives. ``density`` is the mean
 number of boxes per slice. Reports
 
 * throughput of :func:`stack_proposals` for densities 1 .. 50 boxes per slice;
-* scaling from 10^4 to 10^6 boxes (time per box must stay about constant);
+* scaling from 10^4 to 10^6 boxes at 5 and 50 boxes per slice (time per
+  box must stay about constant);
+* at 50 boxes per slice, the same stacking with the pair pruning switched off
+  (every track compared with every box of its volume's next slice, every
+  tracklet end with every head), to show what the pruning saves;
 * the Kalman cost per linked box of one filterpy ``KalmanFilter`` per track
   (predict + update) against the vectorised :class:`BoxKalmanModel`, to show
   whether per-track filterpy objects would be the bottleneck.
@@ -20,15 +24,17 @@ from __future__ import annotations
 
 import argparse
 import time
+from unittest import mock
 
 import numpy as np
 
-from napari_lesion_harvest.tracking import stack_proposals, stack_proposals_batch
+from napari_lesion_harvest.tracking import stack_proposals, stack_proposals_batch, stacking
 from napari_lesion_harvest.tracking.kalman import (
     BoxKalmanModel,
     boxes_to_measurements,
     make_box_filter,
 )
+from napari_lesion_harvest.tracking.pairing import overlap_candidates
 
 
 def synthetic_volume(rng: np.random.Generator, *, n_slices: int, density: float) -> dict:
@@ -115,6 +121,11 @@ def kalman_cost_per_box(n_tracks: int = 2000, length: int = 10) -> tuple[float, 
     return filterpy_s, vector_s
 
 
+def every_pair(group_a, boxes_a, group_b, boxes_b, *, min_iou):
+    """The unpruned candidates: every pair of the same group, whatever its distance."""
+    return overlap_candidates(group_a, boxes_a, group_b, boxes_b, min_iou=0.0)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-boxes", type=int, default=1_000_000)
@@ -130,12 +141,22 @@ def main(argv: list[str] | None = None) -> None:
         n_single, _, s_single = time_stacking(volumes[: max(1, len(volumes) // 5)], batch=False)
         print(f"{density} | {n} | {p} | {s:.2f} | {n / s:,.0f} | {n_single / s_single:,.0f}")
 
-    print("\nscaling at density 5: boxes | s | us/box")
-    size = 10_000
-    while size <= args.max_boxes:
-        n, _, s = time_stacking(make_dataset(2, n_boxes=size, density=5), batch=True)
-        print(f"{n} | {s:.2f} | {1e6 * s / n:.1f}")
-        size *= 10
+    print("\nscaling: boxes/slice | boxes | s | us/box")
+    for density in (5, 50):
+        size = 10_000
+        while size <= args.max_boxes:
+            n, _, s = time_stacking(make_dataset(2, n_boxes=size, density=density), batch=True)
+            print(f"{density} | {n} | {s:.2f} | {1e6 * s / n:.1f}")
+            size *= 10
+
+    volumes = make_dataset(3, n_boxes=50_000, density=50)
+    n, p, pruned_s = time_stacking(volumes, batch=True)
+    with mock.patch.object(stacking, "overlap_candidates", every_pair):
+        _, p_all, all_s = time_stacking(volumes, batch=True)
+    print(
+        f"\n50 boxes/slice, {n} boxes: pruned pairs {pruned_s:.2f} s ({p} proposals), "
+        f"every pair {all_s:.2f} s ({p_all} proposals), speed-up {all_s / pruned_s:.1f}x"
+    )
 
     filterpy_s, vector_s = kalman_cost_per_box()
     print(
