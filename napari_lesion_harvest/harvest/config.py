@@ -21,6 +21,9 @@ class RoundConfig:
     ----------
     lpg_config : str
         LPG architecture preset: ``"paper"`` (DenseNet-121, 512 px) or ``"lite"`` (CPU).
+    lpg_max_side : int or None
+        Longest side (pixels) of the LPG's resampled slices; None keeps the
+        preset's (paper 512, lite 256). Smaller is faster and coarser.
     lpg_train_steps, lpg_finetune_steps : int
         Optimiser steps to train the LPG in round 1 and to fine-tune it later.
     lpg_batch_size : int
@@ -58,6 +61,7 @@ class RoundConfig:
     """
 
     lpg_config: str = "paper"
+    lpg_max_side: int | None = None
     lpg_train_steps: int = 20000
     lpg_finetune_steps: int = 5000
     lpg_batch_size: int = 16

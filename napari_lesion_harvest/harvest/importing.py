@@ -195,7 +195,7 @@ def import_sources(
 
     summary = ImportSummary()
     for source in sources:
-        path = Path(source)
+        path = Path(source).resolve()
         if not path.exists():
             raise ValueError(f"{path}: no such file or folder")
         if is_deeplesion_source(path):

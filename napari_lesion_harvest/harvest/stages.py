@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_lesion_harvest.geometry import Proposal3D
+from napari_lesion_harvest.geometry import Proposal3D, iou_2d
 from napari_lesion_harvest.harvest.config import RoundConfig
 from napari_lesion_harvest.harvest.hard_negatives import select_hard_negatives
 from napari_lesion_harvest.harvest.threshold import threshold_at_precision
@@ -39,11 +39,6 @@ from napari_lesion_harvest.harvest.training_sets import (
     usable_marks,
     volume_records,
 )
-from napari_lesion_harvest.harvest.verification import (
-    best_slice_boxes,
-    mark_boxes,
-    proposals_hitting,
-)
 from napari_lesion_harvest.io.sources import open_volume
 from napari_lesion_harvest.store import (
     CheckpointRef,
@@ -51,6 +46,7 @@ from napari_lesion_harvest.store import (
     ProposalUpdate,
     StageResult,
 )
+from napari_lesion_harvest.tracking.marks import proposals_hitting_marks as proposals_hitting
 from napari_lesion_harvest.workers.progress import Progress, check_cancelled
 
 STAGES = ("train_lpg", "scan", "verify", "train_lpc", "harvest", "evaluate")
@@ -145,6 +141,15 @@ class RoundState:
 # ---------------------------------------------------------------------------- train_lpg
 
 
+def lpg_architecture(config: RoundConfig):
+    """The LPG configuration a round trains from scratch (preset + ``lpg_max_side``)."""
+    from napari_lesion_harvest.lpg.config import get_config
+
+    if config.lpg_max_side is None:
+        return get_config(config.lpg_config)
+    return get_config(config.lpg_config, max_side=config.lpg_max_side)
+
+
 def train_lpg_stage(state: RoundState) -> StageResult:
     """Train the LPG (round 1) or fine-tune the previous round's with HNSL."""
     from napari_lesion_harvest.lpg.data import LPGSample
@@ -173,7 +178,7 @@ def train_lpg_stage(state: RoundState) -> StageResult:
 
     result = train_lpg(
         samples,
-        config=config.lpg_config,
+        config=lpg_architecture(config),
         options=TrainOptions(
             steps=steps,
             batch_size=config.lpg_batch_size,
@@ -226,7 +231,7 @@ def scan_stage(state: RoundState) -> StageResult:
         volume = state.open(record.volume_id)
         detections = _detect(model, volume, config, state.device)
         proposals = stack_proposals(
-            {d.z: (d.boxes, d.scores) for d in detections},
+            {d.z: _proper_boxes(d) for d in detections},
             score_threshold=config.score_threshold,
             link_iou=config.link_iou,
         )
@@ -239,6 +244,14 @@ def scan_stage(state: RoundState) -> StageResult:
     counts["seconds"] = round(seconds, 2)
     counts["slices_per_second"] = round(counts["slices"] / max(seconds, 1e-9), 2)
     return StageResult(proposals=rows, metrics={"scan": counts})
+
+
+def _proper_boxes(detections) -> tuple[np.ndarray, np.ndarray]:
+    """A slice's boxes and scores without the degenerate ones (zero width or height
+    after clipping to the image), which cannot be tracked."""
+    boxes = detections.boxes
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    return boxes[keep], detections.scores[keep]
 
 
 def _detect(model, volume, config: RoundConfig, device: str):
@@ -254,8 +267,9 @@ def verify_stage(state: RoundState) -> StageResult:
     """Split proposals into P_RM / P_neg_M (V_M) and P_RH (V_H); verdicts override."""
     by_volume = state.proposals()
     proposals = {v: [s.proposal for s in stored] for v, stored in by_volume.items()}
-    marks = {v: mark_boxes(m) for v, m in usable_marks(state.snapshot).items()}
-    hits = proposals_hitting(proposals, marks, iou_threshold=state.config.match_iou)
+    hits = proposals_hitting(
+        proposals, usable_marks(state.snapshot), iou_threshold=state.config.match_iou
+    )
     accepted, rejected = _judged_targets(state.snapshot)
     hits_accepted = proposals_hitting(proposals, accepted, iou_threshold=state.config.match_iou)
     hits_rejected = proposals_hitting(proposals, rejected, iou_threshold=state.config.match_iou)
@@ -275,6 +289,13 @@ def verify_stage(state: RoundState) -> StageResult:
             if role != proposal.role:
                 updates.append(ProposalUpdate(proposal.id, role))
     return StageResult(updates=updates, metrics={"verify": dict(counts)})
+
+
+def best_slice_boxes(proposals) -> tuple[np.ndarray, np.ndarray]:
+    """Each proposal's highest-objectness slice and box: shapes ``(P,)`` and ``(P, 4)``."""
+    slices = np.array([p.best_slice for p in proposals], dtype=np.int64)
+    boxes = np.array([p.best_box for p in proposals], dtype=np.float64).reshape(-1, 4)
+    return slices, boxes
 
 
 def _judged_targets(snapshot):
@@ -483,7 +504,7 @@ def _count_new_lesions(state: RoundState, harvested) -> int:
 def evaluate_stage(state: RoundState) -> StageResult:
     """Table I row, PR curve and FROC of ``R + P_H`` on V_H_test (hidden full marks)."""
     test = [r.volume_id for r in state.snapshot.volumes.get("V_H_test", [])]
-    full = {v: [s.mark for s in state.snapshot.marks.get(v, [])] for v in test}
+    full = {v: full_annotation(state.snapshot.marks.get(v, [])) for v in test}
     if not test or not any(full.values()):
         return StageResult(metrics={"evaluation": None})
     evaluation = evaluate_harvest(
@@ -497,6 +518,23 @@ def evaluate_stage(state: RoundState) -> StageResult:
         match_iou=state.config.match_iou,
     )
     return StageResult(metrics={"evaluation": evaluation})
+
+
+def full_annotation(stored_marks, *, same_lesion_iou: float = 0.5) -> list:
+    """The lesions of a fully annotated volume: its expert marks, plus any original
+    mark that no expert mark repeats (same slice, box IoU >= ``same_lesion_iou``).
+
+    A radiologist's full annotation usually re-marks the lesions the dataset
+    already had; counting both would count one lesion twice.
+    """
+    expert = [s.mark for s in stored_marks if s.origin == "expert"]
+    original = [s.mark for s in stored_marks if s.origin != "expert"]
+    kept = list(expert)
+    for mark in original:
+        same_slice = [e.box() for e in expert if e.z == mark.z]
+        if not same_slice or iou_2d([mark.box()], same_slice).max() < same_lesion_iou:
+            kept.append(mark)
+    return kept
 
 
 def _as_detections(marks) -> list[Proposal3D]:

@@ -1,0 +1,107 @@
+"""A tiny harvest project for engine tests: NIfTI volumes with bright spherical lesions.
+
+Built only through the package's public API (NIfTI writer, marks writer,
+``import_sources``, the store), the way a user's data would come in.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from napari_lesion_harvest.geometry import RecistMark
+from napari_lesion_harvest.harvest.importing import import_sources
+from napari_lesion_harvest.io.annotations import MarkRecord, write_marks
+from napari_lesion_harvest.io.sitk_reader import write_sitk_volume
+from napari_lesion_harvest.io.volume import CTVolume
+from napari_lesion_harvest.store import HarvestProject
+
+SHAPE = (12, 64, 64)
+SPACING = (2.0, 0.8, 0.8)
+V_M = ("vol00", "vol01", "vol02", "vol03")
+V_H_TEST = ("vol07",)
+
+#: A round configuration that trains in seconds on these volumes.
+TINY_CONFIG = {
+    "preset": "lite",
+    "lpg_max_side": 64,
+    "lpg_train_steps": 40,
+    "lpg_finetune_steps": 10,
+    "lpg_batch_size": 4,
+    "lpg_learning_rate": 0.003,
+    "lpc_epochs": 3,
+    "lpc_patch_size": 32,
+    "folds": 2,
+    "max_rounds": 2,
+}
+
+
+def blob_volumes(n_volumes: int = 8, *, seed: int = 0):
+    """Volumes of soft tissue noise with three bright spheres each, and their marks.
+
+    Returns
+    -------
+    volumes : list of CTVolume
+    truth : list of MarkRecord
+        One mark per sphere, on its centre slice.
+    original : list of MarkRecord
+        The first sphere of each volume only (incomplete marks).
+    """
+    rng = np.random.default_rng(seed)
+    zz, yy, xx = np.mgrid[: SHAPE[0], : SHAPE[1], : SHAPE[2]]
+    volumes, truth, original = [], [], []
+    for i in range(n_volumes):
+        volume_id = f"vol{i:02d}"
+        hu = rng.normal(40, 12, SHAPE)
+        hu[:, :, :4] = -1000
+        centres = []
+        while len(centres) < 3:
+            centre = (int(rng.integers(4, 8)), *rng.integers(12, 52, size=2))
+            if all(np.hypot(centre[1] - c[1], centre[2] - c[2]) > 16 for c in centres):
+                centres.append(centre)
+        for k, (cz, cy, cx) in enumerate(centres):
+            radius = float(rng.uniform(4.5, 7))
+            inside = ((zz - cz) * SPACING[0] / SPACING[1]) ** 2 + (yy - cy) ** 2 + (xx - cx) ** 2
+            hu[inside < radius**2] = 180
+            mark = RecistMark(
+                z=cz,
+                long_axis=[[cx - radius, cy], [cx + radius, cy]],
+                short_axis=[[cx, cy - radius], [cx, cy + radius]],
+            )
+            truth.append(MarkRecord(volume_id, mark, "truth"))
+            if k == 0:
+                original.append(MarkRecord(volume_id, mark, "original"))
+        volumes.append(CTVolume.from_array(volume_id, hu.round().astype(np.int16), SPACING))
+    return volumes, truth, original
+
+
+def make_blob_project(folder: Path, *, n_volumes: int = 8) -> Path:
+    """Write the volumes and marks to ``folder/data`` and build ``folder/project``.
+
+    V_M (4 volumes) gets its full marks and is complete; V_H_test (1 volume) gets
+    its full marks as hidden expert marks; the rest is V_H with original marks.
+    Writes ``folder/tiny.json`` (:data:`TINY_CONFIG`).
+    """
+    data = folder / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    volumes, truth, original = blob_volumes(n_volumes)
+    for volume in volumes:
+        write_sitk_volume(volume, data / f"{volume.volume_id}.nii.gz")
+    write_marks(data / "original.csv", original)
+    project_dir = folder / "project"
+    with HarvestProject.open(project_dir, create=True) as project:
+        import_sources(
+            project,
+            [*sorted(data.glob("*.nii.gz")), data / "original.csv"],
+            author="test",
+        )
+        for volume_id in V_H_TEST:
+            project.set_split(volume_id, "V_H_test", author="test")
+        hidden = [(r.volume_id, r.mark) for r in truth if r.volume_id in V_M + V_H_TEST]
+        project.add_marks(hidden, author="radiologist", origin="expert")
+        for volume_id in V_M:
+            project.set_volume_complete(volume_id, author="radiologist")
+    (folder / "tiny.json").write_text(json.dumps(TINY_CONFIG))
+    return project_dir

@@ -1,0 +1,172 @@
+"""The harvest engine on a real (tiny) project: import, checks, a whole round, stop and resume."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from harvest_project import TINY_CONFIG, V_H_TEST, V_M, make_blob_project
+from napari_lesion_harvest.harvest.config import load_config
+from napari_lesion_harvest.harvest.round import HarvestInputError, check_inputs, run_rounds
+from napari_lesion_harvest.harvest.stages import STAGES
+from napari_lesion_harvest.harvest.training_sets import lpg_training_slices, usable_marks
+from napari_lesion_harvest.store import HarvestProject, VolumeRecord
+from napari_lesion_harvest.store.checkpoints import sha256_file
+from napari_lesion_harvest.workers.progress import Cancelled
+
+
+@pytest.fixture(scope="module")
+def blob_project(tmp_path_factory):
+    return make_blob_project(tmp_path_factory.mktemp("blobs"))
+
+
+@pytest.fixture(scope="module")
+def finished_round(tmp_path_factory):
+    """A project after one complete round, and the progress events it reported."""
+    folder = tmp_path_factory.mktemp("round")
+    project_dir = make_blob_project(folder)
+    events = []
+    with HarvestProject.open(project_dir) as project:
+        run_rounds(
+            project,
+            load_config(str(folder / "tiny.json")),
+            rounds=1,
+            device="cpu",
+            progress=lambda *event: events.append(event),
+        )
+    return project_dir, events
+
+
+def test_import_brings_volumes_splits_and_marks(blob_project):
+    with HarvestProject.open(blob_project) as project:
+        summaries = {s.volume_id: s for s in project.volume_summaries()}
+        volume = project.volume("vol05")
+    assert len(summaries) == 8
+    assert {v for v, s in summaries.items() if s.split == "V_M"} == set(V_M)
+    assert summaries["vol07"].split == "V_H_test"
+    assert summaries["vol05"].n_marks == 1  # original mark only
+    assert summaries["vol00"].n_marks == 4 and summaries["vol00"].n_expert_marks == 3
+    assert volume.reader == "simpleitk" and volume.shape == (12, 64, 64)
+    np.testing.assert_allclose(volume.spacing, (2.0, 0.8, 0.8), rtol=1e-6)
+
+
+def test_snapshot_hides_the_test_volumes_full_marks(blob_project, tmp_path):
+    with HarvestProject.open(blob_project) as project:
+        number = project.rounds.create({}).number
+        with project.rounds.lock(number) as lock:
+            snapshot = project.rounds.start(number, lock=lock)
+            project.rounds.cancel(number, author="test")
+    marks = usable_marks(snapshot)
+    assert len(marks["vol07"]) == 1  # original only; 3 expert marks hidden
+    assert len(marks["vol00"]) == 4
+    slices = lpg_training_slices(snapshot, use_pool=False)
+    assert sum(len(s.positive_boxes) for s in slices) == sum(len(m) for m in marks.values())
+    assert all(len(s.hard_negative_boxes) == 0 for s in slices)
+
+
+def test_unready_projects_are_refused_before_any_work(tmp_path, blob_project):
+    with HarvestProject.open(tmp_path / "empty", create=True) as project:
+        with pytest.raises(HarvestInputError, match="no volumes"):
+            check_inputs(project)
+        project.add_volumes(
+            [VolumeRecord("a", "simpleitk", "a.nii.gz", "V_H", shape=(2, 2, 2))], author="t"
+        )
+        with pytest.raises(HarvestInputError, match=r"no fully annotated volumes \(V_M\)"):
+            check_inputs(project)
+        project.set_volume_complete("a", author="t")
+        with pytest.raises(HarvestInputError, match="have no marks"):
+            check_inputs(project)
+    done = subprocess.run(
+        [sys.executable, "-m", "napari_lesion_harvest", "round", str(blob_project)]
+        + ["--device", "cuda", "--config", "lite"],
+        capture_output=True,
+        text=True,
+        env={"CUDA_VISIBLE_DEVICES": "", "PATH": "/usr/bin:/bin"},
+        timeout=300,
+    )
+    assert done.returncode == 2
+    assert "no usable CUDA GPU" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_round_runs_every_stage_and_leaves_a_consistent_project(finished_round):
+    project_dir, events = finished_round
+    with HarvestProject.open(project_dir) as project:
+        (record,) = project.rounds.list()
+        proposals = list(project.proposals(record.number))
+        splits = {v.volume_id: v.split for v in project.volumes()}
+        checkpoints = {name: project.rounds.checkpoint(name) for name in ("lpg", "lpc")}
+    assert record.status == "done" and record.completed_stages == STAGES
+    assert {e[0] for e in events} >= {"train_lpg", "scan", "harvest", "evaluate"}
+    for ref in checkpoints.values():
+        assert sha256_file(project_dir / ref.path) == ref.sha256
+    roles = {}
+    for stored in proposals:
+        roles.setdefault(splits[stored.volume_id], set()).add(stored.role)
+    assert roles["V_M"] <= {"P_RM", "P_neg_M"} and "P_RM" in roles["V_M"]
+    assert roles["V_H"] <= {"P_RH", "P_pos_H", "P_neg_H", "candidate"}
+    for stored in proposals:
+        if stored.role in ("P_RM", "P_neg_M", "P_pos_H", "P_neg_H", "candidate"):
+            assert stored.s_c is not None and stored.s_gc == pytest.approx(stored.s_c * stored.s_g)
+    metrics = record.metrics
+    scanned = sum(1 for split in splits.values() if split != "V_D_test")
+    assert metrics["scan"]["volumes"] == scanned == 8
+    assert metrics["table_i"][0]["label"].startswith("R (original")
+    assert metrics["table_i"][0]["recall"] == pytest.approx(1 / 3)  # 1 of 3 lesions marked
+    threshold = metrics["threshold"]
+    harvested = [s for s in proposals if s.role == "P_pos_H"]
+    assert metrics["n_harvested"] == len(harvested)
+    assert all(s.s_gc >= threshold for s in harvested)
+
+
+def test_status_and_export_commands_read_the_round(finished_round, tmp_path):
+    project_dir, _ = finished_round
+
+    def run(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "napari_lesion_harvest", *map(str, args)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    status = run("status", project_dir, "--json")
+    assert status.returncode == 0, status.stderr
+    document = json.loads(status.stdout)
+    assert document["splits"] == {"V_M": 4, "V_H": 3, "V_H_test": 1}
+    assert document["rounds"][0]["status"] == "done"
+    exported = run("export", project_dir, tmp_path / "out", "--format", "paper")
+    assert exported.returncode == 0, exported.stderr
+    assert (tmp_path / "out" / "MinedLesions.pkl").is_file()
+
+
+def test_a_stopped_round_resumes_after_its_last_committed_stage(tmp_path):
+    project_dir = make_blob_project(tmp_path)
+    config = load_config(str(tmp_path / "tiny.json"))
+    seen = []
+
+    def stop_after_scan():
+        return "verify" in seen
+
+    with HarvestProject.open(project_dir) as project:
+        with pytest.raises(Cancelled):
+            run_rounds(
+                project,
+                config,
+                rounds=1,
+                device="cpu",
+                progress=lambda stage, *rest: seen.append(stage),
+                cancelled=stop_after_scan,
+            )
+        (record,) = project.rounds.list()
+        assert record.status == "failed" and record.completed_stages == STAGES[:3]
+        lpg_sha = project.rounds.checkpoint("lpg", round_number=1).sha256
+        seen.clear()
+        run_rounds(project, config, rounds=1, device="cpu", progress=lambda s, *r: seen.append(s))
+        (record,) = project.rounds.list()
+        assert record.status == "done" and record.completed_stages == STAGES
+        assert "train_lpg" not in seen and "scan" not in seen
+        assert project.rounds.checkpoint("lpg").sha256 == lpg_sha
