@@ -59,7 +59,10 @@ def run(args) -> int:
     if project_dir.exists():
         raise CommandError(f"{project_dir} exists; choose another --out or remove it")
     try:
-        config = load_config(args.config, max_rounds=args.rounds, seed=args.seed)
+        # The phantom's own resolution: resampling it finer costs CPU time, adds nothing.
+        config = load_config(
+            args.config, max_rounds=args.rounds, seed=args.seed, lpg_max_side=args.size
+        )
     except ValueError as error:
         raise CommandError(str(error)) from error
 

@@ -1,0 +1,60 @@
+"""The package as installed: light import, the command line, and the npe2 manifest."""
+
+import subprocess
+import sys
+
+import pytest
+
+from napari_lesion_harvest.cli import COMMAND_MODULES, build_parser
+
+EXPECTED_COMMANDS = {
+    "init", "import", "annotate", "split", "round", "status", "export", "demo",
+    "evaluate", "synth",
+}  # fmt: skip
+
+
+def test_importing_the_package_loads_neither_torch_nor_qt():
+    code = (
+        "import sys, napari_lesion_harvest.cli, napari_lesion_harvest.store;"
+        "print(sorted(m for m in ('torch', 'torchvision', 'napari', 'qtpy') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_every_subcommand_is_listed_and_has_its_own_help(capsys):
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    assert set(commands) == EXPECTED_COMMANDS
+    assert len(COMMAND_MODULES) == len(set(COMMAND_MODULES))
+    for name in commands:
+        with pytest.raises(SystemExit) as exit_info:
+            parser.parse_args([name, "--help"])
+        assert exit_info.value.code == 0
+        assert f"usage: lesion-harvest {name}" in capsys.readouterr().out
+
+
+def test_console_script_runs_and_bad_arguments_exit_2():
+    ok = subprocess.run(["lesion-harvest", "--help"], capture_output=True, text=True)
+    if ok.returncode == 127:  # not on PATH outside the venv: use the module
+        ok = subprocess.run(
+            [sys.executable, "-m", "napari_lesion_harvest", "--help"],
+            capture_output=True,
+            text=True,
+        )
+    assert ok.returncode == 0 and "round" in ok.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "napari_lesion_harvest", "round"], capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "arguments are required: project" in bad.stderr
+
+
+def test_manifest_is_valid_and_contributes_widget_readers_and_sample():
+    from npe2 import PluginManifest
+
+    manifest = PluginManifest.from_distribution("napari-lesion-harvest")
+    assert manifest.display_name == "Lesion Harvest"
+    contributions = manifest.contributions
+    assert contributions.widgets and contributions.readers and contributions.sample_data
+    for command in contributions.commands:
+        assert command.python_name.startswith("napari_lesion_harvest.")
