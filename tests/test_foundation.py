@@ -36,13 +36,8 @@ def test_every_subcommand_is_listed_and_has_its_own_help(capsys):
 
 
 def test_console_script_runs_and_bad_arguments_exit_2():
-    ok = subprocess.run(["lesion-harvest", "--help"], capture_output=True, text=True)
-    if ok.returncode == 127:  # not on PATH outside the venv: use the module
-        ok = subprocess.run(
-            [sys.executable, "-m", "napari_lesion_harvest", "--help"],
-            capture_output=True,
-            text=True,
-        )
+    script = Path(sys.executable).with_name("lesion-harvest")  # the installed console script
+    ok = subprocess.run([str(script), "--help"], capture_output=True, text=True)
     assert ok.returncode == 0 and "round" in ok.stdout
     bad = subprocess.run(
         [sys.executable, "-m", "napari_lesion_harvest", "round"], capture_output=True, text=True
