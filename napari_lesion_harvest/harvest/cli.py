@@ -177,14 +177,9 @@ def run_split(args) -> int:
 
 def run_round_command(args) -> int:
     from napari_lesion_harvest.harvest.config import load_config
-    from napari_lesion_harvest.harvest.round import HarvestInputError, run_rounds
+    from napari_lesion_harvest.harvest.round import HarvestInputError
     from napari_lesion_harvest.store import StoreError
-    from napari_lesion_harvest.workers.progress import (
-        Cancelled,
-        CancelToken,
-        JsonLinesProgress,
-        TqdmProgress,
-    )
+    from napari_lesion_harvest.workers.progress import Cancelled, JsonLinesProgress, TqdmProgress
 
     overrides = {} if args.seed is None else {"seed": args.seed}
     try:
@@ -192,17 +187,10 @@ def run_round_command(args) -> int:
     except ValueError as error:
         raise CommandError(str(error)) from error
     progress = JsonLinesProgress() if args.progress_json else TqdmProgress()
-    token = CancelToken()
-    restore = token.install_signal_handlers()
     try:
         with _open(args.project) as project:
-            finished = run_rounds(
-                project,
-                config,
-                rounds=args.rounds,
-                device=args.device,
-                progress=progress,
-                cancelled=token,
+            finished = run_rounds_stoppably(
+                project, config, rounds=args.rounds, device=args.device, progress=progress
             )
             summary = [_round_summary(r) for r in finished]
     except Cancelled:
@@ -210,16 +198,30 @@ def run_round_command(args) -> int:
         return 130
     except (HarvestInputError, StoreError) as error:
         raise CommandError(str(error)) from error
-    finally:
-        restore()
-        if isinstance(progress, TqdmProgress):
-            progress.close()
     if args.progress_json:
         progress("done", len(summary), len(summary), "finished", {"rounds": summary})
     else:
         for line in summary:
             print(json.dumps(line))
     return 0
+
+
+def run_rounds_stoppably(project, config, *, rounds, device, progress) -> list:
+    """:func:`~napari_lesion_harvest.harvest.round.run_rounds` where Ctrl-C and SIGTERM
+    stop the round cleanly at its next step (raising ``Cancelled``; it stays resumable)."""
+    from napari_lesion_harvest.harvest.round import run_rounds
+    from napari_lesion_harvest.workers.progress import CancelToken, TqdmProgress
+
+    token = CancelToken()
+    restore = token.install_signal_handlers()
+    try:
+        return run_rounds(
+            project, config, rounds=rounds, device=device, progress=progress, cancelled=token
+        )
+    finally:
+        restore()
+        if isinstance(progress, TqdmProgress):
+            progress.close()
 
 
 def _round_summary(record) -> dict:

@@ -43,15 +43,15 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from napari_lesion_harvest.harvest.cli import run_rounds_stoppably
     from napari_lesion_harvest.harvest.config import load_config
     from napari_lesion_harvest.harvest.importing import import_sources
     from napari_lesion_harvest.harvest.report import format_round_table, save_round_curves
-    from napari_lesion_harvest.harvest.round import run_rounds
     from napari_lesion_harvest.io.annotations import read_marks
     from napari_lesion_harvest.store import HarvestProject
     from napari_lesion_harvest.synthetic.dataset import generate_dataset
     from napari_lesion_harvest.synthetic.phantom import PhantomConfig
-    from napari_lesion_harvest.workers.progress import CancelToken, TqdmProgress
+    from napari_lesion_harvest.workers.progress import TqdmProgress
 
     started = time.monotonic()
     out = args.out
@@ -100,21 +100,9 @@ def run(args) -> int:
             project.set_volume_complete(volume_id, author=DEMO_AUTHOR)
 
         print(f"4/5 running {args.rounds} harvest round(s), config {args.config!r}")
-        progress = TqdmProgress()
-        token = CancelToken()
-        restore = token.install_signal_handlers()
-        try:
-            run_rounds(
-                project,
-                config,
-                rounds=args.rounds,
-                device=args.device,
-                progress=progress,
-                cancelled=token,
-            )
-        finally:
-            progress.close()
-            restore()
+        run_rounds_stoppably(
+            project, config, rounds=args.rounds, device=args.device, progress=TqdmProgress()
+        )
         rounds = [r for r in project.rounds.list() if r.status == "done"]
 
     print("5/5 results on V_H_test (recall at precision, P3D matching)")
