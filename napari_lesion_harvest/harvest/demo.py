@@ -43,21 +43,14 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from napari_lesion_harvest.harvest.cli import run_rounds_stoppably
     from napari_lesion_harvest.harvest.config import load_config
-    from napari_lesion_harvest.harvest.importing import import_sources
     from napari_lesion_harvest.harvest.report import format_round_table, save_round_curves
-    from napari_lesion_harvest.io.annotations import read_marks
-    from napari_lesion_harvest.store import HarvestProject
-    from napari_lesion_harvest.synthetic.dataset import generate_dataset
-    from napari_lesion_harvest.synthetic.phantom import PhantomConfig
     from napari_lesion_harvest.workers.progress import TqdmProgress
 
     started = time.monotonic()
     out = args.out
-    project_dir = out / "project"
-    if project_dir.exists():
-        raise CommandError(f"{project_dir} exists; choose another --out or remove it")
+    if (out / "project").exists():
+        raise CommandError(f"{out / 'project'} exists; choose another --out or remove it")
     try:
         # The phantom's own resolution: resampling it finer costs CPU time, adds nothing.
         config = load_config(
@@ -66,27 +59,94 @@ def run(args) -> int:
     except ValueError as error:
         raise CommandError(str(error)) from error
 
-    print(f"1/5 synthesising {args.volumes} phantom volumes ({args.size} px) in {out / 'dataset'}")
+    rounds = run_demo(
+        out,
+        config,
+        volumes=args.volumes,
+        size=args.size,
+        seed=args.seed,
+        split_fractions=(args.fraction_m, args.fraction_h_test),
+        device=args.device,
+        progress=TqdmProgress(),
+        say=print,
+    )
+    print("5/5 results on V_H_test (recall at precision, P3D matching)")
+    print(format_round_table(rounds))
+    for record in rounds:
+        print(
+            f"round {record.number}: harvested {record.metrics.get('n_harvested')} lesions "
+            f"({record.metrics.get('new_lesions')} new), threshold "
+            f"{record.metrics.get('threshold')}"
+        )
+    plot = save_round_curves(rounds, out / "pr_curve.png")
+    minutes = (time.monotonic() - started) / 60
+    print(f"PR / FROC plot: {plot}\nproject: {out / 'project'} ({minutes:.1f} min)")
+    return 0
+
+
+def run_demo(
+    out: Path,
+    config,
+    *,
+    volumes: int,
+    size: int,
+    seed: int,
+    split_fractions: tuple[float, float],
+    device: str,
+    progress,
+    say=lambda message: None,
+) -> list:
+    """Synthesise, import, annotate, hold out, and run ``config.max_rounds`` rounds.
+
+    Parameters
+    ----------
+    out : Path
+        Gets ``dataset/`` and ``project/`` (which must not exist yet).
+    config : RoundConfig
+    volumes, size, seed
+        Phantom set: number of sub-volumes, in-plane size, seed.
+    split_fractions : (float, float)
+        Shares of V_M and V_H_test.
+    device : str
+    progress : callable
+        Round progress callback.
+    say : callable
+        Receives one line per step for the user.
+
+    Returns
+    -------
+    list of RoundRecord
+        The finished rounds.
+    """
+    from napari_lesion_harvest.harvest.cli import run_rounds_stoppably
+    from napari_lesion_harvest.harvest.importing import import_sources
+    from napari_lesion_harvest.io.annotations import read_marks
+    from napari_lesion_harvest.store import HarvestProject
+    from napari_lesion_harvest.synthetic.dataset import generate_dataset
+    from napari_lesion_harvest.synthetic.phantom import PhantomConfig
+
+    project_dir = out / "project"
+    say(f"1/5 synthesising {volumes} phantom volumes ({size} px) in {out / 'dataset'}")
     dataset = generate_dataset(
         out / "dataset",
-        volumes=args.volumes,
-        seed=args.seed,
-        config=PhantomConfig(size=args.size),
-        split_fractions=(args.fraction_m, args.fraction_h_test, 0.0),
+        volumes=volumes,
+        seed=seed,
+        config=PhantomConfig(size=size),
+        split_fractions=(*split_fractions, 0.0),
     )
     split = dataset.split.as_dict()
-    print(
+    say(
         f"    {dataset.lesion_count} lesions, {dataset.mark_count} with an original mark "
         f"({dataset.mark_count / max(dataset.lesion_count, 1):.0%})"
     )
     truth, _ = read_marks(dataset.truth_marks)
 
-    print(f"2/5 importing into the project {project_dir}")
+    say(f"2/5 importing into the project {project_dir}")
     with HarvestProject.open(project_dir, create=True) as project:
         import_sources(project, [dataset.root], author=DEMO_AUTHOR)
         for volume_id in split["V_H_test"]:
             project.set_split(volume_id, "V_H_test", author=DEMO_AUTHOR)
-        print(
+        say(
             f"3/5 annotating V_M ({len(split['V_M'])} volumes, full truth) and giving "
             f"V_H_test ({len(split['V_H_test'])} volumes) its hidden full marks"
         )
@@ -99,21 +159,10 @@ def run(args) -> int:
         for volume_id in split["V_M"]:
             project.set_volume_complete(volume_id, author=DEMO_AUTHOR)
 
-        print(f"4/5 running {args.rounds} harvest round(s), config {args.config!r}")
+        say(f"4/5 running {config.max_rounds} harvest round(s)")
         run_rounds_stoppably(
-            project, config, rounds=args.rounds, device=args.device, progress=TqdmProgress()
+            project, config, rounds=config.max_rounds, device=device, progress=progress
         )
         rounds = [r for r in project.rounds.list() if r.status == "done"]
 
-    print("5/5 results on V_H_test (recall at precision, P3D matching)")
-    print(format_round_table(rounds))
-    for record in rounds:
-        print(
-            f"round {record.number}: harvested {record.metrics.get('n_harvested')} lesions "
-            f"({record.metrics.get('new_lesions')} new), threshold "
-            f"{record.metrics.get('threshold')}"
-        )
-    plot = save_round_curves(rounds, out / "pr_curve.png")
-    minutes = (time.monotonic() - started) / 60
-    print(f"PR / FROC plot: {plot}\nproject: {project_dir} ({minutes:.1f} min)")
-    return 0
+    return rounds

@@ -1,0 +1,95 @@
+"""Harvest rounds end to end on a phantom project: time per stage and round, Table I rows.
+
+Issue 10's benchmark: a 60-volume phantom project (256 x 256 by default),
+``lite`` configuration, CPU, 3 rounds. Prints the wall time of every stage of
+every round (from the progress events), the harvest counts, and the Table I
+rows on V_H_test after each round.
+
+Run: ``.venv/bin/python benchmarks/harvest_bench.py [--volumes 60] [--size 256] [--out DIR]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from napari_lesion_harvest.harvest.config import load_config
+from napari_lesion_harvest.harvest.demo import run_demo
+from napari_lesion_harvest.harvest.report import format_round_table, save_round_curves
+from napari_lesion_harvest.harvest.stages import STAGES
+
+
+class StageClock:
+    """Progress callback that records when each (round, stage) starts and ends."""
+
+    def __init__(self):
+        self.round = 0
+        self.started: dict[tuple[int, str], float] = {}
+        self.last_event: dict[tuple[int, str], float] = {}
+
+    def __call__(self, stage, step, total, message="", metrics=None):
+        now = time.monotonic()
+        if stage == "train_lpg" and message.startswith("round "):
+            self.round = int(message.split()[1].rstrip(":"))
+        key = (self.round, stage)
+        self.started.setdefault(key, now)
+        self.last_event[key] = now
+
+    def seconds(self) -> dict[int, dict[str, float]]:
+        """Per round, the seconds from each stage's start to the next stage's start."""
+        table: dict[int, dict[str, float]] = defaultdict(dict)
+        starts = sorted((t, key) for key, t in self.started.items() if key[1] in STAGES)
+        for (t, key), (t_next, _) in zip(starts, [*starts[1:], (time.monotonic(), None)]):
+            table[key[0]][key[1]] = t_next - t
+        return table
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--volumes", type=int, default=60)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--config", default="lite")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, help="keep the project here (default: temporary)")
+    args = parser.parse_args(argv)
+    out = args.out or Path(tempfile.mkdtemp(prefix="harvest_bench_"))
+    config = load_config(
+        args.config, max_rounds=args.rounds, seed=args.seed, lpg_max_side=args.size
+    )
+    clock = StageClock()
+    started = time.monotonic()
+    rounds = run_demo(
+        out,
+        config,
+        volumes=args.volumes,
+        size=args.size,
+        seed=args.seed,
+        split_fractions=(0.25, 0.25),
+        device="cpu",
+        progress=clock,
+        say=print,
+    )
+    total = time.monotonic() - started
+    print(f"\n{args.volumes} volumes at {args.size} px, config {args.config}, CPU")
+    print(f"{'round':<7}" + "".join(f"{s:>11}" for s in STAGES) + f"{'total':>10}")
+    for number, stages in sorted(clock.seconds().items()):
+        cells = "".join(f"{stages.get(s, float('nan')):>10.1f}s" for s in STAGES)
+        print(f"{number:<7}{cells}{sum(stages.values()):>9.1f}s")
+    print(f"whole run (synthesis, import, rounds): {total / 60:.1f} min")
+    for record in rounds:
+        m = record.metrics
+        print(
+            f"round {record.number}: {m.get('n_harvested')} harvested ({m.get('new_lesions')} new),"
+            f" threshold {m.get('threshold')}, on V_H_test: {m.get('harvested_on_test')}"
+        )
+    print(format_round_table(rounds))
+    print(f"plot: {save_round_curves(rounds, out / 'pr_curve.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
