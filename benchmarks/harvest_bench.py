@@ -32,7 +32,7 @@ class StageClock:
 
     def __call__(self, stage, step, total, message="", metrics=None):
         now = time.monotonic()
-        if stage == "train_lpg" and message.startswith("round "):
+        if message.startswith("round ") and stage in STAGES:
             self.round = int(message.split()[1].rstrip(":"))
         key = (self.round, stage)
         self.started.setdefault(key, now)
@@ -42,7 +42,8 @@ class StageClock:
         """Per round, the seconds from each stage's start to the next stage's start."""
         table: dict[int, dict[str, float]] = defaultdict(dict)
         starts = sorted((t, key) for key, t in self.started.items() if key[1] in STAGES)
-        for (t, key), (t_next, _) in zip(starts, [*starts[1:], (time.monotonic(), None)]):
+        ends = [*starts[1:], (time.monotonic(), None)]
+        for (t, key), (t_next, _) in zip(starts, ends, strict=True):
             table[key[0]][key[1]] = t_next - t
         return table
 
@@ -83,8 +84,9 @@ def main(argv=None) -> int:
     for record in rounds:
         m = record.metrics
         print(
-            f"round {record.number}: {m.get('n_harvested')} harvested ({m.get('new_lesions')} new),"
-            f" threshold {m.get('threshold')}, on V_H_test: {m.get('harvested_on_test')}"
+            f"round {record.number}: {m.get('n_harvested')} harvested "
+            f"({m.get('new_lesions')} new), threshold {m.get('threshold')}, "
+            f"on V_H_test: {m.get('harvested_on_test')}"
         )
     print(format_round_table(rounds))
     print(f"plot: {save_round_curves(rounds, out / 'pr_curve.png')}")
