@@ -76,7 +76,7 @@ class HarvestDock(QWidget):
         self.review = ReviewPanel(set_verdict=self._save_verdict, show_item=self._show_item)
         self.round_panel = RoundPanel(
             project_folder=lambda: None if self.project is None else self.project.folder,
-            on_finished=lambda status: self.refresh(),
+            on_finished=lambda status: self.refresh_in_steps(),
         )
         from napari_lesion_harvest.ui.results_panel import ResultsPanel
 
@@ -170,17 +170,50 @@ class HarvestDock(QWidget):
         """Reread worklist, open volume's overlays and results from the store."""
         if self.project is None:
             return
-        summaries = self.project.volume_summaries()
+        for _ in self._refresh_steps(self.project):
+            pass
+        self.refreshed.emit()
+
+    def refresh_in_steps(self) -> None:
+        """:meth:`refresh` spread over event-loop turns (after a round, while the user works).
+
+        Each step (worklist, results, overlays) runs in its own turn, so the GUI
+        never waits for the whole refresh at once; ``refreshed`` is emitted
+        after the last step. Stops quietly when the project is closed meanwhile.
+        """
+        from qtpy.QtCore import QTimer
+
+        if self.project is None:
+            return
+        project = self.project
+        steps = self._refresh_steps(project)
+
+        def step():
+            if self.project is not project:
+                return
+            try:
+                next(steps)
+            except StopIteration:
+                self.refreshed.emit()
+                return
+            QTimer.singleShot(0, step)
+
+        step()
+
+    def _refresh_steps(self, project):
+        """Generator: each ``next`` rereads one part of the dock from ``project``."""
+        summaries = project.volume_summaries()
         self.worklist.set_summaries(summaries)
-        rounds = self.project.rounds.list()
+        yield
+        rounds = project.rounds.list()
         done = sum(1 for r in rounds if r.status == "done")
         self.project_panel.show_project(
-            self.project.folder, f"{len(summaries)} volumes, {done} finished rounds"
+            project.folder, f"{len(summaries)} volumes, {done} finished rounds"
         )
+        self.results.show_rounds(rounds)
+        yield
         if self.volume_view is not None:
             self._load_overlays(self.volume_view.volume_id)
-        self.results.show_rounds(rounds)
-        self.refreshed.emit()
 
     # ------------------------------------------------------------------ volumes
 

@@ -59,7 +59,13 @@ def _fmt(value) -> str:
 
 
 class ResultsPanel(QWidget):
-    """A Table I grid and a matplotlib figure with PR and FROC curves of recent rounds."""
+    """A Table I grid and a matplotlib figure with PR and FROC curves of recent rounds.
+
+    The curves are drawn only while the panel is visible (a hidden panel draws
+    them when it is shown): drawing the figure takes a few hundred
+    milliseconds on a busy CPU, which must not stall the GUI when a round
+    finishes while the radiologist works on a volume.
+    """
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -70,7 +76,9 @@ class ResultsPanel(QWidget):
         self.summary.setWordWrap(True)
         self.table = QTableWidget(0, 0)
         self.table.verticalHeader().setVisible(False)
-        self.figure = Figure(figsize=(4.0, 5.2), tight_layout=True)
+        self.figure = Figure(figsize=(4.0, 5.2))
+        # fixed margins: a tight layout measures every tick label at each draw
+        self.figure.subplots_adjust(left=0.16, right=0.97, top=0.95, bottom=0.09, hspace=0.42)
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.pr_axes = self.figure.add_subplot(2, 1, 1)
         self.froc_axes = self.figure.add_subplot(2, 1, 2)
@@ -80,6 +88,7 @@ class ResultsPanel(QWidget):
         layout.addWidget(self.table)
         layout.addWidget(self.canvas, stretch=1)
         self.rounds_plotted: list[int] = []
+        self._pending: list | None = None
         self.show_rounds([])
 
     def show_rounds(self, rounds) -> None:
@@ -103,7 +112,19 @@ class ResultsPanel(QWidget):
             self.summary.setText(", ".join(parts) + ".")
         else:
             self.summary.setText("No finished round yet.")
-        self._plot(done[-MAX_ROUNDS_SHOWN:])
+        self._pending = done[-MAX_ROUNDS_SHOWN:]
+        if self.isVisible():
+            self._plot_pending()
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt API
+        """Draw curves that arrived while the panel was hidden."""
+        super().showEvent(event)
+        self._plot_pending()
+
+    def _plot_pending(self) -> None:
+        if self._pending is not None:
+            rounds, self._pending = self._pending, None
+            self._plot(rounds)
 
     def _plot(self, rounds) -> None:
         pr, froc = self.pr_axes, self.froc_axes

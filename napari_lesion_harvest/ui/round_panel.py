@@ -1,4 +1,4 @@
-"""The "Run harvest round" controls: preset, device, Run / Stop, napari progress bar, log."""
+"""The "Run harvest round" controls: config, device, Run / Stop, napari progress bar, log."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QComboBox,
+    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -60,6 +61,8 @@ class RoundPanel(QWidget):
         self.config_box.addItems(["lite", "paper"])
         self.config_box.setEditable(True)  # or the path of a JSON config file
         self.config_box.setToolTip("Round preset (lite, paper) or a JSON config file")
+        self.config_button = QPushButton("File...")
+        self.config_button.setToolTip("Choose a JSON round configuration file")
         self.device_box = QComboBox()
         self.device_box.addItems(["auto", "cpu", "cuda"])
         self.run_button = QPushButton("Run harvest round")
@@ -71,7 +74,10 @@ class RoundPanel(QWidget):
         self.log_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
         form = QFormLayout()
-        form.addRow("Preset", self.config_box)
+        config_row = QHBoxLayout()
+        config_row.addWidget(self.config_box, stretch=1)
+        config_row.addWidget(self.config_button)
+        form.addRow("Config", config_row)
         form.addRow("Device", self.device_box)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
@@ -83,6 +89,22 @@ class RoundPanel(QWidget):
         layout.addWidget(self.log_label)
         self.run_button.clicked.connect(self.start_round)
         self.stop_button.clicked.connect(self.stop_round)
+        self.config_button.clicked.connect(self._choose_config)
+
+    def set_config(self, config: str) -> None:
+        """Use a preset name (``lite``, ``paper``) or a JSON config file for the next rounds."""
+        index = self.config_box.findText(config)
+        if index < 0:
+            self.config_box.addItem(config)
+            index = self.config_box.count() - 1
+        self.config_box.setCurrentIndex(index)
+
+    def _choose_config(self) -> None:
+        path, _filter = QFileDialog.getOpenFileName(
+            self, "Round configuration", "", "JSON config (*.json);;All files (*)"
+        )
+        if path:
+            self.set_config(path)
 
     # ------------------------------------------------------------------ actions
 
