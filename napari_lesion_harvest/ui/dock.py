@@ -51,10 +51,13 @@ class HarvestDock(QWidget):
         A volume's layers are in the viewer.
     refreshed()
         Worklist, overlays and results were reread from the store.
+    imported(object)
+        An import finished (its ImportSummary); the worklist is refreshed first.
     """
 
     volume_opened = Signal(str)
     refreshed = Signal()
+    imported = Signal(object)
 
     def __init__(
         self,
@@ -70,6 +73,7 @@ class HarvestDock(QWidget):
         self.project = None
         self.volume_view: VolumeView | None = None
         self._loading: str | None = None
+        self.import_worker = None
 
         self.project_panel = ProjectPanel()
         self.worklist = WorklistPanel()
@@ -130,6 +134,7 @@ class HarvestDock(QWidget):
         self.project_panel.open_requested.connect(
             lambda folder, create: self.open_project(folder, create=create)
         )
+        self.project_panel.import_requested.connect(self.import_data)
         self.worklist.volume_requested.connect(self.open_volume)
         self.worklist.next_requested.connect(self.open_next_volume)
         self.complete_button.toggled.connect(self._set_complete)
@@ -157,6 +162,63 @@ class HarvestDock(QWidget):
         self.project_panel.show_recent(remember_recent(project.folder))
         self.refresh()
         return project
+
+    def import_data(self, sources: list[str | Path], *, split: str = "V_H"):
+        """Import ``sources`` into the open project in a worker thread.
+
+        A napari progress bar counts the sources; when the import ends a
+        notification lists what was added and the skipped rows, the worklist
+        refreshes and ``imported`` is emitted. A source that cannot be
+        imported stops the import with an error notification (the sources
+        before it stay imported). Returns the worker (None when refused).
+        """
+        from napari.qt.threading import thread_worker
+        from napari.utils import progress
+        from napari.utils.notifications import show_error, show_info, show_warning
+
+        from napari_lesion_harvest.ui.data_import import import_one_by_one, summary_message
+
+        if self.project is None:
+            show_warning("Open a harvest project first.")
+            return None
+        if self.import_worker is not None:
+            show_warning("An import is already running.")
+            return None
+        sources = [str(s) for s in sources]
+        bar = progress(total=len(sources), desc="importing data")
+        worker = thread_worker(import_one_by_one)(
+            self.project.folder, sources, split=split, author=self.author
+        )
+
+        def on_step(value):
+            done, _total = value
+            bar.update(done - bar.n)
+
+        def finish():
+            bar.close()
+            self.import_worker = None
+            self.refresh()
+
+        def on_done(result):
+            summary, error = result
+            finish()
+            if error is not None:
+                show_error(f"Import stopped: {error}\n{summary_message(summary)}")
+                return
+            notify = show_warning if summary.skipped else show_info
+            notify(summary_message(summary))
+            self.imported.emit(summary)
+
+        def on_error(error):
+            finish()
+            show_error(f"Import failed: {error}")
+
+        worker.yielded.connect(on_step)
+        worker.returned.connect(on_done)
+        worker.errored.connect(on_error)
+        self.import_worker = worker
+        worker.start()
+        return worker
 
     def close_project(self) -> None:
         """Close the open volume and project (everything is already saved)."""

@@ -12,6 +12,7 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
     QLabel,
+    QMenu,
     QPushButton,
     QVBoxLayout,
     QWidget,
@@ -59,9 +60,12 @@ class ProjectPanel(QWidget):
     -------
     open_requested(str, bool)
         Folder and whether to create it.
+    import_requested(list)
+        Paths to import (a DeepLesion / DICOM folder, or files).
     """
 
     open_requested = Signal(str, bool)
+    import_requested = Signal(list)
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -69,11 +73,21 @@ class ProjectPanel(QWidget):
         self.path_label.setWordWrap(True)
         self.create_button = QPushButton("New project...")
         self.open_button = QPushButton("Open project...")
+        self.import_button = QPushButton("Import data...")
+        self.import_button.setToolTip(
+            "DeepLesion folder or DL_info.csv, NIfTI / NRRD / MHA files, DICOM folders, mark files"
+        )
+        self.import_button.setEnabled(False)
+        import_menu = QMenu(self.import_button)
+        import_menu.addAction("Folder (DeepLesion, DICOM series)...", self._choose_import_folder)
+        import_menu.addAction("Files (DL_info.csv, images, marks)...", self._choose_import_files)
+        self.import_button.setMenu(import_menu)
         self.recent_box = QComboBox()
         self.recent_box.setPlaceholderText("recent projects")
         buttons = QHBoxLayout()
         buttons.addWidget(self.create_button)
         buttons.addWidget(self.open_button)
+        buttons.addWidget(self.import_button)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.path_label)
@@ -93,6 +107,22 @@ class ProjectPanel(QWidget):
     def show_project(self, folder: str | Path, summary: str) -> None:
         """Show the open project's folder and a one-line summary."""
         self.path_label.setText(f"<b>{Path(folder).name}</b><br>{folder}<br>{summary}")
+        self.import_button.setEnabled(True)
+
+    def _choose_import_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Import a DeepLesion or DICOM folder")
+        if folder:
+            self.import_requested.emit([folder])
+
+    def _choose_import_files(self) -> None:
+        files, _filter = QFileDialog.getOpenFileNames(
+            self,
+            "Import files",
+            "",
+            "Data (*.csv *.json *.pkl *.nii *.nii.gz *.nrrd *.mha *.mhd);;All files (*)",
+        )
+        if files:
+            self.import_requested.emit(list(files))
 
     def _choose(self, *, create: bool) -> None:
         title = "New harvest project folder" if create else "Open harvest project folder"

@@ -1,0 +1,64 @@
+"""Import data into the open project in a worker thread, with a napari progress bar.
+
+Sources are what :func:`~napari_lesion_harvest.harvest.importing.import_sources`
+accepts (DeepLesion folders or ``DL_info.csv``, image files, DICOM folders,
+mark files). The worker opens its own connection to the project, so the GUI
+keeps reading the store (WAL mode) while the import writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from pathlib import Path
+
+#: Skipped rows listed in the notification (the rest is counted).
+MAX_SKIPPED_SHOWN = 12
+
+
+def import_one_by_one(
+    project_folder: str | Path, sources: Sequence[str | Path], *, split: str, author: str
+) -> Generator[tuple[int, int], None, tuple[object, str | None]]:
+    """Import ``sources`` one after the other, yielding after each.
+
+    A source that cannot be imported (unknown kind, unreadable, refused by the
+    store) stops the import; the sources before it stay imported.
+
+    Yields
+    ------
+    done, total : int
+        Sources imported so far, and in all.
+
+    Returns
+    -------
+    summary : ImportSummary
+        What was added and skipped (one summary for all sources).
+    error : str or None
+        Why the import stopped early, naming the source; None when it did not.
+    """
+    from napari_lesion_harvest.harvest.importing import ImportSummary, import_sources
+    from napari_lesion_harvest.io.errors import LesionIOError
+    from napari_lesion_harvest.store import HarvestProject, StoreError
+
+    total = ImportSummary()
+    with HarvestProject.open(project_folder) as project:
+        for done, source in enumerate(sources, start=1):
+            try:
+                part = import_sources(project, [source], split=split, author=author)
+            except (LesionIOError, StoreError, ValueError, OSError) as error:
+                return total, f"{source}: {error}"
+            total.volumes.extend(part.volumes)
+            total.marks += part.marks
+            total.skipped.extend(part.skipped)
+            yield done, len(sources)
+    return total, None
+
+
+def summary_message(summary) -> str:
+    """One notification text: counts, then the skipped rows (at most :data:`MAX_SKIPPED_SHOWN`)."""
+    text = f"Imported {len(summary.volumes)} volume(s) and {summary.marks} original mark(s)."
+    if summary.skipped:
+        shown = summary.skipped[:MAX_SKIPPED_SHOWN]
+        text += f"\nSkipped {len(summary.skipped)}:\n" + "\n".join(f"- {s}" for s in shown)
+        if len(summary.skipped) > len(shown):
+            text += f"\n... and {len(summary.skipped) - len(shown)} more"
+    return text
