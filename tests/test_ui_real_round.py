@@ -148,7 +148,52 @@ def test_real_round_from_the_dock_refreshes_worklist_overlays_and_results(
     assert dock.results.rounds_plotted == [record.number]
     assert len(dock.results.pr_axes.lines) == 1 and len(dock.results.froc_axes.lines) == 1
     assert f"Round {record.number} finished" in dock.results.summary.text()
+    _check_next_volume_to_annotate(dock, qtbot, record)
     dock.close_project()
+
+
+def _documented_priorities(project, record) -> dict[str, float]:
+    """The rule of :mod:`annotation_priority`, written out from its docstring.
+
+    Each unreviewed proposal of a V_H volume that is not complete adds
+    ``max(0, 1 - |s_gc - t| / 0.25)``, with ``t`` the round's harvest threshold.
+    """
+    threshold = record.metrics["threshold"]
+    open_vh = {v.volume_id for v in project.volumes(split="V_H") if not v.complete}
+    totals: dict[str, float] = {}
+    for stored in project.proposals(record.number):
+        if stored.volume_id in open_vh and stored.verdict is None:
+            score = stored.s_gc if stored.s_gc is not None else stored.s_g
+            near = max(0.0, 1.0 - abs(score - threshold) / 0.25)
+            totals[stored.volume_id] = totals.get(stored.volume_id, 0.0) + near
+    return totals
+
+
+def _check_next_volume_to_annotate(dock, qtbot, record) -> None:
+    """ "Next volume to annotate" offers the V_H volume with most proposals near the threshold."""
+    from napari_lesion_harvest.ui.annotation_priority import BAND
+
+    assert BAND == 0.25  # the band the documented rule names
+    priorities = _documented_priorities(dock.project, record)
+    assert priorities, "the round left no V_H proposal near its threshold"
+    expected = max(sorted(priorities), key=priorities.get)
+    with qtbot.waitSignal(dock.volume_opened, timeout=20_000) as opened:
+        dock.worklist.next_button.click()
+    assert opened.args == [expected]
+    assert dock.volume_view.volume_id == expected
+    assert dock.volume_label.text().startswith(f"<b>{expected}</b>")
+
+    # settling the volume's proposals (expert verdicts) moves the suggestion on
+    for stored in dock.project.proposals(record.number):
+        if stored.volume_id == expected:
+            dock.project.set_verdict(stored.id, "rejected", author="radiologist")
+    remaining = _documented_priorities(dock.project, record)
+    assert expected not in remaining
+    if remaining:
+        following = max(sorted(remaining), key=remaining.get)
+        with qtbot.waitSignal(dock.volume_opened, timeout=20_000) as opened:
+            dock.worklist.next_button.click()
+        assert opened.args == [following]
 
 
 def test_stopping_a_real_round_leaves_the_project_consistent_and_the_next_round_finishes(
