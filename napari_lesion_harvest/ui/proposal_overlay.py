@@ -32,6 +32,10 @@ STORE_ROLE_DISPLAY: dict[str, str] = {
     "candidate": "candidate",
 }
 CURRENT_COLOUR = "#ffffff"
+#: Box edge widths in image pixels (napari draws Shapes edges in data units, so wider
+#: edges cover the lesion once zoomed in): the current proposal, the others.
+CURRENT_EDGE_PX = 1.0
+EDGE_PX = 0.5
 
 
 @dataclass(frozen=True)
@@ -146,7 +150,7 @@ class ProposalOverlay:
             data.append(np.array([[z, y1, x1], [z, y1, x2], [z, y2, x2], [z, y2, x1]], float))
             current = item.proposal_id == self.current_id
             colours.append(ROLE_COLOURS.get(item.display_role, "#808080"))
-            widths.append(2.0 if current else 1.0)
+            widths.append(CURRENT_EDGE_PX if current else EDGE_PX)
             labels.append(f"{item.lesion_score:.2f}" + (" <" if current else ""))
         layer = self.layer
         layer.selected_data = set()

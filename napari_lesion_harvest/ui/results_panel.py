@@ -102,6 +102,7 @@ class ResultsPanel(QWidget):
             for j, text in enumerate(row):
                 self.table.setItem(i, j, QTableWidgetItem(text))
         self.table.resizeColumnsToContents()
+        self._fit_table_height()
         if done:
             last = done[-1]
             parts = [f"Round {last.number} finished"]
@@ -115,6 +116,13 @@ class ResultsPanel(QWidget):
         self._pending = done[-MAX_ROUNDS_SHOWN:]
         if self.isVisible():
             self._plot_pending()
+
+    def _fit_table_height(self) -> None:
+        """Make the table as tall as its rows (the curves get the rest of the panel)."""
+        table = self.table
+        rows = sum(table.rowHeight(r) for r in range(table.rowCount()))
+        scrollbar = table.horizontalScrollBar().sizeHint().height()
+        table.setFixedHeight(table.horizontalHeader().height() + rows + scrollbar + 4)
 
     def showEvent(self, event) -> None:  # noqa: N802 - Qt API
         """Draw curves that arrived while the panel was hidden."""
