@@ -21,7 +21,6 @@ from napari_lesion_harvest.store import HarvestProject
 SHAPE = (12, 64, 64)
 SPACING = (2.0, 0.8, 0.8)
 V_M = ("vol00", "vol01", "vol02", "vol03")
-V_H_TEST = ("vol07",)
 
 #: A round configuration that trains in seconds on these volumes.
 TINY_CONFIG = {
@@ -39,15 +38,16 @@ TINY_CONFIG = {
 
 
 def blob_volumes(n_volumes: int = 8, *, seed: int = 0):
-    """Volumes of soft tissue noise with three bright spheres each, and their marks.
+    """Volumes of soft tissue noise with three bright ellipsoids (lesions) and two bright
+    tubes along z (vessels, the hard negatives) each, and the lesions' marks.
 
     Returns
     -------
     volumes : list of CTVolume
     truth : list of MarkRecord
-        One mark per sphere, on its centre slice.
+        One mark per lesion, on its centre slice.
     original : list of MarkRecord
-        The first sphere of each volume only (incomplete marks).
+        The first lesion of each volume only (incomplete marks).
     """
     rng = np.random.default_rng(seed)
     zz, yy, xx = np.mgrid[: SHAPE[0], : SHAPE[1], : SHAPE[2]]
@@ -63,7 +63,9 @@ def blob_volumes(n_volumes: int = 8, *, seed: int = 0):
                 centres.append(centre)
         for k, (cz, cy, cx) in enumerate(centres):
             radius = float(rng.uniform(4.5, 7))
-            inside = ((zz - cz) * SPACING[0] / SPACING[1]) ** 2 + (yy - cy) ** 2 + (xx - cx) ** 2
+            # Ellipsoids twice as long along z as across (in mm), like many lesions.
+            z_scale = SPACING[0] / SPACING[1] / 2
+            inside = ((zz - cz) * z_scale) ** 2 + (yy - cy) ** 2 + (xx - cx) ** 2
             hu[inside < radius**2] = 180
             mark = RecistMark(
                 z=cz,
@@ -73,15 +75,23 @@ def blob_volumes(n_volumes: int = 8, *, seed: int = 0):
             truth.append(MarkRecord(volume_id, mark, "truth"))
             if k == 0:
                 original.append(MarkRecord(volume_id, mark, "original"))
+        for _ in range(2):  # vessels: as bright as a lesion on an axial slice, tubes along z
+            while True:
+                cy, cx = rng.integers(10, 54, size=2)
+                if all(np.hypot(cy - c[1], cx - c[2]) > 15 for c in centres):
+                    break
+            centres.append((0, cy, cx))
+            hu[:, (yy[0] - cy) ** 2 + (xx[0] - cx) ** 2 < rng.uniform(3, 4.5) ** 2] = 180
         volumes.append(CTVolume.from_array(volume_id, hu.round().astype(np.int16), SPACING))
     return volumes, truth, original
 
 
-def make_blob_project(folder: Path, *, n_volumes: int = 8) -> Path:
+def make_blob_project(folder: Path, *, n_volumes: int = 8, n_test: int = 1) -> Path:
     """Write the volumes and marks to ``folder/data`` and build ``folder/project``.
 
-    V_M (4 volumes) gets its full marks and is complete; V_H_test (1 volume) gets
-    its full marks as hidden expert marks; the rest is V_H with original marks.
+    V_M (4 volumes) gets its full marks and is complete; V_H_test (the last
+    ``n_test`` volumes) gets its full marks as hidden expert marks; the rest is
+    V_H with original marks.
     Writes ``folder/tiny.json`` (:data:`TINY_CONFIG`).
     """
     data = folder / "data"
@@ -97,9 +107,10 @@ def make_blob_project(folder: Path, *, n_volumes: int = 8) -> Path:
             [*sorted(data.glob("*.nii.gz")), data / "original.csv"],
             author="test",
         )
-        for volume_id in V_H_TEST:
+        test_ids = tuple(v.volume_id for v in volumes[-n_test:])
+        for volume_id in test_ids:
             project.set_split(volume_id, "V_H_test", author="test")
-        hidden = [(r.volume_id, r.mark) for r in truth if r.volume_id in V_M + V_H_TEST]
+        hidden = [(r.volume_id, r.mark) for r in truth if r.volume_id in V_M + test_ids]
         project.add_marks(hidden, author="radiologist", origin="expert")
         for volume_id in V_M:
             project.set_volume_complete(volume_id, author="radiologist")

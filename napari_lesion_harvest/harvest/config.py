@@ -34,6 +34,9 @@ class RoundConfig:
         t_G: 2D boxes below this objectness are not stacked (paper: 0.1).
     link_iou : float
         IoU above which 2D boxes of consecutive slices are linked (paper: 0.8).
+    duplicate_iou : float
+        A 3D proposal overlapping a stronger one on a shared slice by this IoU
+        is dropped as a duplicate (not in the paper; > 1 keeps all).
     match_iou : float
         P3D IoU at which a proposal hits a RECIST mark (paper: 0.5).
     lpc_variant : str
@@ -68,6 +71,7 @@ class RoundConfig:
     lpg_learning_rate: float = 2e-4
     score_threshold: float = 0.1
     link_iou: float = 0.8
+    duplicate_iou: float = 0.5
     match_iou: float = 0.5
     lpc_variant: str = "multiview"
     lpc_epochs: int = 30

@@ -9,7 +9,8 @@ last committed stage.
 stage          what it does
 =============  =====================================================================
 ``train_lpg``  train (round 1) or fine-tune with HNSL (later rounds) the LPG
-``scan``       detect 2D boxes on every slice of V_M, V_H, V_H_test; stack 3D proposals
+``scan``       detect 2D boxes on every slice of V_M, V_H, V_H_test; stack 3D proposals;
+               drop duplicates of one lesion
 ``verify``     P3D-match proposals to marks: P_RM / P_neg_M in V_M, P_RH in V_H;
                expert verdicts override
 ``train_lpc``  train the LPC on P_RM, P_neg_M, P_RH; V_M scores for the threshold
@@ -218,6 +219,7 @@ def scan_stage(state: RoundState) -> StageResult:
     """Detect on every slice of V_M, V_H, V_H_test and stack 3D proposals."""
     from napari_lesion_harvest.lpg.checkpoint import load_model
     from napari_lesion_harvest.tracking import stack_proposals
+    from napari_lesion_harvest.tracking.suppression import suppress_duplicates
 
     config = state.config
     model = load_model(state.checkpoint_path("lpg")).to(state.device)
@@ -230,10 +232,13 @@ def scan_stage(state: RoundState) -> StageResult:
         state.progress("scan", done, len(records), record.volume_id)
         volume = state.open(record.volume_id)
         detections = _detect(model, volume, config, state.device)
-        proposals = stack_proposals(
-            {d.z: _proper_boxes(d) for d in detections},
-            score_threshold=config.score_threshold,
-            link_iou=config.link_iou,
+        proposals = suppress_duplicates(
+            stack_proposals(
+                {d.z: _proper_boxes(d) for d in detections},
+                score_threshold=config.score_threshold,
+                link_iou=config.link_iou,
+            ),
+            iou_threshold=config.duplicate_iou,
         )
         counts["slices"] += volume.num_slices
         counts["boxes_2d"] += int(sum(len(d.scores) for d in detections))
@@ -353,7 +358,7 @@ def train_lpc_stage(state: RoundState) -> StageResult:
     """Train the LPC on P_RM, P_neg_M and P_RH; score V_M for the harvest threshold."""
     from napari_lesion_harvest.lpc.checkpoint import save_checkpoint
     from napari_lesion_harvest.lpc.score import v_m_scores
-    from napari_lesion_harvest.lpc.train import train_classifier
+    from napari_lesion_harvest.lpc.train import MissingClassError, train_classifier
 
     config = state.config
     sets, v_m_ids = _verified_sets(state)
@@ -373,18 +378,29 @@ def train_lpc_stage(state: RoundState) -> StageResult:
     )
     n_v_m = sum(s.fully_annotated for s in sets)
     mode, folds = config.threshold_mode, min(config.folds, n_v_m)
+    note = None
     if mode == "out_of_fold" and folds < 2:
-        mode = "in_sample"
-    scores = v_m_scores(
-        sets,
-        mode=mode,
-        folds=folds,
-        options=options,
-        model=result.model,
-        device=state.device,
-        progress=report,
-        cancelled=state.cancelled,
-    )
+        mode, note = "in_sample", f"only {n_v_m} V_M volume(s) with proposals"
+
+    def score(mode):
+        return v_m_scores(
+            sets,
+            mode=mode,
+            folds=folds,
+            options=options,
+            model=result.model,
+            device=state.device,
+            progress=report,
+            cancelled=state.cancelled,
+        )
+
+    try:
+        scores = score(mode)
+    except MissingClassError as error:
+        if mode == "in_sample":
+            raise
+        mode, note = "in_sample", f"out-of-fold scoring impossible: {error}"
+        scores = score(mode)
     updates = []
     proposal_of = {s.volume.volume_id: s.proposals for s in sets if s.fully_annotated}
     for volume_id, s_c in scores.items():
@@ -405,6 +421,7 @@ def train_lpc_stage(state: RoundState) -> StageResult:
                 "best_epoch": result.best_epoch,
                 "stopped_early": result.stopped_early,
                 "threshold_mode": mode,
+                "threshold_mode_note": note,
                 "folds": folds if mode == "out_of_fold" else None,
                 "seconds": round(time.monotonic() - started, 2),
             }

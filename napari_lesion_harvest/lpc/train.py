@@ -29,6 +29,10 @@ from napari_lesion_harvest.lpc.patches import DEFAULT_PAD_PX, DEFAULT_PATCH_SIZE
 from napari_lesion_harvest.workers.progress import Progress, check_cancelled, no_progress
 
 
+class MissingClassError(ValueError):
+    """The training part has no positive or no negative proposal."""
+
+
 @dataclass
 class ProposalSet:
     """The verified proposals of one volume.
@@ -249,7 +253,7 @@ def train_classifier(
 
     Raises
     ------
-    ValueError
+    MissingClassError
         When the training part lacks positives or negatives.
     """
     options = options or TrainingOptions()
@@ -275,7 +279,7 @@ def train_classifier(
     val_x, val_y = _patches_and_labels(sets, val_idx, spec, progress, cancelled, "lpc-patches")
     n_pos, n_neg = int(train_y.sum()), int((train_y == 0).sum())
     if n_pos == 0 or n_neg == 0:
-        raise ValueError(
+        raise MissingClassError(
             f"LPC training needs positive and negative proposals; got {n_pos} positives and "
             f"{n_neg} negatives in {len(train_idx)} training volumes"
         )
