@@ -8,8 +8,8 @@ import sys
 
 import numpy as np
 import pytest
+from harvest_project import V_M, make_blob_project
 
-from harvest_project import TINY_CONFIG, V_H_TEST, V_M, make_blob_project
 from napari_lesion_harvest.harvest.config import load_config
 from napari_lesion_harvest.harvest.round import HarvestInputError, check_inputs, run_rounds
 from napari_lesion_harvest.harvest.stages import STAGES
