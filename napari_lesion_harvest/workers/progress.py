@@ -71,7 +71,8 @@ class TqdmProgress:
         self._bar.total = total or None
         self._bar.n = step
         if message or metrics:
-            self._bar.set_postfix_str(message or ", ".join(f"{k}={v}" for k, v in metrics.items()))
+            postfix = message or ", ".join(f"{k}={v}" for k, v in metrics.items())
+            self._bar.set_postfix_str(postfix, refresh=False)
         self._bar.refresh()
 
     def close(self) -> None:
