@@ -8,9 +8,19 @@ writes hard negatives as negative values, so their peaks weigh ``2^beta``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from napari_lesion_harvest.lpg.config import LPGConfig
+
+#: ``count(local_count) -> count over the global batch``; the identity in one process.
+CountReducer = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _local(count: torch.Tensor) -> torch.Tensor:
+    return count
+
 
 #: Sigmoid outputs are clamped to [EPS, 1 - EPS] (CenterNet).
 EPS = 1e-4
@@ -46,17 +56,36 @@ def focal_loss_map(
 
 
 def focal_loss(
-    logits: torch.Tensor, target: torch.Tensor, *, alpha: float = 2.0, beta: float = 4.0
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    alpha: float = 2.0,
+    beta: float = 4.0,
+    count: CountReducer = _local,
+    world_size: int = 1,
 ) -> torch.Tensor:
-    """Focal loss summed over the batch and divided by the number of objects (at least 1)."""
-    num_objects = target.eq(1).sum().clamp(min=1)
+    """Focal loss summed over the batch and divided by the number of objects (at least 1).
+
+    Under ``DistributedDataParallel`` (which averages the ranks' gradients), pass
+    ``count`` summing a count over the ranks and ``world_size``: the rank's sum is
+    then divided by the global number of objects over ``world_size``, so the
+    averaged gradient is that of one process holding the global batch.
+    """
+    num_objects = count(target.eq(1).sum()).clamp(min=1) / world_size
     return focal_loss_map(logits, target, alpha=alpha, beta=beta).sum() / num_objects
 
 
 def regression_l1(
-    prediction: torch.Tensor, indices: torch.Tensor, mask: torch.Tensor, target: torch.Tensor
+    prediction: torch.Tensor,
+    indices: torch.Tensor,
+    mask: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    count: CountReducer = _local,
+    world_size: int = 1,
 ) -> torch.Tensor:
-    """Mean L1 error of a 2-channel head at object centres.
+    """Mean L1 error of a 2-channel head at object centres (``count``, ``world_size``:
+    as in :func:`focal_loss`).
 
     Parameters
     ----------
@@ -72,11 +101,16 @@ def regression_l1(
     gathered = flat.gather(1, indices[..., None].expand(-1, -1, channels))
     weight = mask[..., None].float()
     error = (gathered - target.float()).abs() * weight
-    return error.sum() / (weight.sum() * channels + 1e-4)
+    return error.sum() / ((count(weight.sum()) * channels + 1e-4) / world_size)
 
 
 def mscn_loss(
-    outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], config: LPGConfig
+    outputs: dict[str, torch.Tensor],
+    targets: dict[str, torch.Tensor],
+    config: LPGConfig,
+    *,
+    count: CountReducer = _local,
+    world_size: int = 1,
 ) -> dict[str, torch.Tensor]:
     """Heatmap focal loss (HNSL targets) + 0.1 L1 size + 1 L1 offset.
 
@@ -87,6 +121,9 @@ def mscn_loss(
     targets : dict
         Batched :class:`~napari_lesion_harvest.lpg.targets.CenterNetTargets` fields
         as tensors.
+    count, world_size
+        Normalise by the global batch's objects under ``DistributedDataParallel``
+        (see :func:`focal_loss`); the defaults normalise by this batch's.
 
     Returns
     -------
@@ -98,10 +135,15 @@ def mscn_loss(
         targets["heatmap"],
         alpha=config.focal_alpha,
         beta=config.focal_beta,
+        count=count,
+        world_size=world_size,
     )
-    size = regression_l1(outputs["size"], targets["indices"], targets["mask"], targets["size"])
+    shared = {"count": count, "world_size": world_size}
+    size = regression_l1(
+        outputs["size"], targets["indices"], targets["mask"], targets["size"], **shared
+    )
     offset = regression_l1(
-        outputs["offset"], targets["indices"], targets["mask"], targets["offset"]
+        outputs["offset"], targets["indices"], targets["mask"], targets["offset"], **shared
     )
     total = heatmap + config.size_weight * size + config.offset_weight * offset
     return {"total": total, "heatmap": heatmap, "size": size, "offset": offset}

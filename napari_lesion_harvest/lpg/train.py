@@ -201,9 +201,16 @@ def train_lpg(
             optimizer.load_state_dict(resumed["optimizer"])
 
     network = model
+    # Under DDP: BatchNorm and loss normalisation over the global batch, so that
+    # training equals one process holding the global batch (up to rounding).
+    loss_options = {}
     if context.active:
         from torch.nn.parallel import DistributedDataParallel
 
+        from napari_lesion_harvest.lpg.sync_norm import synchronise_batch_norm
+
+        synchronise_batch_norm(model, context.device)
+        loss_options = {"count": _sum_over_ranks, "world_size": context.world_size}
         device_ids = [context.local_rank] if context.device.startswith("cuda") else None
         network = DistributedDataParallel(model, device_ids=device_ids)
 
@@ -249,19 +256,46 @@ def train_lpg(
             group["lr"] = learning_rate
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda):
             outputs = network(inputs)
-        parts = mscn_loss(outputs, targets, config)
+        parts = mscn_loss(outputs, targets, config, **loss_options)
         optimizer.zero_grad(set_to_none=True)
         parts["total"].backward()
         if options.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), options.grad_clip)
         optimizer.step()
         step += 1
-        record = {k: float(v.detach()) for k, v in parts.items()} | {"lr": learning_rate}
+        record = _global_losses(parts, context) | {"lr": learning_rate}
         history.append(record)
         if progress is not None:
             progress(step, options.steps, record)
         if options.checkpoint_every and step % options.checkpoint_every == 0:
             checkpoint(step)
+    if context.active:
+        from napari_lesion_harvest.lpg.sync_norm import restore_batch_norm
+
+        restore_batch_norm(model)
     checkpoint(step)
     model.eval()
     return TrainResult(model, step, history, stopped, checkpoint_path)
+
+
+def _sum_over_ranks(count):
+    """``count`` summed over the ranks (not differentiated: it only normalises)."""
+    import torch.distributed as dist
+
+    total = count.detach().float().clone()
+    dist.all_reduce(total)
+    return total
+
+
+def _global_losses(parts: dict, context) -> dict[str, float]:
+    """The loss parts of the global batch (the ranks' mean under DDP, where each rank's
+    part is normalised by the global batch)."""
+    if not context.active:
+        return {k: float(v.detach()) for k, v in parts.items()}
+    import torch
+    import torch.distributed as dist
+
+    names = list(parts)
+    values = torch.stack([parts[k].detach().float() for k in names])
+    dist.all_reduce(values)
+    return {k: float(v) / context.world_size for k, v in zip(names, values, strict=True)}
