@@ -78,28 +78,7 @@ def bench_training(config_name: str, side: int, steps: int, batch: int) -> dict:
     return {"steps_per_s": rate, "peak_rss_mib": peak_mib, "torch": torch.__version__}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--slices", type=int, default=12, help="slices per volume")
-    parser.add_argument("--batch", type=int, default=4, help="targets per forward pass")
-    parser.add_argument("--train-steps", type=int, default=4)
-    parser.add_argument("--train-batch", type=int, default=2)
-    parser.add_argument("--configs", default="lite,paper")
-    parser.add_argument("--sides", default="256,512")
-    parser.add_argument("--skip-training", action="store_true")
-    parser.add_argument("--training-child", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-
-    import torch
-
-    torch.set_num_threads(args.threads)
-    if args.training_child:
-        name, side = args.training_child.split(":")
-        print(json.dumps(bench_training(name, int(side), args.train_steps, args.train_batch)))
-        return
-
-    configs, sides = args.configs.split(","), [int(s) for s in args.sides.split(",")]
+def _inference_table(configs: list[str], sides: list[int], args) -> None:
     print(f"threads={args.threads} slices/volume={args.slices} batch={args.batch}")
     print("| config | px | slice mm | naive slices/s | shared slices/s | ratio |")
     print("|---|---|---|---|---|---|")
@@ -113,6 +92,33 @@ def main() -> None:
                     f"{rates['shared']:.2f} | {ratio:.2f}x |",
                     flush=True,
                 )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--slices", type=int, default=12, help="slices per volume")
+    parser.add_argument("--batch", type=int, default=4, help="targets per forward pass")
+    parser.add_argument("--train-steps", type=int, default=4)
+    parser.add_argument("--train-batch", type=int, default=2)
+    parser.add_argument("--configs", default="lite,paper")
+    parser.add_argument("--sides", default="256,512")
+    parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--skip-inference", action="store_true")
+    parser.add_argument("--training-child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if args.training_child:
+        name, side = args.training_child.split(":")
+        print(json.dumps(bench_training(name, int(side), args.train_steps, args.train_batch)))
+        return
+
+    configs, sides = args.configs.split(","), [int(s) for s in args.sides.split(",")]
+    if not args.skip_inference:
+        _inference_table(configs, sides, args)
     if args.skip_training:
         return
     print(f"\ntraining: batch {args.train_batch}, {args.train_steps} timed steps")
