@@ -177,6 +177,7 @@ def run_split(args) -> int:
 
 def run_round_command(args) -> int:
     from napari_lesion_harvest.harvest.config import load_config
+    from napari_lesion_harvest.harvest.distributed import launched_rank
     from napari_lesion_harvest.harvest.round import HarvestInputError
     from napari_lesion_harvest.store import StoreError
     from napari_lesion_harvest.workers.progress import Cancelled, JsonLinesProgress, TqdmProgress
@@ -198,6 +199,8 @@ def run_round_command(args) -> int:
         return 130
     except (HarvestInputError, StoreError) as error:
         raise CommandError(str(error)) from error
+    if launched_rank() != 0:  # under torchrun, rank 0 reports
+        return 0
     if args.progress_json:
         progress("done", len(summary), len(summary), "finished", {"rounds": summary})
     else:

@@ -18,6 +18,11 @@ stage          what it does
                hard negatives P_neg_H; the pool P_i
 ``evaluate``   Table I row, PR and FROC on V_H_test against its hidden full marks
 =============  =====================================================================
+
+Under ``torchrun`` (``RoundState.context`` with several ranks) the stages of
+:data:`RANK_SHARED_STAGES` run on every rank (DDP training; scanning and scoring
+sharded by volume, results gathered on rank 0) and return their result on rank 0
+only (None elsewhere); the other stages run on rank 0 alone.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import numpy as np
 
 from napari_lesion_harvest.geometry import Proposal3D, iou_2d
 from napari_lesion_harvest.harvest.config import RoundConfig
+from napari_lesion_harvest.harvest.distributed import merged_from_ranks, per_rank_batch
 from napari_lesion_harvest.harvest.hard_negatives import select_hard_negatives
 from napari_lesion_harvest.harvest.threshold import threshold_at_precision
 from napari_lesion_harvest.harvest.training_sets import (
@@ -41,6 +47,7 @@ from napari_lesion_harvest.harvest.training_sets import (
     volume_records,
 )
 from napari_lesion_harvest.io.sources import open_volume
+from napari_lesion_harvest.lpg.distributed import DistributedContext, shard
 from napari_lesion_harvest.store import (
     CheckpointRef,
     ProposalRow,
@@ -51,6 +58,8 @@ from napari_lesion_harvest.tracking.marks import proposals_hitting_marks as prop
 from napari_lesion_harvest.workers.progress import Progress, check_cancelled
 
 STAGES = ("train_lpg", "scan", "verify", "train_lpc", "harvest", "evaluate")
+#: Stages every ``torchrun`` rank runs (the others run on rank 0 only).
+RANK_SHARED_STAGES = frozenset({"train_lpg", "scan", "harvest"})
 #: Score given to original marks when they join the detections of the Table I rows:
 #: above every lesion score, so they come first (they are known lesions).
 ORIGINAL_MARK_SCORE = 2.0
@@ -76,6 +85,8 @@ class RoundState:
         ``progress(stage, step, total, message, metrics)``.
     cancelled : callable
         True once a stop was requested.
+    context : DistributedContext
+        This process's rank and the number of ranks (one process by default).
     """
 
     project: object
@@ -85,6 +96,7 @@ class RoundState:
     device: str
     progress: Progress
     cancelled: Callable[[], bool]
+    context: DistributedContext = field(default_factory=DistributedContext)
     _records: dict = field(default_factory=dict, init=False, repr=False)
 
     def record(self, volume_id: str):
@@ -182,7 +194,7 @@ def train_lpg_stage(state: RoundState) -> StageResult:
         config=lpg_architecture(config),
         options=TrainOptions(
             steps=steps,
-            batch_size=config.lpg_batch_size,
+            batch_size=per_rank_batch(config.lpg_batch_size, state.context),
             learning_rate=config.lpg_learning_rate,
             seed=config.seed + state.number,
             checkpoint_every=max(steps // 10, 1),
@@ -196,6 +208,8 @@ def train_lpg_stage(state: RoundState) -> StageResult:
     check_cancelled(state.cancelled)
     if result.stopped:
         check_cancelled(lambda: True)
+    if not state.context.is_main:
+        return None
     last = result.history[-1] if result.history else {}
     return StageResult(
         checkpoints=[state.register("lpg", path)],
@@ -226,10 +240,11 @@ def scan_stage(state: RoundState) -> StageResult:
     records = volume_records(state.snapshot)
     started = time.monotonic()
     counts = {"volumes": len(records), "slices": 0, "boxes_2d": 0, "proposals": 0}
-    rows: list[ProposalRow] = []
-    for done, record in enumerate(records):
+    mine = shard(records, state.context)
+    scanned = {}  # volume_id -> (proposals, slices, 2D boxes) of this rank's volumes
+    for done, record in enumerate(mine):
         check_cancelled(state.cancelled)
-        state.progress("scan", done, len(records), record.volume_id)
+        state.progress("scan", done, len(mine), record.volume_id)
         volume = state.open(record.volume_id)
         detections = _detect(model, volume, config, state.device)
         proposals = suppress_duplicates(
@@ -240,11 +255,19 @@ def scan_stage(state: RoundState) -> StageResult:
             ),
             iou_threshold=config.duplicate_iou,
         )
-        counts["slices"] += volume.num_slices
-        counts["boxes_2d"] += int(sum(len(d.scores) for d in detections))
+        boxes_2d = int(sum(len(d.scores) for d in detections))
+        scanned[record.volume_id] = (proposals, volume.num_slices, boxes_2d)
+    state.progress("scan", len(mine), len(mine), "done")
+    scanned = merged_from_ranks(scanned, state.context)
+    if scanned is None:
+        return None
+    rows: list[ProposalRow] = []
+    for record in records:
+        proposals, slices, boxes_2d = scanned[record.volume_id]
+        counts["slices"] += slices
+        counts["boxes_2d"] += boxes_2d
         counts["proposals"] += len(proposals)
         rows.extend(ProposalRow(record.volume_id, p) for p in proposals)
-    state.progress("scan", len(records), len(records), "done")
     seconds = time.monotonic() - started
     counts["seconds"] = round(seconds, 2)
     counts["slices_per_second"] = round(counts["slices"] / max(seconds, 1e-9), 2)
@@ -453,14 +476,22 @@ def harvest_stage(state: RoundState) -> StageResult:
         v: [s for s in stored if s.role == "candidate"] for v, stored in stored_by_volume.items()
     }
     todo = {v: stored for v, stored in todo.items() if stored}
-    for done, (volume_id, stored) in enumerate(todo.items()):
+    mine = shard(list(todo), state.context)
+    classified = {}  # volume_id -> s_c of its unverified proposals, on this rank
+    for done, volume_id in enumerate(mine):
         check_cancelled(state.cancelled)
-        state.progress("harvest", done, len(todo), volume_id)
-        s_c = classify_proposals(
-            model, state.open(volume_id), [s.proposal for s in stored], device=state.device
+        state.progress("harvest", done, len(mine), volume_id)
+        proposals = [s.proposal for s in todo[volume_id]]
+        classified[volume_id] = classify_proposals(
+            model, state.open(volume_id), proposals, device=state.device
         )
+    state.progress("harvest", len(mine), len(mine), "done")
+    classified = merged_from_ranks(classified, state.context)
+    if classified is None:
+        return None
+    for volume_id, stored in todo.items():
+        s_c = classified[volume_id]
         scored.extend((s, float(c), float(c) * s.s_g) for s, c in zip(stored, s_c, strict=True))
-    state.progress("harvest", len(todo), len(todo), "done")
     harvested = np.array([s_gc >= threshold for _, _, s_gc in scored], dtype=bool)
     hard = select_hard_negatives(
         [s.volume_id for s, _, _ in scored],
