@@ -216,6 +216,7 @@ def train_lpg_stage(state: RoundState) -> StageResult:
         metrics={
             "lpg": {
                 "steps": result.step,
+                "processes": state.context.world_size,
                 "fine_tuned_from": previous,
                 "training_slices": len(slices),
                 "hard_negative_boxes": int(sum(len(s.hard_negative_boxes) for s in slices)),

@@ -1,0 +1,134 @@
+"""Harvest rounds under torchrun (2 CPU processes, gloo) equal single-process rounds.
+
+Two checks, because the two halves of a round agree in different ways:
+
+* LPG training under DDP equals one process holding the global batch up to
+  floating-point rounding (weights to ~1e-5 relative). Over tens of Adam steps
+  such rounding can grow chaotically (as between any two machines), so a whole
+  torchrun round is not expected to reproduce a one-process round's LPG.
+* Given the same trained LPG, the rest of the round (sharded scan, rank-0
+  verify / LPC / evaluate, sharded harvest scoring, rank-0 writes) gives the
+  same proposals, roles and scores as one process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+from harvest_project import make_blob_project
+from lpg_phantoms import ellipsoid_phantom
+
+from napari_lesion_harvest.harvest.config import load_config
+from napari_lesion_harvest.harvest.stages import RoundState, train_lpg_stage
+from napari_lesion_harvest.lpg.checkpoint import load_checkpoint
+from napari_lesion_harvest.lpg.job import run_job
+from napari_lesion_harvest.store import HarvestProject
+from napari_lesion_harvest.workers.progress import no_progress
+
+TORCHRUN = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node"]
+#: s_g: LPG forwards of identical weights (batching differs by rank); s_c: an LPC
+#: trained on rank 0 with the same seed and thread count as the single process.
+SCORE_ATOL = 1e-5
+
+
+def _run(command: list[str], cwd: Path) -> None:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+
+
+@pytest.mark.slow  # one torchrun launch of 2 processes: about 30 s on 2 cores
+def test_ddp_lpg_training_equals_one_process_with_the_global_batch(tmp_path, monkeypatch):
+    volumes, samples = [], []
+    for seed in range(3):
+        volume, boxes = ellipsoid_phantom(seed, shape=(8, 32, 32), lesions=1)
+        np.save(tmp_path / f"v{seed}.npy", volume.array())
+        volumes.append({"id": volume.volume_id, "path": f"v{seed}.npy", "spacing": [2, 0.8, 0.8]})
+        samples += [
+            {"volume": volume.volume_id, "z": z, "positive_boxes": b.tolist()}
+            for z, b in boxes.items()
+        ]
+    config = {"name": "lite", "growth_rate": 8, "num_init_features": 16, "bn_size": 2,
+              "block_config": [2, 2, 2], "feature_channels": 16, "head_channels": 16,
+              "max_side": 32}  # fmt: skip
+    for name, batch in (("ranked", 2), ("single", 4)):  # 2 ranks x 2 = one process x 4
+        job = {"mode": "train", "volumes": volumes, "samples": samples, "config": config,
+               "options": {"steps": 4, "batch_size": batch, "warmup_steps": 1},
+               "checkpoint": f"{name}.pt", "output": f"{name}.json"}  # fmt: skip
+        (tmp_path / f"{name}.job").write_text(json.dumps(job))
+    _run([*TORCHRUN, "2", "-m", "napari_lesion_harvest.lpg.job", "ranked.job"], tmp_path)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    run_job(tmp_path / "single.job")
+    ranked = load_checkpoint(tmp_path / "ranked.pt")["model"]
+    single = load_checkpoint(tmp_path / "single.pt")["model"]
+    assert ranked.keys() == single.keys()
+    for key, weights in single.items():
+        np.testing.assert_allclose(
+            ranked[key].float().numpy(),
+            weights.float().numpy(),
+            rtol=1e-4,
+            atol=1e-6 * max(float(weights.float().abs().max()), 1.0),
+            err_msg=key,
+        )
+    losses = [json.loads((tmp_path / f"{n}.json").read_text()) for n in ("ranked", "single")]
+    assert losses[0]["world_size"] == 2 and losses[0]["ranks_in_sync"]
+    assert losses[0]["final_loss"] == pytest.approx(losses[1]["final_loss"], rel=1e-5)
+
+
+def _stored(project: Path, number: int):
+    with HarvestProject.open(project) as opened:
+        record = opened.rounds.get(number)
+        proposals = sorted(
+            (s.volume_id, tuple(int(z) for z in s.proposal.slices), s.role, s.s_g, s.s_c)
+            for s in opened.proposals(number)
+        )
+        return record, proposals
+
+
+def _train_lpg_then_stop(project: Path, config_path: Path) -> int:
+    """Round 1 with its LPG trained and committed, then left failed (resumable)."""
+    config = load_config(str(config_path))
+    with HarvestProject.open(project) as opened:
+        rounds = opened.rounds
+        number = rounds.create(asdict(config)).number
+        with rounds.lock(number) as lock:
+            snapshot = rounds.start(number, lock=lock)
+            state = RoundState(opened, number, snapshot, config, "cpu", no_progress, lambda: False)
+            rounds.write_stage(number, "train_lpg", train_lpg_stage(state), lock=lock)
+        rounds.fail(number, "stopped after train_lpg by the test")
+    return number
+
+
+@pytest.mark.slow  # resumes one round in one process and under torchrun: about 80 s on 2 cores
+def test_torchrun_round_equals_the_single_process_round_from_the_same_lpg(tmp_path):
+    single = make_blob_project(tmp_path)
+    number = _train_lpg_then_stop(single, tmp_path / "tiny.json")
+    ranked = tmp_path / "ranked"
+    shutil.copytree(single, ranked)
+    resume = ["-m", "napari_lesion_harvest", "round", "--config", "tiny.json", "--device", "cpu"]
+    resume += ["--rounds", "1"]
+    _run([sys.executable, *resume, str(single)], tmp_path)
+    _run([*TORCHRUN, "2", *resume, str(ranked)], tmp_path)
+    one, one_proposals = _stored(single, number)
+    two, two_proposals = _stored(ranked, number)
+    assert one.status == two.status == "done"
+    assert {"P_RM", "P_neg_M", "P_RH"} <= {row[2] for row in one_proposals}
+    assert one.metrics["harvest"]["scored"] > 0
+    # Same proposals (volume, slices) in the same roles; scores equal to rounding.
+    assert [row[:3] for row in two_proposals] == [row[:3] for row in one_proposals]
+    for name, column in (("s_g", 3), ("s_c", 4)):
+        got = np.array([np.nan if r[column] is None else r[column] for r in two_proposals])
+        want = np.array([np.nan if r[column] is None else r[column] for r in one_proposals])
+        np.testing.assert_allclose(got, want, atol=SCORE_ATOL, equal_nan=True, err_msg=name)
+    for stage in ("scan", "verify", "harvest"):
+        kept = {k: v for k, v in one.metrics[stage].items() if "second" not in k}
+        assert {k: two.metrics[stage][k] for k in kept} == pytest.approx(kept), stage
+    assert two.metrics["evaluation"]["p3d"] == one.metrics["evaluation"]["p3d"]
