@@ -41,6 +41,19 @@ from napari_lesion_harvest.geometry import Proposal3D
 
 METRICS = ("3d", "p3d", "2d")
 
+#: Simulated detectors: (missed lesion fraction, box jitter px, z-end error sd in slices,
+#: false positives per volume), from good to poor, mixing in-plane and z errors.
+SIMULATED = (
+    (0.1, 0.5, 0.5, 2),
+    (0.2, 1.0, 1.0, 4),
+    (0.3, 0.5, 3.0, 3),
+    (0.3, 1.5, 2.0, 6),
+    (0.2, 3.0, 1.0, 10),
+    (0.5, 1.0, 4.0, 4),
+    (0.4, 2.0, 3.0, 8),
+    (0.6, 2.5, 2.0, 12),
+)
+
 
 def build_dataset(folder: Path, *, volumes: int, seed: int, size: int):
     """Generate the phantom dataset (DeepLesion layout with full truth) in ``folder``."""
@@ -130,6 +143,70 @@ def stack(detections: dict[str, dict], *, score_threshold: float) -> dict[str, l
     }
 
 
+def simulate_detector(
+    lesions: dict[str, list[Proposal3D]],
+    shapes: dict[str, tuple[int, int, int]],
+    *,
+    miss: float,
+    jitter_px: float,
+    z_error: float,
+    fp_per_volume: float,
+    seed: int,
+) -> dict[str, list[Proposal3D]]:
+    """A detector of known quality made from the 3D truth (no LPG involved).
+
+    Each lesion is missed with probability ``miss``; otherwise its slice range
+    ends move by ``round(N(0, z_error))`` slices each, every slice gets the
+    truth box of the nearest lesion slice with ``N(0, jitter_px)`` noise per
+    coordinate, and the proposal scores ``N(0.6, 0.2)`` (per slice: that,
+    falling off by up to 30% towards the ends). ``Poisson(fp_per_volume)``
+    false positives per volume: random 6-20 px boxes on 1-8 slices scoring
+    ``N(0.35, 0.2)``. ``shapes`` gives each volume's ``(Z, Y, X)``.
+    """
+    rng = np.random.default_rng(seed)
+    found: dict[str, list[Proposal3D]] = {}
+    for volume_id, (depth, height, width) in shapes.items():
+        proposals = []
+        for lesion in lesions.get(volume_id, []):
+            if rng.random() < miss:
+                continue
+            ends = lesion.slices[[0, -1]] + np.round(rng.normal(0, z_error, 2)).astype(int)
+            z1, z2 = np.clip(np.sort(ends), 0, depth - 1)
+            slices = np.arange(z1, z2 + 1)
+            nearest = np.abs(slices[:, None] - lesion.slices[None, :]).argmin(axis=1)
+            boxes = lesion.boxes[nearest] + rng.normal(0, jitter_px, (len(slices), 4))
+            proposals.append(_scored(slices, boxes, rng.normal(0.6, 0.2), (width, height)))
+        for _ in range(rng.poisson(fp_per_volume)):
+            size = rng.uniform(6, 20)
+            x, y = rng.uniform(0, width - size), rng.uniform(0, height - size)
+            z1 = int(rng.integers(0, depth))
+            slices = np.arange(z1, min(z1 + int(rng.integers(1, 9)), depth))
+            boxes = np.tile([x, y, x + size, y + size], (len(slices), 1))
+            proposals.append(_scored(slices, boxes, rng.normal(0.35, 0.2), (width, height)))
+        found[volume_id] = proposals
+    return found
+
+
+def _scored(slices: np.ndarray, boxes: np.ndarray, score: float, size_xy) -> Proposal3D:
+    """A proposal with boxes kept inside the image and at least 1 px wide, and per-slice
+    scores falling off from ``score`` (clipped to [0.01, 1]) by up to 30% at the ends."""
+    boxes = np.clip(boxes, 0, np.tile(np.asarray(size_xy) - 1, 2))
+    boxes[:, 2:] = np.maximum(boxes[:, 2:], boxes[:, :2] + 1)
+    centre, half = (slices[0] + slices[-1]) / 2, max((slices[-1] - slices[0]) / 2, 1)
+    peak = float(np.clip(score, 0.01, 1.0))
+    return Proposal3D(slices, boxes, peak * (1 - 0.3 * np.abs(slices - centre) / half))
+
+
+def recall_points(truth: dict, proposals: dict, test_ids: list[str], **labels) -> list[dict]:
+    """FROC sensitivities of one detector under every metric, one dict per FP rate."""
+    table = ProposalTable.from_proposals(proposals, test_ids)
+    sens = {m: evaluate(truth[m], table, metric=m).sensitivities for m in METRICS}
+    return [
+        labels | {"fp": fp} | {m: float(sens[m][k]) for m in METRICS}
+        for k, fp in enumerate(FROC_FP_RATES)
+    ]
+
+
 def z_extent_errors(
     proposals: dict[str, list[Proposal3D]],
     complete: RecistTruth,
@@ -175,39 +252,45 @@ def pearson(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.corrcoef(x, y)[0, 1])
 
 
-def plot(points: list[dict], correlations: dict[str, float], out: Path) -> None:
-    """Fig. 4 layout: recall under P3D (a) and 2D (b) against recall under 3D IoU."""
+def plot(points: list[dict], correlations: dict[str, dict[str, float]], out: Path) -> None:
+    """Fig. 4 layout: recall under P3D (a) and 2D (b) against recall under 3D IoU,
+    LPG snapshots as circles, simulated detectors as triangles."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    detectors = sorted({(p["steps"], p["t_g"]) for p in points})
-    colours = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(detectors)))
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.8), sharex=True, sharey=True)
-    titles = {"p3d": "(a) P3D IoU", "2d": "(b) incomplete 2D RECIST"}
-    for ax, metric in zip(axes, ("p3d", "2d"), strict=True):
-        for colour, (steps, t_g) in zip(colours, detectors, strict=True):
-            mine = [p for p in points if (p["steps"], p["t_g"]) == (steps, t_g)]
+    labels = list(dict.fromkeys(p["label"] for p in points))
+    shades = plt.get_cmap("turbo")(np.linspace(0.05, 0.95, len(labels)))
+    colours = dict(zip(labels, shades, strict=True))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 6.2), sharex=True, sharey=True)
+    names = {"p3d": "P3D IoU", "2d": "incomplete 2D RECIST"}
+    for ax, metric, panel in zip(axes, ("p3d", "2d"), "ab", strict=True):
+        for label in labels:
+            mine = [p for p in points if p["label"] == label]
             ax.plot(
                 [p["3d"] for p in mine],
                 [p[metric] for p in mine],
-                "o-",
-                color=colour,
+                "o-" if mine[0]["detector"] == "lpg" else "^--",
+                color=colours[label],
                 markersize=4,
                 linewidth=0.8,
-                label=f"{steps} steps, t_G {t_g:g}",
+                label=label,
             )
         ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
+        ax.set_xlim(-0.02, 1)
+        ax.set_ylim(-0.02, 1)
         ax.set_aspect("equal")
         ax.set_xlabel("recall, 3D IoU >= 0.33 (gold standard)")
-        ax.set_ylabel(f"recall, {titles[metric][4:]}")
-        ax.set_title(f"{titles[metric]}: Pearson r = {correlations[metric]:.3f}")
+        ax.set_ylabel(f"recall, {names[metric]}")
+        r = "  ".join(f"{group}: {values[metric]:.2f}" for group, values in correlations.items())
+        ax.set_title(f"({panel}) {names[metric]}\nPearson r  {r}", fontsize=10)
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, loc="lower right")
-    fig.suptitle("Phantom: FROC recalls at 0.125-16 FPs, 3 metrics, per detector", fontsize=10)
+    axes[1].legend(fontsize=6.5, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.suptitle(
+        "Phantom test volumes: FROC recalls at 0.125-16 FPs per detector under three metrics",
+        fontsize=10,
+    )
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
@@ -223,6 +306,7 @@ def main() -> None:
     parser.add_argument("--steps", default="100,250,500", help="snapshot step counts")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--thresholds", default="0.1,0.3,0.5", help="t_G values to stack at")
+    parser.add_argument("--skip-lpg", action="store_true", help="simulated detectors only")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--work", type=Path, help="dataset/checkpoint folder (default: temp)")
     parser.add_argument("--plot", type=Path, help="save the Fig. 4 scatter here")
@@ -270,7 +354,20 @@ def main() -> None:
         checkpoint = work / "lpg.pt"
         config = get_config("lite", max_side=args.size)
         points, z_errors, timings, done = [], [], [], 0
-        for target in snapshots:
+        shapes = {v: volume.shape for v, volume in test_volumes.items()}
+        for k, (miss, jitter, z_sd, fps) in enumerate(SIMULATED):
+            simulated = simulate_detector(
+                lesions,
+                shapes,
+                miss=miss,
+                jitter_px=jitter,
+                z_error=z_sd,
+                fp_per_volume=fps,
+                seed=args.seed * 100 + k,
+            )
+            label = f"sim miss {miss:g}, jitter {jitter:g} px, z sd {z_sd:g}, {fps} FP/vol"
+            points.extend(recall_points(truth, simulated, test_ids, detector="sim", label=label))
+        for target in [] if args.skip_lpg else snapshots:
             t0 = time.perf_counter()
             result = train_until(samples, config, options, checkpoint, start=done, stop=target)
             done = result.step
@@ -286,39 +383,45 @@ def main() -> None:
             )
             for t_g in thresholds:
                 proposals = stack(detections, score_threshold=t_g)
-                row = {"steps": result.step, "t_g": t_g}
-                for metric in METRICS:
-                    table = ProposalTable.from_proposals(proposals, test_ids)
-                    row[metric] = evaluate(truth[metric], table, metric=metric).sensitivities
-                for k, fp in enumerate(FROC_FP_RATES):
-                    points.append(
-                        {"steps": result.step, "t_g": t_g, "fp": fp}
-                        | {m: float(row[m][k]) for m in METRICS}
-                    )
+                mine = recall_points(
+                    truth,
+                    proposals,
+                    test_ids,
+                    detector="lpg",
+                    label=f"LPG {result.step} steps, t_G {t_g:g}",
+                )
+                points.extend(mine)
                 errors = z_extent_errors(proposals, truth["p3d"], lesions)
                 z_errors.append({"steps": result.step, "t_g": t_g} | errors)
                 print(
                     f"  t_G {t_g:g}: "
-                    + "  ".join(f"{m} mean {np.mean(row[m]):.3f}" for m in METRICS)
+                    + "  ".join(f"{m} mean {np.mean([p[m] for p in mine]):.3f}" for m in METRICS)
                     + f"  | z error {errors['mean_abs_z_error']:.2f} slices "
                     f"({errors['matched']}/{errors['lesions']} lesions matched)",
                     flush=True,
                 )
 
-    recall = {m: np.array([p[m] for p in points]) for m in METRICS}
-    correlations = {m: pearson(recall["3d"], recall[m]) for m in ("p3d", "2d")}
-    gaps = {m: float(np.mean(np.abs(recall[m] - recall["3d"]))) for m in ("p3d", "2d")}
+    groups = {"lpg": "LPG snapshots", "sim": "simulated detectors", "all": "all together"}
+    correlations: dict[str, dict[str, float]] = {}
     print("\nFROC sensitivity @ FPs " + " ".join(f"{f:g}" for f in FROC_FP_RATES))
-    print("| steps | t_G | metric | " + " | ".join(f"{f:g}" for f in FROC_FP_RATES) + " |")
-    print("|---|---|---|" + "---|" * len(FROC_FP_RATES))
-    for steps, t_g in sorted({(p["steps"], p["t_g"]) for p in points}):
-        mine = [p for p in points if (p["steps"], p["t_g"]) == (steps, t_g)]
+    print("| detector | metric | " + " | ".join(f"{f:g}" for f in FROC_FP_RATES) + " |")
+    print("|---|---|" + "---|" * len(FROC_FP_RATES))
+    for label in dict.fromkeys(p["label"] for p in points):
+        mine = [p for p in points if p["label"] == label]
         for m in METRICS:
-            cells = " | ".join(f"{p[m]:.3f}" for p in mine)
-            print(f"| {steps} | {t_g:g} | {m} | {cells} |")
-    print(f"\nPearson r over {len(points)} (detector, FP rate) points:")
-    for m in ("p3d", "2d"):
-        print(f"  {m} vs 3d: r = {correlations[m]:.3f}, mean |recall - 3D recall| {gaps[m]:.3f}")
+            print(f"| {label} | {m} | " + " | ".join(f"{p[m]:.3f}" for p in mine) + " |")
+    print("\nPearson r against the 3D IoU recall (mean |recall - 3D recall|):")
+    for group, name in groups.items():
+        mine = [p for p in points if group == "all" or p["detector"] == group]
+        if not mine:
+            continue
+        recall = {m: np.array([p[m] for p in mine]) for m in METRICS}
+        correlations[group] = {m: pearson(recall["3d"], recall[m]) for m in ("p3d", "2d")}
+        gaps = {m: float(np.mean(np.abs(recall[m] - recall["3d"]))) for m in ("p3d", "2d")}
+        print(
+            f"  {name} ({len(mine)} points): "
+            + ", ".join(f"{m} r = {correlations[group][m]:.3f} ({gaps[m]:.3f})" for m in gaps)
+        )
     print("\nz extent of the best proposal hitting each lesion's complete mark (P3D rule):")
     print(
         "| steps | t_G | matched / lesions | mean abs z error (ends) | start | end | "
@@ -341,7 +444,6 @@ def main() -> None:
                 {
                     "points": points,
                     "pearson": correlations,
-                    "mean_abs_gap": gaps,
                     "z_errors": z_errors,
                     "timings": timings,
                     "args": {k: str(v) for k, v in vars(args).items()},
