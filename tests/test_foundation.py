@@ -54,3 +54,14 @@ def test_manifest_is_valid_and_contributes_widget_readers_and_sample():
     assert contributions.widgets and contributions.readers and contributions.sample_data
     for command in contributions.commands:
         assert command.python_name.startswith("napari_lesion_harvest.")
+
+
+def test_whole_tree_passes_ruff_lint_and_format():
+    ruff = Path(sys.executable).with_name("ruff")
+    root = Path(__file__).resolve().parents[1]
+    lint = subprocess.run([str(ruff), "check", "."], cwd=root, capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout
+    fmt = subprocess.run(
+        [str(ruff), "format", "--check", "."], cwd=root, capture_output=True, text=True
+    )
+    assert fmt.returncode == 0, fmt.stdout
