@@ -20,6 +20,10 @@ from napari_lesion_harvest.lpg.job import run_job
 torch.set_num_threads(1)
 
 
+#: What the C++ runtime prints when a rank exits with a gloo thread still running.
+GLOO_EXIT_RACE = "terminate called without an active exception"
+
+
 def torchrun(job: Path, nproc: int) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     command = [
@@ -33,7 +37,13 @@ def torchrun(job: Path, nproc: int) -> subprocess.CompletedProcess:
         "napari_lesion_harvest.lpg.job",
         str(job),
     ]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    if done.returncode != 0 and GLOO_EXIT_RACE in done.stderr:
+        # A gloo worker thread can still be alive when a rank's interpreter exits, and the
+        # C++ runtime aborts that rank (seen once in ~10 runs under heavy load). The job
+        # itself is idempotent: run it once more and judge that run.
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    return done
 
 
 @pytest.mark.slow  # two torchrun launches of 2 processes each: about a minute on 2 cores
