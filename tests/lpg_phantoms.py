@@ -81,3 +81,24 @@ def ellipsoid_phantom(
     """
     volume, boxes, _ = decoy_phantom(seed, shape=shape, spacing=spacing, lesions=lesions)
     return volume, boxes
+
+
+#: A very small MSCN for torchrun jobs (as a job file's ``config``).
+TINY_JOB_CONFIG = {"name": "lite", "growth_rate": 8, "num_init_features": 16, "bn_size": 2,
+                   "block_config": [2, 2, 2], "feature_channels": 16, "head_channels": 16,
+                   "max_side": 32}  # fmt: skip
+
+
+def job_inputs(folder, *, count: int = 3) -> tuple[list[dict], list[dict]]:
+    """Write ``count`` one-lesion ellipsoid volumes as ``.npy`` into ``folder`` and return
+    the ``volumes`` and ``samples`` entries of an ``lpg.job`` file for them."""
+    volumes, samples = [], []
+    for seed in range(count):
+        volume, boxes = ellipsoid_phantom(seed, shape=(8, 32, 32), lesions=1)
+        np.save(folder / f"v{seed}.npy", volume.array())
+        volumes.append({"id": volume.volume_id, "path": f"v{seed}.npy", "spacing": [2, 0.8, 0.8]})
+        samples += [
+            {"volume": volume.volume_id, "z": z, "positive_boxes": b.tolist()}
+            for z, b in boxes.items()
+        ]
+    return volumes, samples

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from harvest_project import make_blob_project
-from lpg_phantoms import ellipsoid_phantom
+from lpg_phantoms import TINY_JOB_CONFIG, job_inputs
 
 from napari_lesion_harvest.harvest.config import load_config
 from napari_lesion_harvest.harvest.stages import RoundState, train_lpg_stage
@@ -47,18 +47,8 @@ def _run(command: list[str], cwd: Path) -> None:
 
 @pytest.mark.slow  # one torchrun launch of 2 processes: about 30 s on 2 cores
 def test_ddp_lpg_training_equals_one_process_with_the_global_batch(tmp_path, monkeypatch):
-    volumes, samples = [], []
-    for seed in range(3):
-        volume, boxes = ellipsoid_phantom(seed, shape=(8, 32, 32), lesions=1)
-        np.save(tmp_path / f"v{seed}.npy", volume.array())
-        volumes.append({"id": volume.volume_id, "path": f"v{seed}.npy", "spacing": [2, 0.8, 0.8]})
-        samples += [
-            {"volume": volume.volume_id, "z": z, "positive_boxes": b.tolist()}
-            for z, b in boxes.items()
-        ]
-    config = {"name": "lite", "growth_rate": 8, "num_init_features": 16, "bn_size": 2,
-              "block_config": [2, 2, 2], "feature_channels": 16, "head_channels": 16,
-              "max_side": 32}  # fmt: skip
+    volumes, samples = job_inputs(tmp_path)
+    config = TINY_JOB_CONFIG
     for name, batch in (("ranked", 2), ("single", 4)):  # 2 ranks x 2 = one process x 4
         job = {"mode": "train", "volumes": volumes, "samples": samples, "config": config,
                "options": {"steps": 4, "batch_size": batch, "warmup_steps": 1},

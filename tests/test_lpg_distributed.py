@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from lpg_phantoms import ellipsoid_phantom
+from lpg_phantoms import TINY_JOB_CONFIG, ellipsoid_phantom, job_inputs
 
 from napari_lesion_harvest.lpg.checkpoint import load_checkpoint, load_model
 from napari_lesion_harvest.lpg.infer import detect_volume
@@ -48,18 +48,8 @@ def torchrun(job: Path, nproc: int) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow  # two torchrun launches of 2 processes each: about a minute on 2 cores
 def test_ddp_training_and_sharded_detection_with_two_processes(tmp_path):
-    volumes, samples = [], []
-    for seed in range(3):
-        volume, boxes = ellipsoid_phantom(seed, shape=(8, 32, 32), lesions=1)
-        np.save(tmp_path / f"v{seed}.npy", volume.array())
-        volumes.append({"id": volume.volume_id, "path": f"v{seed}.npy", "spacing": [2, 0.8, 0.8]})
-        samples += [
-            {"volume": volume.volume_id, "z": z, "positive_boxes": b.tolist()}
-            for z, b in boxes.items()
-        ]
-    config = {"name": "lite", "growth_rate": 8, "num_init_features": 16, "bn_size": 2,
-              "block_config": [2, 2, 2], "feature_channels": 16, "head_channels": 16,
-              "max_side": 32}  # fmt: skip
+    volumes, samples = job_inputs(tmp_path)
+    config = TINY_JOB_CONFIG
     train_job = {
         "mode": "train",
         "volumes": volumes,
