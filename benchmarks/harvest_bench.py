@@ -16,8 +16,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from napari_lesion_harvest.harvest.config import load_config
-from napari_lesion_harvest.harvest.demo import run_demo
+from napari_lesion_harvest.harvest.demo import demo_config, run_demo
 from napari_lesion_harvest.harvest.report import format_round_table, save_round_curves
 from napari_lesion_harvest.harvest.stages import STAGES
 
@@ -58,9 +57,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, help="keep the project here (default: temporary)")
     args = parser.parse_args(argv)
     out = args.out or Path(tempfile.mkdtemp(prefix="harvest_bench_"))
-    config = load_config(
-        args.config, max_rounds=args.rounds, seed=args.seed, lpg_max_side=args.size
-    )
+    config = demo_config(args.config, rounds=args.rounds, seed=args.seed, size=args.size)
     clock = StageClock()
     started = time.monotonic()
     rounds = run_demo(

@@ -43,7 +43,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from napari_lesion_harvest.harvest.config import load_config
     from napari_lesion_harvest.harvest.report import format_round_table, save_round_curves
     from napari_lesion_harvest.workers.progress import TqdmProgress
 
@@ -52,10 +51,7 @@ def run(args) -> int:
     if (out / "project").exists():
         raise CommandError(f"{out / 'project'} exists; choose another --out or remove it")
     try:
-        # The phantom's own resolution: resampling it finer costs CPU time, adds nothing.
-        config = load_config(
-            args.config, max_rounds=args.rounds, seed=args.seed, lpg_max_side=args.size
-        )
+        config = demo_config(args.config, rounds=args.rounds, seed=args.seed, size=args.size)
     except ValueError as error:
         raise CommandError(str(error)) from error
 
@@ -82,6 +78,21 @@ def run(args) -> int:
     minutes = (time.monotonic() - started) / 60
     print(f"PR / FROC plot: {plot}\nproject: {out / 'project'} ({minutes:.1f} min)")
     return 0
+
+
+def demo_config(name_or_path: str, *, rounds: int, seed: int, size: int):
+    """The round configuration of a phantom demo: ``name_or_path`` with ``rounds`` rounds,
+    ``seed``, and the LPG at the phantom's own resolution ``size`` (resampling the
+    coarse phantom finer costs CPU time and adds nothing).
+
+    Raises
+    ------
+    ValueError
+        As :func:`~napari_lesion_harvest.harvest.config.load_config`.
+    """
+    from napari_lesion_harvest.harvest.config import load_config
+
+    return load_config(name_or_path, max_rounds=rounds, seed=seed, lpg_max_side=size)
 
 
 def run_demo(
