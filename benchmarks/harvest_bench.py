@@ -6,6 +6,8 @@ every round (from the progress events), the harvest counts, and the Table I
 rows on V_H_test after each round.
 
 Run: ``.venv/bin/python benchmarks/harvest_bench.py [--volumes 60] [--size 256] [--out DIR]``
+(``--device cuda`` for a GPU). Each stage's start is printed as it happens, so a
+run cut short still shows how far it got.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class StageClock:
 
     def __init__(self):
         self.round = 0
+        self.origin = time.monotonic()
         self.started: dict[tuple[int, str], float] = {}
         self.last_event: dict[tuple[int, str], float] = {}
 
@@ -34,6 +37,8 @@ class StageClock:
         if message.startswith("round ") and stage in STAGES:
             self.round = int(message.split()[1].rstrip(":"))
         key = (self.round, stage)
+        if key not in self.started:
+            print(f"[{now - self.origin:7.1f} s] round {self.round}: {stage}", flush=True)
         self.started.setdefault(key, now)
         self.last_event[key] = now
 
@@ -54,6 +59,7 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--config", default="lite")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--out", type=Path, help="keep the project here (default: temporary)")
     args = parser.parse_args(argv)
     out = args.out or Path(tempfile.mkdtemp(prefix="harvest_bench_"))
@@ -67,12 +73,12 @@ def main(argv=None) -> int:
         size=args.size,
         seed=args.seed,
         split_fractions=(0.25, 0.25),
-        device="cpu",
+        device=args.device,
         progress=clock,
         say=print,
     )
     total = time.monotonic() - started
-    print(f"\n{args.volumes} volumes at {args.size} px, config {args.config}, CPU")
+    print(f"\n{args.volumes} volumes at {args.size} px, config {args.config}, {args.device}")
     print(f"{'round':<7}" + "".join(f"{s:>11}" for s in STAGES) + f"{'total':>10}")
     for number, stages in sorted(clock.seconds().items()):
         cells = "".join(f"{stages.get(s, float('nan')):>10.1f}s" for s in STAGES)

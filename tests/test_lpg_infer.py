@@ -99,3 +99,58 @@ def test_detect_volume_gives_sorted_boxes_in_original_pixels(lite_model):
     np.testing.assert_array_equal(
         some[1].scores, detections[3].scores[detections[3].scores >= 0.5]
     )
+
+
+def test_input_pipeline_on_a_volume_tensor_equals_the_lazy_volume():
+    # GPU inference keeps the whole volume as one tensor on the device and runs
+    # interpolation, windowing and resampling there; on the CPU it reads lazily.
+    from napari_lesion_harvest.lpg.preprocess import make_transform, prepare_slices
+
+    volume = noise_volume(9, 5.0, seed=3)
+    config = get_config("lite", max_side=32)  # 40 x 36 slices are downsampled
+    transform = make_transform(volume.shape[1:], volume.spacing[1:], config)
+    positions = [0.0, 0.4, 3.2, 7.6, 8.0]
+    lazy = prepare_slices(volume, positions, transform, config)
+    tensor = prepare_slices(torch.from_numpy(volume.array()), positions, transform, config)
+    assert tensor.shape == lazy.shape == (5, *transform.canvas_shape)
+    assert (tensor - lazy).abs().max().item() < 1e-4
+
+
+def test_channels_last_gives_the_same_outputs(lite_model):
+    volume = noise_volume(7, 2.0, seed=4)
+    plain = list(predict_volume(lite_model, volume, channels_last=False, batch_size=4))
+    nhwc = list(predict_volume(lite_model, volume, channels_last=True, batch_size=4))
+    lite_model.to(memory_format=torch.contiguous_format)
+    for (_, a, _), (_, b, _) in zip(plain, nhwc, strict=True):
+        for name in ("heatmap", "size", "offset"):
+            assert (a[name] - b[name]).abs().max().item() < 1e-4
+
+
+def test_bfloat16_precision_keeps_the_strong_detections(lite_model):
+    volume = noise_volume(7, 2.0, seed=5)
+    exact = detect_volume(lite_model, volume, precision="float32", top_k=5)
+    rounded = detect_volume(lite_model, volume, precision="bfloat16", top_k=5)
+    for a, b in zip(exact, rounded, strict=True):
+        # bfloat16 keeps 8 bits of mantissa: the best peak stays where it was and
+        # its score agrees to about 1e-2 (weaker peaks may swap ranks).
+        assert abs(a.scores[0] - b.scores[0]) < 0.02
+        np.testing.assert_allclose(a.boxes[0], b.boxes[0], atol=1.0)
+    with pytest.raises(ValueError, match="precision"):
+        detect_volume(lite_model, volume, precision="half")
+
+
+def test_interleaved_predictions_leave_no_inference_mode_behind(lite_model):
+    # Two generators consumed in lockstep (as when comparing precisions) must not
+    # leave inference mode or autocast switched on once both are done.
+    volume = noise_volume(6, 2.0, seed=6)
+    pairs = zip(
+        predict_volume(lite_model, volume, batch_size=2),
+        predict_volume(lite_model, volume, batch_size=2, precision="bfloat16"),
+        strict=True,
+    )
+    for _ in pairs:
+        assert not torch.is_inference_mode_enabled()
+    assert not torch.is_inference_mode_enabled()
+    assert not torch.is_autocast_enabled("cpu")
+    weight = torch.ones(2, requires_grad=True)
+    assert (weight * 2).sum().requires_grad

@@ -30,6 +30,9 @@ class RoundConfig:
         Slices per LPG training step.
     lpg_learning_rate : float
         Peak AdamW learning rate of the LPG.
+    scan_batch_size : int
+        Target slices per LPG forward pass when scanning volumes (GPU memory
+        grows with it; the network runs in bfloat16 and NHWC on CUDA).
     score_threshold : float
         t_G: 2D boxes below this objectness are not stacked (paper: 0.1).
     link_iou : float
@@ -69,6 +72,7 @@ class RoundConfig:
     lpg_finetune_steps: int = 5000
     lpg_batch_size: int = 16
     lpg_learning_rate: float = 2e-4
+    scan_batch_size: int = 32
     score_threshold: float = 0.1
     link_iou: float = 0.8
     duplicate_iou: float = 0.5

@@ -238,6 +238,10 @@ def scan_stage(state: RoundState) -> StageResult:
 
     config = state.config
     model = load_model(state.checkpoint_path("lpg")).to(state.device)
+    if state.device.startswith("cuda"):
+        import torch
+
+        torch.backends.cudnn.benchmark = True  # most slices share one canvas size
     records = volume_records(state.snapshot)
     started = time.monotonic()
     counts = {"volumes": len(records), "slices": 0, "boxes_2d": 0, "proposals": 0}
@@ -286,7 +290,13 @@ def _proper_boxes(detections) -> tuple[np.ndarray, np.ndarray]:
 def _detect(model, volume, config: RoundConfig, device: str):
     from napari_lesion_harvest.lpg.infer import detect_volume
 
-    return detect_volume(model, volume, min_score=config.score_threshold, device=device)
+    return detect_volume(
+        model,
+        volume,
+        min_score=config.score_threshold,
+        batch_size=config.scan_batch_size,
+        device=device,
+    )
 
 
 # ---------------------------------------------------------------------------- verify

@@ -75,7 +75,7 @@ def decode_heads(outputs: dict, *, top_k: int, stride: int) -> list[tuple[np.nda
 
     from napari_lesion_harvest.lpg.losses import heatmap_probability
 
-    heat = heatmap_probability(outputs["heatmap"])
+    heat = heatmap_probability(outputs["heatmap"].float())
     batch, _, height, width = heat.shape
     peaks = heat * (F.max_pool2d(heat, 3, stride=1, padding=1) == heat)
     k = min(top_k, height * width)
@@ -99,20 +99,73 @@ def _triplet_keys(positions: np.ndarray) -> tuple[tuple[float, ...], ...]:
     return tuple(tuple(float(p) for p in positions[3 * i : 3 * i + 3]) for i in range(3))
 
 
-def _naive_heads(model, volume, targets, positions, transform, device) -> dict:
+@dataclass(frozen=True)
+class InferenceSettings:
+    """Where and how the network runs.
+
+    Attributes
+    ----------
+    device : torch.device
+    bfloat16 : bool
+        Autocast convolutions to bfloat16 (CUDA); decoding stays in float32.
+    channels_last : bool
+        Model weights and inputs in NHWC memory layout (faster convolutions on GPUs).
+    """
+
+    device: object
+    bfloat16: bool
+    channels_last: bool
+
+    @classmethod
+    def resolve(cls, model, device=None, precision: str = "auto", channels_last=None):
+        """Settings for ``model``: ``precision`` ``"auto"`` (bfloat16 on CUDA, float32
+        elsewhere), ``"float32"`` or ``"bfloat16"``; ``channels_last`` ``None`` means
+        on CUDA only."""
+        import torch
+
+        device = torch.device(device or next(model.parameters()).device)
+        if precision not in ("auto", "float32", "bfloat16"):
+            raise ValueError(
+                f"precision must be 'auto', 'float32' or 'bfloat16', not {precision!r}"
+            )
+        on_gpu = device.type == "cuda"
+        bfloat16 = precision == "bfloat16" or (precision == "auto" and on_gpu)
+        return cls(device, bfloat16, on_gpu if channels_last is None else bool(channels_last))
+
+    def network_input(self, images):
+        """``images`` ``(N, C, H, W)`` on the device, in the model's memory layout."""
+        import torch
+
+        images = images.to(self.device, non_blocking=True)
+        if self.channels_last:
+            return images.contiguous(memory_format=torch.channels_last)
+        return images
+
+    def volume_source(self, volume: CTVolume):
+        """What the input pipeline reads: the volume itself on the CPU (read lazily,
+        slice by slice), else the whole volume as an int16 tensor on the device, so
+        that interpolation, windowing and resampling run there."""
+        import torch
+
+        if self.device.type == "cpu":
+            return volume
+        return torch.from_numpy(volume.array()).to(self.device)
+
+
+def _naive_heads(model, source, targets, positions, transform, settings) -> dict:
     import torch
 
     config = model.config
-    stacks = [prepare_slices(volume, positions[z], transform, config) for z in targets]
-    return model(torch.stack(stacks).to(device))
+    stacks = [prepare_slices(source, positions[z], transform, config) for z in targets]
+    return model(settings.network_input(torch.stack(stacks)))
 
 
 class _SharedFeatureCache:
     """Stem features and side maps of three-slice images, computed once each."""
 
-    def __init__(self, model, volume, transform, device, last_use: dict, chunk: int):
-        self.model, self.volume, self.transform, self.device = model, volume, transform, device
-        self.last_use, self.chunk = last_use, chunk
+    def __init__(self, model, source, transform, settings, last_use: dict, chunk: int):
+        self.model, self.source, self.transform = model, source, transform
+        self.settings, self.last_use, self.chunk = settings, last_use, chunk
         self.stems: dict = {}
         self.side_maps: dict = {}
 
@@ -124,9 +177,9 @@ class _SharedFeatureCache:
         for start in range(0, len(missing), self.chunk):
             part = missing[start : start + self.chunk]
             images = torch.stack(
-                [prepare_slices(self.volume, key, self.transform, config) for key in part]
+                [prepare_slices(self.source, key, self.transform, config) for key in part]
             )
-            features = self.model.stem(images.to(self.device))
+            features = self.model.stem(self.settings.network_input(images))
             for row, key in enumerate(part):
                 self.stems[key] = features.select(slice(row, row + 1))
 
@@ -172,6 +225,8 @@ def predict_volume(
     max_side: int | None = None,
     slices: Sequence[int] | None = None,
     device: str | None = None,
+    precision: str = "auto",
+    channels_last: bool | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Iterator[tuple[list[int], dict, SliceTransform]]:
     """Raw head outputs for the target slices of a volume, batch by batch.
@@ -189,6 +244,13 @@ def predict_volume(
         Longest resampled side (default ``model.config.max_side``).
     slices : sequence of int, optional
         Target slices in increasing order (default: all).
+    device : str, optional
+        Default: the model's device. Off the CPU the whole volume is copied to the
+        device once and the input pipeline runs there.
+    precision : {"auto", "float32", "bfloat16"}
+        ``"auto"``: bfloat16 autocast on CUDA, float32 elsewhere.
+    channels_last : bool, optional
+        NHWC weights and inputs (default: on CUDA only). Converts ``model`` in place.
     progress : callable, optional
         ``progress(done, total)`` after each batch.
 
@@ -197,15 +259,18 @@ def predict_volume(
     zs : list of int
         The batch's target slices.
     outputs : dict of Tensor
-        ``heatmap`` (B, 1, h, w) logits, ``size`` and ``offset`` (B, 2, h, w).
+        ``heatmap`` (B, 1, h, w) logits, ``size`` and ``offset`` (B, 2, h, w)
+        (bfloat16 under bfloat16 precision).
     transform : SliceTransform
         Canvas mapping of the volume's slices.
     """
     import torch
 
     config = model.config
-    device = device or next(model.parameters()).device
+    settings = InferenceSettings.resolve(model, device, precision, channels_last)
     model.eval()
+    if settings.channels_last:
+        model.to(memory_format=torch.channels_last)
     targets = list(range(volume.num_slices)) if slices is None else sorted(int(z) for z in slices)
     transform = make_transform(volume.shape[1:], volume.spacing[1:], config, max_side=max_side)
     # Rounded so that equal images computed from different targets get equal keys.
@@ -227,18 +292,24 @@ def predict_volume(
     for z in targets:
         for key in keys[z]:
             last_use[key] = z
-    cache = _SharedFeatureCache(model, volume, transform, device, last_use, 3 * batch_size)
-    with torch.inference_mode():
-        for start in range(0, len(targets), batch_size):
-            batch = targets[start : start + batch_size]
+    source = settings.volume_source(volume)
+    cache = _SharedFeatureCache(model, source, transform, settings, last_use, 3 * batch_size)
+    for start in range(0, len(targets), batch_size):
+        batch = targets[start : start + batch_size]
+        # Entered per batch, never held across a yield: a suspended generator must
+        # not leave inference mode or autocast switched on for its caller.
+        with (
+            torch.inference_mode(),
+            torch.autocast(settings.device.type, torch.bfloat16, enabled=settings.bfloat16),
+        ):
             if shared:
                 outputs = _shared_heads(model, batch, keys, cache)
                 cache.evict(batch[-1])
             else:
-                outputs = _naive_heads(model, volume, batch, positions, transform, device)
-            yield batch, outputs, transform
-            if progress is not None:
-                progress(start + len(batch), len(targets))
+                outputs = _naive_heads(model, source, batch, positions, transform, settings)
+        yield batch, outputs, transform
+        if progress is not None:
+            progress(start + len(batch), len(targets))
 
 
 def detect_volume(
@@ -252,6 +323,8 @@ def detect_volume(
     min_score: float = 0.0,
     slices: Sequence[int] | None = None,
     device: str | None = None,
+    precision: str = "auto",
+    channels_last: bool | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[SliceDetections]:
     """2D lesion proposals on every (or every listed) slice of a volume.
@@ -282,6 +355,8 @@ def detect_volume(
         max_side=max_side,
         slices=slices,
         device=device,
+        precision=precision,
+        channels_last=channels_last,
         progress=progress,
     ):
         for z, (boxes, scores) in zip(

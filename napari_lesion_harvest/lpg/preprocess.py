@@ -61,49 +61,82 @@ def stack_positions(
     return np.clip(z + steps, 0.0, num_volume_slices - 1.0)
 
 
-def interpolate_slices(volume: CTVolume, positions) -> np.ndarray:
+def slice_brackets(positions, volume_id: str, num_slices: int):
+    """The two real slices around each fractional position and the weight of the upper one.
+
+    Parameters
+    ----------
+    positions : array_like, shape (K,)
+        Fractional slice indices within ``[0, Z - 1]``.
+    volume_id : str
+        Named in the error.
+    num_slices : int
+        ``Z``.
+
+    Returns
+    -------
+    lower, upper : ndarray, shape (K,), int64
+        ``floor(position)`` and the next slice (``lower`` itself on a real slice).
+    weight : ndarray, shape (K,), float32
+        ``position - lower``.
+    """
+    positions = np.asarray(positions, dtype=np.float64)
+    if positions.size and (positions.min() < 0 or positions.max() > num_slices - 1):
+        raise ValueError(f"{volume_id}: slice positions outside 0..{num_slices - 1}")
+    lower = np.floor(positions).astype(np.int64)
+    weight = (positions - lower).astype(np.float32)
+    return lower, np.where(weight > 0, lower + 1, lower), weight
+
+
+def interpolate_slices(volume: CTVolume | torch.Tensor, positions):
     """Linearly interpolated axial slices at fractional positions.
 
     Parameters
     ----------
-    volume : CTVolume
+    volume : CTVolume or torch.Tensor
+        A lazily read volume, or the whole volume in HU as a tensor of shape
+        ``(Z, Y, X)`` on any device (GPU inference keeps it there).
     positions : array_like, shape (K,)
         Fractional slice indices within ``[0, Z - 1]``.
 
     Returns
     -------
-    ndarray, shape (K, Y, X), float32
-        HU values; a position on a real slice returns that slice exactly.
+    ndarray or torch.Tensor, shape (K, Y, X), float32
+        HU values (a tensor on the volume's device for a tensor volume); a position
+        on a real slice returns that slice exactly.
     """
-    positions = np.asarray(positions, dtype=np.float64)
-    if positions.size and (positions.min() < 0 or positions.max() > volume.num_slices - 1):
-        raise ValueError(f"{volume.volume_id}: slice positions outside 0..{volume.num_slices - 1}")
-    out = np.empty((len(positions), *volume.shape[1:]), dtype=np.float32)
-    for i, position in enumerate(positions):
-        lower = int(np.floor(position))
-        weight = np.float32(position - lower)
-        out[i] = volume.slice(lower)
-        if weight > 0:
-            upper = volume.slice(lower + 1).astype(np.float32)
-            out[i] += weight * (upper - out[i])
-    return out
+    volume_id = getattr(volume, "volume_id", "volume tensor")
+    lower, upper, weight = slice_brackets(positions, volume_id, volume.shape[0])
+    if isinstance(volume, CTVolume):
+        below, above = (volume.slices(z).astype(np.float32) for z in (lower, upper))
+    else:
+        import torch
+
+        device = volume.device
+        below, above = (volume[torch.as_tensor(z, device=device)].float() for z in (lower, upper))
+        weight = torch.as_tensor(weight, device=device)
+    return below + weight[:, None, None] * (above - below)
 
 
-def window_hu(hu, *, window: tuple[float, float], mean: float) -> np.ndarray:
+def window_hu(hu, *, window: tuple[float, float], mean: float):
     """Map HU to network intensities: clip to ``window``, scale to [0, 255], subtract ``mean``.
 
     Parameters
     ----------
-    hu : array_like
+    hu : array_like or torch.Tensor
         Any shape.
 
     Returns
     -------
-    ndarray, float32, same shape
+    ndarray or torch.Tensor, float32, same shape
+        A tensor (on the same device) for a tensor input.
     """
     low, high = window
-    scaled = (np.clip(np.asarray(hu, dtype=np.float32), low, high) - low) * (255.0 / (high - low))
-    return scaled - np.float32(mean)
+    if hasattr(hu, "clamp"):
+        clipped = hu.float().clamp(low, high)
+    else:
+        clipped = np.clip(np.asarray(hu, dtype=np.float32), low, high)
+    return (clipped - low) * (255.0 / (high - low)) - np.float32(mean)
 
 
 @dataclass(frozen=True)
@@ -225,8 +258,8 @@ def resample_slices(images, transform: SliceTransform, *, fill_value: float) -> 
 
     Parameters
     ----------
-    images : ndarray, shape (K, Y, X), float32
-        Windowed slices (see :func:`window_hu`).
+    images : ndarray or torch.Tensor, shape (K, Y, X), float32
+        Windowed slices (see :func:`window_hu`); a tensor stays on its device.
     transform : SliceTransform
     fill_value : float
         Canvas value outside the slice (the window's air value).
@@ -234,11 +267,14 @@ def resample_slices(images, transform: SliceTransform, *, fill_value: float) -> 
     Returns
     -------
     torch.Tensor, shape (K, H, W), float32
+        On the input tensor's device (CPU for an array).
     """
     import torch
     import torch.nn.functional as F
 
-    tensor = torch.as_tensor(np.ascontiguousarray(images), dtype=torch.float32)
+    if not isinstance(images, torch.Tensor):
+        images = np.ascontiguousarray(images)
+    tensor = torch.as_tensor(images, dtype=torch.float32)
     if tuple(tensor.shape[1:]) != tuple(transform.input_shape):
         raise ValueError(
             f"slices of shape {tuple(tensor.shape[1:])} do not match the transform's "
@@ -253,7 +289,9 @@ def resample_slices(images, transform: SliceTransform, *, fill_value: float) -> 
             align_corners=False,
             antialias=downsampling,
         )[0]
-    canvas = torch.full((tensor.shape[0], *transform.canvas_shape), float(fill_value))
+    canvas = torch.full(
+        (tensor.shape[0], *transform.canvas_shape), float(fill_value), device=tensor.device
+    )
     (h, w), (canvas_h, canvas_w) = transform.resized_shape, transform.canvas_shape
     y0, x0 = max(0, transform.offset_y), max(0, transform.offset_x)
     y1 = min(canvas_h, transform.offset_y + h)
@@ -273,13 +311,20 @@ def air_value(config: LPGConfig) -> float:
 
 
 def prepare_slices(
-    volume: CTVolume, positions, transform: SliceTransform, config: LPGConfig
+    volume: CTVolume | torch.Tensor, positions, transform: SliceTransform, config: LPGConfig
 ) -> torch.Tensor:
     """Interpolate, window and resample slices at fractional ``positions``.
+
+    Parameters
+    ----------
+    volume : CTVolume or torch.Tensor
+        As :func:`interpolate_slices`: a tensor ``(Z, Y, X)`` in HU keeps the
+        whole pipeline on its device.
 
     Returns
     -------
     torch.Tensor, shape (len(positions), H, W), float32
+        On the volume tensor's device (CPU for a CTVolume).
     """
     hu = interpolate_slices(volume, positions)
     windowed = window_hu(hu, window=config.hu_window, mean=config.pixel_mean)

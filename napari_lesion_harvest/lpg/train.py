@@ -192,7 +192,10 @@ def train_lpg(
     else:
         model = build_model(get_config(config), pretrained=pretrained)
     config = model.config
-    model.to(context.device).train()
+    use_cuda = context.device.startswith("cuda")
+    # On GPUs: NHWC weights and inputs (faster cuDNN convolutions) and bf16 autocast.
+    memory_format = torch.channels_last if use_cuda else torch.contiguous_format
+    model.to(context.device, memory_format=memory_format).train()
     optimizer = _make_optimizer(model, options)
     start = 0
     if resumed is not None:
@@ -216,7 +219,6 @@ def train_lpg(
 
     canvas = options.canvas_size or config.max_side
     canvas -= canvas % config.size_divisor
-    use_cuda = context.device.startswith("cuda")
     global_batch = options.batch_size * context.world_size
     history: list[dict[str, float]] = []
     stopped = False
@@ -249,7 +251,7 @@ def train_lpg(
             for k, index in enumerate(indices[first : first + options.batch_size])
         ]
         inputs, targets = collate(examples)
-        inputs = inputs.to(context.device, non_blocking=True)
+        inputs = inputs.to(context.device, non_blocking=True, memory_format=memory_format)
         targets = {k: v.to(context.device, non_blocking=True) for k, v in targets.items()}
         learning_rate = learning_rate_at(step, options)
         for group in optimizer.param_groups:
