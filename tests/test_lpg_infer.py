@@ -62,6 +62,9 @@ def test_shared_features_equal_naive_per_slice_computation(lite_model, slice_mm,
         # Three-slice images are keyed by their z positions: at 2 mm they are the
         # 13 + 2 * 3 windows centred on -3..15 clamped to the volume, far fewer than 3 * 13.
         assert counter["images"] < 2 * 13
+    elif slice_mm == 5.0:
+        # No image is shared at 5 mm: the naive path runs (all 3 x 13 images).
+        assert counter["images"] == 3 * 13
     else:
         assert counter["images"] <= 3 * 13
 

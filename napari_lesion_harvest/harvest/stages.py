@@ -238,10 +238,6 @@ def scan_stage(state: RoundState) -> StageResult:
 
     config = state.config
     model = load_model(state.checkpoint_path("lpg")).to(state.device)
-    if state.device.startswith("cuda"):
-        import torch
-
-        torch.backends.cudnn.benchmark = True  # most slices share one canvas size
     records = volume_records(state.snapshot)
     started = time.monotonic()
     counts = {"volumes": len(records), "slices": 0, "boxes_2d": 0, "proposals": 0}
