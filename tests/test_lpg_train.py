@@ -80,6 +80,16 @@ def test_resumed_training_equals_uninterrupted_training(samples, tmp_path):
         torch.testing.assert_close(resumed.model.state_dict()[name], tensor, rtol=1e-5, atol=1e-6)
 
 
+def test_batches_built_by_worker_processes_train_the_same_model(samples):
+    # GPU training builds the next batches in DataLoader workers; the batches, and
+    # so the trained weights, must not depend on where they were built.
+    inline = train_lpg(samples, config=CONFIG, options=options(3, loader_workers=0))
+    workers = train_lpg(samples, config=CONFIG, options=options(3, loader_workers=2))
+    assert inline.history == workers.history
+    for name, tensor in inline.model.state_dict().items():
+        assert torch.equal(workers.model.state_dict()[name], tensor), name
+
+
 def test_fine_tuning_starts_from_checkpoint_weights_and_config(samples, tmp_path):
     base = train_lpg(
         samples, config=CONFIG, options=options(2), checkpoint_path=tmp_path / "r1.pt"

@@ -50,6 +50,11 @@ class TrainOptions:
     checkpoint_every : int
         Save every N steps (0: only at the end or on stop).
     augmentation : Augmentation or None
+    loader_workers : int, optional
+        Worker processes that build the next batches (stacks, augmentation,
+        targets) while the network trains on the current one. Default: up to 4
+        on CUDA (CPU cores permitting), none on the CPU. The batches are the
+        same with any number of workers.
     """
 
     steps: int = 1000
@@ -63,6 +68,7 @@ class TrainOptions:
     seed: int = 0
     checkpoint_every: int = 0
     augmentation: Augmentation | None = field(default_factory=Augmentation)
+    loader_workers: int | None = None
 
 
 @dataclass
@@ -104,6 +110,65 @@ def global_batch_indices(step: int, batch: int, num_samples: int, seed: int) -> 
     epochs = {p // num_samples for p in positions}
     orders = {e: np.random.default_rng([seed, e]).permutation(num_samples) for e in epochs}
     return [int(orders[p // num_samples][p % num_samples]) for p in positions]
+
+
+class StepBatches:
+    """This rank's training batch of every step from ``start``, built on demand.
+
+    Item ``i`` is the batch of step ``start + i``: ``inputs`` (B, 9, H, W) and the
+    collated targets, a pure function of ``(seed, step, rank)``, so it can be built
+    in any process (``torch.utils.data.DataLoader`` workers) in any order.
+    """
+
+    def __init__(self, samples, config, options: TrainOptions, *, canvas, start, rank, ranks):
+        self.samples, self.config, self.options = samples, config, options
+        self.canvas, self.start, self.rank, self.ranks = canvas, start, rank, ranks
+
+    def __len__(self) -> int:
+        return max(0, self.options.steps - self.start)
+
+    def __getitem__(self, index: int):
+        step, batch = self.start + index, self.options.batch_size
+        indices = global_batch_indices(step, batch * self.ranks, len(self.samples), self.options.seed)
+        first = self.rank * batch
+        return collate(
+            [
+                make_example(
+                    self.samples[sample],
+                    self.config,
+                    canvas_shape=(self.canvas, self.canvas),
+                    rng=np.random.default_rng([self.options.seed, step, first + k]),
+                    augmentation=self.options.augmentation,
+                )
+                for k, sample in enumerate(indices[first : first + batch])
+            ]
+        )
+
+
+def loader_workers(options: TrainOptions, device: str) -> int:
+    """Batch-building worker processes for ``device`` (see ``TrainOptions.loader_workers``)."""
+    if options.loader_workers is not None:
+        return max(0, int(options.loader_workers))
+    if not device.startswith("cuda"):
+        return 0
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+def _batches(batches: StepBatches, workers: int, pin_memory: bool):
+    """Iterate ``batches`` in order, in this process or prefetched by worker processes."""
+    if workers == 0:
+        return (batches[index] for index in range(len(batches)))
+    from torch.utils.data import DataLoader
+
+    return iter(
+        DataLoader(
+            batches,
+            batch_size=None,
+            num_workers=workers,
+            pin_memory=pin_memory,
+            prefetch_factor=2,
+        )
+    )
 
 
 def _make_optimizer(model, options: TrainOptions):
@@ -219,7 +284,6 @@ def train_lpg(
 
     canvas = options.canvas_size or config.max_side
     canvas -= canvas % config.size_divisor
-    global_batch = options.batch_size * context.world_size
     history: list[dict[str, float]] = []
     stopped = False
 
@@ -233,24 +297,20 @@ def train_lpg(
                 optimizer=optimizer,
             )
 
+    batches = StepBatches(
+        samples,
+        config,
+        options,
+        canvas=canvas,
+        start=start,
+        rank=context.rank,
+        ranks=context.world_size,
+    )
     step = start
-    while step < options.steps:
+    for inputs, targets in _batches(batches, loader_workers(options, context.device), use_cuda):
         if should_stop is not None and any_rank(should_stop(), context):
             stopped = True
             break
-        indices = global_batch_indices(step, global_batch, len(samples), options.seed)
-        first = context.rank * options.batch_size
-        examples = [
-            make_example(
-                samples[index],
-                config,
-                canvas_shape=(canvas, canvas),
-                rng=np.random.default_rng([options.seed, step, first + k]),
-                augmentation=options.augmentation,
-            )
-            for k, index in enumerate(indices[first : first + options.batch_size])
-        ]
-        inputs, targets = collate(examples)
         inputs = inputs.to(context.device, non_blocking=True, memory_format=memory_format)
         targets = {k: v.to(context.device, non_blocking=True) for k, v in targets.items()}
         learning_rate = learning_rate_at(step, options)
