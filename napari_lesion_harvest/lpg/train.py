@@ -129,7 +129,9 @@ class StepBatches:
 
     def __getitem__(self, index: int):
         step, batch = self.start + index, self.options.batch_size
-        indices = global_batch_indices(step, batch * self.ranks, len(self.samples), self.options.seed)
+        indices = global_batch_indices(
+            step, batch * self.ranks, len(self.samples), self.options.seed
+        )
         first = self.rank * batch
         return collate(
             [
