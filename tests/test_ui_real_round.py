@@ -29,13 +29,17 @@ ROUND_TIMEOUT_MS = 300_000
 PROBE_MS = 10
 #: Gaps longer than this are listed in the printed report (ms).
 SLOW_TICK_MS = 50
+#: Event-loop time (ms) given to the freshly opened volume to paint before the round starts.
+SETTLE_MS = 500
 V_H_VOLUME = "vol04"
 
 
 class StallProbe:
     """Longest gap between two ticks of a fast QTimer: how long the GUI thread was busy.
 
-    ``gaps`` lists ``(start_ms, length_ms)`` of every gap over :data:`SLOW_TICK_MS`.
+    The first gap runs from :meth:`start`, so work done synchronously right after
+    it (the Start click's handler) counts. ``gaps`` lists ``(start_ms, length_ms)``
+    of every gap over :data:`SLOW_TICK_MS`.
     """
 
     def __init__(self):
@@ -43,22 +47,22 @@ class StallProbe:
         self.timer = QTimer()
         self.timer.setInterval(PROBE_MS)
         self.timer.timeout.connect(self._tick)
-        self.last = None
+        self.last = 0
         self.longest_ms = 0
         self.ticks = 0
         self.gaps = []
 
     def _tick(self) -> None:
         now = self.clock.elapsed()
-        if self.last is not None:
-            self.longest_ms = max(self.longest_ms, now - self.last)
-            if now - self.last > SLOW_TICK_MS:
-                self.gaps.append((self.last, now - self.last))
+        self.longest_ms = max(self.longest_ms, now - self.last)
+        if now - self.last > SLOW_TICK_MS:
+            self.gaps.append((self.last, now - self.last))
         self.last = now
         self.ticks += 1
 
     def start(self) -> None:
         self.clock.start()
+        self.last = 0
         self.timer.start()
 
     def stop(self) -> None:
@@ -103,6 +107,7 @@ def test_real_round_from_the_dock_refreshes_worklist_overlays_and_results(
         dock.open_volume(V_H_VOLUME)
     assert dock.review.items == [] and len(dock.volume_view.proposals.layer.data) == 0
     seen, refreshes = _watch(panel, dock)
+    qtbot.wait(SETTLE_MS)  # the volume is painted, as it is by the time anyone clicks Run
 
     probe = StallProbe()
     probe.start()

@@ -16,6 +16,8 @@ keys of ``RoundRecord.metrics`` (each optional):
 
 from __future__ import annotations
 
+from functools import cache
+
 from qtpy.QtWidgets import QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
 #: How many recent finished rounds are plotted.
@@ -58,18 +60,47 @@ def _fmt(value) -> str:
     return f"{value:.3f}" if _is_number(value) else ""
 
 
+@cache
+def _visible_only_canvas_class():
+    """A matplotlib Qt canvas that draws only while it is visible.
+
+    matplotlib redraws the whole figure after every resize, visible or not; the
+    dock lays out its hidden tabs when a label elsewhere changes (a round
+    starting, say), and a figure draw takes 100-200 ms on a busy CPU: the GUI
+    would stall for a panel nobody looks at. A hidden canvas only remembers
+    that it is stale and draws once when it is shown.
+    """
+    from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+
+    class VisibleOnlyCanvas(FigureCanvasQTAgg):
+        stale_while_hidden = False
+
+        def draw_idle(self):
+            if self.isVisible():
+                super().draw_idle()
+            else:
+                self.stale_while_hidden = True
+
+        def showEvent(self, event):  # noqa: N802 - Qt API
+            super().showEvent(event)
+            if self.stale_while_hidden:
+                self.stale_while_hidden = False
+                super().draw_idle()
+
+    return VisibleOnlyCanvas
+
+
 class ResultsPanel(QWidget):
     """A Table I grid and a matplotlib figure with PR and FROC curves of recent rounds.
 
     The curves are drawn only while the panel is visible (a hidden panel draws
     them when it is shown): drawing the figure takes a few hundred
     milliseconds on a busy CPU, which must not stall the GUI when a round
-    finishes while the radiologist works on a volume.
+    starts or finishes while the radiologist works on a volume.
     """
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
 
         self.summary = QLabel("No finished round yet.")
@@ -79,7 +110,7 @@ class ResultsPanel(QWidget):
         self.figure = Figure(figsize=(4.0, 5.2))
         # fixed margins: a tight layout measures every tick label at each draw
         self.figure.subplots_adjust(left=0.16, right=0.97, top=0.95, bottom=0.09, hspace=0.42)
-        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas = _visible_only_canvas_class()(self.figure)
         self.pr_axes = self.figure.add_subplot(2, 1, 1)
         self.froc_axes = self.figure.add_subplot(2, 1, 2)
         layout = QVBoxLayout(self)

@@ -15,6 +15,7 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
@@ -72,6 +73,9 @@ class RoundPanel(QWidget):
         self.status_label.setWordWrap(True)
         self.log_label = QLabel("")
         self.log_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        for label in (self.status_label, self.log_label):
+            # a long path in a label must not widen the dock (that re-lays out every tab)
+            label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
 
         form = QFormLayout()
         config_row = QHBoxLayout()
@@ -131,7 +135,8 @@ class RoundPanel(QWidget):
         self.run_button.setEnabled(False)
         self.stop_button.setEnabled(True)
         self.status_label.setText("Round started.")
-        self.log_label.setText(f"Log: {log_path}")
+        self.log_label.setText(f"Log: {LOGS_DIR}/{log_path.name}")
+        self.log_label.setToolTip(str(log_path))
         return True
 
     def stop_round(self) -> None:
