@@ -106,7 +106,7 @@ def take_screenshots(project_dir: Path, volume_id: str, out: Path) -> list[Path]
         QApplication.processEvents()
     dock.set_window("soft tissue")
     dock.review.next()  # jump to the best proposal
-    viewer.camera.zoom *= 1.6
+    viewer.scene.camera.zoom *= 1.6
     settle()
     saved = [out / "ui_volume_review_soft_tissue.png", out / "ui_results_panel.png"]
     viewer.screenshot(str(saved[0]), canvas_only=False)

@@ -73,7 +73,7 @@ def test_keyboard_review_writes_verdicts(make_napari_viewer, qtbot, tmp_path, mo
     assert len(view.proposals.layer.data) == 1
     np.testing.assert_allclose(view.proposals.layer.data[0][:, 1:].min(axis=0), [30, 28])
     centre_world = view.image_layer.data_to_world([5, 39, 37])
-    np.testing.assert_allclose(viewer.camera.center[-2:], centre_world[1:])
+    np.testing.assert_allclose(viewer.scene.camera.center[-2:], centre_world[1:])
 
     qtbot.keyClick(table, Qt.Key.Key_A)  # accept -> moves to the next one
     assert dock.project.proposal(ids[0]).verdict.verdict == "accepted"

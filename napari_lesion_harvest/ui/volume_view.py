@@ -106,7 +106,7 @@ class VolumeView:
         x1, y1, x2, y2 = proposal.best_box
         self.viewer.dims.set_current_step(0, z)
         centre = self.image_layer.data_to_world([z, (y1 + y2) / 2.0, (x1 + x2) / 2.0])
-        self.viewer.camera.center = tuple(centre[1:])
+        self.viewer.scene.camera.center = tuple(centre[1:])
         self.proposals.set_current(item.proposal_id)
 
     def close(self) -> None:

@@ -1,0 +1,129 @@
+""" "Next volume to annotate" in a real viewer, on a real project with stored rounds.
+
+The rule (:mod:`napari_lesion_harvest.ui.annotation_priority`): each unreviewed
+proposal of the latest finished round on a V_H volume that is not complete adds
+``max(0, 1 - |s_gc - t| / 0.25)`` (``t``: the round's harvest threshold); the
+button opens the volume with the highest sum.
+"""
+
+from __future__ import annotations
+
+import pytest
+from qtpy.QtCore import Qt
+
+from napari_lesion_harvest.geometry import Proposal3D
+from napari_lesion_harvest.store import ProposalRow, ProposalUpdate, StageResult
+from napari_lesion_harvest.ui.annotation_priority import rank_volumes
+from napari_lesion_harvest.ui.dock import HarvestDock
+from tests.ui_helpers import make_project
+
+pytestmark = pytest.mark.gui
+
+VOLUMES = ("vol_a", "vol_b", "vol_c", "vol_d", "vol_e")
+#: Lesion scores s_gc per volume in the latest round (threshold 0.5):
+#: vol_a: 3 proposals near the threshold -> 0.8 + 0.8 + 0.6 = 2.2 (the most uncertain);
+#: vol_b: the most proposals, all clearly decided (|s_gc - t| >= 0.4) -> 0;
+#: vol_c: one at the threshold -> 1.0, plus one that an expert already accepted;
+#: vol_d: complete (V_M) and vol_e: held out (V_H_test) -> never offered.
+LATEST_SCORES = {
+    "vol_a": [0.45, 0.55, 0.6],
+    "vol_b": [0.95, 0.9, 0.05, 0.1, 0.99],
+    "vol_c": [0.5, 0.52],
+    "vol_d": [0.5, 0.5, 0.5, 0.5],
+    "vol_e": [0.5, 0.5, 0.5, 0.5],
+}
+#: An earlier finished round in which vol_b was the uncertain one (must be ignored).
+EARLIER_SCORES = {"vol_b": [0.5, 0.5, 0.5, 0.5, 0.5], "vol_a": [0.99]}
+
+
+def _write_round(project, scores: dict[str, list[float]], *, threshold: float) -> dict:
+    """A finished round with one candidate proposal per score; returns ids per volume."""
+    rows, owners = [], []
+    for volume_id, volume_scores in scores.items():
+        for k, _score in enumerate(volume_scores):
+            x = 10 + 12 * k
+            box = [x, 20, x + 8, 28]
+            rows.append(ProposalRow(volume_id, Proposal3D([4, 5], [box, box], [0.6, 0.7])))
+            owners.append(volume_id)
+    number = project.rounds.create({"preset": "test"}).number
+    with project.rounds.lock(number) as lock:
+        project.rounds.start(number, lock=lock)
+        ids = list(project.rounds.write_stage(number, "tracking", StageResult(rows), lock=lock))
+        flat_scores = [s for volume_scores in scores.values() for s in volume_scores]
+        updates = [
+            ProposalUpdate(pid, "candidate", s_c=score, s_gc=score)
+            for pid, score in zip(ids, flat_scores, strict=True)
+        ]
+        project.rounds.write_stage(
+            number,
+            "harvest",
+            StageResult(updates=updates, metrics={"threshold": threshold}),
+            lock=lock,
+        )
+        project.rounds.finish(number, lock=lock)
+    by_volume: dict[str, list[int]] = {}
+    for pid, volume_id in zip(ids, owners, strict=True):
+        by_volume.setdefault(volume_id, []).append(pid)
+    return by_volume
+
+
+def _click_next(dock, qtbot) -> str:
+    with qtbot.waitSignal(dock.volume_opened, timeout=20_000) as opened:
+        qtbot.mouseClick(dock.worklist.next_button, Qt.MouseButton.LeftButton)
+    return opened.args[0]
+
+
+def test_next_volume_button_opens_the_most_uncertain_vh_volume(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("LESION_HARVEST_CONFIG", str(tmp_path / "config"))
+    project = make_project(tmp_path / "proj", volume_ids=VOLUMES)
+    project.set_volume_complete("vol_d", author="radiologist")
+    project.set_split("vol_e", "V_H_test", author="radiologist")
+    project.close()
+    viewer = make_napari_viewer(show=True)
+    dock = HarvestDock(viewer, author="radiologist")
+    viewer.window.add_dock_widget(dock, name="Lesion Harvest", area="right")
+    dock.open_project(tmp_path / "proj")
+
+    # no finished round yet: nothing to rank, nothing opens
+    with qtbot.assertNotEmitted(dock.volume_opened, wait=300):
+        qtbot.mouseClick(dock.worklist.next_button, Qt.MouseButton.LeftButton)
+    assert dock.volume_view is None
+
+    _write_round(dock.project, EARLIER_SCORES, threshold=0.5)
+    latest = _write_round(dock.project, LATEST_SCORES, threshold=0.5)
+    dock.project.set_verdict(latest["vol_c"][1], "accepted", author="radiologist")
+    dock.refresh()
+
+    ranked = rank_volumes(
+        dock.project.proposals(dock.project.latest_done_round()),
+        {"vol_a", "vol_b", "vol_c"},
+        0.5,
+    )
+    assert [volume_id for volume_id, _ in ranked] == ["vol_a", "vol_c"]
+    assert [priority for _, priority in ranked] == pytest.approx([2.2, 1.0])
+
+    assert _click_next(dock, qtbot) == "vol_a"
+    assert dock.volume_view.volume_id == "vol_a" and "vol_a" in viewer.layers
+    assert dock.volume_label.text().startswith("<b>vol_a</b>")
+    assert dock.worklist.table.currentIndex().row() >= 0  # selected in the worklist
+    assert sorted(item.proposal_id for item in dock.review.items) == latest["vol_a"]
+
+    # reviewing vol_a's proposals (reject each from the keyboard) settles them
+    table = dock.review.table
+    table.setFocus()
+    qtbot.keyClick(table, Qt.Key.Key_N)
+    for _ in latest["vol_a"]:
+        qtbot.keyClick(table, Qt.Key.Key_R)
+    assert all(dock.project.proposal(pid).verdict.verdict == "rejected" for pid in latest["vol_a"])
+    assert _click_next(dock, qtbot) == "vol_c"
+    assert "vol_a" not in viewer.layers and "vol_c" in viewer.layers
+
+    # a volume marked complete leaves V_H: nothing uncertain is left to offer
+    dock.complete_button.setChecked(True)
+    assert dock.project.volume("vol_c").split == "V_M"
+    with qtbot.assertNotEmitted(dock.volume_opened, wait=300):
+        qtbot.mouseClick(dock.worklist.next_button, Qt.MouseButton.LeftButton)
+    assert dock.volume_view.volume_id == "vol_c"
+    dock.close_project()

@@ -1,0 +1,65 @@
+"""The results panel: Table I rows and PR / FROC curves, drawn only where they are seen."""
+
+from __future__ import annotations
+
+import pytest
+from qtpy.QtCore import QSize
+from qtpy.QtGui import QResizeEvent
+from qtpy.QtWidgets import QApplication
+
+from napari_lesion_harvest.store.records import RoundRecord
+from napari_lesion_harvest.ui.results_panel import ResultsPanel
+
+pytestmark = pytest.mark.gui
+
+
+def _done_round(number: int) -> RoundRecord:
+    metrics = {
+        "table_i": [
+            {"label": "R (original marks)", "precision": 1.0, "recall": 0.4},
+            {"label": f"R + P_H,{number}", "AP": 0.8, "R@80": 0.7},
+        ],
+        "pr": {"recall": [0.2, 0.5, 0.7], "precision": [1.0, 0.9, 0.6]},
+        "froc": {"fp_per_volume": [0.125, 1.0, 8.0], "sensitivity": [0.3, 0.6, 0.8]},
+        "threshold": 0.62,
+        "n_harvested": 5,
+    }
+    return RoundRecord(number, "done", "evaluate", (), {}, metrics, 0.0, 0.0, 1.0, None)
+
+
+def _resize_hidden(panel, width: int, height: int) -> None:
+    """Deliver a resize to the hidden canvas, as Qt does to the dock's hidden Results tab
+    when napari's window re-lays out (seen right after a round starts)."""
+    canvas = panel.canvas
+    assert not canvas.isVisible()
+    QApplication.sendEvent(canvas, QResizeEvent(QSize(width, height), canvas.size()))
+
+
+def test_hidden_results_panel_draws_its_curves_once_when_shown(qtbot):
+    panel = ResultsPanel()
+    qtbot.addWidget(panel)
+    draws = []
+    panel.canvas.mpl_connect("draw_event", lambda _event: draws.append(panel.rounds_plotted))
+
+    panel.show_rounds([_done_round(1)])
+    assert panel.summary.text() == "Round 1 finished, 5 lesions harvested, threshold 0.620."
+    assert panel.table.rowCount() == 2 and panel.table.item(1, 1).text() == "R + P_H,1"
+    # hidden: layout changes (resizes) do not make matplotlib draw the figure
+    _resize_hidden(panel, 400, 500)
+    qtbot.wait(100)
+    assert draws == [] and panel.rounds_plotted == []
+
+    panel.show()
+    qtbot.waitUntil(lambda: len(draws) >= 1, timeout=5_000)
+    qtbot.wait(100)
+    assert draws == [[1]]  # one draw, with the round's curves
+    assert len(panel.pr_axes.lines) == 1 and len(panel.froc_axes.lines) == 1
+
+    panel.hide()
+    panel.show_rounds([_done_round(1), _done_round(2)])
+    _resize_hidden(panel, 410, 520)
+    qtbot.wait(100)
+    assert len(draws) == 1  # still hidden: nothing drawn
+    panel.show()
+    qtbot.waitUntil(lambda: len(draws) == 2, timeout=5_000)
+    assert draws[-1] == [1, 2] and len(panel.pr_axes.lines) == 2
