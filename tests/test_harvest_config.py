@@ -23,6 +23,22 @@ def test_json_file_overrides_a_preset_and_round_trips(tmp_path):
     assert RoundConfig(**json.loads(config.to_json())) == config
 
 
+def test_lpg_overrides_reach_the_architecture(tmp_path):
+    from napari_lesion_harvest.harvest.stages import lpg_architecture
+
+    assert lpg_architecture(LITE).hu_window == (-1024.0, 3071.0)
+    path = tmp_path / "soft.json"
+    path.write_text(json.dumps({"preset": "lite", "lpg_hu_window": [-200, 300]}))
+    config = load_config(str(path), lpg_max_side=96)
+    assert config.lpg_hu_window == (-200.0, 300.0)
+    assert RoundConfig(**json.loads(config.to_json())) == config
+    architecture = lpg_architecture(config)
+    assert (architecture.hu_window, architecture.max_side) == ((-200.0, 300.0), 96)
+    assert architecture.growth_rate == lpg_architecture(LITE).growth_rate
+    with pytest.raises(ValueError, match="lpg_hu_window"):
+        RoundConfig(lpg_hu_window=(300, -200))
+
+
 def test_bad_configs_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match="neither a preset"):
         load_config(str(tmp_path / "missing.json"))
@@ -34,3 +50,16 @@ def test_bad_configs_name_the_problem(tmp_path):
         RoundConfig(threshold_mode="guess")
     with pytest.raises(ValueError, match="match_iou"):
         RoundConfig(match_iou=0)
+
+
+def test_demo_changes_presets_but_not_a_users_file(tmp_path):
+    from napari_lesion_harvest.harvest.demo import DEMO_PRESET_CHANGES, demo_config
+
+    config = demo_config("lite", rounds=2, seed=5, size=128)
+    assert (config.max_rounds, config.seed, config.lpg_max_side) == (2, 5, 128)
+    assert config.lpg_hu_window == DEMO_PRESET_CHANGES["lpg_hu_window"]
+    assert config.folds == DEMO_PRESET_CHANGES["folds"]
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps({"preset": "lite", "folds": 4}))
+    mine = demo_config(str(path), rounds=1, seed=0, size=64)
+    assert (mine.folds, mine.lpg_hu_window, mine.lpg_max_side) == (4, None, 64)

@@ -24,6 +24,10 @@ class RoundConfig:
     lpg_max_side : int or None
         Longest side (pixels) of the LPG's resampled slices; None keeps the
         preset's (paper 512, lite 256). Smaller is faster and coarser.
+    lpg_hu_window : (float, float) or None
+        HU window of the LPG's input; None keeps the preset's (the paper's
+        [-1024, 3071]). A narrow soft-tissue window helps a small network trained
+        for minutes on a CPU (see ``demo_config``).
     lpg_train_steps, lpg_finetune_steps : int
         Optimiser steps to train the LPG in round 1 and to fine-tune it later.
     lpg_batch_size : int
@@ -68,6 +72,7 @@ class RoundConfig:
 
     lpg_config: str = "paper"
     lpg_max_side: int | None = None
+    lpg_hu_window: tuple[float, float] | None = None
     lpg_train_steps: int = 20000
     lpg_finetune_steps: int = 5000
     lpg_batch_size: int = 16
@@ -90,6 +95,14 @@ class RoundConfig:
     seed: int = 0
 
     def __post_init__(self):
+        if self.lpg_hu_window is not None:
+            window = tuple(float(v) for v in self.lpg_hu_window)
+            if len(window) != 2 or not window[0] < window[1]:
+                raise ValueError(
+                    f"config field 'lpg_hu_window' must be [low, high] HU with low < high, "
+                    f"got {self.lpg_hu_window!r}"
+                )
+            object.__setattr__(self, "lpg_hu_window", window)  # JSON gives a list
         choices = {
             "lpg_config": ("paper", "lite"),
             "lpc_variant": ("multiview", "axial", "3d"),

@@ -155,12 +155,12 @@ class RoundState:
 
 
 def lpg_architecture(config: RoundConfig):
-    """The LPG configuration a round trains from scratch (preset + ``lpg_max_side``)."""
+    """The LPG configuration a round trains from scratch (preset, then ``lpg_max_side``
+    and ``lpg_hu_window`` where set)."""
     from napari_lesion_harvest.lpg.config import get_config
 
-    if config.lpg_max_side is None:
-        return get_config(config.lpg_config)
-    return get_config(config.lpg_config, max_side=config.lpg_max_side)
+    overrides = {"max_side": config.lpg_max_side, "hu_window": config.lpg_hu_window}
+    return get_config(config.lpg_config, **{k: v for k, v in overrides.items() if v is not None})
 
 
 def train_lpg_stage(state: RoundState) -> StageResult:
