@@ -36,7 +36,7 @@ class RoundConfig:
         Peak AdamW learning rate of the LPG.
     scan_batch_size : int
         Target slices per LPG forward pass when scanning volumes (GPU memory
-        grows with it; the network runs in bfloat16 and NHWC on CUDA).
+        grows with it; the network runs in bfloat16 on CUDA).
     score_threshold : float
         t_G: 2D boxes below this objectness are not stacked (paper: 0.1).
     link_iou : float

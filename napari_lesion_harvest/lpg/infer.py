@@ -113,7 +113,7 @@ class InferenceSettings:
     bfloat16 : bool
         Autocast convolutions to bfloat16 (CUDA); decoding stays in float32.
     channels_last : bool
-        Model weights and inputs in NHWC memory layout (faster convolutions on GPUs).
+        Model weights and inputs in NHWC memory layout.
     """
 
     device: object
@@ -124,7 +124,8 @@ class InferenceSettings:
     def resolve(cls, model, device=None, precision: str = "auto", channels_last=None):
         """Settings for ``model``: ``precision`` ``"auto"`` (bfloat16 on CUDA, float32
         elsewhere), ``"float32"`` or ``"bfloat16"``; ``channels_last`` ``None`` means
-        on CUDA only."""
+        NCHW, which scanned faster than NHWC at batch 32 and 64 on an H200
+        (``docs/performance.md``)."""
         import torch
 
         device = torch.device(device or next(model.parameters()).device)
@@ -132,9 +133,8 @@ class InferenceSettings:
             raise ValueError(
                 f"precision must be 'auto', 'float32' or 'bfloat16', not {precision!r}"
             )
-        on_gpu = device.type == "cuda"
-        bfloat16 = precision == "bfloat16" or (precision == "auto" and on_gpu)
-        return cls(device, bfloat16, on_gpu if channels_last is None else bool(channels_last))
+        bfloat16 = precision == "bfloat16" or (precision == "auto" and device.type == "cuda")
+        return cls(device, bfloat16, bool(channels_last))
 
     def network_input(self, images):
         """``images`` ``(N, C, H, W)`` on the device, in the model's memory layout."""
@@ -257,7 +257,7 @@ def predict_volume(
     precision : {"auto", "float32", "bfloat16"}
         ``"auto"``: bfloat16 autocast on CUDA, float32 elsewhere.
     channels_last : bool, optional
-        NHWC weights and inputs (default: on CUDA only). Converts ``model`` in place.
+        NHWC weights and inputs (default: no). Converts ``model`` in place.
     progress : callable, optional
         ``progress(done, total)`` after each batch.
 
