@@ -1,7 +1,8 @@
 """Harvest rounds end to end on a phantom project: time per stage and round, Table I rows.
 
 Issue 10's benchmark: a 60-volume phantom project (256 x 256 by default),
-``lite`` configuration, CPU, 3 rounds. Prints the wall time of every stage of
+``lite`` configuration with the demo's changes (``demo_config``: soft-tissue LPG
+window, 3 out-of-fold folds), CPU, 3 rounds. Prints the wall time of every stage of
 every round (from the progress events), the harvest counts, and the Table I
 rows on V_H_test after each round.
 
