@@ -11,10 +11,10 @@ Prints:
   stand-in script ``tests/round_script_fixture.py`` (50 events, 20 ms apart) or,
   when given, a real round command as a JSON list;
 * the time to load 15,000 volume summaries into the worklist and to filter them;
-* with ``--real-round``: event-loop stalls during a real round started from the
-  dock (tiny blob project of the tests, CPU, a volume open), with the round
-  process at the GUI's CPU priority (nice +0) and at the runner's default
-  (nice +:data:`ROUND_NICENESS`), alternating, each in a fresh napari process.
+* with ``--real-round``: event-loop stalls during two real rounds started one
+  after the other from the dock (tiny blob project of the tests, CPU, a volume
+  open), in REPEATS fresh napari processes, and how long preparing napari's
+  progress bars takes when the dock opens.
 """
 
 from __future__ import annotations
@@ -114,13 +114,22 @@ def worklist_15000() -> dict:
     return {"rows": len(summaries), "load_s": load, "search_s": search, "sort_s": sort}
 
 
-def real_round_stalls(work: Path, niceness: int) -> dict:
-    """Event-loop gaps during a real round from the dock, round process at ``niceness``.
+def real_round_stalls(work: Path, *, rounds: int = 2) -> list[dict]:
+    """Event-loop gaps during real rounds from the dock.
 
     Builds the tests' tiny blob project in ``work``, opens volume ``vol04`` in a
-    shown napari window, lets it paint, then starts the round as the Run button
-    does and probes the event loop every :data:`PROBE_MS` ms until the dock has
-    refreshed from the store.
+    shown napari window, lets it paint, then runs ``rounds`` rounds one after
+    the other as the Run button does, probing the event loop every
+    :data:`PROBE_MS` ms from each Start until the dock has refreshed from the
+    store. The first round is the first napari progress bar of the session.
+
+    Returns
+    -------
+    list of dict
+        Per round: ``prepare_progress_ms`` (:func:`prepare_napari_progress` in
+        the shown window, before the dock exists), ``round`` (1, 2, ...), ``round_s``, ``events``,
+        ``start_stall_ms`` (longest gap in the first second), ``longest_stall_ms``,
+        ``p99_gap_ms``, ``gaps_over_50ms`` (start ms, length ms) and ``status``.
     """
     import napari
     import numpy as np
@@ -128,6 +137,7 @@ def real_round_stalls(work: Path, niceness: int) -> dict:
     from qtpy.QtWidgets import QApplication
 
     from napari_lesion_harvest.ui.dock import HarvestDock
+    from napari_lesion_harvest.ui.round_panel import prepare_napari_progress
 
     sys.path.insert(0, str(REPO))
     from tests.harvest_project import make_blob_project
@@ -137,70 +147,85 @@ def real_round_stalls(work: Path, niceness: int) -> dict:
             QApplication.processEvents()
             time.sleep(0.002)
 
+    def settle(seconds: float = 0.5) -> None:
+        end = time.monotonic() + seconds
+        run_until(lambda: time.monotonic() > end)
+
     project_dir = make_blob_project(work)
     viewer = napari.Viewer(show=True)
+    settle()
+    started = time.perf_counter()
+    prepare_napari_progress()
+    prepare_ms = round((time.perf_counter() - started) * 1000)
     dock = HarvestDock(viewer, author="bench")
     viewer.window.add_dock_widget(dock, name="Lesion Harvest", area="right")
     dock.open_project(project_dir)
     panel = dock.round_panel
     panel.set_config(str(work / "tiny.json"))
     panel.device_box.setCurrentText("cpu")
-    panel.runner.niceness = niceness
     opened, refreshed = [], []
     dock.volume_opened.connect(opened.append)
     dock.refreshed.connect(lambda: refreshed.append(True))
     dock.open_volume("vol04")
     run_until(lambda: bool(opened))
-    settle_end = time.monotonic() + 0.5
-    run_until(lambda: time.monotonic() > settle_end)
+    settle()
 
     clock = QElapsedTimer()
-    ticks = [0]
+    ticks: list[int] = []
     timer = QTimer()
     timer.setInterval(PROBE_MS)
     timer.timeout.connect(lambda: ticks.append(clock.elapsed()))
-    clock.start()
-    timer.start()
-    panel.start_round()
-    run_until(lambda: bool(refreshed) and not panel.runner.running)
-    timer.stop()
-    gaps = np.diff(ticks)
-    slow = [(int(t), int(g)) for t, g in zip(ticks, gaps, strict=False) if g > 50]
-    result = {
-        "niceness": niceness,
-        "round_s": round(clock.elapsed() / 1000, 1),
-        "events": panel.events_seen,
-        "longest_stall_ms": int(gaps.max()),
-        "p99_gap_ms": float(np.percentile(gaps, 99)),
-        "gaps_over_50ms": slow,
-        "status": panel.status_label.text(),
-    }
+    results = []
+    for number in range(1, rounds + 1):
+        ticks[:] = [0]
+        refreshed.clear()
+        clock.start()
+        timer.start()
+        panel.start_round()
+        run_until(lambda: bool(refreshed) and not panel.runner.running)
+        timer.stop()
+        gaps = np.diff(ticks)
+        early = [g for t, g in zip(ticks, gaps, strict=False) if t < 1000]
+        results.append(
+            {
+                "prepare_progress_ms": prepare_ms,
+                "round": number,
+                "round_s": round(clock.elapsed() / 1000, 1),
+                "events": panel.events_seen,
+                "start_stall_ms": int(max(early)),
+                "longest_stall_ms": int(gaps.max()),
+                "p99_gap_ms": float(np.percentile(gaps, 99)),
+                "gaps_over_50ms": [
+                    (int(t), int(g)) for t, g in zip(ticks, gaps, strict=False) if g > 50
+                ],
+                "status": panel.status_label.text(),
+            }
+        )
+        settle()
     dock.close_project()
     viewer.close()
-    return result
+    return results
 
 
-def real_round_comparison(repeats: int) -> list[dict]:
-    """:func:`real_round_stalls` at nice +0 and at the default, alternating, fresh processes."""
-    from napari_lesion_harvest.ui.round_runner import ROUND_NICENESS
-
+def real_round_repeats(repeats: int) -> list[dict]:
+    """:func:`real_round_stalls` in ``repeats`` fresh napari processes."""
     results = []
     for _ in range(repeats):
-        for niceness in (0, ROUND_NICENESS):
-            with tempfile.TemporaryDirectory() as work:
-                child = [sys.executable, __file__, "--real-round-child", str(niceness), work]
-                output = subprocess.run(child, check=True, capture_output=True, text=True)
-                result = json.loads(output.stdout.strip().splitlines()[-1])
+        with tempfile.TemporaryDirectory() as work:
+            child = [sys.executable, __file__, "--real-round-child", work]
+            output = subprocess.run(child, check=True, capture_output=True, text=True)
+            measured = json.loads(output.stdout.strip().splitlines()[-1])
+        for result in measured:
             print("real round:", result, flush=True)
-            results.append(result)
+        results += measured
     return results
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--real-round-child"]:
-        print(json.dumps(real_round_stalls(Path(sys.argv[3]), int(sys.argv[2]))))
+        print(json.dumps(real_round_stalls(Path(sys.argv[2]))))
     elif sys.argv[1:2] == ["--real-round"]:
-        real_round_comparison(int(sys.argv[2]) if len(sys.argv) > 2 else 2)
+        real_round_repeats(int(sys.argv[2]) if len(sys.argv) > 2 else 2)
     else:
         command = json.loads(sys.argv[1]) if len(sys.argv) > 1 else None
         print("round stall:", stall_during_round(command))

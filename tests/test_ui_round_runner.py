@@ -9,11 +9,7 @@ from pathlib import Path
 import pytest
 
 from napari_lesion_harvest.ui.round_panel import RoundPanel
-from napari_lesion_harvest.ui.round_runner import (
-    ROUND_NICENESS,
-    RoundAlreadyRunning,
-    parse_progress_line,
-)
+from napari_lesion_harvest.ui.round_runner import RoundAlreadyRunning, parse_progress_line
 
 pytestmark = pytest.mark.gui
 
@@ -124,23 +120,3 @@ def test_stop_kills_the_process_tree_and_a_new_round_can_start(
     qtbot.waitUntil(lambda: len(finished) == 2, timeout=20_000)
     assert not panel.runner.running
     assert os.path.exists(panel.runner.log_path)
-
-
-def test_the_round_and_its_children_run_at_lower_cpu_priority_than_the_gui(
-    make_napari_viewer, qtbot, tmp_path
-):
-    make_napari_viewer()
-    panel, pid_file, finished = _panel(tmp_path, steps=200, pause=0.05)
-    panel.runner.stop_grace_s = 1.0
-    qtbot.addWidget(panel)
-    assert panel.start_round()
-    qtbot.waitUntil(lambda: panel.events_seen >= 1, timeout=20_000)
-    gui_nice = os.getpriority(os.PRIO_PROCESS, 0)
-    expected = min(19, gui_nice + ROUND_NICENESS)
-    child_pid = int(pid_file.read_text())  # started by the round after it was lowered
-    assert os.getpriority(os.PRIO_PROCESS, panel.runner.pid) == expected
-    assert expected > gui_nice or gui_nice == 19  # 19 is the lowest priority there is
-    assert os.getpriority(os.PRIO_PROCESS, child_pid) == expected
-    assert os.getpriority(os.PRIO_PROCESS, 0) == gui_nice  # the GUI keeps its own
-    panel.stop_round()
-    qtbot.waitUntil(lambda: bool(finished), timeout=20_000)

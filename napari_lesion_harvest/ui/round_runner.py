@@ -8,9 +8,7 @@ by Qt's queued connections), so the GUI never blocks on the process. Standard
 error and every non-JSON line go to a log file. The process runs in its own
 session: :meth:`RoundRunner.stop` sends SIGTERM to the whole process group
 (the round stops at its next step and leaves the project consistent), then
-SIGKILL after a grace period. It runs at a lower CPU priority than the GUI
-(:data:`ROUND_NICENESS`), so that on a busy machine the GUI thread gets a core
-the moment it needs one; the round still gets every cycle the GUI leaves idle.
+SIGKILL after a grace period.
 """
 
 from __future__ import annotations
@@ -28,8 +26,6 @@ from qtpy.QtCore import QObject, QTimer, Signal
 
 #: Seconds between SIGTERM and SIGKILL when stopping a round.
 STOP_GRACE_S = 10.0
-#: How much the round's nice value exceeds the GUI's (0 keeps the GUI's priority).
-ROUND_NICENESS = 10
 
 
 class RoundAlreadyRunning(RuntimeError):
@@ -111,16 +107,9 @@ class RoundRunner(QObject):
     progressed = Signal(dict)
     finished = Signal(int, str)
 
-    def __init__(
-        self,
-        parent=None,
-        *,
-        stop_grace_s: float = STOP_GRACE_S,
-        niceness: int = ROUND_NICENESS,
-    ):
+    def __init__(self, parent=None, *, stop_grace_s: float = STOP_GRACE_S):
         super().__init__(parent)
         self.stop_grace_s = stop_grace_s
-        self.niceness = niceness
         self._process: subprocess.Popen | None = None
         self._reader: threading.Thread | None = None
         self.log_path: Path | None = None
@@ -166,7 +155,6 @@ class RoundRunner(QObject):
             start_new_session=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
-        lower_priority(self._process.pid, self.niceness)
         self._reader = threading.Thread(
             target=self._read, args=(self._process, log), name="round-output", daemon=True
         )
@@ -210,24 +198,6 @@ class RoundRunner(QObject):
             reader.join(timeout)
             return not reader.is_alive()
         return True
-
-
-def lower_priority(pid: int, increment: int) -> None:
-    """Raise the nice value of process ``pid`` by ``increment`` (at most to 19).
-
-    Called right after the process starts, before it creates threads or
-    children: they inherit the value. Set from the parent rather than in a
-    ``preexec_fn``, which would make ``Popen`` fork the whole napari process
-    (tens of ms on the GUI thread) instead of using ``vfork``. Does nothing
-    where the OS has no nice values, or when the process already exited.
-    """
-    if increment <= 0 or not hasattr(os, "setpriority"):
-        return
-    try:
-        nice = os.getpriority(os.PRIO_PROCESS, pid)
-        os.setpriority(os.PRIO_PROCESS, pid, min(19, nice + increment))
-    except OSError:
-        pass
 
 
 def _signal_group(pgid: int, sig: int) -> None:
