@@ -1,22 +1,25 @@
-"""Screenshots of the real napari window with the Lesion Harvest dock after a real round.
+"""Screenshots of the real napari window with the Lesion Harvest dock after real rounds.
 
 Usage (under Xvfb)::
 
     OMP_NUM_THREADS=1 QT_QPA_PLATFORM=xcb xvfb-run -a -s "-screen 0 1600x1000x24" \\
         .venv/bin/python benchmarks/ui_screenshots.py WORK_DIR docs/images
 
-Builds a phantom project in WORK_DIR (6 volumes of 128 x 128 px made by the
-synthetic generator, imported as a DeepLesion folder; 2 volumes fully
-annotated with their truth as expert marks and complete (V_M), 1 held out as
-V_H_test), runs one harvest round in a subprocess exactly as the dock's
-"Run harvest round" does (CPU, a small config), then opens the V_H volume with
-the most proposals and saves:
+Builds the engine tests' blob project in WORK_DIR (``tests/harvest_project.py``:
+18 CT volumes of 12 x 64 x 64 voxels with bright ellipsoid lesions and vessel
+look-alikes; 4 volumes fully marked and complete (V_M), 6 held out (V_H_test),
+the rest V_H with one original mark each), runs two harvest rounds in
+subprocesses exactly as the dock's "Run harvest round" does (CPU; the
+configuration of ``tests/test_harvest_end_to_end.py``, under which the two
+rounds harvest lesions at precision 1.0; a few minutes), then opens a V_H
+volume on the best slice of a harvested lesion, preferring one seen on the
+slice of an original mark, and saves:
 
 ``ui_volume_review_soft_tissue.png``
-    marks and proposals on the proposal's best slice, soft-tissue window, with
-    the review list;
+    the original mark and the proposals (harvested, candidates, hard negatives)
+    with their lesion scores, soft-tissue window, and the review list;
 ``ui_results_panel.png``
-    Table I rows and the PR / FROC curves of the round.
+    Table I rows of both rounds and their PR / FROC curves.
 """
 
 from __future__ import annotations
@@ -26,64 +29,61 @@ import subprocess
 import sys
 from pathlib import Path
 
-#: A round that takes about a minute on one CPU core at 128 px.
-SMALL_CONFIG = {
-    "preset": "lite",
-    "lpg_max_side": 128,
-    "lpg_train_steps": 120,
-    "lpg_finetune_steps": 20,
-    "lpg_batch_size": 4,
-    "lpg_learning_rate": 0.003,
-    "lpc_epochs": 4,
-    "lpc_patch_size": 32,
-    "folds": 2,
-    "max_rounds": 1,
-}
-N_VOLUMES = 6
-N_COMPLETE = 2
+REPO = Path(__file__).resolve().parents[1]
+#: The engine test project's sizes and the overrides of tests/test_harvest_end_to_end.py.
+N_VOLUMES = 18
+N_TEST = 6
+ROUNDS = 2
+CONFIG_OVERRIDES = {"lpg_train_steps": 250, "lpc_epochs": 6}
 
 
 def build_project(work: Path) -> Path:
-    """Generate, import, annotate and run one round; returns the project folder."""
-    from napari_lesion_harvest.harvest.importing import import_sources
-    from napari_lesion_harvest.io.annotations import read_marks
-    from napari_lesion_harvest.store import HarvestProject
-    from napari_lesion_harvest.synthetic.dataset import generate_dataset
-    from napari_lesion_harvest.synthetic.phantom import PhantomConfig
+    """Write the blob project and run :data:`ROUNDS` rounds; returns the project folder."""
     from napari_lesion_harvest.ui.round_runner import round_command
 
-    dataset = generate_dataset(
-        work / "data", volumes=N_VOLUMES, seed=3, config=PhantomConfig(size=128)
-    )
-    truth, _report = read_marks(dataset.truth_marks)
-    project_dir = work / "project"
-    ids = list(dataset.volume_ids)
-    complete, held_out = ids[:N_COMPLETE], ids[N_COMPLETE]
-    with HarvestProject.open(project_dir, create=True) as project:
-        import_sources(project, [dataset.root], author="import")
-        project.set_split(held_out, "V_H_test", author="radiologist")
-        expert = [(r.volume_id, r.mark) for r in truth if r.volume_id in {*complete, held_out}]
-        project.add_marks(expert, author="radiologist", origin="expert")
-        for volume_id in complete:
-            project.set_volume_complete(volume_id, author="radiologist")
-    config = work / "small.json"
-    config.write_text(json.dumps(SMALL_CONFIG))
+    sys.path.insert(0, str(REPO))
+    from tests.harvest_project import TINY_CONFIG, make_blob_project
+
+    project_dir = make_blob_project(work, n_volumes=N_VOLUMES, n_test=N_TEST)
+    config = work / "screenshots.json"
+    config.write_text(json.dumps({**TINY_CONFIG, **CONFIG_OVERRIDES}))
     command = round_command(project_dir, config=str(config), device="cpu")
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    for _ in range(ROUNDS):
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     return project_dir
 
 
-def busiest_vh_volume(project_dir: Path) -> str:
-    """The V_H volume with the most proposals in the latest round."""
+def mark_and_harvest_view(project_dir: Path) -> tuple[str, int]:
+    """A V_H volume and a harvested lesion of the latest round seen on a marked slice.
+
+    Prefers a harvested proposal spanning the slice of one of the volume's marks
+    (both on screen), then the volume with the most harvested lesions.
+
+    Returns
+    -------
+    volume_id : str
+    proposal_id : int
+        The harvested proposal to review first.
+    """
     from napari_lesion_harvest.store import HarvestProject
 
     with HarvestProject.open(project_dir) as project:
-        summaries = [s for s in project.volume_summaries() if s.split == "V_H"]
-    return max(summaries, key=lambda s: (s.n_proposals, s.n_marks)).volume_id
+        number = project.latest_done_round()
+        vh = {v.volume_id for v in project.volumes(split="V_H")}
+        harvested = [p for p in project.proposals(number, roles=("P_pos_H",)) if p.volume_id in vh]
+        counts = {v: sum(p.volume_id == v for p in harvested) for v in vh}
+        marked = {(m.volume_id, m.mark.z) for v in vh for m in project.marks(v)}
+
+    def view_score(stored) -> tuple:
+        on_mark = any((stored.volume_id, int(z)) in marked for z in stored.proposal.slices)
+        return on_mark, counts[stored.volume_id], stored.s_gc or 0.0
+
+    best = max(harvested, key=view_score)
+    return best.volume_id, best.id
 
 
-def take_screenshots(project_dir: Path, volume_id: str, out: Path) -> list[Path]:
-    """Open the volume in a real napari window and save the two screenshots."""
+def take_screenshots(project_dir: Path, volume_id: str, proposal_id: int, out: Path) -> list[Path]:
+    """Open the volume on the proposal in a real napari window and save the two screenshots."""
     import napari
     from qtpy.QtWidgets import QApplication
 
@@ -105,8 +105,13 @@ def take_screenshots(project_dir: Path, volume_id: str, out: Path) -> list[Path]
     while not opened:
         QApplication.processEvents()
     dock.set_window("soft tissue")
-    dock.review.next()  # jump to the best proposal
-    viewer.scene.camera.zoom *= 1.6
+    ids = [item.proposal_id for item in dock.review.items]
+    dock.review.go_to(ids.index(proposal_id))  # its best slice, highlighted
+    spanned = {int(z) for z in dock.review.current_item.proposal.slices}
+    marked = [m.mark.z for m in dock.project.marks(volume_id) if m.mark.z in spanned]
+    if marked:  # the slice where the original mark is drawn too
+        viewer.dims.set_current_step(0, marked[0])
+    viewer.reset_view()  # the whole slice
     settle()
     saved = [out / "ui_volume_review_soft_tissue.png", out / "ui_results_panel.png"]
     viewer.screenshot(str(saved[0]), canvas_only=False)
@@ -123,9 +128,9 @@ def main(work_dir: str, out_dir: str) -> None:
     project_dir = work / "project"
     if not project_dir.exists():
         project_dir = build_project(work)
-    volume_id = busiest_vh_volume(project_dir)
-    for path in take_screenshots(project_dir, volume_id, Path(out_dir)):
-        print(f"saved {path} ({volume_id})")
+    volume_id, proposal_id = mark_and_harvest_view(project_dir)
+    for path in take_screenshots(project_dir, volume_id, proposal_id, Path(out_dir)):
+        print(f"saved {path} ({volume_id}, proposal {proposal_id})")
 
 
 if __name__ == "__main__":

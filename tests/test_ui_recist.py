@@ -47,7 +47,7 @@ def test_drawn_mark_is_saved_at_once_and_restored_after_reopen(
     # drawn: long axis, short axis, derived box, with the lengths in mm (0.8 mm pixels)
     assert len(tool.marks_layer.data) == 3
     long_mm, short_mm = (0.8 * d for d in mark.diameters_px())
-    assert tool.marks_layer.features["label"][0] == f"{long_mm:.1f} x {short_mm:.1f} mm"
+    assert tool.marks_layer.features["label"][2] == f"{long_mm:.1f} x {short_mm:.1f} mm"
     assert abs(long_mm - 16.0) < 0.5 and abs(short_mm - 9.6) < 0.5
     assert len(tool.guide_layer.data) == 0
 

@@ -9,6 +9,7 @@ from qtpy.QtCore import Qt
 from napari_lesion_harvest.geometry import Proposal3D
 from napari_lesion_harvest.store import ProposalRow, ProposalUpdate, StageResult
 from napari_lesion_harvest.ui.dock import HarvestDock
+from napari_lesion_harvest.ui.proposal_overlay import ROLE_COLOURS
 from tests.ui_helpers import make_project
 
 pytestmark = pytest.mark.gui
@@ -74,6 +75,18 @@ def test_keyboard_review_writes_verdicts(make_napari_viewer, qtbot, tmp_path, mo
     np.testing.assert_allclose(view.proposals.layer.data[0][:, 1:].min(axis=0), [30, 28])
     centre_world = view.image_layer.data_to_world([5, 39, 37])
     np.testing.assert_allclose(viewer.scene.camera.center[-2:], centre_world[1:])
+
+    # the current proposal: thicker edge, role spelled out, score in its role's colour
+    layer = view.proposals.layer
+    assert list(layer.features["label"]) == ["harvested 0.81"]
+    assert list(layer.features["colour"]) == [ROLE_COLOURS["harvested"]]
+    # edges keep their width on screen: zooming in 4x makes them 4x thinner in pixels
+    width = layer.edge_width[0]
+    viewer.scene.camera.zoom *= 4
+    qtbot.waitUntil(lambda: layer.edge_width[0] < width / 2, timeout=5_000)
+    assert layer.edge_width[0] == pytest.approx(width / 4)
+    viewer.reset_view()
+    viewer.scene.camera.center = tuple(centre_world[1:])
 
     qtbot.keyClick(table, Qt.Key.Key_A)  # accept -> moves to the next one
     assert dock.project.proposal(ids[0]).verdict.verdict == "accepted"

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from napari_lesion_harvest.geometry import Proposal3D
+from napari_lesion_harvest.ui.screen_units import ScreenWidths
 
 #: Display role -> edge colour. Marks (yellow / cyan line pairs) use none of these.
 ROLE_COLOURS: dict[str, str] = {
@@ -31,11 +32,9 @@ STORE_ROLE_DISPLAY: dict[str, str] = {
     "P_neg_M": "hard negative",
     "candidate": "candidate",
 }
-CURRENT_COLOUR = "#ffffff"
-#: Box edge widths in image pixels (napari draws Shapes edges in data units, so wider
-#: edges cover the lesion once zoomed in): the current proposal, the others.
-CURRENT_EDGE_PX = 1.0
-EDGE_PX = 0.5
+#: Box edge widths on screen (pixels, at any zoom): the current proposal, the others.
+CURRENT_EDGE_SCREEN_PX = 3.0
+EDGE_SCREEN_PX = 1.5
 
 
 @dataclass(frozen=True)
@@ -89,6 +88,10 @@ def items_from_store(stored_proposals) -> list[ProposalItem]:
 class ProposalOverlay:
     """A Shapes layer with the current slice's proposal boxes, coloured by role.
 
+    Each box is labelled with its lesion score in the box's colour; the current
+    proposal (the one under review) has a thicker edge and its role spelled out.
+    Edge widths are constant on screen (:class:`ScreenWidths`).
+
     Parameters
     ----------
     viewer : napari.Viewer
@@ -106,10 +109,17 @@ class ProposalOverlay:
             scale=tuple(image_layer.scale),
             name="Proposals",
             face_color="transparent",
-            features={"label": np.array([], dtype=str)},
-            text={"string": "{label}", "color": "#ffffff", "size": 9, "anchor": "lower_left"},
+            features={"label": np.array([], dtype=str), "colour": np.array([], dtype=str)},
+            text={
+                "string": "{label}",
+                "color": {"feature": "colour"},
+                "size": 10,
+                "anchor": "lower_left",
+            },
         )
+        self.layer.feature_defaults = {"label": "", "colour": "#808080"}  # until set per box
         self.layer.editable = False
+        self.widths = ScreenWidths(viewer, image_layer.scale[-1], self.redraw)
         viewer.dims.events.current_step.connect(self._on_step)
 
     def set_items(self, items: list[ProposalItem]) -> None:
@@ -128,6 +138,7 @@ class ProposalOverlay:
 
     def close(self) -> None:
         """Disconnect and remove the layer."""
+        self.widths.close()
         self.viewer.dims.events.current_step.disconnect(self._on_step)
         if self.layer in self.viewer.layers:
             self.viewer.layers.remove(self.layer)
@@ -144,14 +155,17 @@ class ProposalOverlay:
         """Put the current slice's boxes (and only those) in the layer."""
         z = self.current_slice
         data, colours, widths, labels = [], [], [], []
+        edge = self.widths.image_px(EDGE_SCREEN_PX)
+        current_edge = self.widths.image_px(CURRENT_EDGE_SCREEN_PX)
         for index, box in self._by_slice.get(z, []):
             item = self.items[index]
             x1, y1, x2, y2 = box
             data.append(np.array([[z, y1, x1], [z, y1, x2], [z, y2, x2], [z, y2, x1]], float))
             current = item.proposal_id == self.current_id
             colours.append(ROLE_COLOURS.get(item.display_role, "#808080"))
-            widths.append(CURRENT_EDGE_PX if current else EDGE_PX)
-            labels.append(f"{item.lesion_score:.2f}" + (" <" if current else ""))
+            widths.append(current_edge if current else edge)
+            score = f"{item.lesion_score:.2f}"
+            labels.append(f"{item.display_role} {score}" if current else score)
         layer = self.layer
         # one layer refresh for the four changes below instead of one each (napari's own
         # batching helper): 36 instead of 61 ms per slice change on a 2-core CPU
@@ -160,5 +174,8 @@ class ProposalOverlay:
             layer.data = []
             if data:
                 layer.add_rectangles(data, edge_color=colours, edge_width=widths)
-            layer.features = {"label": np.array(labels, dtype=str)}
+            layer.features = {
+                "label": np.array(labels, dtype=str),
+                "colour": np.array(colours, dtype=str),
+            }
         layer.refresh()

@@ -21,12 +21,18 @@ from typing import Protocol
 import numpy as np
 
 from napari_lesion_harvest.geometry import RECIST_ANGLE_RANGE_DEG, RecistMark
+from napari_lesion_harvest.ui.screen_units import ScreenWidths
 
 LONG_AXIS_COLOUR = "#ffe600"
 SHORT_AXIS_COLOUR = "#00e5ff"
 BOX_COLOUR = "#ffe60080"
 GUIDE_COLOUR = "#ffffff99"
 SELECTED_COLOUR = "#ff40ff"
+#: Line widths on screen (pixels, at any zoom): axes, the selected mark's long axis,
+#: the derived box.
+AXIS_SCREEN_PX = 2.0
+SELECTED_AXIS_SCREEN_PX = 3.0
+BOX_SCREEN_PX = 1.0
 #: Drags shorter than this (data pixels) are clicks, not axes.
 MIN_AXIS_PX = 2.0
 #: Pick radius for endpoints and lines, in screen pixels.
@@ -117,6 +123,7 @@ class RecistTool:
                 "anchor": "upper_left",
             },
         )
+        self.widths = ScreenWidths(viewer, self.pixel_spacing_yx[1], self.render)
         self.marks_layer.mouse_drag_callbacks.append(self._on_drag)
         self.marks_layer.events.mode.connect(self._keep_drawing_mode)
         for key, action in (
@@ -143,6 +150,7 @@ class RecistTool:
 
     def remove_layers(self) -> None:
         """Take the tool's layers out of the viewer (when the volume closes)."""
+        self.widths.close()
         for layer in (self.marks_layer, self.guide_layer):
             if layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
@@ -347,7 +355,9 @@ class RecistTool:
         layer.data = []
         if lines:
             colours = [LONG_AXIS_COLOUR] + [GUIDE_COLOUR] * (len(lines) - 1)
-            layer.add_lines(lines, edge_color=colours, edge_width=1.0)
+            layer.add_lines(
+                lines, edge_color=colours, edge_width=self.widths.image_px(AXIS_SCREEN_PX)
+            )
 
     @staticmethod
     def _line(z: int, segment) -> np.ndarray:
@@ -363,6 +373,10 @@ class RecistTool:
     def render(self) -> None:
         """Redraw every mark (line pairs, derived boxes, lengths) from :attr:`marks`."""
         data, types, colours, widths, labels = [], [], [], [], []
+        axis, selected_axis, box = (
+            self.widths.image_px(w)
+            for w in (AXIS_SCREEN_PX, SELECTED_AXIS_SCREEN_PX, BOX_SCREEN_PX)
+        )
         for mark_id, mark in self.marks.items():
             selected = mark_id == self.selected
             long_colour = SELECTED_COLOUR if selected else LONG_AXIS_COLOUR
@@ -373,8 +387,8 @@ class RecistTool:
             ]
             types += ["line", "line", "rectangle"]
             colours += [long_colour, SHORT_AXIS_COLOUR, BOX_COLOUR]
-            widths += [1.5 if selected else 1.0, 1.0, 0.5]
-            labels += [mark_label(mark, self.pixel_spacing_yx), "", ""]
+            widths += [selected_axis if selected else axis, axis, box]
+            labels += ["", "", mark_label(mark, self.pixel_spacing_yx)]  # above the box
         layer = self.marks_layer
         with layer.events.mode.blocker():
             layer.selected_data = set()

@@ -22,6 +22,8 @@ from qtpy.QtWidgets import QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, 
 
 #: How many recent finished rounds are plotted.
 MAX_ROUNDS_SHOWN = 4
+#: Short column headers, so that Table I fits the dock (the full name is the tooltip).
+SHORT_HEADERS = {"round": "#", "precision": "prec."}
 
 
 def table_rows(rounds) -> tuple[list[str], list[list[str]]]:
@@ -57,7 +59,7 @@ def _is_number(value) -> bool:
 
 
 def _fmt(value) -> str:
-    return f"{value:.3f}" if _is_number(value) else ""
+    return f"{value:.2f}" if _is_number(value) else ""  # 2 decimals: the table fits the dock
 
 
 @cache
@@ -109,7 +111,7 @@ class ResultsPanel(QWidget):
         self.table.verticalHeader().setVisible(False)
         self.figure = Figure(figsize=(4.0, 5.2))
         # fixed margins: a tight layout measures every tick label at each draw
-        self.figure.subplots_adjust(left=0.16, right=0.97, top=0.95, bottom=0.09, hspace=0.42)
+        self.figure.subplots_adjust(left=0.16, right=0.94, top=0.95, bottom=0.09, hspace=0.42)
         self.canvas = _visible_only_canvas_class()(self.figure)
         self.pr_axes = self.figure.add_subplot(2, 1, 1)
         self.froc_axes = self.figure.add_subplot(2, 1, 2)
@@ -127,7 +129,10 @@ class ResultsPanel(QWidget):
         done = sorted((r for r in rounds if r.status == "done"), key=lambda r: r.number)
         header, rows = table_rows(done)
         self.table.setColumnCount(len(header))
-        self.table.setHorizontalHeaderLabels(header)
+        for column, name in enumerate(header):
+            item = QTableWidgetItem(SHORT_HEADERS.get(name, name))
+            item.setToolTip(name)
+            self.table.setHorizontalHeaderItem(column, item)
         self.table.setRowCount(len(rows))
         for i, row in enumerate(rows):
             for j, text in enumerate(row):

@@ -85,6 +85,7 @@ class VolumeView:
         self.recist = RecistTool(viewer, self.image_layer, sink=sink, marks=marks, notify=notify)
         viewer.dims.ndisplay = 2
         viewer.dims.order = (0, 1, 2)
+        viewer.dims.axis_labels = ("z", "y", "x")  # the slider reads "z", not "-3"
         viewer.reset_view()
         for key, name in WINDOW_KEYS.items():
             for layer in (self.image_layer, self.recist.marks_layer, self.proposals.layer):
