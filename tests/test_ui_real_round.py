@@ -147,7 +147,7 @@ def test_real_round_from_the_dock_refreshes_worklist_overlays_and_results(
     # the results panel: Table I rows of the round and its PR / FROC curves (drawn when shown)
     dock.tabs.setCurrentWidget(dock.results)
     table = dock.results.table
-    labels = [table.item(r, 1).text() for r in range(table.rowCount())]
+    labels = [table.item(r, 0).text() for r in range(table.rowCount())]
     assert len(labels) == len(record.metrics["table_i"]) >= 2
     assert labels[0].startswith("R (original")
     assert dock.results.rounds_plotted == [record.number]

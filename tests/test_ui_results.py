@@ -43,7 +43,7 @@ def test_hidden_results_panel_draws_its_curves_once_when_shown(qtbot):
 
     panel.show_rounds([_done_round(1)])
     assert panel.summary.text() == "Round 1 finished, 5 lesions harvested, threshold 0.620."
-    assert panel.table.rowCount() == 2 and panel.table.item(1, 1).text() == "R + P_H,1"
+    assert panel.table.rowCount() == 2 and panel.table.item(1, 0).text() == "R + P_H,1"
     # hidden: layout changes (resizes) do not make matplotlib draw the figure
     _resize_hidden(panel, 400, 500)
     qtbot.wait(100)
@@ -63,3 +63,8 @@ def test_hidden_results_panel_draws_its_curves_once_when_shown(qtbot):
     panel.show()
     qtbot.waitUntil(lambda: len(draws) == 2, timeout=5_000)
     assert draws[-1] == [1, 2] and len(panel.pr_axes.lines) == 2
+    # Table I: the original marks once, then a row per round
+    labels = [panel.table.item(r, 0).text() for r in range(panel.table.rowCount())]
+    assert labels == ["R (original marks)", "R + P_H,1", "R + P_H,2"]
+    header = [panel.table.horizontalHeaderItem(c).text() for c in range(4)]
+    assert header == ["set", "prec.", "recall", "AP"]

@@ -23,11 +23,15 @@ from qtpy.QtWidgets import QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, 
 #: How many recent finished rounds are plotted.
 MAX_ROUNDS_SHOWN = 4
 #: Short column headers, so that Table I fits the dock (the full name is the tooltip).
-SHORT_HEADERS = {"round": "#", "precision": "prec."}
+SHORT_HEADERS = {"precision": "prec."}
 
 
 def table_rows(rounds) -> tuple[list[str], list[list[str]]]:
     """Header and text rows of Table I over finished rounds (oldest first).
+
+    As in the paper's Table I: the original marks' row once (each round stores the
+    same one first, from the oldest round shown), then each round's ``R + P_H,i`` rows;
+    the labels name the rounds.
 
     Parameters
     ----------
@@ -38,19 +42,14 @@ def table_rows(rounds) -> tuple[list[str], list[list[str]]]:
     header : list of str
     rows : list of list of str
     """
+    tables = [r.metrics.get("table_i") or [] for r in rounds if r.status == "done"]
+    tables = [table for table in tables if table]
+    entries = [*tables[0][:1], *(row for table in tables for row in table[1:])] if tables else []
     keys: list[str] = []
-    entries = []
-    for record in rounds:
-        if record.status != "done":
-            continue
-        for row in record.metrics.get("table_i", []) or []:
-            entries.append((record.number, row))
-            keys += [k for k, v in row.items() if k != "label" and k not in keys and _is_number(v)]
-    header = ["round", "set", *keys]
-    rows = [
-        [str(number), str(row.get("label", "")), *(_fmt(row.get(key)) for key in keys)]
-        for number, row in entries
-    ]
+    for row in entries:
+        keys += [k for k, v in row.items() if k != "label" and k not in keys and _is_number(v)]
+    header = ["set", *keys]
+    rows = [[str(row.get("label", "")), *(_fmt(row.get(key)) for key in keys)] for row in entries]
     return header, rows
 
 
