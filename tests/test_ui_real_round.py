@@ -148,8 +148,8 @@ def test_real_round_from_the_dock_refreshes_worklist_overlays_and_results(
     dock.tabs.setCurrentWidget(dock.results)
     table = dock.results.table
     labels = [table.item(r, 0).text() for r in range(table.rowCount())]
-    assert len(labels) == len(record.metrics["table_i"]) >= 2
-    assert labels[0].startswith("R (original")
+    assert labels == [f"R + P_H,{record.number}"] == [record.metrics["table_i"][1]["label"]]
+    assert "R (original marks): R " in dock.results.summary.text()
     assert dock.results.rounds_plotted == [record.number]
     assert len(dock.results.pr_axes.lines) == 1 and len(dock.results.froc_axes.lines) == 1
     assert f"Round {record.number} finished" in dock.results.summary.text()

@@ -22,16 +22,14 @@ from qtpy.QtWidgets import QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, 
 
 #: How many recent finished rounds are plotted.
 MAX_ROUNDS_SHOWN = 4
-#: Short column headers, so that Table I fits the dock (the full name is the tooltip).
-SHORT_HEADERS = {"precision": "prec."}
 
 
-def table_rows(rounds) -> tuple[list[str], list[list[str]]]:
-    """Header and text rows of Table I over finished rounds (oldest first).
+def table_rows(rounds) -> tuple[str, list[str], list[list[str]]]:
+    """Table I over finished rounds (oldest first), as text.
 
-    As in the paper's Table I: the original marks' row once (each round stores the
-    same one first, from the oldest round shown), then each round's ``R + P_H,i`` rows;
-    the labels name the rounds.
+    As in the paper's Table I: the original marks' recall and precision once (each
+    round stores the same row first; the oldest round's is used), then each round's
+    ``R + P_H,i`` row with its AP and recall at 80-95% precision.
 
     Parameters
     ----------
@@ -39,18 +37,32 @@ def table_rows(rounds) -> tuple[list[str], list[list[str]]]:
 
     Returns
     -------
+    baseline : str
+        ``"R (original marks): R 0.33 @ 100% P"``, or ``""`` before any evaluation.
     header : list of str
     rows : list of list of str
     """
     tables = [r.metrics.get("table_i") or [] for r in rounds if r.status == "done"]
     tables = [table for table in tables if table]
-    entries = [*tables[0][:1], *(row for table in tables for row in table[1:])] if tables else []
+    if not tables:
+        return "", ["set"], []
+    entries = [row for table in tables for row in table[1:]]
     keys: list[str] = []
     for row in entries:
         keys += [k for k, v in row.items() if k != "label" and k not in keys and _is_number(v)]
-    header = ["set", *keys]
     rows = [[str(row.get("label", "")), *(_fmt(row.get(key)) for key in keys)] for row in entries]
-    return header, rows
+    return _baseline_text(tables[0][0]), ["set", *keys], rows
+
+
+def _baseline_text(row: dict) -> str:
+    """``R (original marks): R 0.33 @ 100% P`` (the parts that are known)."""
+    text = str(row.get("label", ""))
+    recall, precision = row.get("recall"), row.get("precision")
+    if _is_number(recall):
+        text += f": R {recall:.2f}"
+        if _is_number(precision):
+            text += f" @ {100 * precision:.0f}% P"
+    return text
 
 
 def _is_number(value) -> bool:
@@ -126,12 +138,10 @@ class ResultsPanel(QWidget):
     def show_rounds(self, rounds) -> None:
         """Show the finished rounds among ``rounds`` (RoundRecord list, any order)."""
         done = sorted((r for r in rounds if r.status == "done"), key=lambda r: r.number)
-        header, rows = table_rows(done)
+        baseline, header, rows = table_rows(done)
         self.table.setColumnCount(len(header))
         for column, name in enumerate(header):
-            item = QTableWidgetItem(SHORT_HEADERS.get(name, name))
-            item.setToolTip(name)
-            self.table.setHorizontalHeaderItem(column, item)
+            self.table.setHorizontalHeaderItem(column, QTableWidgetItem(name))
         self.table.setRowCount(len(rows))
         for i, row in enumerate(rows):
             for j, text in enumerate(row):
@@ -145,7 +155,7 @@ class ResultsPanel(QWidget):
                 parts.append(f"{last.metrics['n_harvested']} lesions harvested")
             if _is_number(last.metrics.get("threshold")):
                 parts.append(f"threshold {last.metrics['threshold']:.3f}")
-            self.summary.setText(", ".join(parts) + ".")
+            self.summary.setText(", ".join(parts) + "." + (f"\n{baseline}" if baseline else ""))
         else:
             self.summary.setText("No finished round yet.")
         self._pending = done[-MAX_ROUNDS_SHOWN:]
