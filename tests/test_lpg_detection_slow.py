@@ -1,4 +1,5 @@
-"""A lite MSCN trained for about a minute on CPU finds held-out phantom lesions."""
+"""Lite MSCNs trained for minutes on the CPU find held-out lesions (ellipsoid volumes,
+and the project's CT phantom)."""
 
 from __future__ import annotations
 
@@ -44,18 +45,12 @@ def key_slice_truth(seeds) -> tuple[dict, list]:
     return marks, volumes
 
 
-@pytest.mark.slow
-def test_lite_model_detects_held_out_phantom_lesions():
-    torch.set_num_threads(1)
-    result = train_lpg(
-        training_samples(range(10)),
-        config=get_config("lite", max_side=64),
-        options=TrainOptions(steps=110, batch_size=6, learning_rate=2e-3, warmup_steps=15),
-    )
-    marks, volumes = key_slice_truth(range(100, 105))
+def detection_froc(model, volumes, marks, fp_rates):
+    """FROC sensitivities (2D rule, IoU >= 0.5, FPs per marked slice) of ``model``'s
+    detections (top 20 per slice, score >= 0.01) against key-slice ``marks``."""
     slice_z, slice_boxes, slice_scores, slice_volume = [], [], [], []
     for index, volume in enumerate(volumes):
-        for found in detect_volume(result.model, volume, top_k=20, min_score=0.01):
+        for found in detect_volume(model, volume, top_k=20, min_score=0.01):
             slice_z += [found.z] * len(found.scores)
             slice_boxes.append(found.boxes)
             slice_scores.append(found.scores)
@@ -68,12 +63,71 @@ def test_lite_model_detects_held_out_phantom_lesions():
         np.concatenate(slice_boxes),
         np.concatenate(slice_scores),
     )
-    report = evaluate(
-        RecistTruth.from_mapping(marks), detections, metric="2d", fp_rates=(0.5, 1, 2, 4)
-    )
+    report = evaluate(RecistTruth.from_mapping(marks), detections, metric="2d", fp_rates=fp_rates)
     print(report.format_text())
-    sensitivity = dict(zip(report.fp_rates, report.sensitivities, strict=True))
+    return dict(zip(report.fp_rates, report.sensitivities, strict=True))
+
+
+@pytest.mark.slow
+def test_lite_model_detects_held_out_phantom_lesions():
+    torch.set_num_threads(1)
+    result = train_lpg(
+        training_samples(range(10)),
+        config=get_config("lite", max_side=64),
+        options=TrainOptions(steps=110, batch_size=6, learning_rate=2e-3, warmup_steps=15),
+    )
+    marks, volumes = key_slice_truth(range(100, 105))
+    sensitivity = detection_froc(result.model, volumes, marks, (0.5, 1, 2, 4))
     # Random boxes essentially never reach IoU 0.5; measured here: 0.53, 0.87, 0.87, 0.87
     # at 0.5, 1, 2, 4 FPs per marked slice (110 steps, 1 thread).
     assert sensitivity[1.0] >= 0.6, sensitivity
     assert sensitivity[4.0] >= 0.7, sensitivity
+
+
+def synthetic_ct(index: int, size: int):
+    """Volume ``index`` of the project's CT phantom (``synthetic.phantom``)."""
+    from napari_lesion_harvest.synthetic.phantom import (
+        PhantomConfig,
+        SeriesIdentity,
+        generate_volume,
+    )
+
+    identity = SeriesIdentity(index + 1, 1, 1, 10, "M", 50)
+    rng = np.random.default_rng(1000 + index)
+    return generate_volume(rng, identity, config=PhantomConfig(size=size))
+
+
+@pytest.mark.slow
+def test_lite_model_finds_lesions_of_the_synthetic_ct_phantom():
+    # The project's phantom: organs, look-alikes, lesions of 5-60 mm with 10-80 HU of
+    # contrast. Every lesion's key slice, with all lesion boxes on it, is a sample.
+    torch.set_num_threads(1)
+    samples = []
+    for phantom in (synthetic_ct(i, 128) for i in range(24)):
+        boxes_by_slice: dict[int, list] = {}
+        for lesion in phantom.lesions:
+            for z, box in zip(lesion.extent.slices, lesion.extent.boxes, strict=True):
+                boxes_by_slice.setdefault(int(z), []).append(box)
+        for z in sorted({lesion.recist.z for lesion in phantom.lesions}):
+            samples.append(LPGSample(phantom.volume, z, np.array(boxes_by_slice[z])))
+    # A soft-tissue window, as the demo uses for CPU training (harvest/demo.py).
+    config = get_config("lite", max_side=128, hu_window=(-200.0, 300.0))
+    result = train_lpg(
+        samples,
+        config=config,
+        options=TrainOptions(steps=800, batch_size=8, learning_rate=1e-3, warmup_steps=50),
+        pretrained=False,
+    )
+    held_out = [synthetic_ct(500 + i, 128) for i in range(8)]
+    marks = {
+        p.volume_id: ([m.z for m in p.all_marks], np.array([m.box() for m in p.all_marks]))
+        for p in held_out
+    }
+    sensitivity = detection_froc(
+        result.model, [p.volume for p in held_out], marks, (0.5, 1, 2, 4, 8)
+    )
+    # Measured (112 training slices, 38 held-out lesions, 1 thread): 0.13, 0.21, 0.21,
+    # 0.24, 0.37 at 0.5, 1, 2, 4, 8 FPs per marked slice; random boxes score ~0. The
+    # paper's wide window gave 0.05 to 0.24 after 1,200 steps (docs/performance.md).
+    assert sensitivity[1.0] >= 0.1, sensitivity
+    assert sensitivity[8.0] >= 0.2, sensitivity
