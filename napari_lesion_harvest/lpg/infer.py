@@ -121,10 +121,10 @@ class InferenceSettings:
     channels_last: bool
 
     @classmethod
-    def resolve(cls, model, device=None, precision: str = "auto", channels_last=None):
+    def resolve(cls, model, device=None, precision: str = "auto", channels_last: bool = False):
         """Settings for ``model``: ``precision`` ``"auto"`` (bfloat16 on CUDA, float32
-        elsewhere), ``"float32"`` or ``"bfloat16"``; ``channels_last`` ``None`` means
-        NCHW, which scanned faster than NHWC at batch 32 and 64 on an H200
+        elsewhere), ``"float32"`` or ``"bfloat16"``. NCHW unless ``channels_last``:
+        it scanned faster than NHWC at batch 32 and 64 on an H200
         (``docs/performance.md``)."""
         import torch
 
@@ -134,7 +134,7 @@ class InferenceSettings:
                 f"precision must be 'auto', 'float32' or 'bfloat16', not {precision!r}"
             )
         bfloat16 = precision == "bfloat16" or (precision == "auto" and device.type == "cuda")
-        return cls(device, bfloat16, bool(channels_last))
+        return cls(device, bfloat16, channels_last)
 
     def network_input(self, images):
         """``images`` ``(N, C, H, W)`` on the device, in the model's memory layout."""
@@ -230,7 +230,7 @@ def predict_volume(
     slices: Sequence[int] | None = None,
     device: str | None = None,
     precision: str = "auto",
-    channels_last: bool | None = None,
+    channels_last: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> Iterator[tuple[list[int], dict, SliceTransform]]:
     """Raw head outputs for the target slices of a volume, batch by batch.
@@ -256,8 +256,8 @@ def predict_volume(
         device once and the input pipeline runs there.
     precision : {"auto", "float32", "bfloat16"}
         ``"auto"``: bfloat16 autocast on CUDA, float32 elsewhere.
-    channels_last : bool, optional
-        NHWC weights and inputs (default: no). Converts ``model`` in place.
+    channels_last : bool
+        NHWC weights and inputs. Converts ``model`` in place.
     progress : callable, optional
         ``progress(done, total)`` after each batch.
 
@@ -333,7 +333,7 @@ def detect_volume(
     slices: Sequence[int] | None = None,
     device: str | None = None,
     precision: str = "auto",
-    channels_last: bool | None = None,
+    channels_last: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[SliceDetections]:
     """2D lesion proposals on every (or every listed) slice of a volume.

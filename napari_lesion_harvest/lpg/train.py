@@ -260,7 +260,7 @@ def train_lpg(
         model = build_model(get_config(config), pretrained=pretrained)
     config = model.config
     use_cuda = context.device.startswith("cuda")
-    # On GPUs: NHWC weights and inputs (faster cuDNN convolutions) and bf16 autocast.
+    # On GPUs: NHWC weights and inputs, and bf16 autocast (docs/performance.md, "lpg: GPU").
     memory_format = torch.channels_last if use_cuda else torch.contiguous_format
     model.to(context.device, memory_format=memory_format).train()
     optimizer = _make_optimizer(model, options)
@@ -309,10 +309,12 @@ def train_lpg(
         ranks=context.world_size,
     )
     step = start
-    for inputs, targets in _batches(batches, loader_workers(options, context.device), use_cuda):
+    pending = _batches(batches, loader_workers(options, context.device), use_cuda)
+    while step < options.steps:
         if should_stop is not None and any_rank(should_stop(), context):
             stopped = True
             break
+        inputs, targets = next(pending)  # built only once the step is sure to run
         inputs = inputs.to(context.device, non_blocking=True, memory_format=memory_format)
         targets = {k: v.to(context.device, non_blocking=True) for k, v in targets.items()}
         learning_rate = learning_rate_at(step, options)
