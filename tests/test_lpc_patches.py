@@ -136,6 +136,20 @@ def test_axial_only_reads_only_the_slices_around_the_centre():
     assert len(loads) == len(set(loads)) < SHAPE[0]
 
 
+def test_many_proposals_read_each_slice_once_whatever_the_volume_cache():
+    # Proposals at every depth, each reaching over more slices than the volume's cache
+    # holds: the slices are still read once per call, and the patches are unchanged.
+    loads: list[int] = []
+    volume = cube_volume(17, 50, 50, loads=loads)
+    volume.cache_slices = 2
+    proposals = [cube_proposal(z, 30 + z, 40) for z in range(2, 34, 3)]
+    spec = PatchSpec(size=16, pad_px=16)
+    together = extract_patches(volume, proposals, spec)
+    assert len(loads) == len(set(loads)) > 2 * volume.cache_slices
+    one_by_one = np.stack([extract_patches(volume, [p], spec)[0] for p in proposals])
+    np.testing.assert_array_equal(together, one_by_one)
+
+
 def test_patch_spec_rejects_bad_values():
     with pytest.raises(ValueError, match="views"):
         PatchSpec(views=("oblique",))

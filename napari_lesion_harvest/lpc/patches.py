@@ -10,7 +10,8 @@ in-plane spacing. Outside the volume the patch is air (-1024 HU). Intensities go
 through the LPG's :func:`~napari_lesion_harvest.lpg.preprocess.window_hu` with the
 LPG's window and mean (:func:`lpc_window`).
 
-Only the slices the requested planes cross are read from the (lazy) volume.
+Only the slices the requested planes cross are read from the (lazy) volume, each
+once per call.
 
 View layouts (rows, columns), all in increasing index order:
 
@@ -154,15 +155,10 @@ def _sample_grids(centre, half_mm, spacing, spec: PatchSpec) -> list[np.ndarray]
     return grids
 
 
-def _sample_volume(volume: CTVolume, grids: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Trilinear samples (HU, float32) of ``volume`` at each coordinate grid.
-
-    Each grid's bounding block of voxels is read slice by slice from the lazy
-    volume; every slice needed by any grid is read once.
-    """
-    from scipy.ndimage import map_coordinates
-
-    upper = np.asarray(volume.shape) - 1
+def _grid_bounds(grids: Sequence[np.ndarray], shape) -> list:
+    """Per grid, the ``(lo, hi)`` voxel block (``(3,)`` int arrays, inclusive) its
+    trilinear samples read, or None when the grid lies wholly outside the volume."""
+    upper = np.asarray(shape) - 1
     bounds = []
     for grid in grids:
         flat = grid.reshape(3, -1)
@@ -170,23 +166,51 @@ def _sample_volume(volume: CTVolume, grids: Sequence[np.ndarray]) -> list[np.nda
         hi = np.clip(np.floor(flat.max(axis=1)).astype(int) + 1, 0, upper)
         inside = np.all(flat.max(axis=1) > -1) and np.all(flat.min(axis=1) < upper + 1)
         bounds.append((lo, hi) if inside else None)
-    blocks = [
-        None if b is None else np.empty(tuple(b[1] - b[0] + 1), dtype=np.float32) for b in bounds
-    ]
-    needed = sorted({z for b in bounds if b is not None for z in range(b[0][0], b[1][0] + 1)})
-    for z in needed:
-        image = volume.slice(z)
-        for b, block in zip(bounds, blocks, strict=True):
-            if b is not None and b[0][0] <= z <= b[1][0]:
-                (z0, y0, x0), (_, y1, x1) = b
-                block[z - z0] = image[y0 : y1 + 1, x0 : x1 + 1]
+    return bounds
+
+
+class _SliceWindow:
+    """The slices of a volume that the remaining proposals need, each read once.
+
+    Proposals are visited in the order of the first slice they read; a slice
+    below the first slice of every proposal still to visit is released.
+    """
+
+    def __init__(self, volume: CTVolume):
+        self.volume = volume
+        self.held: dict[int, np.ndarray] = {}
+
+    def get(self, z: int) -> np.ndarray:
+        if z not in self.held:
+            self.held[z] = self.volume.slice(z)
+        return self.held[z]
+
+    def release_below(self, z: int) -> None:
+        for held in [k for k in self.held if k < z]:
+            del self.held[held]
+
+
+def _sample_blocks(slices: _SliceWindow, grids, bounds) -> list[np.ndarray]:
+    """Trilinear samples (HU, float32) at each coordinate grid, from its block of voxels."""
+    from scipy.ndimage import map_coordinates
+
     samples = []
-    for grid, b, block in zip(grids, bounds, blocks, strict=True):
+    for grid, b in zip(grids, bounds, strict=True):
         if b is None:
             samples.append(np.full(grid.shape[1:], AIR_HU, dtype=np.float32))
             continue
+        (z0, y0, x0), (z1, y1, x1) = b
+        block = np.stack([slices.get(z)[y0 : y1 + 1, x0 : x1 + 1] for z in range(z0, z1 + 1)])
         local = grid - b[0].reshape((3,) + (1,) * (grid.ndim - 1))
-        samples.append(map_coordinates(block, local, order=1, mode="grid-constant", cval=AIR_HU))
+        samples.append(
+            map_coordinates(
+                block.astype(np.float32, copy=False),
+                local,
+                order=1,
+                mode="grid-constant",
+                cval=AIR_HU,
+            )
+        )
     return samples
 
 
@@ -217,10 +241,17 @@ def extract_patches(
     """
     spacing = np.asarray(volume.spacing, dtype=np.float64)
     out = np.empty((len(proposals),) + spec.shape, dtype=np.float32)
-    # visit proposals by depth so consecutive ones reuse the volume's slice cache
-    order = sorted(range(len(proposals)), key=lambda i: proposals[i].box_3d[2])
-    for i in order:
-        centre, half_mm = proposal_field_of_view(proposals[i], spacing, pad_px=spec.pad_px)
-        samples = _sample_volume(volume, _sample_grids(centre, half_mm, spacing, spec))
+    grids = []
+    for proposal in proposals:
+        centre, half_mm = proposal_field_of_view(proposal, spacing, pad_px=spec.pad_px)
+        grids.append(_sample_grids(centre, half_mm, spacing, spec))
+    bounds = [_grid_bounds(g, volume.shape) for g in grids]
+    first_slice = [min((b[0][0] for b in bs if b is not None), default=0) for bs in bounds]
+    order = sorted(range(len(proposals)), key=first_slice.__getitem__)
+    slices = _SliceWindow(volume)
+    for rank, i in enumerate(order):
+        samples = _sample_blocks(slices, grids[i], bounds[i])
         out[i] = samples[0] if spec.kind == "cube" else np.stack(samples)
+        if rank + 1 < len(order):
+            slices.release_below(first_slice[order[rank + 1]])
     return lpc_window(out) if windowed else out
