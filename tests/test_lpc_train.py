@@ -179,6 +179,18 @@ def test_training_stops_on_cancellation_and_needs_both_classes():
         train_classifier(positives_only, TINY)
 
 
+def test_a_sets_patches_are_extracted_once_per_spec_and_reused_by_every_fold_model():
+    (proposal_set,) = phantom_sets([7])
+    spec = PatchSpec(views=("axial",), size=16, pad_px=6)
+    patches = proposal_set.patches(spec)
+    assert proposal_set.patches(spec) is patches
+    fresh = extract_patches(proposal_set.volume, proposal_set.proposals, spec)
+    np.testing.assert_array_equal(patches.numpy(), fresh.astype(np.float16))
+    wider = PatchSpec(views=("axial",), size=16, pad_px=12)
+    assert proposal_set.patches(wider).shape == patches.shape
+    assert not torch.equal(proposal_set.patches(wider), patches)
+
+
 def test_out_of_fold_scores_each_v_m_volume_with_a_model_that_did_not_see_it():
     sets = phantom_sets(range(4))
     sets[3].fully_annotated = False  # a V_H volume: always in training

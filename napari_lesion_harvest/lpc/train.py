@@ -25,7 +25,12 @@ from napari_lesion_harvest.lpc.augment import Augmentation, augment_patches
 from napari_lesion_harvest.lpc.checkpoint import save_checkpoint
 from napari_lesion_harvest.lpc.metrics import roc_auc
 from napari_lesion_harvest.lpc.models import ProposalClassifier, build_classifier
-from napari_lesion_harvest.lpc.patches import DEFAULT_PAD_PX, DEFAULT_PATCH_SIZE, extract_patches
+from napari_lesion_harvest.lpc.patches import (
+    DEFAULT_PAD_PX,
+    DEFAULT_PATCH_SIZE,
+    PatchSpec,
+    extract_patches,
+)
 from napari_lesion_harvest.workers.progress import Progress, check_cancelled, no_progress
 
 
@@ -45,12 +50,18 @@ class ProposalSet:
         1: lesion (P_RM, P_RH), 0: not a lesion (P_neg_M).
     fully_annotated : bool
         True for a V_M volume (used for hold-out and folds), False for V_H.
+
+    Notes
+    -----
+    :meth:`patches` keeps the patches it extracts, so the out-of-fold models
+    of a round read each volume once.
     """
 
     volume: CTVolume
     proposals: list[Proposal3D]
     labels: np.ndarray
     fully_annotated: bool = True
+    _patches: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         self.proposals = list(self.proposals)
@@ -62,6 +73,18 @@ class ProposalSet:
             )
         if not np.isin(self.labels, (0, 1)).all():
             raise ValueError(f"volume {self.volume.volume_id}: labels must be 0 or 1")
+
+    def patches(self, spec: PatchSpec) -> torch.Tensor:
+        """Windowed patches of the proposals (extracted once per ``spec``).
+
+        Returns
+        -------
+        Tensor, float16, shape (K, *spec.shape)
+        """
+        if spec not in self._patches:
+            extracted = extract_patches(self.volume, self.proposals, spec)
+            self._patches[spec] = torch.from_numpy(extracted).to(torch.float16)
+        return self._patches[spec]
 
 
 def proposal_sets(
@@ -188,8 +211,7 @@ def _patches_and_labels(sets, indices, spec, progress, cancelled, stage):
     for step, i in enumerate(indices):
         check_cancelled(cancelled)
         progress(stage, step, len(indices), sets[i].volume.volume_id)
-        patches = extract_patches(sets[i].volume, sets[i].proposals, spec)
-        chunks.append(torch.from_numpy(patches).to(torch.float16))
+        chunks.append(sets[i].patches(spec))
         labels.append(sets[i].labels)
     progress(stage, len(indices), len(indices))
     if not chunks:
