@@ -59,6 +59,7 @@ def test_demo_changes_presets_but_not_a_users_file(tmp_path):
     assert (config.max_rounds, config.seed, config.lpg_max_side) == (2, 5, 128)
     assert config.lpg_hu_window == DEMO_PRESET_CHANGES["lpg_hu_window"]
     assert config.folds == DEMO_PRESET_CHANGES["folds"]
+    assert config.lpc_pad_px == 16  # the paper's 64 pixels of a 512-pixel slice, in mm
     path = tmp_path / "mine.json"
     path.write_text(json.dumps({"preset": "lite", "folds": 4}))
     mine = demo_config(str(path), rounds=1, seed=0, size=64)

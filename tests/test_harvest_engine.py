@@ -14,6 +14,7 @@ from napari_lesion_harvest.harvest.config import load_config
 from napari_lesion_harvest.harvest.round import HarvestInputError, check_inputs, run_rounds
 from napari_lesion_harvest.harvest.stages import STAGES
 from napari_lesion_harvest.harvest.training_sets import lpg_training_slices, usable_marks
+from napari_lesion_harvest.lpc.checkpoint import load_checkpoint as load_classifier
 from napari_lesion_harvest.store import HarvestProject, VolumeRecord
 from napari_lesion_harvest.store.checkpoints import sha256_file
 from napari_lesion_harvest.workers.progress import Cancelled
@@ -22,6 +23,10 @@ from napari_lesion_harvest.workers.progress import Cancelled
 @pytest.fixture(scope="module")
 def blob_project(tmp_path_factory):
     return make_blob_project(tmp_path_factory.mktemp("blobs"))
+
+
+#: LPC context of the finished round, not the default (64), to see it reach the LPC.
+CONTEXT_PX = 48.0
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +38,7 @@ def finished_round(tmp_path_factory):
     with HarvestProject.open(project_dir) as project:
         run_rounds(
             project,
-            load_config(str(folder / "tiny.json")),
+            load_config(str(folder / "tiny.json"), lpc_pad_px=CONTEXT_PX),
             rounds=1,
             device="cpu",
             progress=lambda *event: events.append(event),
@@ -103,6 +108,8 @@ def test_a_round_runs_every_stage_and_leaves_a_consistent_project(finished_round
     assert {e[0] for e in events} >= {"train_lpg", "scan", "harvest", "evaluate"}
     for ref in checkpoints.values():
         assert sha256_file(project_dir / ref.path) == ref.sha256
+    classifier, _ = load_classifier(project_dir / checkpoints["lpc"].path)
+    assert classifier.spec.pad_px == CONTEXT_PX  # the config's LPC context
     roles = {}
     for stored in proposals:
         roles.setdefault(splits[stored.volume_id], set()).add(stored.role)

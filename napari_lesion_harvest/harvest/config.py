@@ -11,6 +11,7 @@ from napari_lesion_harvest.harvest.hard_negatives import (
     HARD_NEGATIVES_PER_VOLUME,
 )
 from napari_lesion_harvest.harvest.threshold import HARVEST_PRECISION
+from napari_lesion_harvest.lpc.patches import DEFAULT_PAD_PX
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,10 @@ class RoundConfig:
         Maximum LPC training epochs (early stopping may end sooner).
     lpc_patch_size : int
         Side of each LPC view patch in pixels.
+    lpc_pad_px : float
+        Context around a proposal in its LPC patches, in in-plane pixels of the
+        volume (paper: 64, on DeepLesion's 512 x 512 slices; scale it with the
+        image size to keep the same context in mm on coarser images).
     lpc_width : str
         ``"paper"`` (ResNet-18) or ``"lite"`` (narrower, for CPU).
     harvest_precision : float
@@ -85,6 +90,7 @@ class RoundConfig:
     lpc_variant: str = "multiview"
     lpc_epochs: int = 30
     lpc_patch_size: int = 128
+    lpc_pad_px: float = DEFAULT_PAD_PX
     lpc_width: str = "paper"
     harvest_precision: float = HARVEST_PRECISION
     threshold_mode: str = "out_of_fold"

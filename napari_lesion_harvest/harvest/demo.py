@@ -88,13 +88,16 @@ def run(args) -> int:
 #: after 1,200 steps; docs/performance.md), and 3 folds for the out-of-fold V_M scores
 #: instead of 5 (4 LPC trainings per round instead of 6).
 DEMO_PRESET_CHANGES = {"lpg_hu_window": (-200.0, 300.0), "folds": 3}
+#: Side of DeepLesion's slices, on which the paper's LPC context (64 pixels) was set.
+PAPER_SLICE_SIDE = 512
 
 
 def demo_config(name_or_path: str, *, rounds: int, seed: int, size: int):
     """The round configuration of a phantom demo: ``name_or_path`` with ``rounds`` rounds,
-    ``seed``, and the LPG at the phantom's own resolution ``size`` (resampling the
-    coarse phantom finer costs CPU time and adds nothing); a preset named here also
-    gets :data:`DEMO_PRESET_CHANGES`.
+    ``seed``, the LPG at the phantom's own resolution ``size`` (resampling the
+    coarse phantom finer costs CPU time and adds nothing) and the LPC's context
+    scaled to it (the paper's 64 pixels of a 512-pixel slice, the same millimetres);
+    a preset named here also gets :data:`DEMO_PRESET_CHANGES`.
 
     Raises
     ------
@@ -102,9 +105,17 @@ def demo_config(name_or_path: str, *, rounds: int, seed: int, size: int):
         As :func:`~napari_lesion_harvest.harvest.config.load_config`.
     """
     from napari_lesion_harvest.harvest.config import PRESETS, load_config
+    from napari_lesion_harvest.lpc.patches import DEFAULT_PAD_PX
 
     changes = DEMO_PRESET_CHANGES if name_or_path in PRESETS else {}
-    return load_config(name_or_path, max_rounds=rounds, seed=seed, lpg_max_side=size, **changes)
+    return load_config(
+        name_or_path,
+        max_rounds=rounds,
+        seed=seed,
+        lpg_max_side=size,
+        lpc_pad_px=DEFAULT_PAD_PX * size / PAPER_SLICE_SIDE,
+        **changes,
+    )
 
 
 def run_demo(

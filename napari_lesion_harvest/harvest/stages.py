@@ -353,6 +353,7 @@ def _lpc_options(config: RoundConfig, seed: int):
         variant=config.lpc_variant,
         width=config.lpc_width,
         patch_size=config.lpc_patch_size,
+        pad_px=config.lpc_pad_px,
         epochs=config.lpc_epochs,
         seed=seed,
     )
