@@ -30,7 +30,12 @@ import torch
 # The slow detection test's phantom and FROC helpers, so the benchmark measures
 # exactly what that test asserts.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_lpg_detection_slow import detection_froc, synthetic_ct  # noqa: E402
+from test_lpg_detection_slow import (  # noqa: E402
+    detection_froc,
+    full_marks,
+    key_slice_samples,
+    synthetic_ct,
+)
 
 from napari_lesion_harvest.geometry import iou_2d  # noqa: E402
 from napari_lesion_harvest.lpg.config import get_config  # noqa: E402
@@ -42,20 +47,14 @@ HELD_OUT = range(500, 508)
 T_G = 0.1
 
 
-def key_slice_samples(count: int, size: int, *, round_one_labels: bool) -> list[LPGSample]:
-    """One sample per key slice of phantom volumes ``0..count-1``, with every
-    labelled lesion's box on that slice."""
+def training_samples(count: int, size: int, *, round_one_labels: bool) -> list[LPGSample]:
+    """Key-slice samples of phantom volumes ``0..count-1``: every lesion, or with
+    ``round_one_labels`` every lesion of the first quarter and the marked ones elsewhere."""
     samples = []
     for index in range(count):
         phantom = synthetic_ct(index, size)
         complete = not round_one_labels or index < count // 4
-        lesions = [p for p in phantom.lesions if complete or p.marked]
-        boxes_by_slice: dict[int, list] = {}
-        for lesion in lesions:
-            for z, box in zip(lesion.extent.slices, lesion.extent.boxes, strict=True):
-                boxes_by_slice.setdefault(int(z), []).append(box)
-        for z in sorted({lesion.recist.z for lesion in lesions}):
-            samples.append(LPGSample(phantom.volume, z, np.array(boxes_by_slice[z])))
+        samples += key_slice_samples(phantom, [p for p in phantom.lesions if complete or p.marked])
     return samples
 
 
@@ -84,7 +83,7 @@ def main(argv=None) -> int:
     parser.add_argument("--round-one-labels", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    samples = key_slice_samples(args.train, args.size, round_one_labels=args.round_one_labels)
+    samples = training_samples(args.train, args.size, round_one_labels=args.round_one_labels)
     started = time.monotonic()
     result = train_lpg(
         samples,
@@ -94,11 +93,9 @@ def main(argv=None) -> int:
     )
     seconds = time.monotonic() - started
     held_out = [synthetic_ct(index, args.size) for index in HELD_OUT]
-    marks = {
-        p.volume_id: ([m.z for m in p.all_marks], np.array([m.box() for m in p.all_marks]))
-        for p in held_out
-    }
-    froc = detection_froc(result.model, [p.volume for p in held_out], marks, (0.5, 1, 2, 4, 8))
+    froc = detection_froc(
+        result.model, [p.volume for p in held_out], full_marks(held_out), (0.5, 1, 2, 4, 8)
+    )
     ceiling = proposal_ceiling(result.model, held_out)
     print(
         json.dumps(

@@ -42,7 +42,7 @@ def table_rows(rounds) -> tuple[str, list[str], list[list[str]]]:
     header : list of str
     rows : list of list of str
     """
-    tables = [r.metrics.get("table_i") or [] for r in rounds if r.status == "done"]
+    tables = [r.metrics.get("table_i") for r in rounds if r.status == "done"]
     tables = [table for table in tables if table]
     if not tables:
         return "", ["set"], []
