@@ -7,7 +7,8 @@ every round (from the progress events), the harvest counts, and the Table I
 rows on V_H_test after each round.
 
 Run: ``.venv/bin/python benchmarks/harvest_bench.py [--volumes 60] [--size 256] [--out DIR]``
-(``--device cuda`` for a GPU). Each stage's start is printed as it happens, so a
+(``--device cuda`` for a GPU; ``--lpg-steps N --lpg-finetune-steps M`` to train the
+LPG longer than the configuration says). Each stage's start is printed as it happens, so a
 run cut short still shows how far it got.
 """
 
@@ -17,6 +18,7 @@ import argparse
 import tempfile
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 from napari_lesion_harvest.harvest.demo import demo_config, run_demo
@@ -62,9 +64,13 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--out", type=Path, help="keep the project here (default: temporary)")
+    parser.add_argument("--lpg-steps", type=int, help="round 1 LPG steps (default: config's)")
+    parser.add_argument("--lpg-finetune-steps", type=int, help="later rounds' LPG steps")
     args = parser.parse_args(argv)
     out = args.out or Path(tempfile.mkdtemp(prefix="harvest_bench_"))
     config = demo_config(args.config, rounds=args.rounds, seed=args.seed, size=args.size)
+    steps = {"lpg_train_steps": args.lpg_steps, "lpg_finetune_steps": args.lpg_finetune_steps}
+    config = replace(config, **{k: v for k, v in steps.items() if v is not None})
     clock = StageClock()
     started = time.monotonic()
     rounds = run_demo(
@@ -79,7 +85,10 @@ def main(argv=None) -> int:
         say=print,
     )
     total = time.monotonic() - started
-    print(f"\n{args.volumes} volumes at {args.size} px, config {args.config}, {args.device}")
+    print(
+        f"\n{args.volumes} volumes at {args.size} px, config {args.config} (LPG steps "
+        f"{config.lpg_train_steps} / {config.lpg_finetune_steps}), {args.device}"
+    )
     print(f"{'round':<7}" + "".join(f"{s:>11}" for s in STAGES) + f"{'total':>10}")
     for number, stages in sorted(clock.seconds().items()):
         cells = "".join(f"{stages.get(s, float('nan')):>10.1f}s" for s in STAGES)
@@ -91,6 +100,14 @@ def main(argv=None) -> int:
             f"round {record.number}: {m.get('n_harvested')} harvested "
             f"({m.get('new_lesions')} new), threshold {m.get('threshold')}, "
             f"on V_H_test: {m.get('harvested_on_test')}"
+        )
+        evaluation = m.get("evaluation") or {}
+        curve = evaluation.get("pr_curve") or {"recall": [float("nan")]}
+        print(
+            f"  scan {m['scan']['proposals']} proposals at {m['scan']['slices_per_second']} "
+            f"slices/s; V_M {m['verify']['P_RM']} P_RM / {m['verify']['P_neg_M']} P_neg_M; "
+            f"P_neg_H {m['harvest']['P_neg_H']}; V_H_test recall of R + every proposal "
+            f"{curve['recall'][-1]:.3f} (the round's ceiling)"
         )
     print(format_round_table(rounds))
     print(f"plot: {save_round_curves(rounds, out / 'pr_curve.png')}")

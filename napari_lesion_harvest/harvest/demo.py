@@ -44,6 +44,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from napari_lesion_harvest.harvest.report import format_round_table, save_round_curves
+    from napari_lesion_harvest.harvest.round import resolve_device
     from napari_lesion_harvest.workers.progress import TqdmProgress
 
     started = time.monotonic()
@@ -52,7 +53,8 @@ def run(args) -> int:
         raise CommandError(f"{out / 'project'} exists; choose another --out or remove it")
     try:
         config = demo_config(args.config, rounds=args.rounds, seed=args.seed, size=args.size)
-    except ValueError as error:
+        device = resolve_device(args.device)  # before minutes of synthesis
+    except ValueError as error:  # HarvestInputError is one
         raise CommandError(str(error)) from error
 
     rounds = run_demo(
@@ -62,7 +64,7 @@ def run(args) -> int:
         size=args.size,
         seed=args.seed,
         split_fractions=(args.fraction_m, args.fraction_h_test),
-        device=args.device,
+        device=device,
         progress=TqdmProgress(),
         say=print,
     )
@@ -142,6 +144,7 @@ def run_demo(
     split_fractions : (float, float)
         Shares of V_M and V_H_test.
     device : str
+        ``auto``, ``cpu`` or ``cuda``; checked before anything is synthesised.
     progress : callable
         Round progress callback.
     say : callable
@@ -154,11 +157,13 @@ def run_demo(
     """
     from napari_lesion_harvest.harvest.cli import run_rounds_stoppably
     from napari_lesion_harvest.harvest.importing import import_sources
+    from napari_lesion_harvest.harvest.round import resolve_device
     from napari_lesion_harvest.io.annotations import read_marks
     from napari_lesion_harvest.store import HarvestProject
     from napari_lesion_harvest.synthetic.dataset import generate_dataset
     from napari_lesion_harvest.synthetic.phantom import PhantomConfig
 
+    device = resolve_device(device)
     project_dir = out / "project"
     say(f"1/5 synthesising {volumes} phantom volumes ({size} px) in {out / 'dataset'}")
     dataset = generate_dataset(
