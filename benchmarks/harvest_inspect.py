@@ -1,0 +1,101 @@
+"""Where a phantom project's rounds lose the unmarked V_H_test lesions.
+
+For each finished round of a project whose V_H_test volumes carry their full
+(expert) marks: how many of the lesions without an original mark some proposal
+hits (on a slice of the mark, box IoU >= 0.5), the best such proposal's scores
+against the round's harvest threshold, how many of the round's hard negatives
+P_neg_H in V_H_test are lesions, and the LPG training labels the next round
+would use.
+
+Run: ``.venv/bin/python benchmarks/harvest_inspect.py PROJECT`` (e.g. the
+``project/`` folder of ``harvest_bench.py --out DIR``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from napari_lesion_harvest.geometry import iou_2d
+from napari_lesion_harvest.harvest.training_sets import lpg_training_slices
+from napari_lesion_harvest.store import HarvestProject
+
+
+def hits(stored, mark, match_iou: float = 0.5) -> bool:
+    """Whether a stored proposal has a box on ``mark``'s slice overlapping it enough."""
+    on_slice = stored.proposal.boxes[stored.proposal.slices == mark.z]
+    return bool(len(on_slice)) and iou_2d(on_slice, mark.box()[None]).max() >= match_iou
+
+
+def inspect_round(project, record, test_ids) -> None:
+    proposals = [s for s in project.proposals(record.number) if s.volume_id in test_ids]
+    threshold = record.metrics.get("threshold")
+    unmarked_best, hard_lesions, hard_total = [], 0, 0
+    for volume_id in test_ids:
+        stored_marks = project.marks(volume_id)
+        original = [m.mark for m in stored_marks if m.origin == "original"]
+        lesions = [m.mark for m in stored_marks if m.origin == "expert"]
+        mine = [s for s in proposals if s.volume_id == volume_id]
+        for lesion in lesions:
+            if any(
+                o.z == lesion.z and iou_2d(o.box()[None], lesion.box()[None])[0, 0] >= 0.5
+                for o in original
+            ):
+                continue
+            hit = [s for s in mine if hits(s, lesion)]
+            unmarked_best.append(max(hit, key=lambda s: s.s_gc or 0.0) if hit else None)
+        for s in mine:
+            if s.role == "P_neg_H":
+                hard_total += 1
+                hard_lesions += any(hits(s, lesion) for lesion in lesions)
+    found = [s for s in unmarked_best if s is not None]
+    print(f"round {record.number}: threshold {threshold}")
+    print(f"  unmarked V_H_test lesions proposed: {len(found)} of {len(unmarked_best)}")
+    if found:
+        for name in ("s_g", "s_c", "s_gc"):
+            values = np.array([getattr(s, name) or 0.0 for s in found])
+            print(
+                f"  their best proposals' {name}: median {np.median(values):.2f}, "
+                f"max {values.max():.2f}"
+            )
+    print(f"  P_neg_H in V_H_test: {hard_total}, of which lesions: {hard_lesions}")
+
+
+def inspect_next_labels(project) -> None:
+    """The LPG training labels a next round would use (a cancelled snapshot)."""
+    number = project.rounds.create({}).number
+    with project.rounds.lock(number) as lock:
+        snapshot = project.rounds.start(number, lock=lock)
+        project.rounds.cancel(number, author="harvest_inspect")
+    slices = lpg_training_slices(snapshot, use_pool=True)
+    print(
+        f"next round's LPG slices: {len(slices)}, positive boxes "
+        f"{sum(len(s.positive_boxes) for s in slices)}, hard-negative boxes "
+        f"{sum(len(s.hard_negative_boxes) for s in slices)}, slices without a positive "
+        f"{sum(not len(s.positive_boxes) for s in slices)}"
+    )
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("project", type=Path)
+    parser.add_argument(
+        "--next-labels",
+        action="store_true",
+        help="also count the next round's LPG labels (adds a cancelled round to the store)",
+    )
+    args = parser.parse_args(argv)
+    with HarvestProject.open(args.project) as project:
+        test_ids = {v.volume_id for v in project.volumes(split="V_H_test")}
+        for record in project.rounds.list():
+            if record.status == "done":
+                inspect_round(project, record, test_ids)
+        if args.next_labels:
+            inspect_next_labels(project)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
