@@ -9,7 +9,8 @@ rows on V_H_test after each round.
 Run: ``.venv/bin/python benchmarks/harvest_bench.py [--volumes 60] [--size 256] [--out DIR]``
 (``--device cuda`` for a GPU; ``--lpg-steps N --lpg-finetune-steps M`` to train the
 LPG longer than the configuration says). Each stage's start is printed as it happens, so a
-run cut short still shows how far it got.
+run cut short still shows how far it got; stopped by SIGTERM (``timeout``), it
+still prints the rounds that finished.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from pathlib import Path
 from napari_lesion_harvest.harvest.demo import demo_config, run_demo
 from napari_lesion_harvest.harvest.report import format_round_table, save_round_curves
 from napari_lesion_harvest.harvest.stages import STAGES
+from napari_lesion_harvest.store import HarvestProject
+from napari_lesion_harvest.workers.progress import Cancelled
 
 
 class StageClock:
@@ -73,17 +76,22 @@ def main(argv=None) -> int:
     config = replace(config, **{k: v for k, v in steps.items() if v is not None})
     clock = StageClock()
     started = time.monotonic()
-    rounds = run_demo(
-        out,
-        config,
-        volumes=args.volumes,
-        size=args.size,
-        seed=args.seed,
-        split_fractions=(0.25, 0.25),
-        device=args.device,
-        progress=clock,
-        say=print,
-    )
+    try:
+        rounds = run_demo(
+            out,
+            config,
+            volumes=args.volumes,
+            size=args.size,
+            seed=args.seed,
+            split_fractions=(0.25, 0.25),
+            device=args.device,
+            progress=clock,
+            say=print,
+        )
+    except Cancelled:  # SIGTERM, e.g. from `timeout`: report the rounds that finished
+        print("stopped; the unfinished round is left resumable")
+        with HarvestProject.open(out / "project") as project:
+            rounds = [r for r in project.rounds.list() if r.status == "done"]
     total = time.monotonic() - started
     print(
         f"\n{args.volumes} volumes at {args.size} px, config {args.config} (LPG steps "
@@ -110,7 +118,8 @@ def main(argv=None) -> int:
             f"{curve['recall'][-1]:.3f} (the round's ceiling)"
         )
     print(format_round_table(rounds))
-    print(f"plot: {save_round_curves(rounds, out / 'pr_curve.png')}")
+    if rounds:
+        print(f"plot: {save_round_curves(rounds, out / 'pr_curve.png')}")
     return 0
 
 

@@ -70,8 +70,12 @@ def _kill_mark_writers(folder, kills: int, seed: int) -> dict[int, tuple]:
         assert writer.stdout.readline().strip() == "ready"
         time.sleep(rng.uniform(0.0, 0.12))
         writer.send_signal(signal.SIGKILL)
-        output, _ = writer.communicate(timeout=60)
-        assert writer.returncode == -signal.SIGKILL
+        # Read through the same buffered pipe as the readline above: communicate()
+        # with a timeout reads the raw descriptor and would drop what readline had
+        # already buffered (the head of the first acknowledgement).
+        output = writer.stdout.read()
+        writer.stdout.close()
+        assert writer.wait(timeout=60) == -signal.SIGKILL
         for line in output.splitlines(keepends=True):
             if not line.endswith("\n"):
                 continue  # cut off by the kill: not acknowledged

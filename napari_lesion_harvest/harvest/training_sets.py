@@ -27,8 +27,6 @@ NEGATIVE_ROLES = ("P_neg_M", "P_neg_H")
 HARVEST_SPLITS = ("V_M", "V_H", "V_H_test")
 #: A hard-negative box overlapping a positive box on its slice by more is dropped.
 NEGATIVE_CONFLICT_IOU = 0.3
-#: A positive box overlapping another on its slice by this much is the same lesion.
-SAME_LESION_IOU = 0.5
 
 
 @dataclass
@@ -78,17 +76,7 @@ def proposal_polarity(stored) -> bool | None:
 def lpg_training_slices(snapshot, *, use_pool: bool) -> list[TrainingSlice]:
     """The LPG's training slices: every slice with a usable mark, plus, when
     fine-tuning (``use_pool``), the highest-objectness slice of every pooled
-    or judged proposal.
-
-    A slice's positives are its marks and the box on that slice of every
-    positive proposal that spans it (a 3D proposal has a box on each of its
-    slices), not only of the proposal whose best slice it is: a known lesion
-    whose proposal peaks on another slice would otherwise be taught as
-    background here. A box that repeats an earlier one (IoU >=
-    :data:`SAME_LESION_IOU`: an expert's mark of an originally marked lesion,
-    the proposal that matched a mark, each round's proposal of a lesion) is left
-    out, marks first. Hard negatives stay on their own best slice, as in the paper:
-    left as plain background elsewhere they are still labelled correctly.
+    or judged proposal, as a positive or a hard negative.
 
     Returns
     -------
@@ -96,12 +84,10 @@ def lpg_training_slices(snapshot, *, use_pool: bool) -> list[TrainingSlice]:
         Sorted by volume id and slice.
     """
     positives: dict[tuple[str, int], list[np.ndarray]] = {}
+    negatives: dict[tuple[str, int], list[np.ndarray]] = {}
     for volume_id, marks in usable_marks(snapshot).items():
         for mark in marks:
             positives.setdefault((volume_id, mark.z), []).append(mark.box())
-    keys = set(positives)
-    negatives: dict[tuple[str, int], list[np.ndarray]] = {}
-    found_positives: dict[str, list] = {}  # volume_id -> positive Proposal3D
     if use_pool:
         judged = {p.id: p for p in snapshot.previous_pool}
         judged.update({p.id: p for p in snapshot.verdicts})
@@ -111,31 +97,17 @@ def lpg_training_slices(snapshot, *, use_pool: bool) -> list[TrainingSlice]:
             if polarity is None or stored.volume_id not in harvested:
                 continue
             key = (stored.volume_id, stored.proposal.best_slice)
-            keys.add(key)
-            if polarity:
-                found_positives.setdefault(stored.volume_id, []).append(stored.proposal)
-            else:
-                negatives.setdefault(key, []).append(stored.proposal.best_box)
+            (positives if polarity else negatives).setdefault(key, []).append(
+                stored.proposal.best_box
+            )
     slices = []
-    for volume_id, z in sorted(keys):
-        marked = np.array(positives.get((volume_id, z), []), dtype=np.float64).reshape(-1, 4)
-        pos = np.zeros((0, 4))
-        for box in np.concatenate(
-            [marked, _boxes_on_slice(found_positives.get(volume_id, []), z)]
-        ):
-            if not len(pos) or iou_2d(box[None], pos).max() < SAME_LESION_IOU:
-                pos = np.concatenate([pos, box[None]])
-        neg = np.array(negatives.get((volume_id, z), []), dtype=np.float64).reshape(-1, 4)
+    for key in sorted(set(positives) | set(negatives)):
+        pos = np.array(positives.get(key, []), dtype=np.float64).reshape(-1, 4)
+        neg = np.array(negatives.get(key, []), dtype=np.float64).reshape(-1, 4)
         if len(pos) and len(neg):
             neg = neg[iou_2d(neg, pos).max(axis=1) <= NEGATIVE_CONFLICT_IOU]
-        slices.append(TrainingSlice(volume_id, z, pos, neg))
+        slices.append(TrainingSlice(key[0], key[1], pos, neg))
     return slices
-
-
-def _boxes_on_slice(proposals, z: int) -> np.ndarray:
-    """``(N, 4)`` boxes that ``proposals`` (Proposal3D) have on slice ``z``."""
-    boxes = [p.boxes[p.slices == z] for p in proposals]
-    return np.concatenate([np.zeros((0, 4)), *boxes]).astype(np.float64)
 
 
 def volume_records(snapshot, splits: Iterable[str] = HARVEST_SPLITS) -> list:
