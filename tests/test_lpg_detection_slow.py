@@ -118,11 +118,20 @@ def full_marks(phantoms) -> dict:
     }
 
 
+@pytest.fixture
+def two_torch_threads():
+    """Both cores of the CI machine for the longest training here (1.5x faster than
+    one); the previous thread count is restored for the tests that follow."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.mark.slow
-def test_lite_model_finds_lesions_of_the_synthetic_ct_phantom():
+def test_lite_model_finds_lesions_of_the_synthetic_ct_phantom(two_torch_threads):
     # The project's phantom: organs, look-alikes, lesions of 5-60 mm with 10-80 HU of
     # contrast. Every lesion's key slice, with all lesion boxes on it, is a sample.
-    torch.set_num_threads(1)
     samples = []
     for phantom in (synthetic_ct(i, 128) for i in range(24)):
         samples += key_slice_samples(phantom, phantom.lesions)
@@ -139,7 +148,8 @@ def test_lite_model_finds_lesions_of_the_synthetic_ct_phantom():
         result.model, [p.volume for p in held_out], full_marks(held_out), (0.5, 1, 2, 4, 8)
     )
     # Measured (112 training slices, 38 held-out lesions, 1 thread): 0.13, 0.21, 0.21,
-    # 0.24, 0.37 at 0.5, 1, 2, 4, 8 FPs per marked slice; random boxes score ~0. The
+    # 0.24, 0.37 at 0.5, 1, 2, 4, 8 FPs per marked slice (2 threads, session 4: 0.16,
+    # 0.18, 0.18, 0.21, 0.29, in 295 s against 438 s); random boxes score ~0. The
     # paper's wide window gave 0.05 to 0.24 after 1,200 steps (docs/performance.md).
     assert sensitivity[1.0] >= 0.1, sensitivity
     assert sensitivity[8.0] >= 0.2, sensitivity
