@@ -2,7 +2,7 @@
 
 For each finished round of a project whose V_H_test volumes carry their full
 (expert) marks: how many of the lesions without an original mark some proposal
-hits (on a slice of the mark, box IoU >= 0.5), the best such proposal's scores
+hits (the engine's P3D rule: on the mark's slice, box IoU >= 0.5), the best such proposal's scores
 against the round's harvest threshold, how many of the round's hard negatives
 P_neg_H in V_H_test are lesions, and the LPG training labels the next round
 would use.
@@ -21,12 +21,7 @@ import numpy as np
 from napari_lesion_harvest.geometry import iou_2d
 from napari_lesion_harvest.harvest.training_sets import lpg_training_slices
 from napari_lesion_harvest.store import HarvestProject
-
-
-def hits(stored, mark, match_iou: float = 0.5) -> bool:
-    """Whether a stored proposal has a box on ``mark``'s slice overlapping it enough."""
-    on_slice = stored.proposal.boxes[stored.proposal.slices == mark.z]
-    return bool(len(on_slice)) and iou_2d(on_slice, mark.box()[None]).max() >= match_iou
+from napari_lesion_harvest.tracking.marks import proposals_hitting_marks
 
 
 def inspect_round(project, record, test_ids) -> None:
@@ -44,12 +39,12 @@ def inspect_round(project, record, test_ids) -> None:
                 for o in original
             ):
                 continue
-            hit = [s for s in mine if hits(s, lesion)]
-            unmarked_best.append(max(hit, key=lambda s: s.s_gc or 0.0) if hit else None)
-        for s in mine:
-            if s.role == "P_neg_H":
-                hard_total += 1
-                hard_lesions += any(hits(s, lesion) for lesion in lesions)
+            hit = hitting(mine, volume_id, [lesion])
+            found = [s for s, h in zip(mine, hit, strict=True) if h]
+            unmarked_best.append(max(found, key=lambda s: s.s_gc or 0.0) if found else None)
+        hard = [s for s in mine if s.role == "P_neg_H"]
+        hard_total += len(hard)
+        hard_lesions += int(hitting(hard, volume_id, lesions).sum())
     found = [s for s in unmarked_best if s is not None]
     print(f"round {record.number}: threshold {threshold}")
     print(f"  unmarked V_H_test lesions proposed: {len(found)} of {len(unmarked_best)}")
@@ -61,6 +56,15 @@ def inspect_round(project, record, test_ids) -> None:
                 f"max {values.max():.2f}"
             )
     print(f"  P_neg_H in V_H_test: {hard_total}, of which lesions: {hard_lesions}")
+
+
+def hitting(stored, volume_id: str, marks) -> np.ndarray:
+    """``(len(stored),)`` bool: which stored proposals hit one of ``marks`` (the
+    engine's P3D rule, as the verify stage applies it)."""
+    if not stored:
+        return np.zeros(0, dtype=bool)
+    proposals = {volume_id: [s.proposal for s in stored]}
+    return proposals_hitting_marks(proposals, {volume_id: marks})[volume_id]
 
 
 def inspect_next_labels(project) -> None:
