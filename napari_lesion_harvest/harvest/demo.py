@@ -44,7 +44,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from napari_lesion_harvest.harvest.report import format_round_table, save_round_curves
-    from napari_lesion_harvest.harvest.round import resolve_device
+    from napari_lesion_harvest.harvest.round import HarvestInputError
     from napari_lesion_harvest.workers.progress import TqdmProgress
 
     started = time.monotonic()
@@ -53,21 +53,22 @@ def run(args) -> int:
         raise CommandError(f"{out / 'project'} exists; choose another --out or remove it")
     try:
         config = demo_config(args.config, rounds=args.rounds, seed=args.seed, size=args.size)
-        device = resolve_device(args.device)  # before minutes of synthesis
-    except ValueError as error:  # HarvestInputError is one
+    except ValueError as error:
         raise CommandError(str(error)) from error
-
-    rounds = run_demo(
-        out,
-        config,
-        volumes=args.volumes,
-        size=args.size,
-        seed=args.seed,
-        split_fractions=(args.fraction_m, args.fraction_h_test),
-        device=device,
-        progress=TqdmProgress(),
-        say=print,
-    )
+    try:
+        rounds = run_demo(
+            out,
+            config,
+            volumes=args.volumes,
+            size=args.size,
+            seed=args.seed,
+            split_fractions=(args.fraction_m, args.fraction_h_test),
+            device=args.device,
+            progress=TqdmProgress(),
+            say=print,
+        )
+    except HarvestInputError as error:  # e.g. no GPU for --device cuda, before synthesis
+        raise CommandError(str(error)) from error
     print("5/5 results on V_H_test (recall at precision, P3D matching)")
     print(format_round_table(rounds))
     for record in rounds:
