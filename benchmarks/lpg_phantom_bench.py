@@ -39,22 +39,28 @@ from test_lpg_detection_slow import (  # noqa: E402
 
 from napari_lesion_harvest.geometry import iou_2d  # noqa: E402
 from napari_lesion_harvest.lpg.config import get_config  # noqa: E402
-from napari_lesion_harvest.lpg.data import LPGSample  # noqa: E402
+from napari_lesion_harvest.lpg.data import Augmentation, LPGSample  # noqa: E402
 from napari_lesion_harvest.lpg.infer import detect_volume  # noqa: E402
 from napari_lesion_harvest.lpg.train import TrainOptions, train_lpg  # noqa: E402
 
-HELD_OUT = range(500, 508)
+#: First phantom index of the held-out volumes (the training volumes start at 0).
+HELD_OUT_START = 500
 T_G = 0.1
 
 
-def training_samples(count: int, size: int, *, round_one_labels: bool) -> list[LPGSample]:
+def training_samples(
+    count: int, size: int, *, round_one_labels: bool, complete_repeat: int = 1
+) -> list[LPGSample]:
     """Key-slice samples of phantom volumes ``0..count-1``: every lesion, or with
-    ``round_one_labels`` every lesion of the first quarter and the marked ones elsewhere."""
+    ``round_one_labels`` every lesion of the first quarter (V_M, its samples
+    listed ``complete_repeat`` times) and the marked ones elsewhere."""
     samples = []
     for index in range(count):
         phantom = synthetic_ct(index, size)
         complete = not round_one_labels or index < count // 4
-        samples += key_slice_samples(phantom, [p for p in phantom.lesions if complete or p.marked])
+        lesions = [p for p in phantom.lesions if complete or p.marked]
+        repeat = complete_repeat if round_one_labels and complete else 1
+        samples += key_slice_samples(phantom, lesions) * repeat
     return samples
 
 
@@ -81,18 +87,41 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--round-one-labels", action="store_true")
+    parser.add_argument("--held-out", type=int, default=8, help="held-out phantom volumes")
+    parser.add_argument("--no-flip", action="store_true", help="train without left-right flips")
+    parser.add_argument("--scale-range", type=float, nargs=2, default=(0.6, 1.4))
+    parser.add_argument(
+        "--complete-repeat", type=int, default=1, help="draw V_M's slices this many times as often"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    samples = training_samples(args.train, args.size, round_one_labels=args.round_one_labels)
+    samples = training_samples(
+        args.train,
+        args.size,
+        round_one_labels=args.round_one_labels,
+        complete_repeat=args.complete_repeat,
+    )
     started = time.monotonic()
     result = train_lpg(
         samples,
         config=get_config("lite", max_side=args.size, hu_window=(-200.0, 300.0)),
-        options=TrainOptions(steps=args.steps, batch_size=8, learning_rate=1e-3, warmup_steps=50),
+        options=TrainOptions(
+            steps=args.steps,
+            batch_size=8,
+            learning_rate=1e-3,
+            warmup_steps=50,
+            augmentation=Augmentation(
+                scale_range=tuple(args.scale_range),
+                flip_probability=0.0 if args.no_flip else 0.5,
+            ),
+        ),
         pretrained=False,
     )
     seconds = time.monotonic() - started
-    held_out = [synthetic_ct(index, args.size) for index in HELD_OUT]
+    held_out = [
+        synthetic_ct(index, args.size)
+        for index in range(HELD_OUT_START, HELD_OUT_START + args.held_out)
+    ]
     froc = detection_froc(
         result.model, [p.volume for p in held_out], full_marks(held_out), (0.5, 1, 2, 4, 8)
     )
@@ -102,6 +131,10 @@ def main(argv=None) -> int:
             {
                 "train_volumes": args.train,
                 "round_one_labels": args.round_one_labels,
+                "flip": not args.no_flip,
+                "scale_range": args.scale_range,
+                "complete_repeat": args.complete_repeat,
+                "held_out_lesions": sum(len(p.lesions) for p in held_out),
                 "training_slices": len(samples),
                 "steps": args.steps,
                 "train_seconds": round(seconds),

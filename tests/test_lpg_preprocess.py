@@ -8,6 +8,7 @@ import torch
 
 from napari_lesion_harvest.io.volume import CTVolume
 from napari_lesion_harvest.lpg.config import get_config
+from napari_lesion_harvest.lpg.data import Augmentation, LPGSample, make_example
 from napari_lesion_harvest.lpg.preprocess import (
     air_value,
     interpolate_slices,
@@ -106,3 +107,30 @@ def test_prepare_stack_orders_slices_top_to_bottom():
         10 * np.clip(5 + 2 * np.arange(-4, 5), 0, 11), window=(-1024, 3071), mean=50
     )
     np.testing.assert_allclose(stack[:, 10, 10].numpy(), expected, atol=1e-4)
+
+
+def test_flip_augmentation_mirrors_the_stack_and_its_lesion_targets():
+    hu = np.full((12, 64, 64), -1000, dtype=np.int16)
+    hu[:, 20:36, 18:30] = 200  # a lesion left of centre: x 18..29, y 20..35
+    volume = CTVolume.from_array("block", hu, (2.0, 1.0, 1.0))
+    sample = LPGSample(volume, 6, [[17.5, 19.5, 29.5, 35.5]])
+    config = get_config("lite")
+    steady = {"scale_range": (1.0, 1.0), "max_shift_px": 0, "interval_range": (1.0, 1.0)}
+    examples = {
+        p: make_example(
+            sample,
+            config,
+            canvas_shape=(64, 64),
+            rng=np.random.default_rng(0),
+            augmentation=Augmentation(**steady, flip_probability=p),
+        )
+        for p in (0.0, 1.0)
+    }
+    (plain, plain_targets), (mirrored, mirrored_targets) = examples[0.0], examples[1.0]
+    torch.testing.assert_close(mirrored, plain.flip(-1))
+    for stack, targets in ((plain, plain_targets), (mirrored, mirrored_targets)):
+        peak_y, peak_x = np.unravel_index(targets.heatmap[0].argmax(), targets.heatmap[0].shape)
+        centre_x, centre_y = (peak_x + 0.5) * config.stride, (peak_y + 0.5) * config.stride
+        bright_x = np.nonzero(stack[4, 28].numpy() > 0)[0]  # columns of the lesion on row 28
+        assert bright_x.min() <= centre_x <= bright_x.max() and 20 <= centre_y <= 36
+    assert mirrored_targets.size[0].tolist() == plain_targets.size[0].tolist()
