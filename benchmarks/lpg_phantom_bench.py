@@ -1,7 +1,7 @@
 """How well a lite LPG trained on the CPU finds held-out lesions of the CT phantom.
 
 Trains ``lite`` (soft-tissue window, as the demo) on the key slices of ``--train``
-phantom volumes and reports, on 8 held-out volumes (38 lesions):
+phantom volumes and reports, on ``--held-out`` held-out volumes (8: 38 lesions):
 
 * FROC sensitivity (2D rule, IoU >= 0.5, FPs per marked slice), and
 * the proposal ceiling a harvest round works with: the share of lesions, and of
@@ -13,7 +13,9 @@ of the volumes (V_M) with every lesion, the rest with their original marks only,
 so their unmarked lesions on a marked slice count as background.
 
 Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/lpg_phantom_bench.py --train 96``
-(one torch thread; about 8 minutes for 800 steps at 128 px).
+(one torch thread; about 8 minutes for 800 steps at 128 px). ``--no-flip``,
+``--scale-range LO HI`` and ``--complete-repeat K`` (V_M's slices drawn K times as
+often) change the training for comparisons.
 """
 
 from __future__ import annotations
