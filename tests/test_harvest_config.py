@@ -9,7 +9,8 @@ from napari_lesion_harvest.harvest.config import LITE, RoundConfig, load_config
 
 def test_presets_by_name_and_paper_defaults():
     paper = load_config("paper")
-    assert (paper.score_threshold, paper.link_iou, paper.match_iou) == (0.1, 0.8, 0.5)
+    assert (paper.score_threshold, paper.link_iou, paper.fuse_iou) == (0.1, 0.8, 0.8)
+    assert paper.match_iou == 0.5
     assert paper.harvest_precision == 0.95 and paper.hard_negatives_per_volume == 5
     assert load_config("lite") == LITE
     assert load_config("lite", seed=3).seed == 3
@@ -50,6 +51,8 @@ def test_bad_configs_name_the_problem(tmp_path):
         RoundConfig(threshold_mode="guess")
     with pytest.raises(ValueError, match="match_iou"):
         RoundConfig(match_iou=0)
+    with pytest.raises(ValueError, match="fuse_iou"):
+        RoundConfig(fuse_iou=1.5)
 
 
 def test_demo_changes_presets_but_not_a_users_file(tmp_path):
@@ -59,8 +62,10 @@ def test_demo_changes_presets_but_not_a_users_file(tmp_path):
     assert (config.max_rounds, config.seed, config.lpg_max_side) == (2, 5, 128)
     assert config.lpg_hu_window == DEMO_PRESET_CHANGES["lpg_hu_window"]
     assert config.folds == DEMO_PRESET_CHANGES["folds"]
+    assert (config.link_iou, config.fuse_iou) == (0.5, 0.5)
     assert config.lpc_pad_px == 16  # the paper's 64 pixels of a 512-pixel slice, in mm
     path = tmp_path / "mine.json"
     path.write_text(json.dumps({"preset": "lite", "folds": 4}))
     mine = demo_config(str(path), rounds=1, seed=0, size=64)
     assert (mine.folds, mine.lpg_hu_window, mine.lpg_max_side) == (4, None, 64)
+    assert (mine.link_iou, mine.fuse_iou) == (0.8, 0.8)

@@ -42,6 +42,9 @@ class RoundConfig:
         t_G: 2D boxes below this objectness are not stacked (paper: 0.1).
     link_iou : float
         IoU above which 2D boxes of consecutive slices are linked (paper: 0.8).
+    fuse_iou : float
+        IoU from which two tracklets that touch after extending each by one
+        slice are fused into one proposal (paper: 0.8).
     duplicate_iou : float
         A 3D proposal overlapping a stronger one on a shared slice by this IoU
         is dropped as a duplicate (not in the paper; > 1 keeps all).
@@ -85,6 +88,7 @@ class RoundConfig:
     scan_batch_size: int = 32
     score_threshold: float = 0.1
     link_iou: float = 0.8
+    fuse_iou: float = 0.8
     duplicate_iou: float = 0.5
     match_iou: float = 0.5
     lpc_variant: str = "multiview"
@@ -118,7 +122,7 @@ class RoundConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"config field {name!r} must be one of {allowed}")
-        for name in ("score_threshold", "link_iou", "match_iou", "harvest_precision"):
+        for name in ("score_threshold", "link_iou", "fuse_iou", "match_iou", "harvest_precision"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"config field {name!r} must be in (0, 1]")
 

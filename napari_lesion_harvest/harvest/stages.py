@@ -253,6 +253,7 @@ def scan_stage(state: RoundState) -> StageResult:
                 {d.z: _proper_boxes(d) for d in detections},
                 score_threshold=config.score_threshold,
                 link_iou=config.link_iou,
+                fuse_iou=config.fuse_iou,
             ),
             iou_threshold=config.duplicate_iou,
         )
