@@ -32,6 +32,7 @@ def test_lpg_overrides_reach_the_architecture(tmp_path):
     path.write_text(json.dumps({"preset": "lite", "lpg_hu_window": [-200, 300]}))
     config = load_config(str(path), lpg_max_side=96)
     assert config.lpg_hu_window == (-200.0, 300.0)
+    assert config.lpg_zoom_range == (0.6, 1.4)
     assert RoundConfig(**json.loads(config.to_json())) == config
     architecture = lpg_architecture(config)
     assert (architecture.hu_window, architecture.max_side) == ((-200.0, 300.0), 96)
@@ -53,6 +54,10 @@ def test_bad_configs_name_the_problem(tmp_path):
         RoundConfig(match_iou=0)
     with pytest.raises(ValueError, match="fuse_iou"):
         RoundConfig(fuse_iou=1.5)
+    with pytest.raises(ValueError, match="lpg_zoom_range"):
+        RoundConfig(lpg_zoom_range=(1.4, 0.6))
+    with pytest.raises(ValueError, match="lpg_flip_probability"):
+        RoundConfig(lpg_flip_probability=2.0)
 
 
 def test_demo_changes_presets_but_not_a_users_file(tmp_path):

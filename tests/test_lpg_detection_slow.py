@@ -11,7 +11,7 @@ from lpg_phantoms import ellipsoid_phantom
 from napari_lesion_harvest.evaluation.report import evaluate
 from napari_lesion_harvest.evaluation.tables import ProposalTable, RecistTruth
 from napari_lesion_harvest.lpg.config import get_config
-from napari_lesion_harvest.lpg.data import LPGSample
+from napari_lesion_harvest.lpg.data import Augmentation, LPGSample
 from napari_lesion_harvest.lpg.infer import detect_volume
 from napari_lesion_harvest.lpg.train import TrainOptions, train_lpg
 
@@ -74,7 +74,15 @@ def test_lite_model_detects_held_out_phantom_lesions():
     result = train_lpg(
         training_samples(range(10)),
         config=get_config("lite", max_side=64),
-        options=TrainOptions(steps=110, batch_size=6, learning_rate=2e-3, warmup_steps=15),
+        options=TrainOptions(
+            steps=110,
+            batch_size=6,
+            learning_rate=2e-3,
+            warmup_steps=15,
+            # 110 steps learn faster without the flip and the wide zoom (with the flip
+            # and zoom 0.8-1.2: 0.47, 0.73, 0.73, 0.73, too close to the thresholds)
+            augmentation=Augmentation(scale_range=(0.8, 1.2), flip_probability=0.0),
+        ),
     )
     marks, volumes = key_slice_truth(range(100, 105))
     sensitivity = detection_froc(result.model, volumes, marks, (0.5, 1, 2, 4))

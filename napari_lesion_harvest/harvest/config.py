@@ -29,6 +29,13 @@ class RoundConfig:
         HU window of the LPG's input; None keeps the preset's (the paper's
         [-1024, 3071]). A narrow soft-tissue window helps a small network trained
         for minutes on a CPU (see ``demo_config``).
+    lpg_zoom_range : (float, float)
+        Range of the random in-plane zoom of the LPG's training slices
+        (CenterNet's 0.6-1.4, which the paper follows; a model trained for only
+        a few dozen steps learns faster with a narrower range).
+    lpg_flip_probability : float
+        Probability of mirroring an LPG training slice left to right (CenterNet's
+        0.5; 0 turns the flip off).
     lpg_train_steps, lpg_finetune_steps : int
         Optimiser steps to train the LPG in round 1 and to fine-tune it later.
     lpg_batch_size : int
@@ -81,6 +88,8 @@ class RoundConfig:
     lpg_config: str = "paper"
     lpg_max_side: int | None = None
     lpg_hu_window: tuple[float, float] | None = None
+    lpg_zoom_range: tuple[float, float] = (0.6, 1.4)
+    lpg_flip_probability: float = 0.5
     lpg_train_steps: int = 20000
     lpg_finetune_steps: int = 5000
     lpg_batch_size: int = 16
@@ -113,6 +122,15 @@ class RoundConfig:
                     f"got {self.lpg_hu_window!r}"
                 )
             object.__setattr__(self, "lpg_hu_window", window)  # JSON gives a list
+        zoom = tuple(float(v) for v in self.lpg_zoom_range)
+        if len(zoom) != 2 or not 0 < zoom[0] <= zoom[1]:
+            raise ValueError(
+                f"config field 'lpg_zoom_range' must be [low, high] with 0 < low <= high, "
+                f"got {self.lpg_zoom_range!r}"
+            )
+        object.__setattr__(self, "lpg_zoom_range", zoom)
+        if not 0 <= self.lpg_flip_probability <= 1:
+            raise ValueError("config field 'lpg_flip_probability' must be in [0, 1]")
         choices = {
             "lpg_config": ("paper", "lite"),
             "lpc_variant": ("multiview", "axial", "3d"),

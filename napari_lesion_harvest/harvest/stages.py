@@ -165,7 +165,7 @@ def lpg_architecture(config: RoundConfig):
 
 def train_lpg_stage(state: RoundState) -> StageResult:
     """Train the LPG (round 1) or fine-tune the previous round's with HNSL."""
-    from napari_lesion_harvest.lpg.data import LPGSample
+    from napari_lesion_harvest.lpg.data import Augmentation, LPGSample
     from napari_lesion_harvest.lpg.train import TrainOptions, train_lpg
 
     config, snapshot = state.config, state.snapshot
@@ -198,6 +198,10 @@ def train_lpg_stage(state: RoundState) -> StageResult:
             learning_rate=config.lpg_learning_rate,
             seed=config.seed + state.number,
             checkpoint_every=max(steps // 10, 1),
+            augmentation=Augmentation(
+                scale_range=config.lpg_zoom_range,
+                flip_probability=config.lpg_flip_probability,
+            ),
         ),
         init_checkpoint=init,
         checkpoint_path=path,
