@@ -24,6 +24,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +92,7 @@ def main(argv=None) -> int:
     parser.add_argument("--round-one-labels", action="store_true")
     parser.add_argument("--held-out", type=int, default=8, help="held-out phantom volumes")
     parser.add_argument("--no-flip", action="store_true", help="train without left-right flips")
-    parser.add_argument("--scale-range", type=float, nargs=2, default=(0.6, 1.4))
+    parser.add_argument("--scale-range", type=float, nargs=2, default=Augmentation.scale_range)
     parser.add_argument(
         "--complete-repeat", type=int, default=1, help="draw V_M's slices this many times as often"
     )
@@ -103,6 +104,9 @@ def main(argv=None) -> int:
         round_one_labels=args.round_one_labels,
         complete_repeat=args.complete_repeat,
     )
+    augmentation = Augmentation(scale_range=tuple(args.scale_range))
+    if args.no_flip:
+        augmentation = replace(augmentation, flip_probability=0.0)
     started = time.monotonic()
     result = train_lpg(
         samples,
@@ -112,10 +116,7 @@ def main(argv=None) -> int:
             batch_size=8,
             learning_rate=1e-3,
             warmup_steps=50,
-            augmentation=Augmentation(
-                scale_range=tuple(args.scale_range),
-                flip_probability=0.0 if args.no_flip else 0.5,
-            ),
+            augmentation=augmentation,
         ),
         pretrained=False,
     )

@@ -12,6 +12,7 @@ from napari_lesion_harvest.harvest.hard_negatives import (
 )
 from napari_lesion_harvest.harvest.threshold import HARVEST_PRECISION
 from napari_lesion_harvest.lpc.patches import DEFAULT_PAD_PX
+from napari_lesion_harvest.lpg.data import Augmentation
 
 
 @dataclass(frozen=True)
@@ -88,8 +89,8 @@ class RoundConfig:
     lpg_config: str = "paper"
     lpg_max_side: int | None = None
     lpg_hu_window: tuple[float, float] | None = None
-    lpg_zoom_range: tuple[float, float] = (0.6, 1.4)
-    lpg_flip_probability: float = 0.5
+    lpg_zoom_range: tuple[float, float] = Augmentation.scale_range
+    lpg_flip_probability: float = Augmentation.flip_probability
     lpg_train_steps: int = 20000
     lpg_finetune_steps: int = 5000
     lpg_batch_size: int = 16
