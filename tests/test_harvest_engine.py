@@ -15,7 +15,11 @@ from napari_lesion_harvest.geometry import iou_2d
 from napari_lesion_harvest.harvest.config import load_config
 from napari_lesion_harvest.harvest.round import HarvestInputError, check_inputs, run_rounds
 from napari_lesion_harvest.harvest.stages import STAGES
-from napari_lesion_harvest.harvest.training_sets import lpg_training_slices, usable_marks
+from napari_lesion_harvest.harvest.training_sets import (
+    lesion_pieces,
+    lpg_training_slices,
+    usable_marks,
+)
 from napari_lesion_harvest.lpc.checkpoint import load_checkpoint as load_classifier
 from napari_lesion_harvest.store import HarvestProject, VolumeRecord
 from napari_lesion_harvest.store.checkpoints import sha256_file
@@ -202,3 +206,39 @@ def test_a_stopped_round_resumes_after_its_last_committed_stage(tmp_path):
         assert record.status == "done" and record.completed_stages == STAGES
         assert "train_lpg" not in seen and "scan" not in seen
         assert project.rounds.checkpoint("lpg").sha256 == lpg_sha
+
+
+def test_lesion_pieces_leave_the_fine_tuning_negatives_when_excluded(finished_round, tmp_path):
+    """With ``exclude_lesion_pieces``, a pooled negative that lies on a marked lesion
+    off its mark is not a hard negative of the LPG; every other one still is."""
+    project_dir = shutil.copytree(finished_round[0], tmp_path / "project")
+    with HarvestProject.open(project_dir) as project:
+        number = project.rounds.create({}).number
+        with project.rounds.lock(number) as lock:
+            snapshot = project.rounds.start(number, lock=lock)
+            project.rounds.cancel(number, author="test")
+    negatives = [p for p in snapshot.previous_pool if p.role in ("P_neg_M", "P_neg_H")]
+    pieces = lesion_pieces(snapshot, negatives)
+    assert pieces and len(pieces) < len(negatives)
+    kept = lpg_training_slices(snapshot, use_pool=True, exclude_lesion_pieces=True)
+    every = lpg_training_slices(snapshot, use_pool=True)
+
+    def negative_boxes(slices):
+        return sorted(
+            (s.volume_id, s.z, tuple(np.round(b, 3)))
+            for s in slices
+            for b in s.hard_negative_boxes
+        )
+
+    dropped = set(negative_boxes(every)) - set(negative_boxes(kept))
+    assert set(negative_boxes(kept)) <= set(negative_boxes(every))
+    piece_boxes = {
+        (p.volume_id, p.proposal.best_slice, tuple(np.round(p.proposal.best_box, 3)))
+        for p in negatives
+        if p.id in pieces
+    }
+    assert dropped and dropped <= piece_boxes
+    marks = usable_marks(snapshot)
+    for p in negatives:
+        if p.id in pieces:
+            assert marks[p.volume_id]  # a piece needs a mark to lie on

@@ -58,6 +58,12 @@ class RoundConfig:
         is dropped as a duplicate (not in the paper; > 1 keeps all).
     match_iou : float
         P3D IoU at which a proposal hits a RECIST mark (paper: 0.5).
+    exclude_lesion_pieces : bool
+        Leave out of the LPG's and LPC's negatives every P_neg_M and P_neg_H
+        proposal that lies on a marked lesion away from its RECIST slice, or
+        offset on it (a piece of the lesion, which the P3D rule calls a miss;
+        not in the paper, which trains on them as negatives). Such proposals
+        also stay out of the V_M scores that set the harvest threshold.
     lpc_variant : str
         ``"multiview"`` (paper), ``"axial"`` or ``"3d"``.
     lpc_epochs : int
@@ -101,6 +107,7 @@ class RoundConfig:
     fuse_iou: float = 0.8
     duplicate_iou: float = 0.5
     match_iou: float = 0.5
+    exclude_lesion_pieces: bool = False
     lpc_variant: str = "multiview"
     lpc_epochs: int = 30
     lpc_patch_size: int = 128
@@ -130,6 +137,8 @@ class RoundConfig:
                 f"got {self.lpg_zoom_range!r}"
             )
         object.__setattr__(self, "lpg_zoom_range", zoom)
+        if not isinstance(self.exclude_lesion_pieces, bool):
+            raise ValueError("config field 'exclude_lesion_pieces' must be true or false")
         if not 0 <= self.lpg_flip_probability <= 1:
             raise ValueError("config field 'lpg_flip_probability' must be in [0, 1]")
         choices = {
@@ -160,6 +169,7 @@ LITE = RoundConfig(
     lpc_epochs=12,
     lpc_patch_size=64,
     lpc_width="lite",
+    exclude_lesion_pieces=True,
 )
 PRESETS = {"paper": RoundConfig(), "lite": LITE}
 

@@ -41,6 +41,7 @@ from napari_lesion_harvest.harvest.distributed import merged_from_ranks, per_ran
 from napari_lesion_harvest.harvest.hard_negatives import select_hard_negatives
 from napari_lesion_harvest.harvest.threshold import threshold_at_precision
 from napari_lesion_harvest.harvest.training_sets import (
+    lesion_pieces,
     lpg_training_slices,
     proposal_polarity,
     usable_marks,
@@ -170,7 +171,11 @@ def train_lpg_stage(state: RoundState) -> StageResult:
 
     config, snapshot = state.config, state.snapshot
     previous = snapshot.previous_round
-    slices = lpg_training_slices(snapshot, use_pool=previous is not None)
+    slices = lpg_training_slices(
+        snapshot,
+        use_pool=previous is not None,
+        exclude_lesion_pieces=state.config.exclude_lesion_pieces,
+    )
     if not slices:
         raise ValueError("no marks to train the lesion proposal generator on")
     samples = [
@@ -365,14 +370,19 @@ def _lpc_options(config: RoundConfig, seed: int):
 
 
 def _verified_sets(state: RoundState):
-    """LPC training sets and, per V_M volume, the proposal ids in the sets' order."""
+    """LPC training sets and, per V_M volume, the proposal ids in the sets' order
+    (without the lesion pieces among P_neg_M when the config excludes them)."""
     from napari_lesion_harvest.lpc.train import proposal_sets
 
     by_volume = state.proposals(roles=("P_RM", "P_neg_M", "P_RH"))
+    pieces = set()
+    if state.config.exclude_lesion_pieces:
+        negatives = (s for stored in by_volume.values() for s in stored if s.role == "P_neg_M")
+        pieces = lesion_pieces(state.snapshot, negatives)
     pools = {"P_RM": {}, "P_neg_M": {}, "P_RH": {}}
     for volume_id, stored in by_volume.items():
         for role in pools:
-            chosen = [s for s in stored if s.role == role]
+            chosen = [s for s in stored if s.role == role and s.id not in pieces]
             if chosen:
                 pools[role][volume_id] = chosen
     volumes = {volume_id: state.open(volume_id) for volume_id in by_volume}
@@ -476,8 +486,11 @@ def harvest_stage(state: RoundState) -> StageResult:
     config = state.config
     model, _ = load_checkpoint(state.checkpoint_path("lpc"), device=state.device)
     stored_by_volume = state.proposals()
-    v_m = [
-        s for stored in stored_by_volume.values() for s in stored if s.role in ("P_RM", "P_neg_M")
+    v_m = [  # lesion pieces left out of LPC training have no score
+        s
+        for stored in stored_by_volume.values()
+        for s in stored
+        if s.role in ("P_RM", "P_neg_M") and s.s_gc is not None
     ]
     threshold, precision = threshold_at_precision(
         [s.s_gc for s in v_m],

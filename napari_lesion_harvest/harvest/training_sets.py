@@ -10,16 +10,22 @@ Which pooled proposals are positives and negatives (paper, Sec. III-E): an
 expert verdict decides when there is one (accepted: positive, rejected:
 negative); otherwise ``P_RM``, ``P_RH`` and ``P_pos_H`` are positives and
 ``P_neg_M`` and ``P_neg_H`` are hard negatives.
+
+A round may leave out of the negatives the *lesion pieces*: negatives by role
+that overlap a usable mark's lesion away from its RECIST slice
+(:func:`lesion_pieces`; config field ``exclude_lesion_pieces``, not in the paper).
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
 from napari_lesion_harvest.geometry import RecistMark, iou_2d
+from napari_lesion_harvest.tracking.marks import proposals_touching_marked_lesions
 
 POSITIVE_ROLES = ("P_RM", "P_RH", "P_pos_H")
 NEGATIVE_ROLES = ("P_neg_M", "P_neg_H")
@@ -27,6 +33,9 @@ NEGATIVE_ROLES = ("P_neg_M", "P_neg_H")
 HARVEST_SPLITS = ("V_M", "V_H", "V_H_test")
 #: A hard-negative box overlapping a positive box on its slice by more is dropped.
 NEGATIVE_CONFLICT_IOU = 0.3
+#: A positive proposal's box on a training slice that overlaps a positive there by
+#: this much is the same lesion, already a positive.
+SAME_LESION_IOU = 0.5
 
 
 @dataclass
@@ -73,10 +82,52 @@ def proposal_polarity(stored) -> bool | None:
     return None
 
 
-def lpg_training_slices(snapshot, *, use_pool: bool) -> list[TrainingSlice]:
+def lesion_pieces(snapshot, stored_proposals) -> set[int]:
+    """Ids of the stored proposals that sit on a lesion with a usable mark without
+    hitting the mark (``proposals_touching_marked_lesions`` of
+    :mod:`napari_lesion_harvest.tracking.marks` decides).
+
+    Parameters
+    ----------
+    snapshot : RoundSnapshot
+        Gives the usable marks and each volume's spacing (1 mm on every axis
+        where the record has none, so the lesion's span is counted in pixels).
+    stored_proposals : iterable of StoredProposal
+
+    Returns
+    -------
+    set of int
+    """
+    marks = usable_marks(snapshot)
+    spacing = {r.volume_id: r.spacing or (1.0, 1.0, 1.0) for r in volume_records(snapshot)}
+    by_volume = defaultdict(list)
+    for stored in stored_proposals:
+        if marks.get(stored.volume_id):
+            by_volume[stored.volume_id].append(stored)
+    pieces = set()
+    for volume_id, chosen in by_volume.items():
+        touching = proposals_touching_marked_lesions(
+            [s.proposal for s in chosen], marks[volume_id], spacing[volume_id]
+        )
+        pieces.update(s.id for s, flag in zip(chosen, touching, strict=True) if flag)
+    return pieces
+
+
+def lpg_training_slices(
+    snapshot, *, use_pool: bool, exclude_lesion_pieces: bool = False
+) -> list[TrainingSlice]:
     """The LPG's training slices: every slice with a usable mark, plus, when
     fine-tuning (``use_pool``), the highest-objectness slice of every pooled
     or judged proposal, as a positive or a hard negative.
+
+    A lesion spans several slices, but a proposal gives its training slice
+    only at its best slice. So that a known lesion is not background on the
+    training slices it crosses, every positive proposal also adds its box on
+    each of those slices (unless a positive there already overlaps it by IoU
+    >= :data:`SAME_LESION_IOU`).
+
+    With ``exclude_lesion_pieces``, a negative by role (no expert verdict) that
+    is one of the :func:`lesion_pieces` is left out.
 
     Returns
     -------
@@ -85,6 +136,7 @@ def lpg_training_slices(snapshot, *, use_pool: bool) -> list[TrainingSlice]:
     """
     positives: dict[tuple[str, int], list[np.ndarray]] = {}
     negatives: dict[tuple[str, int], list[np.ndarray]] = {}
+    crossing: dict[tuple[str, int], list[np.ndarray]] = defaultdict(list)  # off best slice
     for volume_id, marks in usable_marks(snapshot).items():
         for mark in marks:
             positives.setdefault((volume_id, mark.z), []).append(mark.box())
@@ -92,17 +144,31 @@ def lpg_training_slices(snapshot, *, use_pool: bool) -> list[TrainingSlice]:
         judged = {p.id: p for p in snapshot.previous_pool}
         judged.update({p.id: p for p in snapshot.verdicts})
         harvested = {r.volume_id for s in HARVEST_SPLITS for r in snapshot.volumes.get(s, [])}
+        pieces = (
+            lesion_pieces(
+                snapshot,
+                (p for p in judged.values() if p.verdict is None and p.role in NEGATIVE_ROLES),
+            )
+            if exclude_lesion_pieces
+            else set()
+        )
         for stored in judged.values():
             polarity = proposal_polarity(stored)
-            if polarity is None or stored.volume_id not in harvested:
+            if polarity is None or stored.volume_id not in harvested or stored.id in pieces:
                 continue
-            key = (stored.volume_id, stored.proposal.best_slice)
-            (positives if polarity else negatives).setdefault(key, []).append(
-                stored.proposal.best_box
-            )
+            proposal = stored.proposal
+            key = (stored.volume_id, proposal.best_slice)
+            (positives if polarity else negatives).setdefault(key, []).append(proposal.best_box)
+            if polarity:
+                for z, box in zip(proposal.slices, proposal.boxes, strict=True):
+                    if z != proposal.best_slice:
+                        crossing[stored.volume_id, int(z)].append(box)
     slices = []
     for key in sorted(set(positives) | set(negatives)):
         pos = np.array(positives.get(key, []), dtype=np.float64).reshape(-1, 4)
+        for box in crossing.get(key, []):
+            if not len(pos) or iou_2d(box[None], pos).max() < SAME_LESION_IOU:
+                pos = np.vstack([pos, box])
         neg = np.array(negatives.get(key, []), dtype=np.float64).reshape(-1, 4)
         if len(pos) and len(neg):
             neg = neg[iou_2d(neg, pos).max(axis=1) <= NEGATIVE_CONFLICT_IOU]
