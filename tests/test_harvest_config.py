@@ -12,7 +12,8 @@ def test_presets_by_name_and_paper_defaults():
     assert (paper.score_threshold, paper.link_iou, paper.fuse_iou) == (0.1, 0.8, 0.8)
     assert paper.match_iou == 0.5
     assert paper.harvest_precision == 0.95 and paper.hard_negatives_per_volume == 5
-    assert load_config("lite") == LITE
+    assert not paper.exclude_lesion_pieces  # the paper trains on them as negatives
+    assert load_config("lite") == LITE and LITE.exclude_lesion_pieces
     assert load_config("lite", seed=3).seed == 3
 
 
@@ -58,6 +59,8 @@ def test_bad_configs_name_the_problem(tmp_path):
         RoundConfig(lpg_zoom_range=(1.4, 0.6))
     with pytest.raises(ValueError, match="lpg_flip_probability"):
         RoundConfig(lpg_flip_probability=2.0)
+    with pytest.raises(ValueError, match="exclude_lesion_pieces"):
+        RoundConfig(exclude_lesion_pieces="yes")
 
 
 def test_demo_changes_presets_but_not_a_users_file(tmp_path):

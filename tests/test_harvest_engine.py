@@ -23,6 +23,7 @@ from napari_lesion_harvest.harvest.training_sets import (
 from napari_lesion_harvest.lpc.checkpoint import load_checkpoint as load_classifier
 from napari_lesion_harvest.store import HarvestProject, VolumeRecord
 from napari_lesion_harvest.store.checkpoints import sha256_file
+from napari_lesion_harvest.tracking.marks import proposals_touching_marked_lesions
 from napari_lesion_harvest.workers.progress import Cancelled
 
 
@@ -109,6 +110,8 @@ def test_a_round_runs_every_stage_and_leaves_a_consistent_project(finished_round
         (record,) = project.rounds.list()
         proposals = list(project.proposals(record.number))
         splits = {v.volume_id: v.split for v in project.volumes()}
+        spacing = {v.volume_id: v.spacing for v in project.volumes()}
+        marks = {v: [m.mark for m in project.marks(v)] for v in splits}
         checkpoints = {name: project.rounds.checkpoint(name) for name in ("lpg", "lpc")}
     assert record.status == "done" and record.completed_stages == STAGES
     assert {e[0] for e in events} >= {"train_lpg", "scan", "harvest", "evaluate"}
@@ -121,8 +124,20 @@ def test_a_round_runs_every_stage_and_leaves_a_consistent_project(finished_round
         roles.setdefault(splits[stored.volume_id], set()).add(stored.role)
     assert roles["V_M"] <= {"P_RM", "P_neg_M"} and "P_RM" in roles["V_M"]
     assert roles["V_H"] <= {"P_RH", "P_pos_H", "P_neg_H", "candidate"}
+    # lite excludes lesion pieces: the V_M negatives on a marked lesion off its mark
+    # stay out of LPC training and the threshold, and so have no score.
+    negatives = [s for s in proposals if s.role == "P_neg_M"]
+    pieces = set()
+    for volume_id in splits:
+        mine = [s for s in negatives if s.volume_id == volume_id]
+        touching = proposals_touching_marked_lesions(
+            [s.proposal for s in mine], marks[volume_id], spacing[volume_id]
+        )
+        pieces.update(s.id for s, flag in zip(mine, touching, strict=True) if flag)
     for stored in proposals:
-        if stored.role in ("P_RM", "P_neg_M", "P_pos_H", "P_neg_H", "candidate"):
+        if stored.id in pieces:
+            assert stored.s_c is None and stored.s_gc is None
+        elif stored.role in ("P_RM", "P_neg_M", "P_pos_H", "P_neg_H", "candidate"):
             assert stored.s_c is not None and stored.s_gc == pytest.approx(stored.s_c * stored.s_g)
     metrics = record.metrics
     scanned = sum(1 for split in splits.values() if split != "V_D_test")
@@ -138,7 +153,8 @@ def test_a_round_runs_every_stage_and_leaves_a_consistent_project(finished_round
 def test_fine_tuning_adds_each_pooled_proposals_best_slice(finished_round, tmp_path):
     """Round 2's LPG slices (paper, Sec. III-E): the marks' slices, plus the
     highest-objectness slice of every pooled proposal, with its box there as a
-    positive (P_RM, P_RH, P_pos_H) or a hard negative (P_neg_M, P_neg_H)."""
+    positive (P_RM, P_RH, P_pos_H) or a hard negative (P_neg_M, P_neg_H); a
+    positive proposal is also a positive on the other training slices it crosses."""
     project_dir = shutil.copytree(finished_round[0], tmp_path / "project")
     with HarvestProject.open(project_dir) as project:
         number = project.rounds.create({}).number
@@ -156,6 +172,17 @@ def test_fine_tuning_adds_each_pooled_proposals_best_slice(finished_round, tmp_p
             assert iou_2d(box, training.positive_boxes).max() == 1.0
         elif not len(training.positive_boxes) or iou_2d(box, training.positive_boxes).max() <= 0.3:
             assert iou_2d(box, training.hard_negative_boxes).max() == 1.0
+    # A positive proposal's lesion stays a positive on every training slice it crosses.
+    crossed = 0
+    for stored in snapshot.previous_pool:
+        if stored.role not in ("P_RM", "P_RH", "P_pos_H"):
+            continue
+        for z, box in zip(stored.proposal.slices, stored.proposal.boxes, strict=True):
+            training = slices.get((stored.volume_id, int(z)))
+            if training is not None and z != stored.proposal.best_slice:
+                crossed += 1
+                assert iou_2d(box[None], training.positive_boxes).max() >= 0.5
+    assert crossed
 
 
 def test_status_and_export_commands_read_the_round(finished_round, tmp_path):
