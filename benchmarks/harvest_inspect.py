@@ -7,8 +7,15 @@ against the round's harvest threshold, how many of the round's hard negatives
 P_neg_H in V_H_test are lesions, and the LPG training labels the next round
 would use.
 
-Run: ``.venv/bin/python benchmarks/harvest_inspect.py PROJECT`` (e.g. the
-``project/`` folder of ``harvest_bench.py --out DIR``).
+With ``--truth`` (the phantom's ``dataset/truth/lesions.json``), also: how many of
+each round's V_M negatives P_neg_M lie on a true lesion (box IoU > 0.3 on some
+slice), and how well the ``exclude_lesion_pieces`` rule
+(:func:`~napari_lesion_harvest.tracking.marks.proposals_touching_marked_lesions`)
+finds them from the marks alone.
+
+Run: ``.venv/bin/python benchmarks/harvest_inspect.py PROJECT [--truth LESIONS_JSON]``
+(e.g. the ``project/`` folder of ``harvest_bench.py --out DIR`` and
+``DIR/dataset/truth/lesions.json``).
 """
 
 from __future__ import annotations
@@ -20,8 +27,15 @@ import numpy as np
 
 from napari_lesion_harvest.geometry import iou_2d
 from napari_lesion_harvest.harvest.training_sets import lpg_training_slices
+from napari_lesion_harvest.io.annotations import read_lesions
 from napari_lesion_harvest.store import HarvestProject
-from napari_lesion_harvest.tracking.marks import proposals_hitting_marks
+from napari_lesion_harvest.tracking.marks import (
+    proposals_hitting_marks,
+    proposals_touching_marked_lesions,
+)
+
+#: A negative overlapping a true lesion's box by more on some slice lies on it.
+ON_LESION_IOU = 0.3
 
 
 def inspect_round(project, record, test_ids) -> None:
@@ -67,6 +81,38 @@ def hitting(stored, volume_id: str, marks) -> np.ndarray:
     return proposals_hitting_marks(proposals, {volume_id: marks})[volume_id]
 
 
+def best_truth_iou(proposal, lesions) -> float:
+    """Highest box IoU of ``proposal`` with any true lesion on a slice they share."""
+    best = 0.0
+    for z, box in zip(proposal.slices, proposal.boxes, strict=True):
+        for lesion in lesions:
+            if z in lesion.slices:
+                best = max(best, float(iou_2d(box[None], lesion.box_on_slice(z)[None])[0, 0]))
+    return best
+
+
+def inspect_lesion_pieces(project, record, truth) -> None:
+    """P_neg_M on true lesions, against the marks-only rule of ``exclude_lesion_pieces``."""
+    volumes = {v.volume_id: v for v in project.volumes(split="V_M")}
+    counts = np.zeros((2, 2), dtype=int)  # [on a true lesion, flagged by the rule]
+    for volume_id, volume in volumes.items():
+        negatives = list(project.proposals(record.number, roles=["P_neg_M"], volume_id=volume_id))
+        if not negatives:
+            continue
+        marks = [m.mark for m in project.marks(volume_id)]
+        flagged = proposals_touching_marked_lesions(
+            [s.proposal for s in negatives], marks, volume.spacing or (1.0, 1.0, 1.0)
+        )
+        lesions = truth.get(volume_id, [])
+        for stored, flag in zip(negatives, flagged, strict=True):
+            on_lesion = best_truth_iou(stored.proposal, lesions) > ON_LESION_IOU
+            counts[int(on_lesion), int(flag)] += 1
+    print(
+        f"  P_neg_M: {counts.sum()}, on a true lesion {counts[1].sum()}, of which the "
+        f"lesion-piece rule flags {counts[1, 1]}; it also flags {counts[0, 1]} others"
+    )
+
+
 def inspect_next_labels(project) -> None:
     """The LPG training labels a next round would use (a cancelled snapshot)."""
     number = project.rounds.create({}).number
@@ -85,17 +131,21 @@ def inspect_next_labels(project) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("project", type=Path)
+    parser.add_argument("--truth", type=Path, help="the phantom's truth/lesions.json")
     parser.add_argument(
         "--next-labels",
         action="store_true",
         help="also count the next round's LPG labels (adds a cancelled round to the store)",
     )
     args = parser.parse_args(argv)
+    truth = read_lesions(args.truth)[0] if args.truth else None
     with HarvestProject.open(args.project) as project:
         test_ids = {v.volume_id for v in project.volumes(split="V_H_test")}
         for record in project.rounds.list():
             if record.status == "done":
                 inspect_round(project, record, test_ids)
+                if truth is not None:
+                    inspect_lesion_pieces(project, record, truth)
         if args.next_labels:
             inspect_next_labels(project)
     return 0
