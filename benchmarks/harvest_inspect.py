@@ -70,6 +70,42 @@ def inspect_round(project, record, test_ids) -> None:
                 f"max {values.max():.2f}"
             )
     print(f"  P_neg_H in V_H_test: {hard_total}, of which lesions: {hard_lesions}")
+    inspect_ranking(project, proposals, test_ids)
+
+
+#: A proposal whose best slice lies closer than this to a sub-volume's end (mm).
+NEAR_END_MM = 8.0
+#: Lengths of the ranking's top inspected.
+TOP_COUNTS = (50, 200)
+
+
+def inspect_ranking(project, proposals, test_ids) -> None:
+    """The top of the V_H_test ranking (P_RH aside) by s_g and by s_gc: proposals hitting
+    a lesion (full marks, P3D) and false positives peaking near a sub-volume's end."""
+    records = {v.volume_id: v for v in project.volumes(split="V_H_test")}
+    ranked, hits = [], {}
+    for volume_id in test_ids:
+        mine = [s for s in proposals if s.volume_id == volume_id and s.role != "P_RH"]
+        lesions = [m.mark for m in project.marks(volume_id) if m.origin == "expert"]
+        hits.update(zip((s.id for s in mine), hitting(mine, volume_id, lesions), strict=True))
+        ranked.extend(mine)
+
+    def near_end(stored) -> bool:
+        record = records[stored.volume_id]
+        z, depth = stored.proposal.best_slice, record.shape[0]
+        return min(z, depth - 1 - z) * (record.spacing or (1.0,))[0] < NEAR_END_MM
+
+    for name in ("s_g", "s_gc"):
+        order = sorted(
+            (s for s in ranked if getattr(s, name) is not None), key=lambda s: -getattr(s, name)
+        )
+        for top in TOP_COUNTS:
+            false = [s for s in order[:top] if not hits[s.id]]
+            print(
+                f"  top {top} by {name}: {top - len(false)} hit a lesion; of the "
+                f"{len(false)} others, {sum(map(near_end, false))} peak < {NEAR_END_MM:.0f} mm "
+                "from a sub-volume end"
+            )
 
 
 def hitting(stored, volume_id: str, marks) -> np.ndarray:
