@@ -12,8 +12,10 @@ def test_presets_by_name_and_paper_defaults():
     assert (paper.score_threshold, paper.link_iou, paper.fuse_iou) == (0.1, 0.8, 0.8)
     assert paper.match_iou == 0.5
     assert paper.harvest_precision == 0.95 and paper.hard_negatives_per_volume == 5
-    assert not paper.exclude_lesion_pieces  # the paper trains on them as negatives
-    assert load_config("lite") == LITE and LITE.exclude_lesion_pieces
+    # not in the paper, and no gain measured on the phantom: off in both presets
+    assert not (paper.exclude_lesion_pieces or LITE.exclude_lesion_pieces)
+    assert not (paper.lpg_crossing_positives or LITE.lpg_crossing_positives)
+    assert load_config("lite") == LITE
     assert load_config("lite", seed=3).seed == 3
 
 
@@ -61,6 +63,8 @@ def test_bad_configs_name_the_problem(tmp_path):
         RoundConfig(lpg_flip_probability=2.0)
     with pytest.raises(ValueError, match="exclude_lesion_pieces"):
         RoundConfig(exclude_lesion_pieces="yes")
+    with pytest.raises(ValueError, match="lpg_crossing_positives"):
+        RoundConfig(lpg_crossing_positives=1)
 
 
 def test_demo_changes_presets_but_not_a_users_file(tmp_path):

@@ -38,14 +38,17 @@ CONTEXT_PX = 48.0
 
 @pytest.fixture(scope="module")
 def finished_round(tmp_path_factory):
-    """A project after one complete round, and the progress events it reported."""
+    """A project after one complete round (lesion pieces excluded), and the progress
+    events it reported."""
     folder = tmp_path_factory.mktemp("round")
     project_dir = make_blob_project(folder)
     events = []
     with HarvestProject.open(project_dir) as project:
         run_rounds(
             project,
-            load_config(str(folder / "tiny.json"), lpc_pad_px=CONTEXT_PX),
+            load_config(
+                str(folder / "tiny.json"), lpc_pad_px=CONTEXT_PX, exclude_lesion_pieces=True
+            ),
             rounds=1,
             device="cpu",
             progress=lambda *event: events.append(event),
@@ -124,7 +127,7 @@ def test_a_round_runs_every_stage_and_leaves_a_consistent_project(finished_round
         roles.setdefault(splits[stored.volume_id], set()).add(stored.role)
     assert roles["V_M"] <= {"P_RM", "P_neg_M"} and "P_RM" in roles["V_M"]
     assert roles["V_H"] <= {"P_RH", "P_pos_H", "P_neg_H", "candidate"}
-    # lite excludes lesion pieces: the V_M negatives on a marked lesion off its mark
+    # With exclude_lesion_pieces, the V_M negatives on a marked lesion off its mark
     # stay out of LPC training and the threshold, and so have no score.
     negatives = [s for s in proposals if s.role == "P_neg_M"]
     pieces = set()
@@ -153,16 +156,21 @@ def test_a_round_runs_every_stage_and_leaves_a_consistent_project(finished_round
 def test_fine_tuning_adds_each_pooled_proposals_best_slice(finished_round, tmp_path):
     """Round 2's LPG slices (paper, Sec. III-E): the marks' slices, plus the
     highest-objectness slice of every pooled proposal, with its box there as a
-    positive (P_RM, P_RH, P_pos_H) or a hard negative (P_neg_M, P_neg_H); a
-    positive proposal is also a positive on the other training slices it crosses."""
+    positive (P_RM, P_RH, P_pos_H) or a hard negative (P_neg_M, P_neg_H); with
+    ``crossing_positives`` a positive proposal is also a positive on the other
+    training slices it crosses."""
     project_dir = shutil.copytree(finished_round[0], tmp_path / "project")
     with HarvestProject.open(project_dir) as project:
         number = project.rounds.create({}).number
         with project.rounds.lock(number) as lock:
             snapshot = project.rounds.start(number, lock=lock)
             project.rounds.cancel(number, author="test")
-    slices = {(s.volume_id, s.z): s for s in lpg_training_slices(snapshot, use_pool=True)}
-    assert len(slices) > len(lpg_training_slices(snapshot, use_pool=False))
+    paper_slices = lpg_training_slices(snapshot, use_pool=True)
+    slices = {
+        (s.volume_id, s.z): s
+        for s in lpg_training_slices(snapshot, use_pool=True, crossing_positives=True)
+    }
+    assert len(slices) == len(paper_slices) > len(lpg_training_slices(snapshot, use_pool=False))
     roles = {p.role for p in snapshot.previous_pool}
     assert {"P_RM", "P_neg_M", "P_neg_H"} <= roles
     for stored in snapshot.previous_pool:
@@ -172,7 +180,13 @@ def test_fine_tuning_adds_each_pooled_proposals_best_slice(finished_round, tmp_p
             assert iou_2d(box, training.positive_boxes).max() == 1.0
         elif not len(training.positive_boxes) or iou_2d(box, training.positive_boxes).max() <= 0.3:
             assert iou_2d(box, training.hard_negative_boxes).max() == 1.0
-    # A positive proposal's lesion stays a positive on every training slice it crosses.
+    # With crossing_positives, a positive proposal's lesion stays a positive on every
+    # training slice it crosses; the paper's slices hold only the best-slice boxes.
+    positives_in_pool = sum(
+        1 for p in snapshot.previous_pool if p.role in ("P_RM", "P_RH", "P_pos_H")
+    )
+    n_marks = sum(len(m) for m in usable_marks(snapshot).values())
+    assert sum(len(s.positive_boxes) for s in paper_slices) == n_marks + positives_in_pool
     crossed = 0
     for stored in snapshot.previous_pool:
         if stored.role not in ("P_RM", "P_RH", "P_pos_H"):

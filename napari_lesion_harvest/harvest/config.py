@@ -58,6 +58,10 @@ class RoundConfig:
         is dropped as a duplicate (not in the paper; > 1 keeps all).
     match_iou : float
         P3D IoU at which a proposal hits a RECIST mark (paper: 0.5).
+    lpg_crossing_positives : bool
+        When fine-tuning, draw every positive proposal as a positive on each
+        LPG training slice it crosses, not only on its best slice (not in the
+        paper, where a known lesion is background on those slices).
     exclude_lesion_pieces : bool
         Leave out of the LPG's and LPC's negatives every P_neg_M and P_neg_H
         proposal that lies on a marked lesion away from its RECIST slice, or
@@ -107,6 +111,7 @@ class RoundConfig:
     fuse_iou: float = 0.8
     duplicate_iou: float = 0.5
     match_iou: float = 0.5
+    lpg_crossing_positives: bool = False
     exclude_lesion_pieces: bool = False
     lpc_variant: str = "multiview"
     lpc_epochs: int = 30
@@ -137,8 +142,9 @@ class RoundConfig:
                 f"got {self.lpg_zoom_range!r}"
             )
         object.__setattr__(self, "lpg_zoom_range", zoom)
-        if not isinstance(self.exclude_lesion_pieces, bool):
-            raise ValueError("config field 'exclude_lesion_pieces' must be true or false")
+        for name in ("lpg_crossing_positives", "exclude_lesion_pieces"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"config field {name!r} must be true or false")
         if not 0 <= self.lpg_flip_probability <= 1:
             raise ValueError("config field 'lpg_flip_probability' must be in [0, 1]")
         choices = {
@@ -169,7 +175,6 @@ LITE = RoundConfig(
     lpc_epochs=12,
     lpc_patch_size=64,
     lpc_width="lite",
-    exclude_lesion_pieces=True,
 )
 PRESETS = {"paper": RoundConfig(), "lite": LITE}
 

@@ -174,6 +174,7 @@ def train_lpg_stage(state: RoundState) -> StageResult:
     slices = lpg_training_slices(
         snapshot,
         use_pool=previous is not None,
+        crossing_positives=state.config.lpg_crossing_positives,
         exclude_lesion_pieces=state.config.exclude_lesion_pieces,
     )
     if not slices:

@@ -114,17 +114,21 @@ def lesion_pieces(snapshot, stored_proposals) -> set[int]:
 
 
 def lpg_training_slices(
-    snapshot, *, use_pool: bool, exclude_lesion_pieces: bool = False
+    snapshot,
+    *,
+    use_pool: bool,
+    crossing_positives: bool = False,
+    exclude_lesion_pieces: bool = False,
 ) -> list[TrainingSlice]:
     """The LPG's training slices: every slice with a usable mark, plus, when
     fine-tuning (``use_pool``), the highest-objectness slice of every pooled
     or judged proposal, as a positive or a hard negative.
 
     A lesion spans several slices, but a proposal gives its training slice
-    only at its best slice. So that a known lesion is not background on the
-    training slices it crosses, every positive proposal also adds its box on
-    each of those slices (unless a positive there already overlaps it by IoU
-    >= :data:`SAME_LESION_IOU`).
+    only at its best slice, so a known lesion is background on the other
+    training slices it crosses. With ``crossing_positives``, every positive
+    proposal also adds its box on each of those slices (unless a positive there
+    already overlaps it by IoU >= :data:`SAME_LESION_IOU`).
 
     With ``exclude_lesion_pieces``, a negative by role (no expert verdict) that
     is one of the :func:`lesion_pieces` is left out.
@@ -159,7 +163,7 @@ def lpg_training_slices(
             proposal = stored.proposal
             key = (stored.volume_id, proposal.best_slice)
             (positives if polarity else negatives).setdefault(key, []).append(proposal.best_box)
-            if polarity:
+            if polarity and crossing_positives:
                 for z, box in zip(proposal.slices, proposal.boxes, strict=True):
                     if z != proposal.best_slice:
                         crossing[stored.volume_id, int(z)].append(box)
