@@ -16,7 +16,8 @@ Run::
         [--epochs 12] [--patch-size 64] [--width lite] \
         [--variant multiview] [--seed 0]
 
-About 2 minutes on 2 CPU cores for round 1 of the 60-volume phantom at lite settings.
+About 3-7 minutes (two runs side by side, one torch thread each) for round 1 of the
+60-volume phantom at lite settings.
 """
 
 from __future__ import annotations
