@@ -3,18 +3,19 @@
 Issue 10's Table I figures (recall at 80-95% precision of ``R + P_H`` on
 V_H_test) depend only on how the lesion score ``s_gc = s_g * s_c`` ranks the
 V_H_test proposals. This benchmark takes one finished round of a project
-(e.g. ``harvest_bench.py --out DIR`` leaves ``DIR/project``), trains an LPC on
-that round's verified proposals (P_RM, P_neg_M, P_RH) with the round's own configuration
-changed by the options given,
-scores the round's V_H_test proposals and prints the same evaluation the
-round's ``evaluate`` stage stores, plus the ranking by ``s_c`` alone.
-The round's own figures are printed first, for comparison.
+(e.g. ``harvest_bench.py --out DIR`` leaves ``DIR/project``), trains an LPC
+on that round's verified proposals (P_RM, P_neg_M, P_RH) with the round's own
+configuration changed by the options given, scores the round's V_H_test
+proposals and prints the same evaluation the round's ``evaluate`` stage
+stores, plus the ranking by ``s_c`` alone. The round's own figures are printed
+first, for comparison.
 
 Run::
 
     .venv/bin/python benchmarks/lpc_ranking_bench.py DIR/project --round 1 \
-        [--epochs 12] [--patch-size 64] [--width lite] \
-        [--variant multiview] [--seed 0]
+        [--epochs 12] [--patch-size 64] [--pad-px 32] [--width lite] \
+        [--variant multiview] [--holdout 0.2] [--patience 5] [--drop-touching] \
+        [--seed N] [--threads 2] [--json FILE]
 
 About 3-7 minutes (two runs side by side, one torch thread each) for round 1 of the
 60-volume phantom at lite settings.
