@@ -64,7 +64,7 @@ def proposals_touching_marked_lesions(
     *,
     iou_threshold: float = 0.3,
 ) -> np.ndarray:
-    """Flag proposals that overlap a marked lesion without hitting its mark (P3D).
+    """Flag proposals that lie on a marked lesion, hitting its mark (P3D) or not.
 
     A RECIST mark is drawn on one slice, but its lesion spans the neighbouring
     slices too. A proposal on those slices only, or one whose box on the mark's
