@@ -56,6 +56,16 @@ def finished_round(tmp_path_factory):
     return project_dir, events
 
 
+def next_round_snapshot(project_dir):
+    """The inputs a next round of the project would get (a round started and cancelled)."""
+    with HarvestProject.open(project_dir) as project:
+        number = project.rounds.create({}).number
+        with project.rounds.lock(number) as lock:
+            snapshot = project.rounds.start(number, lock=lock)
+            project.rounds.cancel(number, author="test")
+    return snapshot
+
+
 def test_import_brings_volumes_splits_and_marks(blob_project):
     with HarvestProject.open(blob_project) as project:
         summaries = {s.volume_id: s for s in project.volume_summaries()}
@@ -70,11 +80,7 @@ def test_import_brings_volumes_splits_and_marks(blob_project):
 
 
 def test_snapshot_hides_the_test_volumes_full_marks(blob_project, tmp_path):
-    with HarvestProject.open(blob_project) as project:
-        number = project.rounds.create({}).number
-        with project.rounds.lock(number) as lock:
-            snapshot = project.rounds.start(number, lock=lock)
-            project.rounds.cancel(number, author="test")
+    snapshot = next_round_snapshot(blob_project)
     marks = usable_marks(snapshot)
     assert len(marks["vol07"]) == 1  # original only; 3 expert marks hidden
     assert len(marks["vol00"]) == 4
@@ -159,12 +165,7 @@ def test_fine_tuning_adds_each_pooled_proposals_best_slice(finished_round, tmp_p
     positive (P_RM, P_RH, P_pos_H) or a hard negative (P_neg_M, P_neg_H); with
     ``crossing_positives`` a positive proposal is also a positive on the other
     training slices it crosses."""
-    project_dir = shutil.copytree(finished_round[0], tmp_path / "project")
-    with HarvestProject.open(project_dir) as project:
-        number = project.rounds.create({}).number
-        with project.rounds.lock(number) as lock:
-            snapshot = project.rounds.start(number, lock=lock)
-            project.rounds.cancel(number, author="test")
+    snapshot = next_round_snapshot(shutil.copytree(finished_round[0], tmp_path / "project"))
     paper_slices = lpg_training_slices(snapshot, use_pool=True)
     slices = {
         (s.volume_id, s.z): s
@@ -252,12 +253,7 @@ def test_a_stopped_round_resumes_after_its_last_committed_stage(tmp_path):
 def test_lesion_pieces_leave_the_fine_tuning_negatives_when_excluded(finished_round, tmp_path):
     """With ``exclude_lesion_pieces``, a pooled negative that lies on a marked lesion
     off its mark is not a hard negative of the LPG; every other one still is."""
-    project_dir = shutil.copytree(finished_round[0], tmp_path / "project")
-    with HarvestProject.open(project_dir) as project:
-        number = project.rounds.create({}).number
-        with project.rounds.lock(number) as lock:
-            snapshot = project.rounds.start(number, lock=lock)
-            project.rounds.cancel(number, author="test")
+    snapshot = next_round_snapshot(shutil.copytree(finished_round[0], tmp_path / "project"))
     negatives = [p for p in snapshot.previous_pool if p.role in ("P_neg_M", "P_neg_H")]
     pieces = lesion_pieces(snapshot, negatives)
     assert pieces and len(pieces) < len(negatives)
