@@ -14,16 +14,14 @@ Two checks, because the two halves of a round agree in different ways:
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pytest
 from harvest_project import make_blob_project
+from launch import run_module
 from lpg_phantoms import TINY_JOB_CONFIG, job_inputs
 
 from napari_lesion_harvest.harvest.config import load_config
@@ -33,16 +31,9 @@ from napari_lesion_harvest.lpg.job import run_job
 from napari_lesion_harvest.store import HarvestProject
 from napari_lesion_harvest.workers.progress import no_progress
 
-TORCHRUN = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node"]
 #: s_g: LPG forwards of identical weights (batching differs by rank); s_c: an LPC
 #: trained on rank 0 with the same seed and thread count as the single process.
 SCORE_ATOL = 1e-5
-
-
-def _run(command: list[str], cwd: Path) -> None:
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=400)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
 
 
 @pytest.mark.slow  # one torchrun launch of 2 processes: about 30 s on 2 cores
@@ -54,7 +45,7 @@ def test_ddp_lpg_training_equals_one_process_with_the_global_batch(tmp_path, mon
                "options": {"steps": 4, "batch_size": batch, "warmup_steps": 1},
                "checkpoint": f"{name}.pt", "output": f"{name}.json"}  # fmt: skip
         (tmp_path / f"{name}.job").write_text(json.dumps(job))
-    _run([*TORCHRUN, "2", "-m", "napari_lesion_harvest.lpg.job", "ranked.job"], tmp_path)
+    run_module(["napari_lesion_harvest.lpg.job", "ranked.job"], tmp_path)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     run_job(tmp_path / "single.job")
     ranked = load_checkpoint(tmp_path / "ranked.pt")["model"]
@@ -103,10 +94,10 @@ def test_torchrun_round_equals_the_single_process_round_from_the_same_lpg(tmp_pa
     number = _train_lpg_then_stop(single, tmp_path / "tiny.json")
     ranked = tmp_path / "ranked"
     shutil.copytree(single, ranked)
-    resume = ["-m", "napari_lesion_harvest", "round", "--config", "tiny.json", "--device", "cpu"]
+    resume = ["napari_lesion_harvest", "round", "--config", "tiny.json", "--device", "cpu"]
     resume += ["--rounds", "1"]
-    _run([sys.executable, *resume, str(single)], tmp_path)
-    _run([*TORCHRUN, "2", *resume, str(ranked)], tmp_path)
+    run_module([*resume, str(single)], tmp_path, ranks=0)
+    run_module([*resume, str(ranked)], tmp_path)
     one, one_proposals = _stored(single, number)
     two, two_proposals = _stored(ranked, number)
     assert one.status == two.status == "done"

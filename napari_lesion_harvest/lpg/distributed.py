@@ -9,7 +9,9 @@ shard of the volumes and gathers the detections on rank 0.
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from dataclasses import dataclass
 
 
@@ -88,3 +90,23 @@ def any_rank(flag: bool, context: DistributedContext) -> bool:
     tensor = torch.tensor([1.0 if flag else 0.0], device=context.device)
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return bool(tensor.item() > 0)
+
+
+def exit_launched_process(status: int) -> int:
+    """End a ``torchrun`` worker with ``status`` once its work is done; returns it elsewhere.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) this flushes the output streams and
+    the logs and leaves with :func:`os._exit`, skipping the interpreter's
+    teardown. Once a gloo process group has served ``DistributedDataParallel``
+    or a differentiable collective, torch keeps its worker threads alive after
+    :func:`torch.distributed.destroy_process_group`, and tearing them down at
+    exit aborts the process now and then ("terminate called without an active
+    exception", SIGABRT), which makes ``torchrun`` report a finished run as
+    failed. Call it only after every result is written and the store closed.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return status
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(status)

@@ -159,4 +159,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from napari_lesion_harvest.lpg.distributed import exit_launched_process
+
+    raise SystemExit(exit_launched_process(main()))
