@@ -8,14 +8,16 @@ rows on V_H_test after each round.
 
 Run: ``.venv/bin/python benchmarks/harvest_bench.py [--volumes 60] [--size 256] [--out DIR]``
 (``--device cuda`` for a GPU; ``--lpg-steps N --lpg-finetune-steps M`` to train the
-LPG longer than the configuration says). Each stage's start is printed as it happens, so a
-run cut short still shows how far it got; stopped by SIGTERM (``timeout``), it
-still prints the rounds that finished.
+LPG longer than the configuration says; ``--set FIELD=JSON`` to change any other field
+of the round configuration, e.g. ``--set lpg_ignore_unmarked_background=true``). Each
+stage's start is printed as it happens, so a run cut short still shows how far it got;
+stopped by SIGTERM (``timeout``), it still prints the rounds that finished.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from collections import defaultdict
@@ -58,6 +60,15 @@ class StageClock:
         return table
 
 
+def _field_value(text: str, parser: argparse.ArgumentParser) -> tuple[str, object]:
+    """``FIELD=JSON`` of ``--set`` as ``(field, value)``."""
+    name, _, value = text.partition("=")
+    try:
+        return name, json.loads(value)
+    except json.JSONDecodeError:
+        parser.error(f"--set {text}: the value after '=' must be JSON (true, 0.5, [1, 2])")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--volumes", type=int, default=60)
@@ -69,11 +80,22 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, help="keep the project here (default: temporary)")
     parser.add_argument("--lpg-steps", type=int, help="round 1 LPG steps (default: config's)")
     parser.add_argument("--lpg-finetune-steps", type=int, help="later rounds' LPG steps")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=JSON",
+        help="change one round-configuration field (repeatable), e.g. exclude_lesion_pieces=true",
+    )
     args = parser.parse_args(argv)
     out = args.out or Path(tempfile.mkdtemp(prefix="harvest_bench_"))
     config = demo_config(args.config, rounds=args.rounds, seed=args.seed, size=args.size)
     steps = {"lpg_train_steps": args.lpg_steps, "lpg_finetune_steps": args.lpg_finetune_steps}
     config = replace(config, **{k: v for k, v in steps.items() if v is not None})
+    try:
+        config = replace(config, **dict(_field_value(text, parser) for text in args.set))
+    except (TypeError, ValueError) as error:
+        parser.error(f"--set: {error}")
     clock = StageClock()
     started = time.monotonic()
     try:

@@ -62,6 +62,12 @@ class RoundConfig:
         When fine-tuning, draw every positive proposal as a positive on each
         LPG training slice it crosses, not only on its best slice (not in the
         paper, where a known lesion is background on those slices).
+    lpg_ignore_unmarked_background : bool
+        When fine-tuning, a training slice of a ``V_H`` volume that holds no
+        positive (only hard negatives) supervises the LPG only around its hard
+        negatives: its other pixels may show lesions nobody marked, so they are
+        not taught as background (not in the paper, which teaches them as
+        background).
     exclude_lesion_pieces : bool
         Leave out of the LPG's and LPC's negatives every P_neg_M and P_neg_H
         proposal that lies on a marked lesion away from its RECIST slice, or
@@ -112,6 +118,7 @@ class RoundConfig:
     duplicate_iou: float = 0.5
     match_iou: float = 0.5
     lpg_crossing_positives: bool = False
+    lpg_ignore_unmarked_background: bool = False
     exclude_lesion_pieces: bool = False
     lpc_variant: str = "multiview"
     lpc_epochs: int = 30
@@ -142,7 +149,11 @@ class RoundConfig:
                 f"got {self.lpg_zoom_range!r}"
             )
         object.__setattr__(self, "lpg_zoom_range", zoom)
-        for name in ("lpg_crossing_positives", "exclude_lesion_pieces"):
+        for name in (
+            "lpg_crossing_positives",
+            "lpg_ignore_unmarked_background",
+            "exclude_lesion_pieces",
+        ):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"config field {name!r} must be true or false")
         if not 0 <= self.lpg_flip_probability <= 1:

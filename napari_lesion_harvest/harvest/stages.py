@@ -176,11 +176,18 @@ def train_lpg_stage(state: RoundState) -> StageResult:
         use_pool=previous is not None,
         crossing_positives=state.config.lpg_crossing_positives,
         exclude_lesion_pieces=state.config.exclude_lesion_pieces,
+        ignore_unmarked_background=state.config.lpg_ignore_unmarked_background,
     )
     if not slices:
         raise ValueError("no marks to train the lesion proposal generator on")
     samples = [
-        LPGSample(state.open(s.volume_id), s.z, s.positive_boxes, s.hard_negative_boxes)
+        LPGSample(
+            state.open(s.volume_id),
+            s.z,
+            s.positive_boxes,
+            s.hard_negative_boxes,
+            background_known=s.background_known,
+        )
         for s in slices
     ]
     init = None

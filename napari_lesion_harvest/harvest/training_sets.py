@@ -14,6 +14,9 @@ negative); otherwise ``P_RM``, ``P_RH`` and ``P_pos_H`` are positives and
 A round may leave out of the negatives the *lesion pieces*: negatives by role
 that overlap a usable mark's lesion away from its RECIST slice
 (:func:`lesion_pieces`; config field ``exclude_lesion_pieces``, not in the paper).
+It may also mark the fine-tuning slices of ``V_H`` volumes that hold no positive
+as slices whose background is unknown (config field
+``lpg_ignore_unmarked_background``, not in the paper).
 """
 
 from __future__ import annotations
@@ -51,12 +54,16 @@ class TrainingSlice:
     hard_negative_boxes : ndarray, shape (M, 4)
         ``xyxy`` hard-negative boxes (none overlaps a positive by more than
         :data:`NEGATIVE_CONFLICT_IOU`).
+    background_known : bool
+        Whether every pixel outside the boxes is background (see
+        :class:`~napari_lesion_harvest.lpg.data.LPGSample`).
     """
 
     volume_id: str
     z: int
     positive_boxes: np.ndarray
     hard_negative_boxes: np.ndarray
+    background_known: bool = True
 
 
 def usable_marks(snapshot) -> dict[str, list[RecistMark]]:
@@ -119,6 +126,7 @@ def lpg_training_slices(
     use_pool: bool,
     crossing_positives: bool = False,
     exclude_lesion_pieces: bool = False,
+    ignore_unmarked_background: bool = False,
 ) -> list[TrainingSlice]:
     """The LPG's training slices: every slice with a usable mark, plus, when
     fine-tuning (``use_pool``), the highest-objectness slice of every pooled
@@ -132,6 +140,9 @@ def lpg_training_slices(
 
     With ``exclude_lesion_pieces``, a negative by role (no expert verdict) that
     is one of the :func:`lesion_pieces` is left out.
+
+    With ``ignore_unmarked_background``, a slice outside ``V_M`` (not fully
+    annotated) that holds no positive has ``background_known`` False.
 
     Returns
     -------
@@ -167,6 +178,7 @@ def lpg_training_slices(
                 for z, box in zip(proposal.slices, proposal.boxes, strict=True):
                     if z != proposal.best_slice:
                         crossing[stored.volume_id, int(z)].append(box)
+    complete = {r.volume_id for r in snapshot.volumes.get("V_M", [])}
     slices = []
     for key in sorted(set(positives) | set(negatives)):
         pos = np.array(positives.get(key, []), dtype=np.float64).reshape(-1, 4)
@@ -176,7 +188,8 @@ def lpg_training_slices(
         neg = np.array(negatives.get(key, []), dtype=np.float64).reshape(-1, 4)
         if len(pos) and len(neg):
             neg = neg[iou_2d(neg, pos).max(axis=1) <= NEGATIVE_CONFLICT_IOU]
-        slices.append(TrainingSlice(key[0], key[1], pos, neg))
+        known = not (ignore_unmarked_background and key[0] not in complete and not len(pos))
+        slices.append(TrainingSlice(key[0], key[1], pos, neg, known))
     return slices
 
 

@@ -30,12 +30,17 @@ class LPGSample:
         Lesion ``xyxy`` boxes in original pixel coordinates (may be empty).
     hard_negative_boxes : array_like, shape (M, 4)
         Hard-negative ``xyxy`` boxes in original pixel coordinates (may be empty).
+    background_known : bool
+        True (default): every pixel outside the boxes is background. False: the
+        slice may show lesions that nobody marked, so only the neighbourhoods
+        of its boxes are supervised.
     """
 
     volume: CTVolume
     z: int
     positive_boxes: np.ndarray
     hard_negative_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
+    background_known: bool = True
 
     def __post_init__(self):
         where = f"{self.volume.volume_id} slice {self.z}"
@@ -130,6 +135,7 @@ def make_example(
         output_shape,
         stride=config.stride,
         min_overlap=config.min_overlap,
+        background_known=sample.background_known,
     )
     return stack, targets
 
@@ -160,13 +166,13 @@ def collate(examples: list[tuple[torch.Tensor, CenterNetTargets]]):
     inputs : Tensor, shape (B, 9, H, W)
     targets : dict of Tensor
         ``heatmap`` (B, 1, h, w), ``indices`` (B, K), ``size`` / ``offset`` (B, K, 2),
-        ``mask`` (B, K).
+        ``mask`` (B, K), ``heatmap_weight`` (B, 1, h, w).
     """
     import torch
 
     inputs = torch.stack([stack for stack, _ in examples])
     targets = {
         name: torch.from_numpy(np.stack([getattr(t, name) for _, t in examples]))
-        for name in ("heatmap", "indices", "size", "offset", "mask")
+        for name in ("heatmap", "indices", "size", "offset", "mask", "heatmap_weight")
     }
     return inputs, targets

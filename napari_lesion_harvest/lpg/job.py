@@ -10,7 +10,8 @@ Job file (paths relative to the job file's folder)::
      "volumes": [{"id": "v1", "path": "v1.npy", "spacing": [sz, sy, sx]}, ...],
      "config": "lite",                                   # train from scratch
      "samples": [{"volume": "v1", "z": 3, "positive_boxes": [[x1, y1, x2, y2]],
-                  "hard_negative_boxes": []}, ...],      # train
+                  "hard_negative_boxes": [],
+                  "background_known": true}, ...],       # train
      "options": {"steps": 100, "batch_size": 4, ...},    # TrainOptions fields
      "init_checkpoint": null,                            # train: fine-tune from
      "checkpoint": "lpg.pt",                             # train: output; detect: model
@@ -61,12 +62,16 @@ def _samples(job: dict, volumes: dict[str, CTVolume], job_path: Path) -> list:
     samples = []
     for i, entry in enumerate(job.get("samples", [])):
         try:
+            background_known = entry.get("background_known", True)
+            if not isinstance(background_known, bool):
+                raise ValueError(f"background_known must be true or false: {background_known!r}")
             samples.append(
                 LPGSample(
                     volumes[entry["volume"]],
                     entry["z"],
                     np.asarray(entry.get("positive_boxes", []), dtype=np.float64),
                     np.asarray(entry.get("hard_negative_boxes", []), dtype=np.float64),
+                    background_known=background_known,
                 )
             )
         except (KeyError, ValueError) as error:

@@ -63,8 +63,12 @@ def focal_loss(
     beta: float = 4.0,
     count: CountReducer = _local,
     world_size: int = 1,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Focal loss summed over the batch and divided by the number of objects (at least 1).
+
+    ``weight`` (shape of ``target``; 1 supervised, 0 ignored) masks the pixels
+    whose target is unknown.
 
     Under ``DistributedDataParallel`` (which averages the ranks' gradients), pass
     ``count`` summing a count over the ranks and ``world_size``: the rank's sum is
@@ -72,7 +76,10 @@ def focal_loss(
     averaged gradient is that of one process holding the global batch.
     """
     num_objects = count(target.eq(1).sum()).clamp(min=1) / world_size
-    return focal_loss_map(logits, target, alpha=alpha, beta=beta).sum() / num_objects
+    losses = focal_loss_map(logits, target, alpha=alpha, beta=beta)
+    if weight is not None:
+        losses = losses * weight.float()
+    return losses.sum() / num_objects
 
 
 def regression_l1(
@@ -137,6 +144,7 @@ def mscn_loss(
         beta=config.focal_beta,
         count=count,
         world_size=world_size,
+        weight=targets.get("heatmap_weight"),
     )
     shared = {"count": count, "world_size": world_size}
     size = regression_l1(

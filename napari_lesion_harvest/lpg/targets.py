@@ -7,6 +7,11 @@ The HNSL heatmap is ``Y = -Y_n`` where ``Y_n > 0``, else ``Y_p``: positives'
 Gaussians ``Y_p`` peak at +1, hard negatives' Gaussians ``Y_n`` are written as
 negative values, so the focal loss weight ``(1 - Y)^beta`` of a hard-negative
 peak is ``2^4 = 16`` times that of plain background.
+
+A slice whose background is not known (a fine-tuning slice of an incompletely
+marked volume that holds only hard negatives, see
+:class:`~napari_lesion_harvest.lpg.data.LPGSample`) supervises the heatmap only
+on its boxes and their Gaussians: ``heatmap_weight`` is 0 elsewhere.
 """
 
 from __future__ import annotations
@@ -78,6 +83,21 @@ def _object_cells(boxes: np.ndarray, output_shape: tuple[int, int], stride: int)
         yield centre, centre.astype(np.int64), w, h
 
 
+def box_cells(boxes, output_shape: tuple[int, int], stride: int) -> np.ndarray:
+    """1 on every output cell that one of the canvas-pixel ``xyxy`` ``boxes`` covers.
+
+    Returns
+    -------
+    ndarray, shape ``output_shape`` ``(h, w)``, float32
+    """
+    covered = np.zeros(output_shape, dtype=np.float32)
+    for x1, y1, x2, y2 in as_boxes(boxes) / stride:
+        rows = slice(max(0, int(np.floor(y1))), max(0, int(np.ceil(y2)) + 1))
+        columns = slice(max(0, int(np.floor(x1))), max(0, int(np.ceil(x2)) + 1))
+        covered[rows, columns] = 1
+    return covered
+
+
 def gaussian_heatmap(
     boxes, output_shape: tuple[int, int], *, stride: int, min_overlap: float
 ) -> np.ndarray:
@@ -110,6 +130,10 @@ class CenterNetTargets:
         Sub-cell centre offset ``(x, y)``.
     mask : ndarray, shape (MAX_OBJECTS,), float32
         1 for real objects, 0 for padding.
+    heatmap_weight : ndarray, shape (1, h, w), float32
+        1 where the heatmap is supervised: everywhere when the background is
+        known, else only on the cells that a box covers or where ``heatmap`` is
+        not 0 (a box's Gaussian).
     """
 
     heatmap: np.ndarray
@@ -117,6 +141,7 @@ class CenterNetTargets:
     size: np.ndarray
     offset: np.ndarray
     mask: np.ndarray
+    heatmap_weight: np.ndarray
 
 
 def build_targets(
@@ -126,6 +151,7 @@ def build_targets(
     *,
     stride: int,
     min_overlap: float,
+    background_known: bool = True,
 ) -> CenterNetTargets:
     """Targets of one image from canvas-pixel ``xyxy`` boxes.
 
@@ -137,6 +163,8 @@ def build_targets(
         Hard negatives (same coordinates); may be empty.
     output_shape : tuple of int
         ``(h, w)`` of the heads' output.
+    background_known : bool
+        False: cells outside every box and its Gaussian are not supervised.
     """
     positive = gaussian_heatmap(
         positive_boxes, output_shape, stride=stride, min_overlap=min_overlap
@@ -154,4 +182,11 @@ def build_targets(
         size[k] = (w, h)
         offset[k] = centre - cell
         mask[k] = 1
-    return CenterNetTargets(hnsl_heatmap(positive, negative)[None], indices, size, offset, mask)
+    heatmap = hnsl_heatmap(positive, negative)[None]
+    if background_known:
+        weight = np.ones_like(heatmap)
+    else:
+        weight = (heatmap != 0).astype(np.float32)
+        for boxes in (positive_boxes, hard_negative_boxes):
+            weight[0] = np.maximum(weight[0], box_cells(boxes, output_shape, stride))
+    return CenterNetTargets(heatmap, indices, size, offset, mask, weight)
