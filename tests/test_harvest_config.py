@@ -15,6 +15,7 @@ def test_presets_by_name_and_paper_defaults():
     # not in the paper, and no gain measured on the phantom: off in both presets
     assert not (paper.exclude_lesion_pieces or LITE.exclude_lesion_pieces)
     assert not (paper.lpg_crossing_positives or LITE.lpg_crossing_positives)
+    assert not (paper.lpg_ignore_unmarked_background or LITE.lpg_ignore_unmarked_background)
     assert load_config("lite") == LITE
     assert load_config("lite", seed=3).seed == 3
 
@@ -65,6 +66,8 @@ def test_bad_configs_name_the_problem(tmp_path):
         RoundConfig(exclude_lesion_pieces="yes")
     with pytest.raises(ValueError, match="lpg_crossing_positives"):
         RoundConfig(lpg_crossing_positives=1)
+    with pytest.raises(ValueError, match="lpg_ignore_unmarked_background"):
+        RoundConfig(lpg_ignore_unmarked_background="false")
 
 
 def test_demo_changes_presets_but_not_a_users_file(tmp_path):

@@ -200,6 +200,31 @@ def test_fine_tuning_adds_each_pooled_proposals_best_slice(finished_round, tmp_p
     assert crossed
 
 
+def test_unmarked_background_is_ignored_only_on_v_h_slices_without_a_positive(
+    finished_round, tmp_path
+):
+    """With ``ignore_unmarked_background``, exactly the fine-tuning slices of V_H
+    volumes that hold no positive leave their background unsupervised; boxes are the
+    paper's."""
+    snapshot = next_round_snapshot(shutil.copytree(finished_round[0], tmp_path / "project"))
+    paper = lpg_training_slices(snapshot, use_pool=True)
+    ignoring = lpg_training_slices(snapshot, use_pool=True, ignore_unmarked_background=True)
+    assert all(s.background_known for s in paper)
+    assert [(s.volume_id, s.z) for s in ignoring] == [(s.volume_id, s.z) for s in paper]
+    unknown = set()
+    for with_paper, with_option in zip(paper, ignoring, strict=True):
+        np.testing.assert_array_equal(with_option.positive_boxes, with_paper.positive_boxes)
+        np.testing.assert_array_equal(
+            with_option.hard_negative_boxes, with_paper.hard_negative_boxes
+        )
+        expected = with_paper.volume_id in V_M or len(with_paper.positive_boxes) > 0
+        assert with_option.background_known == expected
+        if not expected:
+            unknown.add(with_option.volume_id)
+    assert unknown and not unknown & set(V_M)
+    assert any(s.volume_id in V_M and not len(s.positive_boxes) for s in ignoring)
+
+
 def test_status_and_export_commands_read_the_round(finished_round, tmp_path):
     project_dir, _ = finished_round
 

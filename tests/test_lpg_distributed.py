@@ -82,3 +82,19 @@ def test_a_launched_rank_exits_with_its_status_and_its_output(monkeypatch):
     )
     assert done.returncode == 3
     assert done.stdout == "result written\n"  # buffered output to a pipe is flushed first
+
+
+def test_a_job_sample_says_whether_its_background_is_known(tmp_path):
+    from napari_lesion_harvest.lpg.job import JobError, _load_volumes, _samples
+
+    volumes, samples = job_inputs(tmp_path)
+    samples[0]["background_known"] = False
+    job = {"mode": "train", "volumes": volumes, "samples": samples}
+    job_path = tmp_path / "flags.job"
+    loaded = _samples(job, _load_volumes(job, tmp_path, job_path), job_path)
+    assert [s.background_known for s in loaded] == [False] + [True] * (len(samples) - 1)
+    samples[1]["background_known"] = "no"
+    job_path.write_text(json.dumps(job | {"config": TINY_JOB_CONFIG, "checkpoint": "x.pt"}))
+    with pytest.raises(JobError, match=r"flags\.job: samples\[1\]: background_known"):
+        run_job(job_path)
+    assert not (tmp_path / "x.pt").exists()

@@ -104,6 +104,36 @@ def test_hnsl_without_hard_negatives_equals_plain_focal_loss_exactly():
     assert focal_loss(logits, torch.from_numpy(with_negative.heatmap)[None]) > hnsl
 
 
+def test_a_slice_of_unknown_background_is_supervised_only_on_its_boxes():
+    lesion, negative = [[8.0, 8.0, 30.0, 24.0]], [[36.0, 40.0, 52.0, 56.0]]
+    known = build_targets(lesion, negative, (16, 16), stride=4, min_overlap=0.7)
+    unknown = build_targets(
+        lesion, negative, (16, 16), stride=4, min_overlap=0.7, background_known=False
+    )
+    np.testing.assert_array_equal(unknown.heatmap, known.heatmap)
+    assert known.heatmap_weight.min() == 1.0
+    weight = unknown.heatmap_weight[0]
+    assert weight[2:7, 2:8].min() == 1.0 and weight[10:15, 9:14].min() == 1.0  # box cells
+    assert weight[unknown.heatmap[0] != 0].min() == 1.0  # every Gaussian cell
+    assert weight[0, 15] == weight[15, 0] == 0.0 and 0 < weight.mean() < 0.5
+    # A confident prediction away from the boxes costs nothing there, and only there.
+    logits = torch.full((1, 1, 16, 16), -6.0)
+    far = logits.clone()
+    far[0, 0, 15, 0] = 6.0
+    weights = torch.from_numpy(unknown.heatmap_weight)[None]
+    targets = torch.from_numpy(unknown.heatmap)[None]
+
+    def losses(weight):
+        return [focal_loss(x, targets, weight=weight).item() for x in (logits, far)]
+
+    unweighted, weighted = losses(None), losses(weights)
+    assert weighted[0] == pytest.approx(weighted[1]) and weighted[0] < unweighted[0]
+    assert unweighted[1] > unweighted[0] + 1.0
+    near = logits.clone()
+    near[0, 0, 12, 11] = 6.0  # the hard negative's centre cell
+    assert focal_loss(near, targets, weight=weights) > weighted[0] + 1.0
+
+
 def test_build_targets_centres_sizes_and_offsets():
     boxes = np.array([[8.0, 10.0, 30.0, 26.0]])  # centre (19, 18) px -> (4.75, 4.5) cells
     targets = build_targets(boxes, np.zeros((0, 4)), (16, 16), stride=4, min_overlap=0.7)
