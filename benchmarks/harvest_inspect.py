@@ -155,12 +155,14 @@ def inspect_next_labels(project) -> None:
     with project.rounds.lock(number) as lock:
         snapshot = project.rounds.start(number, lock=lock)
         project.rounds.cancel(number, author="harvest_inspect")
-    slices = lpg_training_slices(snapshot, use_pool=True)
+    slices = lpg_training_slices(snapshot, use_pool=True, ignore_unmarked_background=True)
+    unknown = sum(not s.background_known for s in slices)
     print(
         f"next round's LPG slices: {len(slices)}, positive boxes "
         f"{sum(len(s.positive_boxes) for s in slices)}, hard-negative boxes "
         f"{sum(len(s.hard_negative_boxes) for s in slices)}, slices without a positive "
-        f"{sum(not len(s.positive_boxes) for s in slices)}"
+        f"{sum(not len(s.positive_boxes) for s in slices)}, of them in V_H (background "
+        f"ignored with lpg_ignore_unmarked_background) {unknown}"
     )
 
 
