@@ -20,7 +20,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_lesion_harvest.ui.round_runner import RoundAlreadyRunning, RoundRunner, round_command
+from napari_lesion_harvest.ui.round_runner import RoundRunner, round_command
 
 #: Log folder inside the project.
 LOGS_DIR = "logs"
@@ -57,6 +57,10 @@ class RoundPanel(QWidget):
         self.runner.finished.connect(self._on_finished_signal)
         self.progress_bar = None
         self.events_seen = 0
+        # _on_progress: the newest event, the one on the bar, and whether it is re-entered
+        self._newest_event: dict | None = None
+        self._bar_event: dict | None = None
+        self._updating_bar = False
 
         self.config_box = QComboBox()
         self.config_box.addItems(["lite", "paper"])
@@ -114,23 +118,36 @@ class RoundPanel(QWidget):
     # ------------------------------------------------------------------ actions
 
     def start_round(self) -> bool:
-        """Start a round on the open project; False (with a notification) when refused."""
-        from napari.utils.notifications import show_warning
+        """Start a round on the open project; False (with a notification) when refused.
+
+        The panel shows the round as running before its process starts: a round
+        that ends at once is then reported as ended, not left looking alive.
+        """
+        from napari.utils.notifications import show_error, show_warning
 
         folder = self._project_folder()
         if folder is None:
             show_warning("Open a harvest project first.")
+            return False
+        refusal = self.runner.refusal()
+        if refusal is not None:
+            show_warning(refusal)
             return False
         stamp = time.strftime("%Y%m%d-%H%M%S")
         log_path = Path(folder) / LOGS_DIR / f"round-{stamp}-{os.getpid()}.log"
         command = self._command_for(
             folder, config=self.config_box.currentText(), device=self.device_box.currentText()
         )
+        self._show_running(log_path)
         try:
             self.runner.start(command, log_path=log_path)
-        except RoundAlreadyRunning as error:
-            show_warning(str(error))
+        except OSError as error:  # no interpreter, or the log folder is not writable
+            self._show_idle(f"The round could not start: {error}")
+            show_error(f"The round could not start: {error}")
             return False
+        return True
+
+    def _show_running(self, log_path: Path) -> None:
         self.events_seen = 0
         self._open_progress_bar()
         self.run_button.setEnabled(False)
@@ -138,7 +155,12 @@ class RoundPanel(QWidget):
         self.status_label.setText("Round started.")
         self.log_label.setText(f"Log: {LOGS_DIR}/{log_path.name}")
         self.log_label.setToolTip(str(log_path))
-        return True
+
+    def _show_idle(self, message: str) -> None:
+        self._close_progress_bar()
+        self.run_button.setEnabled(True)
+        self.stop_button.setEnabled(False)
+        self.status_label.setText(message)
 
     def stop_round(self) -> None:
         """Stop the running round (its whole process tree)."""
@@ -160,25 +182,49 @@ class RoundPanel(QWidget):
             self.progress_bar = None
 
     def _on_progress(self, event: dict) -> None:
+        """Show one progress event: the status line at once, then napari's progress bar.
+
+        napari's progress-bar widget processes Qt events while it repaints, so
+        this handler can be re-entered by the next progress event or by the
+        round's end. A nested event only updates the status line and leaves the
+        newest event for the outer call's loop; a bar closed by the round's end
+        is left alone, and the status line then keeps the outcome.
+        """
         self.events_seen += 1
         stage, step, total = str(event["stage"]), int(event["step"]), int(event["total"])
-        bar = self.progress_bar
-        if bar is not None:
-            if bar.total != total:
-                bar.total = total
-            bar.set_description(f"round: {stage}")
-            bar.update(step - bar.n)  # emits the bar's value event
         text = f"{stage}: {step}/{total}" if total else stage
         if event.get("message"):
             text += f" - {event['message']}"
         self.status_label.setText(text)
+        self._newest_event = event
+        if self._updating_bar:
+            return
+        self._updating_bar = True
+        try:
+            while self._bar_event is not self._newest_event:
+                self._bar_event = self._newest_event
+                if not self._show_on_bar(self._bar_event):
+                    break
+        finally:
+            self._updating_bar = False
+
+    def _show_on_bar(self, event: dict) -> bool:
+        """Move the progress bar to ``event``; False when the round's end closed it."""
+        bar = self.progress_bar
+        if bar is None:
+            return False
+        total = int(event["total"])
+        if bar.total != total:
+            bar.total = total
+        bar.set_description(f"round: {event['stage']}")
+        if self.progress_bar is not bar:
+            return False
+        bar.update(int(event["step"]) - bar.n)  # emits the bar's value event
+        return self.progress_bar is bar
 
     def _on_finished_signal(self, status: int, log_path: str) -> None:
         from napari.utils.notifications import show_error, show_info
 
-        self._close_progress_bar()
-        self.run_button.setEnabled(True)
-        self.stop_button.setEnabled(False)
         if self.runner.stopping:
             message = "Round stopped; the project keeps every stage committed before the stop."
             show_info(message)
@@ -189,7 +235,7 @@ class RoundPanel(QWidget):
             tail = _log_tail(log_path)
             message = f"Round failed (exit status {status}); log: {log_path}"
             show_error(f"{message}\n{tail}")
-        self.status_label.setText(message)
+        self._show_idle(message)
         self._on_finished(status)
 
 

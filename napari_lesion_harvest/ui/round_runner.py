@@ -126,6 +126,12 @@ class RoundRunner(QObject):
         """Process id of the running round (its process-group id too)."""
         return None if self._process is None else self._process.pid
 
+    def refusal(self) -> str | None:
+        """Why a round cannot start now (one is running), or ``None`` when it can."""
+        if not self.running:
+            return None
+        return f"a harvest round is already running (pid {self.pid}); stop it or wait"
+
     def start(self, command: list[str], *, log_path: str | os.PathLike, env=None) -> None:
         """Start ``command``; its stderr and non-JSON output go to ``log_path``.
 
@@ -133,11 +139,12 @@ class RoundRunner(QObject):
         ------
         RoundAlreadyRunning
             When a round is still running (one at a time).
+        OSError
+            When the command cannot be started (the log file says so too).
         """
-        if self.running:
-            raise RoundAlreadyRunning(
-                f"a harvest round is already running (pid {self.pid}); stop it or wait"
-            )
+        refusal = self.refusal()
+        if refusal is not None:
+            raise RoundAlreadyRunning(refusal)
         self.log_path = Path(log_path)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "a", encoding="utf-8")  # noqa: SIM115 - closed by the reader
@@ -145,16 +152,21 @@ class RoundRunner(QObject):
         log.flush()
         self.stopping = False
         self.last_event = None
-        self._process = subprocess.Popen(
-            command,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            bufsize=1,
-            start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-        )
+        try:
+            self._process = subprocess.Popen(
+                command,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                bufsize=1,
+                start_new_session=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            )
+        except OSError as error:
+            log.write(f"# could not start: {error}\n")
+            log.close()
+            raise
         self._reader = threading.Thread(
             target=self._read, args=(self._process, log), name="round-output", daemon=True
         )
