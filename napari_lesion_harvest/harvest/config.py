@@ -63,11 +63,11 @@ class RoundConfig:
         LPG training slice it crosses, not only on its best slice (not in the
         paper, where a known lesion is background on those slices).
     lpg_ignore_unmarked_background : bool
-        When fine-tuning, a training slice of a ``V_H`` volume that holds no
-        positive (only hard negatives) supervises the LPG only around its hard
-        negatives: its other pixels may show lesions nobody marked, so they are
-        not taught as background (not in the paper, which teaches them as
-        background).
+        When fine-tuning, a training slice of a volume outside ``V_M`` (``V_H``,
+        and ``V_H_test`` with its original marks) that holds no positive (only
+        hard negatives) supervises the LPG only on its hard negatives: its
+        other pixels may show lesions nobody marked, so they are not taught as
+        background (not in the paper, which teaches them as background).
     exclude_lesion_pieces : bool
         Leave out of the LPG's and LPC's negatives every P_neg_M and P_neg_H
         proposal that lies on a marked lesion away from its RECIST slice, or
