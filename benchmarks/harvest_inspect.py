@@ -161,7 +161,7 @@ def inspect_next_labels(project) -> None:
         f"next round's LPG slices: {len(slices)}, positive boxes "
         f"{sum(len(s.positive_boxes) for s in slices)}, hard-negative boxes "
         f"{sum(len(s.hard_negative_boxes) for s in slices)}, slices without a positive "
-        f"{sum(not len(s.positive_boxes) for s in slices)}, of them in V_H (background "
+        f"{sum(not len(s.positive_boxes) for s in slices)}, of them outside V_M (background "
         f"ignored with lpg_ignore_unmarked_background) {unknown}"
     )
 

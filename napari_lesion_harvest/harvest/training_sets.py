@@ -158,7 +158,7 @@ def lpg_training_slices(
     if use_pool:
         judged = {p.id: p for p in snapshot.previous_pool}
         judged.update({p.id: p for p in snapshot.verdicts})
-        harvested = {r.volume_id for s in HARVEST_SPLITS for r in snapshot.volumes.get(s, [])}
+        harvested = {r.volume_id for r in volume_records(snapshot)}
         pieces = (
             lesion_pieces(
                 snapshot,
@@ -178,7 +178,7 @@ def lpg_training_slices(
                 for z, box in zip(proposal.slices, proposal.boxes, strict=True):
                     if z != proposal.best_slice:
                         crossing[stored.volume_id, int(z)].append(box)
-    complete = {r.volume_id for r in snapshot.volumes.get("V_M", [])}
+    complete = {r.volume_id for r in volume_records(snapshot, ("V_M",))}
     slices = []
     for key in sorted(set(positives) | set(negatives)):
         pos = np.array(positives.get(key, []), dtype=np.float64).reshape(-1, 4)

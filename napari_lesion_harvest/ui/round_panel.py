@@ -142,8 +142,9 @@ class RoundPanel(QWidget):
         try:
             self.runner.start(command, log_path=log_path)
         except OSError as error:  # no interpreter, or the log folder is not writable
-            self._show_idle(f"The round could not start: {error}")
-            show_error(f"The round could not start: {error}")
+            message = f"The round could not start: {error}"
+            self._show_idle(message)
+            show_error(message)
             return False
         return True
 
