@@ -9,7 +9,10 @@ rows on V_H_test after each round.
 Run: ``.venv/bin/python benchmarks/harvest_bench.py [--volumes 60] [--size 256] [--out DIR]``
 (``--device cuda`` for a GPU; ``--lpg-steps N --lpg-finetune-steps M`` to train the
 LPG longer than the configuration says; ``--set FIELD=JSON`` to change any other field
-of the round configuration, e.g. ``--set lpg_ignore_unmarked_background=true``). Each
+of the round configuration, e.g. ``--set lpg_ignore_unmarked_background=true``;
+``--complete-v-h K`` to fully annotate K V_H volumes too, a larger V_M on the same
+V_H_test: with all of V_H, round 1 shows what full labels of the training volumes
+buy). Each
 stage's start is printed as it happens, so a run cut short still shows how far it got;
 stopped by SIGTERM (``timeout``), it still prints the rounds that finished.
 """
@@ -60,7 +63,7 @@ class StageClock:
         return table
 
 
-def _field_value(text: str, parser: argparse.ArgumentParser) -> tuple[str, object]:
+def field_value(text: str, parser: argparse.ArgumentParser) -> tuple[str, object]:
     """``FIELD=JSON`` of ``--set`` as ``(field, value)``."""
     name, _, value = text.partition("=")
     try:
@@ -81,6 +84,13 @@ def main(argv=None) -> int:
     parser.add_argument("--lpg-steps", type=int, help="round 1 LPG steps (default: config's)")
     parser.add_argument("--lpg-finetune-steps", type=int, help="later rounds' LPG steps")
     parser.add_argument(
+        "--complete-v-h",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also fully annotate K V_H volumes, which join V_M (V_H_test unchanged)",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -93,7 +103,7 @@ def main(argv=None) -> int:
     steps = {"lpg_train_steps": args.lpg_steps, "lpg_finetune_steps": args.lpg_finetune_steps}
     config = replace(config, **{k: v for k, v in steps.items() if v is not None})
     try:
-        config = replace(config, **dict(_field_value(text, parser) for text in args.set))
+        config = replace(config, **dict(field_value(text, parser) for text in args.set))
     except (TypeError, ValueError) as error:
         parser.error(f"--set: {error}")
     clock = StageClock()
@@ -109,6 +119,7 @@ def main(argv=None) -> int:
             device=args.device,
             progress=clock,
             say=print,
+            complete_v_h=args.complete_v_h,
         )
     except Cancelled:  # SIGTERM, e.g. from `timeout`: report the rounds that finished
         print("stopped; the unfinished round is left resumable")

@@ -68,6 +68,12 @@ def test_bad_configs_name_the_problem(tmp_path):
         RoundConfig(lpg_crossing_positives=1)
     with pytest.raises(ValueError, match="lpg_ignore_unmarked_background"):
         RoundConfig(lpg_ignore_unmarked_background="false")
+    with pytest.raises(ValueError, match="lpg_finetune_slices"):
+        RoundConfig(lpg_finetune_slices="most")
+    with pytest.raises(ValueError, match="lpg_finetune_learning_rate"):
+        RoundConfig(lpg_finetune_learning_rate=0.0)
+    with pytest.raises(ValueError, match="'lpg_learning_rate' must be > 0"):
+        RoundConfig(lpg_learning_rate=-1e-3)
 
 
 def test_demo_changes_presets_but_not_a_users_file(tmp_path):

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,8 +15,9 @@ from harvest_project import V_M, make_blob_project
 from napari_lesion_harvest.geometry import iou_2d
 from napari_lesion_harvest.harvest.config import load_config
 from napari_lesion_harvest.harvest.round import HarvestInputError, check_inputs, run_rounds
-from napari_lesion_harvest.harvest.stages import STAGES
+from napari_lesion_harvest.harvest.stages import STAGES, RoundState, train_lpg_stage
 from napari_lesion_harvest.harvest.training_sets import (
+    drawn_fine_tuning_slices,
     lesion_pieces,
     lpg_training_slices,
     usable_marks,
@@ -223,6 +225,66 @@ def test_unmarked_background_is_ignored_only_on_v_h_slices_without_a_positive(
             unknown.add(with_option.volume_id)
     assert unknown and not unknown & set(V_M)
     assert any(s.volume_id in V_M and not len(s.positive_boxes) for s in ignoring)
+
+
+def test_fine_tuning_draws_slices_with_a_positive_as_chosen(finished_round, tmp_path):
+    """``lpg_finetune_slices``: the paper draws each fine-tuning slice once; "balanced"
+    repeats those with a positive until they make about half of the draws;
+    "with_positive" keeps only those."""
+    snapshot = next_round_snapshot(shutil.copytree(finished_round[0], tmp_path / "project"))
+    slices = lpg_training_slices(snapshot, use_pool=True)
+    with_positive = [s for s in slices if len(s.positive_boxes)]
+    without = len(slices) - len(with_positive)
+    assert with_positive and without > len(with_positive)  # negatives dominate the pool
+    assert drawn_fine_tuning_slices(slices, "all") == slices
+    assert drawn_fine_tuning_slices(slices, "with_positive") == with_positive
+    balanced = drawn_fine_tuning_slices(slices, "balanced")
+    repeats = round(without / len(with_positive))
+    assert len(balanced) == without + repeats * len(with_positive)
+    drawn_with_positive = sum(1 for s in balanced if len(s.positive_boxes))
+    assert abs(drawn_with_positive / len(balanced) - 0.5) < 0.5 / (repeats + 1)
+    assert {id(s) for s in balanced} == {id(s) for s in slices}
+    with pytest.raises(ValueError, match="lpg_finetune_slices.*'most'"):
+        drawn_fine_tuning_slices(slices, "most")
+
+
+def test_fine_tuning_options_reach_the_lpg_training(finished_round, tmp_path):
+    """``lpg_finetune_learning_rate`` sets the peak learning rate of a later round's
+    fine-tuning (the schedule is the same, so every step's rate scales with it;
+    unset, fine-tuning uses ``lpg_learning_rate``), and the LPG draws the slices
+    that ``lpg_finetune_slices`` chooses."""
+    project_dir = shutil.copytree(finished_round[0], tmp_path / "project")
+    snapshot = next_round_snapshot(project_dir)
+    base = load_config(str(finished_round[0].parent / "tiny.json"), lpg_finetune_steps=2)
+    slices = lpg_training_slices(snapshot, use_pool=True)
+    runs = {}
+    with HarvestProject.open(project_dir) as project:
+        for changes in (
+            {},
+            {"lpg_finetune_learning_rate": base.lpg_learning_rate / 4},
+            {"lpg_finetune_slices": "balanced"},
+        ):
+            state = RoundState(
+                project,
+                snapshot.round_number,
+                snapshot,
+                replace(base, **changes),
+                "cpu",
+                progress=lambda *event: None,
+                cancelled=lambda: False,
+            )
+            state.working_path("lpg").unlink(missing_ok=True)  # or it resumes, done
+            metrics = train_lpg_stage(state).metrics["lpg"]
+            assert metrics["steps"] == 2 and metrics["fine_tuned_from"] == 1
+            assert metrics["training_slices"] == len(slices)
+            runs[tuple(changes)] = metrics
+    assert runs[()]["drawn_slices"] == len(slices)
+    assert runs["lpg_finetune_slices",]["drawn_slices"] == len(
+        drawn_fine_tuning_slices(slices, "balanced")
+    )
+    rate = runs[()]["final_loss"]["lr"]
+    assert rate > 0 and runs["lpg_finetune_slices",]["final_loss"]["lr"] == rate
+    assert runs["lpg_finetune_learning_rate",]["final_loss"]["lr"] == pytest.approx(rate / 4)
 
 
 def test_status_and_export_commands_read_the_round(finished_round, tmp_path):

@@ -174,6 +174,27 @@ def test_snapshot_is_frozen_and_reused_when_resuming(project):
         project.rounds.fail(number, "too late")
 
 
+def test_a_started_rounds_snapshot_reads_back_without_changing_the_round(project):
+    number = project.rounds.create({"seed": 3}).number
+    with pytest.raises(RoundStateError, match=f"round {number} is queued"):
+        project.rounds.snapshot(number)
+    with pytest.raises(NotFoundError, match="no round 99"):
+        project.rounds.snapshot(99)
+    with project.rounds.lock(number) as lock:
+        taken = project.rounds.start(number, lock=lock)
+        project.rounds.write_stage(number, "detect", StageResult(), lock=lock)
+        project.add_mark("h2", _mark(7), author="rad")
+        project.rounds.finish(number, lock=lock)
+    read = project.rounds.snapshot(number)
+    assert project.rounds.get(number).status == "done"
+    assert read.config == {"seed": 3}
+    assert read.taken_at == taken.taken_at and read.completed_stages == ("detect",)
+    assert read.marks.keys() == taken.marks.keys() and "h2" not in read.marks
+    assert {s: [v.volume_id for v in vs] for s, vs in read.volumes.items()} == {
+        s: [v.volume_id for v in vs] for s, vs in taken.volumes.items()
+    }
+
+
 def test_bad_stage_writes_nothing(project):
     number = project.rounds.create().number
     rows = [ProposalRow("h1", _proposal()), ProposalRow("ghost", _proposal())]

@@ -11,6 +11,7 @@ from napari_lesion_harvest.harvest.hard_negatives import (
     HARD_NEGATIVES_PER_VOLUME,
 )
 from napari_lesion_harvest.harvest.threshold import HARVEST_PRECISION
+from napari_lesion_harvest.harvest.training_sets import FINE_TUNING_SLICE_CHOICES
 from napari_lesion_harvest.lpc.patches import DEFAULT_PAD_PX
 from napari_lesion_harvest.lpg.data import Augmentation
 
@@ -43,6 +44,9 @@ class RoundConfig:
         Slices per LPG training step.
     lpg_learning_rate : float
         Peak AdamW learning rate of the LPG.
+    lpg_finetune_learning_rate : float or None
+        Peak learning rate of the later rounds' fine-tuning; None uses
+        ``lpg_learning_rate`` (the paper gives no separate value).
     scan_batch_size : int
         Target slices per LPG forward pass when scanning volumes (GPU memory
         grows with it; the network runs in bfloat16 on CUDA).
@@ -68,6 +72,11 @@ class RoundConfig:
         hard negatives) supervises the LPG only on its hard negatives: its
         other pixels may show lesions nobody marked, so they are not taught as
         background (not in the paper, which teaches them as background).
+    lpg_finetune_slices : str
+        Which fine-tuning slices the LPG draws, and how often: ``"all"`` once
+        each (the paper); ``"balanced"``: those with a positive repeated until
+        they make about half of the draws; ``"with_positive"``: only those (see
+        :func:`~napari_lesion_harvest.harvest.training_sets.drawn_fine_tuning_slices`).
     exclude_lesion_pieces : bool
         Leave out of the LPG's and LPC's negatives every P_neg_M and P_neg_H
         proposal that lies on a marked lesion away from its RECIST slice, or
@@ -111,6 +120,7 @@ class RoundConfig:
     lpg_finetune_steps: int = 5000
     lpg_batch_size: int = 16
     lpg_learning_rate: float = 2e-4
+    lpg_finetune_learning_rate: float | None = None
     scan_batch_size: int = 32
     score_threshold: float = 0.1
     link_iou: float = 0.8
@@ -119,6 +129,7 @@ class RoundConfig:
     match_iou: float = 0.5
     lpg_crossing_positives: bool = False
     lpg_ignore_unmarked_background: bool = False
+    lpg_finetune_slices: str = "all"
     exclude_lesion_pieces: bool = False
     lpc_variant: str = "multiview"
     lpc_epochs: int = 30
@@ -156,12 +167,17 @@ class RoundConfig:
         ):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"config field {name!r} must be true or false")
+        for name in ("lpg_learning_rate", "lpg_finetune_learning_rate"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"config field {name!r} must be > 0")
         if not 0 <= self.lpg_flip_probability <= 1:
             raise ValueError("config field 'lpg_flip_probability' must be in [0, 1]")
         choices = {
             "lpg_config": ("paper", "lite"),
             "lpc_variant": ("multiview", "axial", "3d"),
             "lpc_width": ("paper", "lite"),
+            "lpg_finetune_slices": FINE_TUNING_SLICE_CHOICES,
             "threshold_mode": ("out_of_fold", "in_sample"),
         }
         for name, allowed in choices.items():

@@ -141,6 +141,7 @@ def run_demo(
     device: str,
     progress,
     say=lambda message: None,
+    complete_v_h: int = 0,
 ) -> list:
     """Synthesise, import, annotate, hold out, and run ``config.max_rounds`` rounds.
 
@@ -159,6 +160,10 @@ def run_demo(
         Round progress callback.
     say : callable
         Receives one line per step for the user.
+    complete_v_h : int
+        Also annotate this many V_H volumes (the first in the split's order) with
+        their full truth and mark them complete, so they join V_M: a larger V_M on
+        the same V_H_test (``benchmarks/harvest_bench.py --complete-v-h``).
 
     Returns
     -------
@@ -184,6 +189,12 @@ def run_demo(
         split_fractions=(*split_fractions, 0.0),
     )
     split = dataset.split.as_dict()
+    if not 0 <= complete_v_h <= len(split["V_H"]):
+        raise ValueError(
+            f"complete_v_h must be in [0, {len(split['V_H'])}] (the V_H volumes), "
+            f"got {complete_v_h}"
+        )
+    split["V_M"] = [*split["V_M"], *split["V_H"][:complete_v_h]]
     say(
         f"    {dataset.lesion_count} lesions, {dataset.mark_count} with an original mark "
         f"({dataset.mark_count / max(dataset.lesion_count, 1):.0%})"

@@ -41,6 +41,7 @@ from napari_lesion_harvest.harvest.distributed import merged_from_ranks, per_ran
 from napari_lesion_harvest.harvest.hard_negatives import select_hard_negatives
 from napari_lesion_harvest.harvest.threshold import threshold_at_precision
 from napari_lesion_harvest.harvest.training_sets import (
+    drawn_fine_tuning_slices,
     lesion_pieces,
     lpg_training_slices,
     proposal_polarity,
@@ -180,6 +181,9 @@ def train_lpg_stage(state: RoundState) -> StageResult:
     )
     if not slices:
         raise ValueError("no marks to train the lesion proposal generator on")
+    drawn = slices
+    if previous is not None:
+        drawn = drawn_fine_tuning_slices(slices, config.lpg_finetune_slices)
     samples = [
         LPGSample(
             state.open(s.volume_id),
@@ -188,13 +192,16 @@ def train_lpg_stage(state: RoundState) -> StageResult:
             s.hard_negative_boxes,
             background_known=s.background_known,
         )
-        for s in slices
+        for s in drawn
     ]
     init = None
     if previous is not None:
         ref = state.project.rounds.checkpoint("lpg", round_number=previous)
         init = state.project.folder / ref.path
-    steps = config.lpg_train_steps if init is None else config.lpg_finetune_steps
+    steps, learning_rate = config.lpg_train_steps, config.lpg_learning_rate
+    if init is not None:
+        steps = config.lpg_finetune_steps
+        learning_rate = config.lpg_finetune_learning_rate or learning_rate
     path = state.working_path("lpg")
     started = time.monotonic()
 
@@ -208,7 +215,7 @@ def train_lpg_stage(state: RoundState) -> StageResult:
         options=TrainOptions(
             steps=steps,
             batch_size=per_rank_batch(config.lpg_batch_size, state.context),
-            learning_rate=config.lpg_learning_rate,
+            learning_rate=learning_rate,
             seed=config.seed + state.number,
             checkpoint_every=max(steps // 10, 1),
             augmentation=Augmentation(
@@ -236,6 +243,7 @@ def train_lpg_stage(state: RoundState) -> StageResult:
                 "processes": state.context.world_size,
                 "fine_tuned_from": previous,
                 "training_slices": len(slices),
+                "drawn_slices": len(samples),
                 "hard_negative_boxes": int(sum(len(s.hard_negative_boxes) for s in slices)),
                 "final_loss": {k: float(v) for k, v in last.items()},
                 "seconds": round(time.monotonic() - started, 2),
@@ -250,8 +258,6 @@ def train_lpg_stage(state: RoundState) -> StageResult:
 def scan_stage(state: RoundState) -> StageResult:
     """Detect on every slice of V_M, V_H, V_H_test and stack 3D proposals."""
     from napari_lesion_harvest.lpg.checkpoint import load_model
-    from napari_lesion_harvest.tracking import stack_proposals
-    from napari_lesion_harvest.tracking.suppression import suppress_duplicates
 
     config = state.config
     model = load_model(state.checkpoint_path("lpg")).to(state.device)
@@ -264,17 +270,7 @@ def scan_stage(state: RoundState) -> StageResult:
         check_cancelled(state.cancelled)
         state.progress("scan", done, len(mine), record.volume_id)
         volume = state.open(record.volume_id)
-        detections = _detect(model, volume, config, state.device)
-        proposals = suppress_duplicates(
-            stack_proposals(
-                {d.z: _proper_boxes(d) for d in detections},
-                score_threshold=config.score_threshold,
-                link_iou=config.link_iou,
-                fuse_iou=config.fuse_iou,
-            ),
-            iou_threshold=config.duplicate_iou,
-        )
-        boxes_2d = int(sum(len(d.scores) for d in detections))
+        proposals, boxes_2d = volume_proposals(model, volume, config, state.device)
         scanned[record.volume_id] = (proposals, volume.num_slices, boxes_2d)
     state.progress("scan", len(mine), len(mine), "done")
     scanned = merged_from_ranks(scanned, state.context)
@@ -291,6 +287,33 @@ def scan_stage(state: RoundState) -> StageResult:
     counts["seconds"] = round(seconds, 2)
     counts["slices_per_second"] = round(counts["slices"] / max(seconds, 1e-9), 2)
     return StageResult(proposals=rows, metrics={"scan": counts})
+
+
+def volume_proposals(model, volume, config: RoundConfig, device: str):
+    """Scan one volume: the LPG's 2D boxes on every slice, stacked into 3D
+    proposals by the tracker, duplicates of one lesion dropped (the round's
+    ``score_threshold``, ``link_iou``, ``fuse_iou`` and ``duplicate_iou``).
+
+    Returns
+    -------
+    proposals : list of Proposal3D
+    boxes_2d : int
+        2D boxes the LPG gave (before tracking).
+    """
+    from napari_lesion_harvest.tracking import stack_proposals
+    from napari_lesion_harvest.tracking.suppression import suppress_duplicates
+
+    detections = _detect(model, volume, config, device)
+    proposals = suppress_duplicates(
+        stack_proposals(
+            {d.z: _proper_boxes(d) for d in detections},
+            score_threshold=config.score_threshold,
+            link_iou=config.link_iou,
+            fuse_iou=config.fuse_iou,
+        ),
+        iou_threshold=config.duplicate_iou,
+    )
+    return proposals, int(sum(len(d.scores) for d in detections))
 
 
 def _proper_boxes(detections) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,10 @@ that overlap a usable mark's lesion away from its RECIST slice
 (:func:`lesion_pieces`; config field ``exclude_lesion_pieces``, not in the paper).
 It may also mark the fine-tuning slices of ``V_H`` volumes that hold no positive
 as slices whose background is unknown (config field
-``lpg_ignore_unmarked_background``, not in the paper).
+``lpg_ignore_unmarked_background``, not in the paper), and draw the fine-tuning
+slices that hold a positive more often, or only those
+(:func:`drawn_fine_tuning_slices`; config field ``lpg_finetune_slices``, not in the
+paper).
 """
 
 from __future__ import annotations
@@ -191,6 +194,47 @@ def lpg_training_slices(
         known = not (ignore_unmarked_background and key[0] not in complete and not len(pos))
         slices.append(TrainingSlice(key[0], key[1], pos, neg, known))
     return slices
+
+
+#: Choices of ``lpg_finetune_slices``: every slice once (the paper), slices with a
+#: positive repeated until they make about half of the draws, or only those.
+FINE_TUNING_SLICE_CHOICES = ("all", "balanced", "with_positive")
+
+
+def drawn_fine_tuning_slices(slices: list[TrainingSlice], choice: str) -> list[TrainingSlice]:
+    """The fine-tuning slices as the LPG's sampler draws them.
+
+    Most fine-tuning slices come from the pool's negatives and hold no positive;
+    the focal loss divides a batch's loss by its number of positives, so such
+    batches push the objectness of everything lesion-like down.
+
+    Parameters
+    ----------
+    slices : list of TrainingSlice
+        From :func:`lpg_training_slices`.
+    choice : str
+        ``"all"``: each slice once (the paper). ``"balanced"``: each slice with a
+        positive listed ``max(1, round(without / with))`` times, where ``with`` and
+        ``without`` count the slices with and without a positive, so that about
+        half of the draws hold a positive. ``"with_positive"``: only slices with a
+        positive (their hard negatives stay).
+
+    Returns
+    -------
+    list of TrainingSlice
+        Repeats are the same objects; the order of ``slices`` is kept.
+    """
+    if choice not in FINE_TUNING_SLICE_CHOICES:
+        raise ValueError(
+            f"lpg_finetune_slices must be one of {FINE_TUNING_SLICE_CHOICES}, got {choice!r}"
+        )
+    with_positive = [s for s in slices if len(s.positive_boxes)]
+    if choice == "all" or not with_positive:
+        return list(slices)
+    if choice == "with_positive":
+        return with_positive
+    repeats = max(1, round((len(slices) - len(with_positive)) / len(with_positive)))
+    return [s for s in slices for _ in range(repeats if len(s.positive_boxes) else 1)]
 
 
 def volume_records(snapshot, splits: Iterable[str] = HARVEST_SPLITS) -> list:

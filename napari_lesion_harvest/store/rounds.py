@@ -148,13 +148,24 @@ class RoundStore:
                 "started_at = coalesce(started_at, ?), snapshot = ? WHERE id = ?",
                 (rows.now(), blob, round_pk),
             )
-            return _restore_snapshot(
-                conn,
-                number,
-                json.loads(config),
-                json.loads(zlib.decompress(blob)),
-                _completed_stages(conn, round_pk),
-            )
+            return _restore_snapshot(conn, number, round_pk, config, blob)
+
+    def snapshot(self, number: int) -> RoundSnapshot:
+        """The inputs round ``number`` took when it started, read back without
+        changing the round (to inspect or re-run one of its stages elsewhere).
+
+        Raises
+        ------
+        NotFoundError
+            Unknown round.
+        RoundStateError
+            The round never started, so it took no snapshot.
+        """
+        with self._db.read(f"reading the snapshot of round {number}") as conn:
+            round_pk, status, config, blob = _round_state(conn, number)
+            if blob is None:
+                raise RoundStateError(f"round {number} is {status} and has no snapshot yet")
+            return _restore_snapshot(conn, number, round_pk, config, blob)
 
     def write_stage(
         self, number: int, stage: str, result: StageResult, *, lock: RoundLock
@@ -491,9 +502,10 @@ def _take_snapshot(conn, number: int) -> dict:
     }
 
 
-def _restore_snapshot(
-    conn, number: int, config: dict, data: dict, completed: tuple[str, ...]
-) -> RoundSnapshot:
+def _restore_snapshot(conn, number: int, round_pk: int, config: str, blob: bytes) -> RoundSnapshot:
+    """The :class:`RoundSnapshot` of a round from its stored configuration (JSON text)
+    and snapshot (zlib-compressed JSON)."""
+    data = json.loads(zlib.decompress(blob))
     splits = data["splits"]
     volumes: dict[str, list] = {split: [] for split in SPLITS}
     for row in conn.execute(f"{rows.VOLUME_SELECT} ORDER BY id"):
@@ -523,12 +535,12 @@ def _restore_snapshot(
         ]
     return RoundSnapshot(
         round_number=int(number),
-        config=config,
+        config=json.loads(config),
         taken_at=data["taken_at"],
         volumes=volumes,
         marks=marks,
         verdicts=verdicts,
         previous_round=previous,
         previous_pool=pool,
-        completed_stages=completed,
+        completed_stages=_completed_stages(conn, round_pk),
     )
