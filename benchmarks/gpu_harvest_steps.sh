@@ -5,14 +5,17 @@
 # shared machine; the second answers whether a longer-trained LPG finds more of the
 # unmarked lesions.
 #
-#   benchmarks/gpu_harvest_steps.sh OUTDIR [SECONDS]
+#   benchmarks/gpu_harvest_steps.sh OUTDIR [SECONDS [HARVEST_BENCH_OPTION...]]
 #
 # Each run prints its stages as they start and is cut at SECONDS (default 480); the
-# rounds it finished are printed from its project store at the end. Extra
+# rounds it finished are printed from its project store at the end. Options after
+# SECONDS go to both runs, e.g. --set 'lpg_finetune_slices="with_positive"'. Extra
 # pure-Python packages (e.g. filterpy) may be put in ./.devdeps.
 set -u
-out=${1:?usage: gpu_harvest_steps.sh OUTDIR [SECONDS]}
+out=${1:?usage: gpu_harvest_steps.sh OUTDIR [SECONDS [HARVEST_BENCH_OPTION...]]}
 seconds=${2:-480}
+shift $(($# < 2 ? $# : 2))
+shared_options=("$@")
 mkdir -p "$out"
 export PYTHONPATH="$PWD:$PWD/.devdeps${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=6
@@ -28,7 +31,8 @@ run() {  # NAME [extra harvest_bench options]
     local name=$1
     shift
     timeout "$seconds" $python benchmarks/harvest_bench.py --device cuda --volumes 60 \
-        --size 256 --rounds 3 --out "$root/$name" "$@" >"$out/$name.txt" 2>&1
+        --size 256 --rounds 3 --out "$root/$name" "${shared_options[@]}" "$@" \
+        >"$out/$name.txt" 2>&1
     $python - "$root/$name/project" >>"$out/$name.txt" 2>&1 <<'PY'
 import json
 import sys
