@@ -63,7 +63,27 @@ class StageClock:
         return table
 
 
-def field_value(text: str, parser: argparse.ArgumentParser) -> tuple[str, object]:
+def add_set_option(parser: argparse.ArgumentParser) -> None:
+    """``--set FIELD=JSON`` (repeatable): change one round-configuration field."""
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=JSON",
+        help="change one round-configuration field (repeatable), e.g. exclude_lesion_pieces=true",
+    )
+
+
+def with_set_fields(config, texts: list[str], parser: argparse.ArgumentParser):
+    """``config`` with the ``--set`` changes ``texts``; an unknown field or a bad value
+    ends the program with a message that names it."""
+    try:
+        return replace(config, **dict(_field_value(text, parser) for text in texts))
+    except (TypeError, ValueError) as error:
+        parser.error(f"--set: {error}")
+
+
+def _field_value(text: str, parser: argparse.ArgumentParser) -> tuple[str, object]:
     """``FIELD=JSON`` of ``--set`` as ``(field, value)``."""
     name, _, value = text.partition("=")
     try:
@@ -90,22 +110,13 @@ def main(argv=None) -> int:
         metavar="K",
         help="also fully annotate K V_H volumes, which join V_M (V_H_test unchanged)",
     )
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="FIELD=JSON",
-        help="change one round-configuration field (repeatable), e.g. exclude_lesion_pieces=true",
-    )
+    add_set_option(parser)
     args = parser.parse_args(argv)
     out = args.out or Path(tempfile.mkdtemp(prefix="harvest_bench_"))
     config = demo_config(args.config, rounds=args.rounds, seed=args.seed, size=args.size)
     steps = {"lpg_train_steps": args.lpg_steps, "lpg_finetune_steps": args.lpg_finetune_steps}
     config = replace(config, **{k: v for k, v in steps.items() if v is not None})
-    try:
-        config = replace(config, **dict(field_value(text, parser) for text in args.set))
-    except (TypeError, ValueError) as error:
-        parser.error(f"--set: {error}")
+    config = with_set_fields(config, args.set, parser)
     clock = StageClock()
     started = time.monotonic()
     try:

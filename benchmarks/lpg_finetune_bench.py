@@ -29,12 +29,12 @@ import json
 import shutil
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
-from harvest_bench import field_value
+from harvest_bench import add_set_option, with_set_fields
 
+from napari_lesion_harvest.geometry import Proposal3D
 from napari_lesion_harvest.harvest.config import RoundConfig
 from napari_lesion_harvest.harvest.stages import (
     RoundState,
@@ -89,8 +89,6 @@ def compare_with_truth(state: RoundState, proposals: dict[str, list]) -> dict:
 
 
 def _as_proposal(mark):
-    from napari_lesion_harvest.geometry import Proposal3D
-
     return Proposal3D([mark.z], [mark.box()], [1.0])
 
 
@@ -100,13 +98,7 @@ def main(argv=None) -> int:
     parser.add_argument("--round", type=int, required=True, help="a finished round")
     parser.add_argument("--stored", action="store_true", help="scan with the round's own LPG")
     parser.add_argument("--work", type=Path, help="where to copy the project (default: temp)")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="FIELD=JSON",
-        help="change one round-configuration field (repeatable)",
-    )
+    add_set_option(parser)
     args = parser.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="lpg_finetune_bench_"))
     copy = work / "project"
@@ -114,8 +106,7 @@ def main(argv=None) -> int:
         shutil.copytree(args.project, copy)
     with HarvestProject.open(args.project if args.stored else copy) as project:
         snapshot = project.rounds.snapshot(args.round)
-        changes = dict(field_value(text, parser) for text in args.set)
-        config = replace(RoundConfig(**snapshot.config), **changes)
+        config = with_set_fields(RoundConfig(**snapshot.config), args.set, parser)
         state = RoundState(
             project,
             args.round,
@@ -138,7 +129,8 @@ def main(argv=None) -> int:
         scanned_s = time.monotonic() - started - trained_s
         result = compare_with_truth(state, proposals)
     p3d = result["p3d"]
-    print(f"round {args.round}, changes {changes or 'none'}; LPG: {json.dumps(trained)}")
+    changes = " ".join(args.set) or "none"
+    print(f"round {args.round}, changes {changes}; LPG: {json.dumps(trained)}")
     print(f"training {trained_s:.0f} s, scan of V_H_test {scanned_s:.0f} s")
     print(
         f"V_H_test: {result['proposals']} proposals; lesions hit {result['hit']} of "
