@@ -143,27 +143,20 @@ def run_demo(
     say=lambda message: None,
     complete_v_h: int = 0,
 ) -> list:
-    """Synthesise, import, annotate, hold out, and run ``config.max_rounds`` rounds.
+    """Synthesise, import, annotate, hold out (:func:`build_demo_project`), and run
+    ``config.max_rounds`` rounds.
 
     Parameters
     ----------
     out : Path
         Gets ``dataset/`` and ``project/`` (which must not exist yet).
     config : RoundConfig
-    volumes, size, seed
-        Phantom set: number of sub-volumes, in-plane size, seed.
-    split_fractions : (float, float)
-        Shares of V_M and V_H_test.
+    volumes, size, seed, split_fractions, say, complete_v_h
+        As :func:`build_demo_project`.
     device : str
         ``auto``, ``cpu`` or ``cuda``; checked before anything is synthesised.
     progress : callable
         Round progress callback.
-    say : callable
-        Receives one line per step for the user.
-    complete_v_h : int
-        Also annotate this many V_H volumes (the first in the split's order) with
-        their full truth and mark them complete, so they join V_M: a larger V_M on
-        the same V_H_test (``benchmarks/harvest_bench.py --complete-v-h``).
 
     Returns
     -------
@@ -171,14 +164,79 @@ def run_demo(
         The finished rounds.
     """
     from napari_lesion_harvest.harvest.cli import run_rounds_stoppably
-    from napari_lesion_harvest.harvest.importing import import_sources
     from napari_lesion_harvest.harvest.round import resolve_device
+    from napari_lesion_harvest.store import HarvestProject
+
+    device = resolve_device(device)
+    project_dir = build_demo_project(
+        out,
+        volumes=volumes,
+        size=size,
+        seed=seed,
+        split_fractions=split_fractions,
+        say=say,
+        complete_v_h=complete_v_h,
+    )
+    with HarvestProject.open(project_dir) as project:
+        say(f"4/5 running {config.max_rounds} harvest round(s)")
+        run_rounds_stoppably(
+            project, config, rounds=config.max_rounds, device=device, progress=progress
+        )
+        return [r for r in project.rounds.list() if r.status == "done"]
+
+
+def build_demo_project(
+    out: Path,
+    *,
+    volumes: int,
+    size: int,
+    seed: int,
+    split_fractions: tuple[float, float],
+    say=lambda message: None,
+    complete_v_h: int = 0,
+) -> Path:
+    """Synthesise a phantom set into ``out/dataset``, import it into ``out/project``,
+    give V_M its full truth (complete) and V_H_test its hidden full marks.
+
+    Parameters
+    ----------
+    out : Path
+        Gets ``dataset/`` and ``project/`` (which must not exist yet).
+    volumes, size, seed
+        Phantom set: number of sub-volumes, in-plane size, seed.
+    split_fractions : (float, float)
+        Shares of V_M and V_H_test.
+    say : callable
+        Receives one line per step for the user.
+    complete_v_h : int
+        Also annotate this many V_H volumes (the first in the split's order) with
+        their full truth and mark them complete, so they join V_M: a larger V_M on
+        the same V_H_test (``benchmarks/harvest_bench.py --complete-v-h``).
+        Checked before anything is synthesised.
+
+    Returns
+    -------
+    Path
+        The project folder.
+
+    Raises
+    ------
+    ValueError
+        ``complete_v_h`` outside ``[0, number of V_H volumes]``.
+    """
+    from napari_lesion_harvest.harvest.importing import import_sources
     from napari_lesion_harvest.io.annotations import read_marks
     from napari_lesion_harvest.store import HarvestProject
     from napari_lesion_harvest.synthetic.dataset import generate_dataset
     from napari_lesion_harvest.synthetic.phantom import PhantomConfig
+    from napari_lesion_harvest.synthetic.split import part_sizes
 
-    device = resolve_device(device)
+    n_m, n_h_test, _ = part_sizes(volumes, *split_fractions, 0.0)
+    if not 0 <= complete_v_h <= volumes - n_m - n_h_test:
+        raise ValueError(
+            f"complete_v_h must be in [0, {volumes - n_m - n_h_test}] (the V_H volumes of "
+            f"{volumes}), got {complete_v_h}"
+        )
     project_dir = out / "project"
     say(f"1/5 synthesising {volumes} phantom volumes ({size} px) in {out / 'dataset'}")
     dataset = generate_dataset(
@@ -189,11 +247,6 @@ def run_demo(
         split_fractions=(*split_fractions, 0.0),
     )
     split = dataset.split.as_dict()
-    if not 0 <= complete_v_h <= len(split["V_H"]):
-        raise ValueError(
-            f"complete_v_h must be in [0, {len(split['V_H'])}] (the V_H volumes), "
-            f"got {complete_v_h}"
-        )
     split["V_M"] = [*split["V_M"], *split["V_H"][:complete_v_h]]
     say(
         f"    {dataset.lesion_count} lesions, {dataset.mark_count} with an original mark "
@@ -218,11 +271,4 @@ def run_demo(
         )
         for volume_id in split["V_M"]:
             project.set_volume_complete(volume_id, author=DEMO_AUTHOR)
-
-        say(f"4/5 running {config.max_rounds} harvest round(s)")
-        run_rounds_stoppably(
-            project, config, rounds=config.max_rounds, device=device, progress=progress
-        )
-        rounds = [r for r in project.rounds.list() if r.status == "done"]
-
-    return rounds
+    return project_dir

@@ -74,6 +74,24 @@ def _count(fraction: float, total: int, name: str) -> int:
     return count
 
 
+def part_sizes(
+    total: int, fraction_m: float, fraction_h_test: float, fraction_d_test: float
+) -> tuple[int, int, int]:
+    """Volumes :func:`split_volumes` gives V_M, V_H^test and V_D^test out of ``total``
+    (V_D^test takes whole patients, so it can end up larger).
+
+    Raises
+    ------
+    ValueError
+        A fraction outside [0, 1).
+    """
+    return (
+        _count(fraction_m, total, "fraction_m"),
+        _count(fraction_h_test, total, "fraction_h_test"),
+        _count(fraction_d_test, total, "fraction_d_test"),
+    )
+
+
 def patient_of(volume_id: str) -> str:
     """Patient key of a DeepLesion-style id ``PPPPPP_SS_SS_aaa-bbb`` (the ``PPPPPP`` part)."""
     return volume_id.split("_", 1)[0]
@@ -113,9 +131,7 @@ def split_volumes(
     """
     ids = list(dict.fromkeys(str(v) for v in volume_ids))
     total = len(ids)
-    n_m = _count(fraction_m, total, "fraction_m")
-    n_h_test = _count(fraction_h_test, total, "fraction_h_test")
-    n_d_test = _count(fraction_d_test, total, "fraction_d_test")
+    n_m, n_h_test, n_d_test = part_sizes(total, fraction_m, fraction_h_test, fraction_d_test)
     rng = np.random.default_rng(seed)
     groups: dict[str, list[str]] = {}
     for volume_id in ids:
