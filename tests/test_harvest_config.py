@@ -72,6 +72,9 @@ def test_bad_configs_name_the_problem(tmp_path):
         RoundConfig(lpg_finetune_slices="most")
     with pytest.raises(ValueError, match="lpg_finetune_learning_rate"):
         RoundConfig(lpg_finetune_learning_rate=0.0)
+    for crop in (16, 128.0, True):
+        with pytest.raises(ValueError, match="'lpg_crop_px'.*>= 32"):
+            RoundConfig(lpg_crop_px=crop)
     with pytest.raises(ValueError, match="'lpg_learning_rate' must be > 0"):
         RoundConfig(lpg_learning_rate=-1e-3)
 

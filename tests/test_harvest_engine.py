@@ -251,8 +251,9 @@ def test_fine_tuning_draws_slices_with_a_positive_as_chosen(finished_round, tmp_
 def test_fine_tuning_options_reach_the_lpg_training(finished_round, tmp_path):
     """``lpg_finetune_learning_rate`` sets the peak learning rate of a later round's
     fine-tuning (the schedule is the same, so every step's rate scales with it;
-    unset, fine-tuning uses ``lpg_learning_rate``), and the LPG draws the slices
-    that ``lpg_finetune_slices`` chooses."""
+    unset, fine-tuning uses ``lpg_learning_rate``), the LPG draws the slices
+    that ``lpg_finetune_slices`` chooses, and ``lpg_crop_px`` sets its training
+    canvas."""
     project_dir = shutil.copytree(finished_round[0], tmp_path / "project")
     snapshot = next_round_snapshot(project_dir)
     base = load_config(str(finished_round[0].parent / "tiny.json"), lpg_finetune_steps=2)
@@ -263,6 +264,7 @@ def test_fine_tuning_options_reach_the_lpg_training(finished_round, tmp_path):
             {},
             {"lpg_finetune_learning_rate": base.lpg_learning_rate / 4},
             {"lpg_finetune_slices": "balanced"},
+            {"lpg_crop_px": 32},
         ):
             state = RoundState(
                 project,
@@ -285,6 +287,7 @@ def test_fine_tuning_options_reach_the_lpg_training(finished_round, tmp_path):
     rate = runs[()]["final_loss"]["lr"]
     assert rate > 0 and runs["lpg_finetune_slices",]["final_loss"]["lr"] == rate
     assert runs["lpg_finetune_learning_rate",]["final_loss"]["lr"] == pytest.approx(rate / 4)
+    assert runs[()]["canvas_px"] == base.lpg_max_side and runs["lpg_crop_px",]["canvas_px"] == 32
 
 
 def test_status_and_export_commands_read_the_round(finished_round, tmp_path):

@@ -134,3 +134,63 @@ def test_flip_augmentation_mirrors_the_stack_and_its_lesion_targets():
         bright_x = np.nonzero(stack[4, 28].numpy() > 0)[0]  # columns of the lesion on row 28
         assert bright_x.min() <= centre_x <= bright_x.max() and 20 <= centre_y <= 36
     assert mirrored_targets.size[0].tolist() == plain_targets.size[0].tolist()
+
+
+def corner_lesion_sample(*, boxes=True) -> LPGSample:
+    """128 px slices with a 200 HU lesion near the lower-left corner (x 10..21, y
+    100..115) on soft tissue (0 HU), or, without boxes, on a gradient (4x + 2y HU);
+    160 px once resampled to the lite 0.8 mm."""
+    y, x = np.mgrid[:128, :128]
+    hu = np.repeat((0 * x if boxes else 4 * x + 2 * y)[None].astype(np.int16), 12, 0)
+    hu[:, 100:116, 10:22] = 200
+    volume = CTVolume.from_array("corner", hu, (2.0, 1.0, 1.0))
+    return LPGSample(volume, 6, [[9.5, 99.5, 21.5, 115.5]] if boxes else np.zeros((0, 4)))
+
+
+@pytest.mark.parametrize("box_centred", [False, True])
+def test_a_box_centred_crop_keeps_the_lesion_in_view(box_centred):
+    config = get_config("lite")
+    augmentation = Augmentation(
+        scale_range=(1.0, 1.0),
+        max_shift_px=0,
+        interval_range=(1.0, 1.0),
+        flip_probability=0.0,
+        box_centred_crop=box_centred,
+    )
+    peaks_on_lesion = []
+    for seed in range(12):
+        stack, targets = make_example(
+            corner_lesion_sample(),
+            config,
+            canvas_shape=(64, 64),
+            rng=np.random.default_rng(seed),
+            augmentation=augmentation,
+        )
+        assert stack.shape == (9, 64, 64)
+        if not targets.mask.any():
+            peaks_on_lesion.append(False)
+            continue
+        peak_y, peak_x = np.unravel_index(targets.heatmap[0].argmax(), targets.heatmap[0].shape)
+        centre = stack[4, int((peak_y + 0.5) * 4), int((peak_x + 0.5) * 4)].item()
+        peaks_on_lesion.append(centre > stack[4].min().item())
+    # a centred 64 px window of the 160 px slice never shows the corner lesion
+    assert all(peaks_on_lesion) if box_centred else not any(peaks_on_lesion)
+
+
+def test_a_box_centred_crop_of_a_slice_without_boxes_stays_inside_the_slice():
+    config = get_config("lite")
+    augmentation = Augmentation(box_centred_crop=True, scale_range=(1.0, 1.0))
+    air = air_value(config)
+    origins = set()
+    for seed in range(8):
+        stack, targets = make_example(
+            corner_lesion_sample(boxes=False),
+            config,
+            canvas_shape=(64, 64),
+            rng=np.random.default_rng(seed),
+            augmentation=augmentation,
+        )
+        assert not targets.mask.any()
+        assert (stack > air).all()  # no canvas fill: the window lies on the slice
+        origins.add(round(stack[4, 0, 0].item(), 3))
+    assert len(origins) > 1  # and it moves from draw to draw

@@ -15,6 +15,9 @@ from napari_lesion_harvest.harvest.training_sets import FINE_TUNING_SLICE_CHOICE
 from napari_lesion_harvest.lpc.patches import DEFAULT_PAD_PX
 from napari_lesion_harvest.lpg.data import Augmentation
 
+#: Smallest LPG training crop: a few of the heads' stride-4 cells around a lesion.
+MIN_LPG_CROP_PX = 32
+
 
 @dataclass(frozen=True)
 class RoundConfig:
@@ -47,6 +50,12 @@ class RoundConfig:
     lpg_finetune_learning_rate : float or None
         Peak learning rate of the later rounds' fine-tuning; None uses
         ``lpg_learning_rate`` (the paper gives no separate value).
+    lpg_crop_px : int or None
+        Train the LPG on square windows of this side (pixels of the resampled
+        slice, rounded down to a multiple of 16) placed around a random box of
+        the slice, instead of on whole slices; scanning still sees whole slices.
+        Lets a CPU train at a fine resolution (``lpg_max_side``) for the cost of
+        a coarse one. None: whole slices (the paper).
     scan_batch_size : int
         Target slices per LPG forward pass when scanning volumes (GPU memory
         grows with it; the network runs in bfloat16 on CUDA).
@@ -121,6 +130,7 @@ class RoundConfig:
     lpg_batch_size: int = 16
     lpg_learning_rate: float = 2e-4
     lpg_finetune_learning_rate: float | None = None
+    lpg_crop_px: int | None = None
     scan_batch_size: int = 32
     score_threshold: float = 0.1
     link_iou: float = 0.8
@@ -171,6 +181,15 @@ class RoundConfig:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"config field {name!r} must be > 0")
+        if self.lpg_crop_px is not None and (
+            isinstance(self.lpg_crop_px, bool)
+            or not isinstance(self.lpg_crop_px, int)
+            or self.lpg_crop_px < MIN_LPG_CROP_PX
+        ):
+            raise ValueError(
+                f"config field 'lpg_crop_px' must be null or a whole number of pixels "
+                f">= {MIN_LPG_CROP_PX}, got {self.lpg_crop_px!r}"
+            )
         if not 0 <= self.lpg_flip_probability <= 1:
             raise ValueError("config field 'lpg_flip_probability' must be in [0, 1]")
         choices = {

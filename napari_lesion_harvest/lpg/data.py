@@ -75,12 +75,18 @@ class Augmentation:
         Factor range applied to the 2 mm stack interval (z-interval jitter).
     flip_probability : float
         Probability of mirroring the sample left to right (CenterNet's flip).
+    box_centred_crop : bool
+        Where the zoomed slice is larger than the canvas (training on crops): show
+        a window in which a random positive box (else a random hard-negative box,
+        else nothing in particular) lies at a random spot, instead of the slice's
+        centre, so that a crop rarely misses the lesions.
     """
 
     scale_range: tuple[float, float] = (0.6, 1.4)
     max_shift_px: int = 8
     interval_range: tuple[float, float] = (0.8, 1.2)
     flip_probability: float = 0.5
+    box_centred_crop: bool = False
 
 
 def make_example(
@@ -98,7 +104,8 @@ def make_example(
     canvas_shape : tuple of int
         ``(H, W)``, multiples of ``config.size_divisor``.
     rng, augmentation : optional
-        Both given: random zoom, shift, z-interval jitter and left-right flip.
+        Both given: random zoom, shift, z-interval jitter and left-right flip, and
+        with ``augmentation.box_centred_crop`` a window around a random box.
 
     Returns
     -------
@@ -114,14 +121,21 @@ def make_example(
         interval *= float(rng.uniform(*augmentation.interval_range))
         flip = bool(rng.uniform() < augmentation.flip_probability)
     volume = sample.volume
-    transform = make_transform(
-        volume.shape[1:],
-        volume.spacing[1:],
-        config,
-        scale=scale,
-        shift_xy=shift,
-        canvas_shape=canvas_shape,
-    )
+
+    def transform_shifted(by: tuple[int, int]):
+        return make_transform(
+            volume.shape[1:],
+            volume.spacing[1:],
+            config,
+            scale=scale,
+            shift_xy=by,
+            canvas_shape=canvas_shape,
+        )
+
+    transform = transform_shifted(shift)
+    if augmentation is not None and augmentation.box_centred_crop and rng is not None:
+        centred = transform_shifted((0, 0))
+        transform = transform_shifted(_box_centred_shift(centred, sample, rng, jitter=shift))
     stack = prepare_stack(volume, sample.z, transform, config, interval_mm=interval)
     positives = transform.boxes_to_network(sample.positive_boxes)
     negatives = transform.boxes_to_network(sample.hard_negative_boxes)
@@ -138,6 +152,27 @@ def make_example(
         background_known=sample.background_known,
     )
     return stack, targets
+
+
+def _box_centred_shift(
+    centred, sample: LPGSample, rng: np.random.Generator, *, jitter: tuple[int, int]
+) -> tuple[int, int]:
+    """Shift ``(x, y)`` that moves a random box of ``sample`` to a random spot of the
+    canvas of ``centred`` (the unshifted transform), or, for a slice without boxes,
+    a random window of the slice onto the canvas. Along an axis on which the
+    resampled slice fits the canvas, the augmentation's own ``jitter``."""
+    boxes = sample.positive_boxes if len(sample.positive_boxes) else sample.hard_negative_boxes
+    canvas = np.array(centred.canvas_shape[::-1], dtype=np.float64)  # (W, H)
+    resized = np.array(centred.resized_shape[::-1], dtype=np.float64)
+    offset = np.array([centred.offset_x, centred.offset_y], dtype=np.float64)
+    if len(boxes):
+        box = centred.boxes_to_network(boxes[rng.integers(len(boxes))])[0]
+        centre = (box[:2] + box[2:]) / 2
+        shift = rng.uniform(canvas / 8, canvas * 7 / 8) - centre
+    else:  # the window's origin in the resampled slice, anywhere it fits
+        shift = -rng.uniform(0, np.maximum(resized - canvas, 0)) - offset
+    shift = np.where(resized <= canvas, jitter, np.round(shift))
+    return int(shift[0]), int(shift[1])
 
 
 def _mirror(boxes: np.ndarray, width: int) -> np.ndarray:

@@ -86,6 +86,8 @@ class TrainResult:
     stopped : bool
         True when ``should_stop`` ended training early.
     checkpoint_path : Path or None
+    canvas_size : int
+        Side (pixels) of the square canvas the batches were built on.
     """
 
     model: object
@@ -93,6 +95,7 @@ class TrainResult:
     history: list[dict[str, float]]
     stopped: bool
     checkpoint_path: Path | None
+    canvas_size: int
 
 
 def learning_rate_at(step: int, options: TrainOptions) -> float:
@@ -341,7 +344,7 @@ def train_lpg(
         restore_batch_norm(model)
     checkpoint(step)
     model.eval()
-    return TrainResult(model, step, history, stopped, checkpoint_path)
+    return TrainResult(model, step, history, stopped, checkpoint_path, canvas)
 
 
 def _sum_over_ranks(count):
