@@ -143,7 +143,7 @@ def main(argv=None) -> int:
     )
     print(f"{'round':<7}" + "".join(f"{s:>11}" for s in STAGES) + f"{'total':>10}")
     for number, stages in sorted(clock.seconds().items()):
-        cells = "".join(f"{stages.get(s, float('nan')):>10.1f}s" for s in STAGES)
+        cells = "".join(f"{stages[s]:>10.1f}s" if s in stages else f"{'-':>11}" for s in STAGES)
         print(f"{number:<7}{cells}{sum(stages.values()):>9.1f}s")
     print(f"whole run (synthesis, import, rounds): {total / 60:.1f} min")
     for record in rounds:
@@ -161,8 +161,8 @@ def main(argv=None) -> int:
             f"P_neg_H {m['harvest']['P_neg_H']}; V_H_test recall of R + every proposal "
             f"{curve['recall'][-1]:.3f} (the round's ceiling)"
         )
-    print(format_round_table(rounds))
     if rounds:
+        print(format_round_table(rounds))
         print(f"plot: {save_round_curves(rounds, out / 'pr_curve.png')}")
     return 0
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_lesion_harvest.geometry import iou_2d
+from napari_lesion_harvest.geometry import Proposal3D, iou_2d
 from napari_lesion_harvest.harvest.training_sets import lpg_training_slices
 from napari_lesion_harvest.io.annotations import read_lesions
 from napari_lesion_harvest.store import HarvestProject
@@ -47,12 +47,8 @@ def inspect_round(project, record, test_ids) -> None:
         original = [m.mark for m in stored_marks if m.origin == "original"]
         lesions = [m.mark for m in stored_marks if m.origin == "expert"]
         mine = [s for s in proposals if s.volume_id == volume_id]
-        for lesion in lesions:
-            if any(
-                o.z == lesion.z and iou_2d(o.box()[None], lesion.box()[None])[0, 0] >= 0.5
-                for o in original
-            ):
-                continue
+        unmarked = ~lesions_with_original_marks(volume_id, lesions, original)
+        for lesion in (m for m, u in zip(lesions, unmarked, strict=True) if u):
             hit = hitting(mine, volume_id, [lesion])
             found = [s for s, h in zip(mine, hit, strict=True) if h]
             unmarked_best.append(max(found, key=lambda s: s.s_gc or 0.0) if found else None)
@@ -111,10 +107,22 @@ def inspect_ranking(project, proposals, test_ids) -> None:
 def hitting(stored, volume_id: str, marks) -> np.ndarray:
     """``(len(stored),)`` bool: which stored proposals hit one of ``marks`` (the
     engine's P3D rule, as the verify stage applies it)."""
-    if not stored:
+    return hitting_proposals([s.proposal for s in stored], volume_id, marks)
+
+
+def hitting_proposals(proposals, volume_id: str, marks) -> np.ndarray:
+    """``(len(proposals),)`` bool: which 3D proposals of one volume hit one of
+    ``marks`` (P3D rule)."""
+    if not proposals:
         return np.zeros(0, dtype=bool)
-    proposals = {volume_id: [s.proposal for s in stored]}
-    return proposals_hitting_marks(proposals, {volume_id: marks})[volume_id]
+    return proposals_hitting_marks({volume_id: list(proposals)}, {volume_id: marks})[volume_id]
+
+
+def lesions_with_original_marks(volume_id: str, lesions, original) -> np.ndarray:
+    """``(len(lesions),)`` bool: which full marks an original mark hits, each full
+    mark taken as a one-slice proposal (the engine's P3D rule)."""
+    as_proposals = [Proposal3D([m.z], [m.box()], [1.0]) for m in lesions]
+    return hitting_proposals(as_proposals, volume_id, original)
 
 
 def best_truth_iou(proposal, lesions) -> float:

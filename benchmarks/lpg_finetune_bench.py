@@ -9,7 +9,9 @@ its configuration changed by ``--set``, then scans the V_H_test volumes as the
 * lesions hit (P3D rule), all and those without an original mark; with the
   original marks this is the round's ceiling (the recall of R + every proposal);
 * the Table I row of R + the proposals ranked by objectness s_g alone (the LPC
-  is not re-trained, so this is the LPG's part of the ranking).
+  is not re-trained, so this is the LPG's part of the ranking);
+* with ``--truth`` (the phantom's ``dataset/truth/lesions.json``), the unmarked
+  lesions hit and missed per lesion kind, with their sizes and contrasts.
 
 The project is copied to ``--work`` first (the stage writes its checkpoint into
 the project's ``models/`` folder), so the original is not touched.
@@ -32,9 +34,10 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 from harvest_bench import add_set_option, with_set_fields
+from harvest_inspect import hitting_proposals, lesions_with_original_marks
 
-from napari_lesion_harvest.geometry import Proposal3D
 from napari_lesion_harvest.harvest.config import RoundConfig
 from napari_lesion_harvest.harvest.stages import (
     RoundState,
@@ -45,7 +48,6 @@ from napari_lesion_harvest.harvest.stages import (
 )
 from napari_lesion_harvest.lpg.checkpoint import load_model
 from napari_lesion_harvest.store import HarvestProject
-from napari_lesion_harvest.tracking.marks import proposals_hitting_marks
 
 
 def scan_test_volumes(state: RoundState, checkpoint: Path) -> dict[str, list]:
@@ -59,37 +61,80 @@ def scan_test_volumes(state: RoundState, checkpoint: Path) -> dict[str, list]:
 
 
 def compare_with_truth(state: RoundState, proposals: dict[str, list]) -> dict:
-    """Lesions hit and the s_g-ranked Table I row of R + ``proposals`` on V_H_test."""
+    """Lesions hit and the s_g-ranked Table I row of R + ``proposals`` on V_H_test.
+
+    ``lesions`` holds one record per full mark: volume id, mark, whether an
+    original mark hits it, whether a proposal hits it, and the highest s_g of
+    the proposals that do (0 when none does).
+    """
     marks = state.snapshot.marks
     full = {v: full_annotation(marks.get(v, [])) for v in proposals}
     original = {v: [s.mark for s in marks.get(v, []) if s.origin == "original"] for v in full}
-    counts = {"lesions": 0, "unmarked": 0, "hit": 0, "unmarked_hit": 0, "proposals": 0}
-    ranked = {}
+    records, ranked = [], {}
     for volume_id, found in proposals.items():
-        counts["proposals"] += len(found)
         lesions = full[volume_id]
-        marked = proposals_hitting_marks(
-            {volume_id: [_as_proposal(m) for m in lesions]}, {volume_id: original[volume_id]}
-        )[volume_id]
-        hit = [
-            bool(any(proposals_hitting_marks({volume_id: found}, {volume_id: [m]})[volume_id]))
-            for m in lesions
-        ]
-        counts["lesions"] += len(lesions)
-        counts["unmarked"] += int((~marked).sum())
-        counts["hit"] += sum(hit)
-        counts["unmarked_hit"] += sum(h for h, m in zip(hit, marked, strict=True) if not m)
-        on_original = proposals_hitting_marks({volume_id: found}, original)[volume_id]
+        marked = lesions_with_original_marks(volume_id, lesions, original[volume_id])
+        for mark, on_original in zip(lesions, marked, strict=True):
+            hits = hitting_proposals(found, volume_id, [mark])
+            best = max((p.s_g for p, h in zip(found, hits, strict=True) if h), default=0.0)
+            records.append(
+                SimpleNamespace(
+                    volume_id=volume_id,
+                    mark=mark,
+                    marked=bool(on_original),
+                    hit=bool(hits.any()),
+                    best_s_g=best,
+                )
+            )
+        on_original = hitting_proposals(found, volume_id, original[volume_id])
         ranked[volume_id] = [
             SimpleNamespace(proposal=p, s_gc=p.s_g, role="P_RH" if o else "P_H")
             for p, o in zip(found, on_original, strict=True)
         ]
     evaluation = evaluate_harvest(full, original=original, proposals=ranked, threshold=None)
-    return counts | {"p3d": evaluation["p3d"], "ceiling": evaluation["pr_curve"]["recall"][-1]}
+    unmarked = [r for r in records if not r.marked]
+    return {
+        "lesions": records,
+        "proposals": sum(map(len, proposals.values())),
+        "hit": sum(r.hit for r in records),
+        "unmarked": len(unmarked),
+        "unmarked_hit": sum(r.hit for r in unmarked),
+        "p3d": evaluation["p3d"],
+        "ceiling": evaluation["pr_curve"]["recall"][-1],
+    }
 
 
-def _as_proposal(mark):
-    return Proposal3D([mark.z], [mark.box()], [1.0])
+def print_lesions_by_kind(records, truth_path: Path) -> None:
+    """Per lesion kind of the phantom's truth (``lesions.json``): the unmarked V_H_test
+    lesions, how many a proposal hits, and their conspicuity (hit against missed)."""
+    truth: dict[tuple, list] = {}
+    for lesion in json.loads(truth_path.read_text())["lesions"]:
+        meta = lesion["meta"]
+        truth.setdefault((lesion["volume_id"], meta["recist_z"]), []).append(meta)
+    by_kind: dict[str, list] = {}
+    for record in (r for r in records if not r.marked):
+        same_slice = truth[(record.volume_id, record.mark.z)]
+        meta = min(
+            same_slice,
+            key=lambda m: np.abs(np.subtract(m["recist_long_axis"], record.mark.long_axis)).sum(),
+        )
+        by_kind.setdefault(meta["kind"], []).append((record, meta))
+    print("unmarked V_H_test lesions by kind: hit / all; median diameter (mm), |contrast| (HU)")
+    for kind, rows in sorted(by_kind.items(), key=lambda item: -len(item[1])):
+        hit = [m for r, m in rows if r.hit]
+        missed = [m for r, m in rows if not r.hit]
+        print(
+            f"  {kind:24s} {len(hit):2d} / {len(rows):2d}; hit {_medians(hit)}; "
+            f"missed {_medians(missed)}"
+        )
+
+
+def _medians(metas) -> str:
+    if not metas:
+        return "-"
+    diameter = np.median([m["diameter_mm"] for m in metas])
+    contrast = np.median([abs(m["contrast_hu"]) for m in metas])
+    return f"{diameter:.0f} mm, {contrast:.0f} HU"
 
 
 def main(argv=None) -> int:
@@ -98,6 +143,9 @@ def main(argv=None) -> int:
     parser.add_argument("--round", type=int, required=True, help="a finished round")
     parser.add_argument("--stored", action="store_true", help="scan with the round's own LPG")
     parser.add_argument("--work", type=Path, help="where to copy the project (default: temp)")
+    parser.add_argument(
+        "--truth", type=Path, help="the phantom's truth/lesions.json: hits by lesion kind"
+    )
     add_set_option(parser)
     args = parser.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="lpg_finetune_bench_"))
@@ -134,7 +182,7 @@ def main(argv=None) -> int:
     print(f"training {trained_s:.0f} s, scan of V_H_test {scanned_s:.0f} s")
     print(
         f"V_H_test: {result['proposals']} proposals; lesions hit {result['hit']} of "
-        f"{result['lesions']}, without an original mark {result['unmarked_hit']} of "
+        f"{len(result['lesions'])}, without an original mark {result['unmarked_hit']} of "
         f"{result['unmarked']}; ceiling {result['ceiling']:.3f}"
     )
     recalls = " ".join(
@@ -142,6 +190,8 @@ def main(argv=None) -> int:
         for point in p3d["recall_at_precision"]
     )
     print(f"R + proposals ranked by s_g: AP {p3d['ap']:.3f} {recalls}")
+    if args.truth:
+        print_lesions_by_kind(result["lesions"], args.truth)
     return 0
 
 
