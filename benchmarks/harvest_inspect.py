@@ -96,9 +96,10 @@ def inspect_ranking(project, proposals, test_ids) -> None:
             (s for s in ranked if getattr(s, name) is not None), key=lambda s: -getattr(s, name)
         )
         for top in TOP_COUNTS:
-            false = [s for s in order[:top] if not hits[s.id]]
+            shown = order[:top]
+            false = [s for s in shown if not hits[s.id]]
             print(
-                f"  top {top} by {name}: {top - len(false)} hit a lesion; of the "
+                f"  top {len(shown)} by {name}: {len(shown) - len(false)} hit a lesion; of the "
                 f"{len(false)} others, {sum(map(near_end, false))} peak < {NEAR_END_MM:.0f} mm "
                 "from a sub-volume end"
             )
