@@ -1,10 +1,16 @@
-"""Shared fixtures: paths to the real reference data in ``../shared/data``."""
+"""Shared fixtures (paths to the real reference data in ``../shared/data``) and import order."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+
+# Load triton (through torchvision and torch._dynamo) before any test starts Qt:
+# its bundled LLVM crashes the process (SIGSEGV) when it loads after Mesa's OpenGL,
+# so without this a UI test followed by a torch test segfaults (see
+# test_napari_contributions_load_and_make_sample_data_without_torch for the plugin).
+import torchvision.models  # noqa: F401
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"

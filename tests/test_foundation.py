@@ -56,6 +56,29 @@ def test_manifest_is_valid_and_contributes_widget_readers_and_sample():
         assert command.python_name.startswith("napari_lesion_harvest.")
 
 
+def test_napari_contributions_load_and_make_sample_data_without_torch():
+    """The napari process must never import torch's compiler stack.
+
+    torchvision and ``torch._dynamo`` load triton, whose bundled LLVM crashes the
+    process (SIGSEGV) once Mesa's OpenGL, with its own LLVM, is up. Training and
+    scoring run in a ``lesion-harvest round`` subprocess; the dock, the readers and
+    the sample data stay free of torch.
+    """
+    code = (
+        "import sys, importlib\n"
+        "from npe2 import PluginManifest\n"
+        "manifest = PluginManifest.from_distribution('napari-lesion-harvest')\n"
+        "for command in manifest.contributions.commands:\n"
+        "    module, attribute = command.python_name.split(':')\n"
+        "    getattr(importlib.import_module(module), attribute)\n"
+        "from napari_lesion_harvest.synthetic.sample import make_sample_data\n"
+        "assert make_sample_data()\n"
+        "print(sorted(m for m in ('torch', 'torchvision', 'triton') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_whole_tree_passes_ruff_lint_and_format():
     ruff = Path(sys.executable).with_name("ruff")
     root = Path(__file__).resolve().parents[1]
