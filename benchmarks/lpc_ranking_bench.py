@@ -15,7 +15,7 @@ Run::
     .venv/bin/python benchmarks/lpc_ranking_bench.py DIR/project --round 1 \
         [--epochs 12] [--patch-size 64] [--pad-px 32] [--width lite] \
         [--variant multiview] [--holdout 0.2] [--patience 5] [--drop-touching] \
-        [--seed N] [--threads 2] [--json FILE]
+        [--set FIELD=JSON] [--seed N] [--threads 2] [--json FILE]
 
 About 3-7 minutes (two runs side by side, one torch thread each) for round 1 of the
 60-volume phantom at lite settings.
@@ -29,12 +29,17 @@ import time
 from dataclasses import replace
 
 import torch
+from harvest_bench import add_set_option, with_set_fields
 
 from napari_lesion_harvest.harvest.config import RoundConfig
-from napari_lesion_harvest.harvest.stages import evaluate_harvest, full_annotation
+from napari_lesion_harvest.harvest.stages import (
+    evaluate_harvest,
+    full_annotation,
+    lpc_training_options,
+)
 from napari_lesion_harvest.io.sources import open_volume
 from napari_lesion_harvest.lpc.score import classify_proposals
-from napari_lesion_harvest.lpc.train import TrainingOptions, proposal_sets, train_classifier
+from napari_lesion_harvest.lpc.train import proposal_sets, train_classifier
 from napari_lesion_harvest.store import HarvestProject
 from napari_lesion_harvest.tracking.marks import proposals_touching_marked_lesions
 
@@ -66,6 +71,7 @@ def main() -> None:
         action="store_true",
         help="leave out of P_neg_M the proposals that touch a marked lesion off its mark",
     )
+    add_set_option(parser)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
@@ -89,16 +95,12 @@ def main() -> None:
         stored = list(project.proposals(args.round))
         marks = {v: project.marks(v) for v in test_ids}
         v_m_marks = {r.volume_id: project.marks(r.volume_id) for r in project.volumes(split="V_M")}
-    config = replace(RoundConfig(**record.config), **overrides)
-    options = TrainingOptions(
-        variant=config.lpc_variant,
-        width=config.lpc_width,
-        patch_size=config.lpc_patch_size,
-        pad_px=config.lpc_pad_px,
-        epochs=config.lpc_epochs,
+    config = with_set_fields(replace(RoundConfig(**record.config), **overrides), args.set, parser)
+    seed = config.seed + args.round if args.seed is None else args.seed
+    options = replace(
+        lpc_training_options(config, seed),
         holdout_fraction=args.holdout,
         patience=args.patience,
-        seed=config.seed + args.round if args.seed is None else args.seed,
         pretrained=False,
     )
     pools = {"P_RM": {}, "P_neg_M": {}, "P_RH": {}}

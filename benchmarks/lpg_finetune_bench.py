@@ -170,7 +170,7 @@ def main(argv=None) -> int:
             trained = {"stored": str(checkpoint)}
         else:
             checkpoint = state.working_path("lpg")
-            checkpoint.unlink()  # the round's own: the stage would resume it, done
+            checkpoint.unlink(missing_ok=True)  # the round's own: the stage would resume it
             trained = train_lpg_stage(state).metrics["lpg"]
         trained_s = time.monotonic() - started
         proposals = scan_test_volumes(state, checkpoint)

@@ -103,6 +103,21 @@ def test_checkpoint_round_trip_restores_config_weights_and_meta(tmp_path):
         torch.testing.assert_close(loaded(patches), model(patches))
 
 
+def test_checkpoint_keeps_the_hu_window_and_reads_older_ones_with_the_papers(tmp_path):
+    model = build_classifier(
+        "axial", width="lite", patch_size=32, pad_px=8, hu_window=(-200, 300), pretrained=False
+    )
+    assert model.spec.hu_window == (-200.0, 300.0)
+    loaded, _ = load_checkpoint(save_checkpoint(model, tmp_path / "soft.pt"))
+    assert loaded.spec == model.spec
+    # a checkpoint written before the field existed was trained on the paper's window
+    payload = torch.load(tmp_path / "soft.pt", weights_only=True)
+    del payload["config"]["hu_window"]
+    torch.save(payload, tmp_path / "older.pt")
+    older, _ = load_checkpoint(tmp_path / "older.pt")
+    assert older.spec.hu_window == (-1024.0, 3071.0)
+
+
 def test_checkpoint_errors_name_the_file(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "missing.pt")

@@ -157,3 +157,28 @@ def test_patch_spec_rejects_bad_values():
         PatchSpec(kind="volume")
     with pytest.raises(ValueError, match="size"):
         PatchSpec(size=1)
+    with pytest.raises(ValueError, match="hu_window"):
+        PatchSpec(hu_window=(300, -200))
+
+
+def test_a_soft_tissue_window_spreads_a_faint_lesion_over_more_grey_levels():
+    """A 40 HU lesion is 2.5 grey levels in the paper's window and 20.4 in [-200, 300]."""
+    hu = np.full(SHAPE, BACKGROUND_HU, dtype=np.int16)
+    hu[17:22, 50:70, 50:70] = 40
+    hu[:, :10, :] = -1000  # air, below the soft-tissue window
+    volume = CTVolume("faint", SHAPE, SPACING, load_slice=lambda z: hu[z])
+    proposal = cube_proposal(17, 50, 50)
+    contrast = {}
+    for window in ((-1024.0, 3071.0), (-200.0, 300.0)):
+        patch = extract_patches(
+            volume, [proposal], PatchSpec(size=48, pad_px=16, hu_window=window)
+        )
+        axial = patch[0, 0]
+        contrast[window] = axial[24, 24] - axial[24, 2]  # lesion centre minus soft tissue
+        assert axial[24, 24] == pytest.approx(lpc_window(np.float32(40), window))
+    assert contrast[(-1024.0, 3071.0)] == pytest.approx(40 * 255 / 4095, rel=1e-3)
+    assert contrast[(-200.0, 300.0)] == pytest.approx(40 * 255 / 500, rel=1e-3)
+    far = extract_patches(
+        volume, [cube_proposal(17, 0, 50)], PatchSpec(size=48, pad_px=16, hu_window=(-200, 300))
+    )
+    assert far.min() == pytest.approx(-50.0)  # air clips to the window's low end

@@ -98,6 +98,22 @@ def test_jitter_keeps_shape_and_pads_with_air():
     assert out.max() <= 100.0 + 1e-4
 
 
+def test_jitter_pads_with_the_air_of_the_specs_window():
+    # -1024 HU is 0 - 50 in both windows here, but 3 HU above the low end of [-1030, 3065] is not
+    spec = PatchSpec(size=16, hu_window=(-1030.0, 3065.0))
+    out = augment_patches(
+        torch.full((4, 3, 16, 16), 100.0),
+        spec,
+        augmentation=Augmentation(
+            max_rotation_deg=30, max_shift=0.5, intensity_offset=0, intensity_gain=0
+        ),
+        generator=torch.Generator().manual_seed(0),
+    )
+    air = 6 * 255 / 4095 - 50
+    assert torch.isclose(out, torch.tensor(air)).any()
+    assert not torch.isclose(out, torch.tensor(-50.0)).any()
+
+
 def test_metrics_on_known_rankings():
     assert roc_auc([0.9, 0.8, 0.3, 0.1], [1, 1, 0, 0]) == 1.0
     assert roc_auc([0.9, 0.8, 0.3, 0.1], [0, 0, 1, 1]) == 0.0

@@ -104,6 +104,9 @@ class RoundConfig:
         image size to keep the same context in mm on coarser images).
     lpc_width : str
         ``"paper"`` (ResNet-18) or ``"lite"`` (narrower, for CPU).
+    lpc_hu_window : (float, float) or None
+        HU window of the LPC's patches; None: the LPG's (``lpg_hu_window``, else
+        the paper's [-1024, 3071]).
     harvest_precision : float
         Precision on V_M the harvest threshold must reach (paper: 0.95).
     threshold_mode : str
@@ -146,6 +149,7 @@ class RoundConfig:
     lpc_patch_size: int = 128
     lpc_pad_px: float = DEFAULT_PAD_PX
     lpc_width: str = "paper"
+    lpc_hu_window: tuple[float, float] | None = None
     harvest_precision: float = HARVEST_PRECISION
     threshold_mode: str = "out_of_fold"
     folds: int = 5
@@ -155,14 +159,16 @@ class RoundConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.lpg_hu_window is not None:
-            window = tuple(float(v) for v in self.lpg_hu_window)
+        for name in ("lpg_hu_window", "lpc_hu_window"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            window = tuple(float(v) for v in value)
             if len(window) != 2 or not window[0] < window[1]:
                 raise ValueError(
-                    f"config field 'lpg_hu_window' must be [low, high] HU with low < high, "
-                    f"got {self.lpg_hu_window!r}"
+                    f"config field {name!r} must be [low, high] HU with low < high, got {value!r}"
                 )
-            object.__setattr__(self, "lpg_hu_window", window)  # JSON gives a list
+            object.__setattr__(self, name, window)  # JSON gives a list
         zoom = tuple(float(v) for v in self.lpg_zoom_range)
         if len(zoom) != 2 or not 0 < zoom[0] <= zoom[1]:
             raise ValueError(

@@ -390,7 +390,9 @@ def _judged_targets(snapshot):
 # ---------------------------------------------------------------------------- train_lpc
 
 
-def _lpc_options(config: RoundConfig, seed: int):
+def lpc_training_options(config: RoundConfig, seed: int):
+    """The LPC's :class:`~napari_lesion_harvest.lpc.train.TrainingOptions` of a round
+    (its patches read the LPG's HU window unless ``lpc_hu_window`` is set)."""
     from napari_lesion_harvest.lpc.train import TrainingOptions
 
     return TrainingOptions(
@@ -398,6 +400,7 @@ def _lpc_options(config: RoundConfig, seed: int):
         width=config.lpc_width,
         patch_size=config.lpc_patch_size,
         pad_px=config.lpc_pad_px,
+        hu_window=config.lpc_hu_window or config.lpg_hu_window,
         epochs=config.lpc_epochs,
         seed=seed,
     )
@@ -442,7 +445,7 @@ def train_lpc_stage(state: RoundState) -> StageResult:
 
     config = state.config
     sets, v_m_ids = _verified_sets(state)
-    options = _lpc_options(config, config.seed + state.number)
+    options = lpc_training_options(config, config.seed + state.number)
 
     def report(stage, step, total, message="", metrics=None):
         state.progress(stage, step, total, message, metrics)

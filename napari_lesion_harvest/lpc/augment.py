@@ -83,7 +83,7 @@ def _spatial_jitter(batch, spec: PatchSpec, aug: Augmentation, generator):
     angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(aug.max_rotation_deg)
     shift = (torch.rand(n, 3, generator=generator) * 2 - 1) * aug.max_shift  # (dz, dy, dx)
     cos, sin = angle.cos(), angle.sin()
-    air = float(lpc_window(AIR_HU))
+    air = float(lpc_window(AIR_HU, spec.hu_window))
     if spec.kind == "cube":
         theta = torch.zeros(n, 3, 4)
         theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin, sin, cos

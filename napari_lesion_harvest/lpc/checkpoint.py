@@ -93,6 +93,7 @@ def load_checkpoint(path, *, device="cpu") -> tuple[ProposalClassifier, dict]:
             width=config["width"],
             patch_size=config["patch_size"],
             pad_px=config["pad_px"],
+            hu_window=config.get("hu_window"),  # absent before the field: the paper's
             pretrained=False,
         )
         model.load_state_dict(payload["state_dict"])

@@ -33,7 +33,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from napari_lesion_harvest.lpc.patches import DEFAULT_PAD_PX, DEFAULT_PATCH_SIZE, PatchSpec
+from napari_lesion_harvest.lpc.patches import (
+    DEFAULT_PAD_PX,
+    DEFAULT_PATCH_SIZE,
+    PAPER_HU_WINDOW,
+    PatchSpec,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -203,6 +208,7 @@ def build_classifier(
     width: str = "paper",
     patch_size: int = DEFAULT_PATCH_SIZE,
     pad_px: float = DEFAULT_PAD_PX,
+    hu_window: tuple[float, float] | None = None,
     pretrained=True,
 ):
     """Build a lesion proposal classifier.
@@ -216,6 +222,8 @@ def build_classifier(
         :func:`default_cube_size` (``patch_size // 2``) voxels per side.
     pad_px : float
         Context around the proposal in in-plane pixels (paper: 64).
+    hu_window : (float, float), optional
+        HU window of the patches; None: the paper's [-1024, 3071].
     pretrained : bool or path
         Local pretrained trunk weights (see the module docstring).
 
@@ -232,17 +240,19 @@ def build_classifier(
         "width": width,
         "patch_size": int(patch_size),
         "pad_px": float(pad_px),
+        "hu_window": [float(v) for v in (hu_window or PAPER_HU_WINDOW)],
     }
     return ProposalClassifier(config, pretrained=pretrained)
 
 
 def patch_spec_for(config: dict) -> PatchSpec:
     """The :class:`PatchSpec` a classifier configuration reads."""
-    variant, size, pad = config["variant"], config["patch_size"], config["pad_px"]
+    variant, size = config["variant"], config["patch_size"]
+    common = {"pad_px": config["pad_px"], "hu_window": tuple(config["hu_window"])}
     if variant == "3d":
-        return PatchSpec(kind="cube", size=default_cube_size(size), pad_px=pad)
+        return PatchSpec(kind="cube", size=default_cube_size(size), **common)
     views = ("axial",) if variant == "axial" else ("axial", "coronal", "sagittal")
-    return PatchSpec(kind="views", views=views, size=size, pad_px=pad)
+    return PatchSpec(kind="views", views=views, size=size, **common)
 
 
 class ProposalClassifier(nn.Module):
@@ -251,7 +261,8 @@ class ProposalClassifier(nn.Module):
     Attributes
     ----------
     config : dict
-        ``variant``, ``width``, ``patch_size``, ``pad_px`` (stored in checkpoints).
+        ``variant``, ``width``, ``patch_size``, ``pad_px``, ``hu_window`` (stored in
+        checkpoints).
     spec : PatchSpec
         What :func:`~napari_lesion_harvest.lpc.patches.extract_patches` must produce.
     pretrained_source : str

@@ -8,7 +8,8 @@ on an isotropic grid of ``size`` points per axis, so a lesion keeps its
 physical proportions in every view although the slice interval differs from the
 in-plane spacing. Outside the volume the patch is air (-1024 HU). Intensities go
 through the LPG's :func:`~napari_lesion_harvest.lpg.preprocess.window_hu` with the
-LPG's window and mean (:func:`lpc_window`).
+spec's HU window (by default the paper's [-1024, 3071]) and the LPG's mean
+(:func:`lpc_window`).
 
 Only the slices the requested planes cross are read from the (lazy) volume, each
 once per call.
@@ -33,8 +34,10 @@ from napari_lesion_harvest.lpg.config import CONFIGS
 from napari_lesion_harvest.lpg.preprocess import window_hu
 
 _LPG_CONFIG = CONFIGS["paper"]
-#: HU written outside the volume: the low end of the LPG window (air).
-AIR_HU = float(_LPG_CONFIG.hu_window[0])
+#: The paper's HU window (the LPG's), the LPC's default.
+PAPER_HU_WINDOW = tuple(float(v) for v in _LPG_CONFIG.hu_window)
+#: HU written outside the volume: the low end of the paper's window (air).
+AIR_HU = PAPER_HU_WINDOW[0]
 
 #: The three planes, in the order the multi-view model stacks them.
 VIEW_NAMES = ("axial", "coronal", "sagittal")
@@ -47,18 +50,20 @@ DEFAULT_PAD_PX = 64.0
 _VIEW_AXES = {"axial": (1, 2), "coronal": (0, 2), "sagittal": (0, 1)}
 
 
-def lpc_window(hu) -> np.ndarray:
-    """The LPG's intensity mapping (HU window [-1024, 3071] -> [0, 255], minus 50).
+def lpc_window(hu, window: tuple[float, float] = PAPER_HU_WINDOW) -> np.ndarray:
+    """The LPG's intensity mapping: HU clipped to ``window``, scaled to [0, 255], minus 50.
 
     Parameters
     ----------
     hu : array_like, any shape
+    window : (float, float), optional
+        Low and high HU (default: the paper's [-1024, 3071]).
 
     Returns
     -------
     ndarray, float32, same shape
     """
-    return window_hu(hu, window=_LPG_CONFIG.hu_window, mean=_LPG_CONFIG.pixel_mean)
+    return window_hu(hu, window=window, mean=_LPG_CONFIG.pixel_mean)
 
 
 @dataclass(frozen=True)
@@ -75,12 +80,16 @@ class PatchSpec:
         Samples per patch axis.
     pad_px : float
         Context around the proposal extent, in in-plane pixels.
+    hu_window : (float, float)
+        HU window of the intensities (:func:`lpc_window`); a soft-tissue window
+        spreads the 10-80 HU contrast of organ lesions over more grey levels.
     """
 
     kind: str = "views"
     views: tuple[str, ...] = VIEW_NAMES
     size: int = DEFAULT_PATCH_SIZE
     pad_px: float = DEFAULT_PAD_PX
+    hu_window: tuple[float, float] = PAPER_HU_WINDOW
 
     def __post_init__(self):
         if self.kind not in ("views", "cube"):
@@ -93,6 +102,10 @@ class PatchSpec:
             raise ValueError(f"patch size must be >= 2, got {self.size}")
         if not self.pad_px >= 0:
             raise ValueError(f"pad_px must be >= 0, got {self.pad_px}")
+        window = tuple(float(v) for v in self.hu_window)
+        if len(window) != 2 or not window[0] < window[1]:
+            raise ValueError(f"hu_window must be (low, high) with low < high, got {window}")
+        object.__setattr__(self, "hu_window", window)
         object.__setattr__(self, "views", views)
         object.__setattr__(self, "size", int(self.size))
         object.__setattr__(self, "pad_px", float(self.pad_px))
@@ -229,7 +242,7 @@ def extract_patches(
         The (lazily loaded) volume the proposals belong to.
     proposals : sequence of Proposal3D
     spec : PatchSpec, optional
-        Views or cube, patch size and context.
+        Views or cube, patch size, context and HU window.
     windowed : bool, optional
         Apply :func:`lpc_window` (default); otherwise return HU.
 
@@ -254,4 +267,4 @@ def extract_patches(
         out[i] = samples[0] if spec.kind == "cube" else np.stack(samples)
         if rank + 1 < len(order):
             slices.release_below(first_slice[order[rank + 1]])
-    return lpc_window(out) if windowed else out
+    return lpc_window(out, spec.hu_window) if windowed else out

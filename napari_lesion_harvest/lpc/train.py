@@ -135,7 +135,7 @@ class TrainingOptions:
 
     Attributes
     ----------
-    variant, width, patch_size, pad_px, pretrained
+    variant, width, patch_size, pad_px, hu_window, pretrained
         Passed to :func:`~napari_lesion_harvest.lpc.models.build_classifier`.
     epochs : int
         Maximum epochs; an epoch draws as many balanced samples as there are
@@ -156,6 +156,7 @@ class TrainingOptions:
     width: str = "paper"
     patch_size: int = DEFAULT_PATCH_SIZE
     pad_px: float = DEFAULT_PAD_PX
+    hu_window: tuple[float, float] | None = None
     pretrained: object = True
     epochs: int = 30
     batch_size: int = 32
@@ -289,6 +290,7 @@ def train_classifier(
             width=options.width,
             patch_size=options.patch_size,
             pad_px=options.pad_px,
+            hu_window=options.hu_window,
             pretrained=options.pretrained,
         )
     model = model.to(device)
