@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import pickle
 import pickletools
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -118,6 +120,90 @@ def test_corrupt_and_wrong_layout_pickles_raise_format_errors(annotation_dir, tm
         read_mined_lesions_pickle(nan_box, name="nan.pkl")
     with pytest.raises(FormatError, match="cannot read file"):
         load_restricted_pickle(tmp_path / "missing.pkl")
+
+
+def test_buffer_opcodes_are_refused_before_unpickling(monkeypatch):
+    """A truncated BYTEARRAY8 (found by test_io_fuzz) made CPython's unpickler report
+    a SystemError through sys.excepthook on top of its own error."""
+    hooked = []
+    monkeypatch.setattr("sys.excepthook", lambda *info: hooked.append(info))
+    header = pickle.dumps({"v": [[1.0, 2.0]]}, protocol=2)[:-2]  # drop SETITEMS and STOP
+    truncated = header + b"\x96\xe7e\x86q\x07eas."  # BYTEARRAY8 of an absurd length
+    with pytest.raises(FormatError, match="truncated.pkl: pickle opcode BYTEARRAY8 at byte 40"):
+        load_restricted_pickle(truncated, name="truncated.pkl")
+    whole = pickle.dumps(bytearray(b"abc"), protocol=5)
+    with pytest.raises(FormatError, match="BYTEARRAY8 at byte 11 is not supported"):
+        load_restricted_pickle(whole, name="buffer.pkl")
+    assert hooked == []
+
+
+#: A mutated float64 pickle whose dtype state (six items, sizes -1) made numpy's
+#: ``scalar`` crash the process (SIGSEGV) when numpy's own functions were allowed.
+_CRASHING_PICKLE = (
+    b"\x80\x02}q\x00X\x14\x00\x00\x00000001_01_"
+    b"01_001-020q\x01]q\x02]q\x03(c"
+    b"numpy._core.multiarr"
+    b"ay\nscalar\nq\x04cnumpy\nd"
+    b"type\nq\x05X\x02\x00\x00\x00f8q\x06\x89\x88\x87q"
+    b"\x07RqK(K\x03X\x01\x00\x00\x00<q\tNJ\xff\xff\xff"
+    b"\xffJ\xff\xff\xff\xffK\x00tq\nbc_codecs"
+    b"\nencode\nq\x0bX\t\x00\x00\x00\x00\x00\x00\x00\x00"
+    b"\x00\xc3\xb0?q\x0cX\x06\x00\x00\x00latin1q\r\x86"
+    b"q\x0eRq\x0f\x86q\x10Rq\x11h\x04h\x08h\x0bX\x08\x00"
+    b"\x00\x00\x00\x00\x00\x00\x00\x00\x00@q\x12h\r\x86q\x13Rq\x14"
+    b"\x868q\x15Rq\x16h\x04h\x08h\x0bX\x08\x00\x00\x00\x00\x00"
+    b"\x00\x00\x00\x00\x08@q\x17h\r\x86q\x18Rq\x19\x86q\x1aR"
+    b"q\x1bh\x04h\x08h\x0bX\x08\x00\x00\x00\x00\x00\x00\x00\x00\x00\x10"
+    b"@_h1\x8bq\x1ch\r\x86q\x1dRq\x1e\x86q\x1fRq"
+    b" h\x04h\x08h\x0bX\t\x00\x00\x00\x00\x00\x00\x00\x00\x00\xc3\xa0"
+    b'?q!h\r\x86q"Rq#\x15q$Rq%h\x04h'
+    b"\x08h\x0bX\x08\x00\x00\x00\x00\x00\x00\x00\x00\x00\x1a@q&h\r"
+    b"\x86q'Rq(\x86q)Rq*eas."
+)
+
+
+def test_a_mutated_dtype_state_gives_a_format_error_not_a_crash(tmp_path):
+    path = tmp_path / "mutated.pkl"
+    path.write_bytes(_CRASHING_PICKLE)
+    code = (
+        "import sys\n"
+        "from napari_lesion_harvest.io.errors import FormatError\n"
+        "from napari_lesion_harvest.io.paper_pickles import read_mined_lesions_pickle\n"
+        "try:\n"
+        "    read_mined_lesions_pickle(sys.argv[1])\n"
+        "except FormatError as error:\n"
+        "    print(error)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr  # -11 when the process crashed
+    assert run.stdout.startswith(f"{path}: not a readable pickle")
+
+
+@pytest.mark.parametrize(
+    ("value", "loads"),
+    [
+        (np.float64(2.5).astype(">f8"), True),  # big-endian: the value, not the bytes
+        (np.int16(-7), True),
+        (np.bool_(True), True),
+        (np.complex128(1 + 2j), False),  # not a plain number type
+        (np.datetime64("2020-01-01"), False),
+    ],
+)
+def test_only_plain_numeric_scalars_unpickle(value, loads):
+    payload = pickle.dumps(value, protocol=2)
+    if loads:
+        loaded = load_restricted_pickle(payload)
+        assert loaded == value and loaded.dtype.kind == value.dtype.kind
+    else:
+        with pytest.raises(FormatError, match="not a plain number type"):
+            load_restricted_pickle(payload, name="payload")
+
+
+def test_codecs_encode_decodes_only_latin1_text():
+    assert load_restricted_pickle(pickle.dumps(b"\xf0?", protocol=2)) == b"\xf0?"
+    rot13 = b"\x80\x02c_codecs\nencode\nX\x03\x00\x00\x00abcX\x05\x00\x00\x00rot13\x86R."
+    with pytest.raises(FormatError, match="only latin1 text"):
+        load_restricted_pickle(rot13, name="rot13.pkl")
 
 
 def test_mined_lesions_round_trip_with_only_builtin_types(tmp_path):

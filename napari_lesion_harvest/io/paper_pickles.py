@@ -10,6 +10,17 @@ anything is called:
 * ``numpy.dtype``
 * ``_codecs.encode``
 
+Even these resolve to checked stand-ins, not to numpy's own functions: numpy
+trusts the state a pickle gives a dtype, and a mutated one crashed the whole
+process (SIGSEGV; found by ``tests/test_io_fuzz.py``). The stand-ins accept plain
+numeric scalars (bool, integer, float) of the right byte count and ``latin1``
+text, and anything else is a :class:`~.errors.FormatError`.
+
+It also refuses, before unpickling, the out-of-band buffer opcodes of protocol 5
+(``BYTEARRAY8``, ``NEXT_BUFFER``, ``READONLY_BUFFER``): no annotation pickle uses
+them, and CPython's unpickler reports a truncated ``BYTEARRAY8`` as an extra
+``SystemError`` through ``sys.excepthook``, which a GUI shows as a crash.
+
 Layouts (volume keys ``PPPPPP_SS_SS_aaa-bbb``; the ``Revised-*`` files add
 ``.annot``, which the readers strip):
 
@@ -27,11 +38,11 @@ Layouts (volume keys ``PPPPPP_SS_SS_aaa-bbb``; the ``Revised-*`` files add
 
 from __future__ import annotations
 
-import codecs
 import io
 import math
 import numbers
 import pickle
+import pickletools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
@@ -43,18 +54,53 @@ from napari_lesion_harvest.geometry import Proposal3D, xyxyzz_to_xyzxyz
 from napari_lesion_harvest.io.deeplesion import normalize_volume_id
 from napari_lesion_harvest.io.errors import FormatError, UnsafePickleError
 
-try:  # numpy >= 2
-    from numpy._core.multiarray import scalar as _numpy_scalar
-except ImportError:  # pragma: no cover - numpy 1.x
-    from numpy.core.multiarray import scalar as _numpy_scalar
 
-#: The only globals a pickle may name, mapped to the objects they resolve to.
+class _PickledDtype:
+    """A numpy dtype as a pickle describes it (``numpy.dtype(name, align, copy)`` then
+    ``BUILD`` with its state), checked before numpy builds anything.
+
+    Only a plain numeric type name and the state's byte order are used.
+    """
+
+    def __init__(self, name, *_align_copy):
+        dtype = np.dtype(name) if isinstance(name, str) else None
+        if dtype is None or dtype.kind not in "biuf" or dtype.shape or dtype.names:
+            raise ValueError(f"numpy dtype {name!r} is not a plain number type")
+        self.dtype = dtype
+
+    def __setstate__(self, state):
+        byteorder = state[1] if isinstance(state, tuple) and len(state) > 1 else None
+        if byteorder not in ("<", ">", "=", "|"):
+            raise ValueError(f"numpy dtype state {state!r} has no byte order")
+        if byteorder != "|":
+            self.dtype = self.dtype.newbyteorder(byteorder)
+
+
+def _pickled_scalar(dtype, data):
+    """``numpy.core.multiarray.scalar(dtype, data)`` for plain numbers only."""
+    if not isinstance(dtype, _PickledDtype):
+        raise ValueError("numpy scalar without a numpy dtype")
+    if not isinstance(data, bytes) or len(data) != dtype.dtype.itemsize:
+        raise ValueError(f"numpy {dtype.dtype} scalar needs {dtype.dtype.itemsize} bytes")
+    return np.frombuffer(data, dtype=dtype.dtype)[0]
+
+
+def _pickled_latin1(text, encoding):
+    """``_codecs.encode(text, 'latin1')``: how Python 3 pickles bytes at protocol 2."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise ValueError(f"only latin1 text is decoded, got {type(text).__name__} {encoding!r}")
+    return text.encode("latin1")
+
+
+#: The only globals a pickle may name, mapped to the checked stand-ins they resolve to.
 ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "scalar"): _numpy_scalar,
-    ("numpy._core.multiarray", "scalar"): _numpy_scalar,
-    ("numpy", "dtype"): np.dtype,
-    ("_codecs", "encode"): codecs.encode,
+    ("numpy.core.multiarray", "scalar"): _pickled_scalar,
+    ("numpy._core.multiarray", "scalar"): _pickled_scalar,
+    ("numpy", "dtype"): _PickledDtype,
+    ("_codecs", "encode"): _pickled_latin1,
 }
+#: Opcodes refused before unpickling (protocol 5's out-of-band buffers).
+REFUSED_OPCODES = frozenset({"BYTEARRAY8", "NEXT_BUFFER", "READONLY_BUFFER"})
 
 
 @dataclass(frozen=True)
@@ -110,7 +156,8 @@ def load_restricted_pickle(source: str | PathLike | bytes, *, name: str | None =
     UnsafePickleError
         The pickle names any other global (nothing it names is called).
     FormatError
-        The bytes are not a readable pickle.
+        The bytes are not a readable pickle, or hold an opcode of
+        :data:`REFUSED_OPCODES`.
     """
     if isinstance(source, bytes | bytearray):
         data, path = bytes(source), name or "<bytes>"
@@ -120,6 +167,7 @@ def load_restricted_pickle(source: str | PathLike | bytes, *, name: str | None =
             data = Path(source).read_bytes()
         except OSError as error:
             raise FormatError(path, f"cannot read file: {error}") from error
+    _refuse_buffer_opcodes(data, path)
     try:
         return _RestrictedUnpickler(io.BytesIO(data), path).load()
     except UnsafePickleError:
@@ -127,6 +175,27 @@ def load_restricted_pickle(source: str | PathLike | bytes, *, name: str | None =
     except Exception as error:  # the unpickler raises many types on corrupt input
         reason = f"not a readable pickle: {type(error).__name__}: {error}"
         raise FormatError(path, reason) from error
+
+
+def _refuse_buffer_opcodes(data: bytes, path: str) -> None:
+    """Raise FormatError at the first opcode of :data:`REFUSED_OPCODES` before STOP,
+    even a truncated one; any other fault is left to the unpickler, which reports it
+    (a forbidden global before a malformed opcode is refused as unsafe)."""
+    stream = io.BytesIO(data)
+    operations = pickletools.genops(stream)
+    start = 0
+    while start < len(data):
+        opcode = pickletools.code2op.get(chr(data[start]))
+        if opcode is not None and opcode.name in REFUSED_OPCODES:
+            raise FormatError(
+                path, f"pickle opcode {opcode.name} at byte {start} is not supported"
+            )
+        try:
+            if next(operations)[0].name == "STOP":
+                return
+        except Exception:  # malformed from ``start`` on
+            return
+        start = stream.tell()
 
 
 # --------------------------------------------------------------------------- validation
