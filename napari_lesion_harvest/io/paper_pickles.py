@@ -167,10 +167,10 @@ def load_restricted_pickle(source: str | PathLike | bytes, *, name: str | None =
             data = Path(source).read_bytes()
         except OSError as error:
             raise FormatError(path, f"cannot read file: {error}") from error
-    _refuse_buffer_opcodes(data, path)
     try:
+        _refuse_buffer_opcodes(data, path)
         return _RestrictedUnpickler(io.BytesIO(data), path).load()
-    except UnsafePickleError:
+    except (UnsafePickleError, FormatError):
         raise
     except Exception as error:  # the unpickler raises many types on corrupt input
         reason = f"not a readable pickle: {type(error).__name__}: {error}"
@@ -182,20 +182,20 @@ def _refuse_buffer_opcodes(data: bytes, path: str) -> None:
     even a truncated one; any other fault is left to the unpickler, which reports it
     (a forbidden global before a malformed opcode is refused as unsafe)."""
     stream = io.BytesIO(data)
-    operations = pickletools.genops(stream)
-    start = 0
-    while start < len(data):
-        opcode = pickletools.code2op.get(chr(data[start]))
-        if opcode is not None and opcode.name in REFUSED_OPCODES:
-            raise FormatError(
-                path, f"pickle opcode {opcode.name} at byte {start} is not supported"
-            )
-        try:
-            if next(operations)[0].name == "STOP":
-                return
-        except Exception:  # malformed from ``start`` on
-            return
-        start = stream.tell()
+    start = 0  # where the opcode being read begins
+    try:
+        for _opcode, _argument, start in pickletools.genops(stream):
+            _check_opcode(data, start, path)
+            start = stream.tell()
+    except ValueError:  # malformed from ``start`` on: the unpickler names the fault
+        _check_opcode(data, start, path)  # unless it is a (truncated) refused opcode
+
+
+def _check_opcode(data: bytes, start: int, path: str) -> None:
+    """Raise FormatError when the opcode at byte ``start`` is one of :data:`REFUSED_OPCODES`."""
+    opcode = pickletools.code2op.get(chr(data[start])) if start < len(data) else None
+    if opcode is not None and opcode.name in REFUSED_OPCODES:
+        raise FormatError(path, f"pickle opcode {opcode.name} at byte {start} is not supported")
 
 
 # --------------------------------------------------------------------------- validation
