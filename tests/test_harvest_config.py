@@ -45,14 +45,19 @@ def test_lpg_overrides_reach_the_architecture(tmp_path):
         RoundConfig(lpg_hu_window=(300, -200))
 
 
-def test_the_lpc_reads_the_lpgs_hu_window_unless_given_its_own():
+def test_the_lpc_reads_the_papers_hu_window_unless_given_its_own():
     from napari_lesion_harvest.harvest.stages import lpc_training_options
+    from napari_lesion_harvest.lpc.models import build_classifier
 
-    assert lpc_training_options(LITE, seed=1).hu_window is None  # the paper's window
-    soft = RoundConfig(lpg_hu_window=[-200, 300])
-    assert lpc_training_options(soft, seed=1).hu_window == (-200.0, 300.0)
-    own = RoundConfig(lpg_hu_window=[-200, 300], lpc_hu_window=[-1024, 3071])
-    assert lpc_training_options(own, seed=1).hu_window == (-1024.0, 3071.0)
+    soft_lpg = RoundConfig(lpg_hu_window=[-200, 300])
+    options = lpc_training_options(soft_lpg, seed=1)
+    assert options.hu_window is None
+    assert build_classifier(hu_window=options.hu_window, pretrained=False).spec.hu_window == (
+        -1024.0,
+        3071.0,
+    )
+    own = RoundConfig(lpg_hu_window=[-200, 300], lpc_hu_window=[-100, 200])
+    assert lpc_training_options(own, seed=1).hu_window == (-100.0, 200.0)
     assert RoundConfig(**json.loads(own.to_json())) == own
     with pytest.raises(ValueError, match="lpc_hu_window"):
         RoundConfig(lpc_hu_window=(0, 0))

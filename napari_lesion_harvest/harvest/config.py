@@ -105,8 +105,9 @@ class RoundConfig:
     lpc_width : str
         ``"paper"`` (ResNet-18) or ``"lite"`` (narrower, for CPU).
     lpc_hu_window : (float, float) or None
-        HU window of the LPC's patches; None: the LPG's (``lpg_hu_window``, else
-        the paper's [-1024, 3071]).
+        HU window of the LPC's patches; None: the paper's [-1024, 3071], whatever
+        ``lpg_hu_window`` is (on the phantom, the LPG's soft-tissue window for the
+        LPC too gave no gain over 3 rounds; docs/performance.md, session 11).
     harvest_precision : float
         Precision on V_M the harvest threshold must reach (paper: 0.95).
     threshold_mode : str

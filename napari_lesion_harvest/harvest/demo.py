@@ -84,8 +84,7 @@ def run(args) -> int:
 
 
 #: What the demo changes in a preset (not in a JSON file) for a CPU and minutes of
-#: training: a soft-tissue window for the LPG's input (and so the LPC's patches,
-#: which follow it unless ``lpc_hu_window`` is set), since organ lesions of the
+#: training: a soft-tissue window for the LPG's input, since organ lesions of the
 #: phantom differ from their organ by 10-80 HU, under 5 of 255 grey levels in the
 #: paper's [-1024, 3071] window (a lite LPG trained 800 CPU steps on 128 px phantoms
 #: found 21% of held-out lesions at 1 FP per slice with it, 8% with the paper's window

@@ -391,8 +391,7 @@ def _judged_targets(snapshot):
 
 
 def lpc_training_options(config: RoundConfig, seed: int):
-    """The LPC's :class:`~napari_lesion_harvest.lpc.train.TrainingOptions` of a round
-    (its patches read the LPG's HU window unless ``lpc_hu_window`` is set)."""
+    """The LPC's :class:`~napari_lesion_harvest.lpc.train.TrainingOptions` of a round."""
     from napari_lesion_harvest.lpc.train import TrainingOptions
 
     return TrainingOptions(
@@ -400,7 +399,7 @@ def lpc_training_options(config: RoundConfig, seed: int):
         width=config.lpc_width,
         patch_size=config.lpc_patch_size,
         pad_px=config.lpc_pad_px,
-        hu_window=config.lpc_hu_window or config.lpg_hu_window,
+        hu_window=config.lpc_hu_window,
         epochs=config.lpc_epochs,
         seed=seed,
     )
