@@ -14,6 +14,7 @@ from napari_lesion_harvest.harvest.threshold import HARVEST_PRECISION
 from napari_lesion_harvest.harvest.training_sets import FINE_TUNING_SLICE_CHOICES
 from napari_lesion_harvest.lpc.patches import DEFAULT_PAD_PX
 from napari_lesion_harvest.lpg.data import Augmentation
+from napari_lesion_harvest.lpg.preprocess import checked_hu_window
 
 #: Smallest LPG training crop: a few of the heads' stride-4 cells around a lesion.
 MIN_LPG_CROP_PX = 32
@@ -162,14 +163,8 @@ class RoundConfig:
     def __post_init__(self):
         for name in ("lpg_hu_window", "lpc_hu_window"):
             value = getattr(self, name)
-            if value is None:
-                continue
-            window = tuple(float(v) for v in value)
-            if len(window) != 2 or not window[0] < window[1]:
-                raise ValueError(
-                    f"config field {name!r} must be [low, high] HU with low < high, got {value!r}"
-                )
-            object.__setattr__(self, name, window)  # JSON gives a list
+            if value is not None:
+                object.__setattr__(self, name, checked_hu_window(value, f"config field {name!r}"))
         zoom = tuple(float(v) for v in self.lpg_zoom_range)
         if len(zoom) != 2 or not 0 < zoom[0] <= zoom[1]:
             raise ValueError(

@@ -184,16 +184,16 @@ def _refuse_buffer_opcodes(data: bytes, path: str) -> None:
     stream = io.BytesIO(data)
     start = 0  # where the opcode being read begins
     try:
-        for _opcode, _argument, start in pickletools.genops(stream):
-            _check_opcode(data, start, path)
+        for opcode, _argument, start in pickletools.genops(stream):
+            _refuse_opcode(opcode, start, path)
             start = stream.tell()
-    except ValueError:  # malformed from ``start`` on: the unpickler names the fault
-        _check_opcode(data, start, path)  # unless it is a (truncated) refused opcode
+    except ValueError:  # malformed from ``start`` on: the unpickler names the fault,
+        if start < len(data):  # unless it is a truncated refused opcode
+            _refuse_opcode(pickletools.code2op.get(chr(data[start])), start, path)
 
 
-def _check_opcode(data: bytes, start: int, path: str) -> None:
-    """Raise FormatError when the opcode at byte ``start`` is one of :data:`REFUSED_OPCODES`."""
-    opcode = pickletools.code2op.get(chr(data[start])) if start < len(data) else None
+def _refuse_opcode(opcode, start: int, path: str) -> None:
+    """Raise FormatError when ``opcode`` (read at byte ``start``) is refused."""
     if opcode is not None and opcode.name in REFUSED_OPCODES:
         raise FormatError(path, f"pickle opcode {opcode.name} at byte {start} is not supported")
 

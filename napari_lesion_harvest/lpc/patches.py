@@ -31,7 +31,7 @@ import numpy as np
 from napari_lesion_harvest.geometry import Proposal3D
 from napari_lesion_harvest.io.volume import CTVolume
 from napari_lesion_harvest.lpg.config import CONFIGS
-from napari_lesion_harvest.lpg.preprocess import window_hu
+from napari_lesion_harvest.lpg.preprocess import checked_hu_window, window_hu
 
 _LPG_CONFIG = CONFIGS["paper"]
 #: The paper's HU window (the LPG's), the LPC's default.
@@ -102,10 +102,7 @@ class PatchSpec:
             raise ValueError(f"patch size must be >= 2, got {self.size}")
         if not self.pad_px >= 0:
             raise ValueError(f"pad_px must be >= 0, got {self.pad_px}")
-        window = tuple(float(v) for v in self.hu_window)
-        if len(window) != 2 or not window[0] < window[1]:
-            raise ValueError(f"hu_window must be (low, high) with low < high, got {window}")
-        object.__setattr__(self, "hu_window", window)
+        object.__setattr__(self, "hu_window", checked_hu_window(self.hu_window, "hu_window"))
         object.__setattr__(self, "views", views)
         object.__setattr__(self, "size", int(self.size))
         object.__setattr__(self, "pad_px", float(self.pad_px))

@@ -118,6 +118,20 @@ def interpolate_slices(volume: CTVolume | torch.Tensor, positions):
     return below + weight[:, None, None] * (above - below)
 
 
+def checked_hu_window(value, what: str) -> tuple[float, float]:
+    """``value`` as a ``(low, high)`` HU window of floats (JSON gives a list).
+
+    Raises
+    ------
+    ValueError
+        Not two numbers with low < high; the message starts with ``what``.
+    """
+    window = tuple(float(v) for v in value)
+    if len(window) != 2 or not window[0] < window[1]:
+        raise ValueError(f"{what} must be [low, high] HU with low < high, got {value!r}")
+    return window
+
+
 def window_hu(hu, *, window: tuple[float, float], mean: float):
     """Map HU to network intensities: clip to ``window``, scale to [0, 255], subtract ``mean``.
 
