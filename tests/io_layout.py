@@ -34,12 +34,16 @@ def dl_info_row(
     slice_range: tuple[int, int],
     measurement,
     *,
+    image_size_yx: tuple[int, int],
     spacing_xyz=(0.8, 0.8, 2.0),
     window=(-175, 275),
     noisy=0,
     split=1,
 ) -> dict[str, str]:
-    """One DL_info row (column -> text) with consistent file name, box and diameters."""
+    """One DL_info row (column -> text) with consistent file name, box and diameters.
+
+    ``image_size_yx`` is the slices' ``(Y, X)``, written as DL_info's ``width, height``.
+    """
     m = np.asarray(measurement, dtype=float)
     pts = m.reshape(4, 2)
     box = np.concatenate([pts.min(0) - 5, pts.max(0) + 5])
@@ -61,7 +65,7 @@ def dl_info_row(
         "Possibly_noisy": str(noisy),
         "Slice_range": text(slice_range),
         "Spacing_mm_px_": text(spacing_xyz),
-        "Image_size": "512, 512",
+        "Image_size": text(image_size_yx[::-1]),
         "DICOM_windows": text(window),
         "Patient_gender": "F",
         "Patient_age": "60",

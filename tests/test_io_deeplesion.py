@@ -21,6 +21,7 @@ from napari_lesion_harvest.io.deeplesion import (
 from napari_lesion_harvest.io.errors import FormatError, ImageFormatError, MissingSlicesError
 
 MEASUREMENT = [30.5, 20.0, 40.5, 34.0, 31.0, 30.0, 39.0, 24.0]
+SPACING = (0.7, 0.7, 2.5)
 
 
 def test_real_dl_info_rows(dl_info_rows_csv):
@@ -111,7 +112,7 @@ def test_every_bad_row_is_reported_and_strict_mode_raises(tmp_path, dl_info_rows
         read_dl_info(path, strict=True)
 
 
-def _phantom(z, y=24, x=32, seed=0):
+def _phantom(z, y=48, x=64, seed=0):
     rng = np.random.default_rng(seed)
     hu = rng.integers(-1024, 3072, size=(z, y, x)).astype(np.int16)
     hu[0, 0, :4] = [-32768, 32767, 0, -1]  # the whole 16-bit range survives
@@ -123,8 +124,19 @@ def _dataset(tmp_path, *, skip=()):
     images = tmp_path / "Images_png"
     write_series(images, "000007_02_01", 11, hu, skip=skip)
     rows = [
-        dl_info_row("000007_02_01", 13, (11, 16), MEASUREMENT, spacing_xyz=(0.7, 0.7, 2.5)),
-        dl_info_row("000007_02_01", 15, (11, 16), MEASUREMENT, noisy=1, window=(-1000, 500)),
+        dl_info_row(
+            "000007_02_01", 13, (11, 16), MEASUREMENT, image_size_yx=(48, 64), spacing_xyz=SPACING
+        ),
+        dl_info_row(
+            "000007_02_01",
+            15,
+            (11, 16),
+            MEASUREMENT,
+            image_size_yx=(48, 64),
+            spacing_xyz=SPACING,
+            noisy=1,
+            window=(-1000, 500),
+        ),
     ]
     return hu, images, write_dl_info(tmp_path / "DL_info.csv", rows)
 
@@ -134,7 +146,7 @@ def test_series_reads_lazily_with_exact_hu_spacing_window_and_marks(tmp_path):
     dataset = DeepLesionDataset(images, csv_path)
     assert dataset.volume_ids == ["000007_02_01_011-016"]
     volume = dataset.open("000007_02_01_011-016")
-    assert volume.shape == (6, 24, 32) and not volume._cache  # nothing decoded yet
+    assert volume.shape == (6, 48, 64) and not volume._cache  # nothing decoded yet
     assert volume.spacing == (2.5, 0.7, 0.7)
     assert volume.display_window == (-175.0, 275.0)
     assert volume.attributes["possibly_noisy"] == [False, True]
@@ -171,32 +183,34 @@ def test_missing_pngs_are_reported_never_shifted(tmp_path):
 def test_bad_pngs_raise_image_errors_naming_the_file(tmp_path):
     good = write_hu_png(tmp_path / "s" / "001.png", _phantom(1)[0])
     eight_bit = tmp_path / "s" / "002.png"
-    Image.fromarray(np.zeros((24, 32), np.uint8)).save(eight_bit)
+    Image.fromarray(np.zeros((48, 64), np.uint8)).save(eight_bit)
     rgb = tmp_path / "s" / "003.png"
-    Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(rgb)
-    wrong_size = write_hu_png(tmp_path / "s" / "004.png", np.zeros((24, 31), np.int16))
+    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(rgb)
+    wrong_size = write_hu_png(tmp_path / "s" / "004.png", np.zeros((48, 63), np.int16))
     truncated = tmp_path / "s" / "005.png"
     truncated.write_bytes(good.read_bytes()[:-200])
     not_png = tmp_path / "s" / "006.png"
-    Image.fromarray(np.zeros((24, 32), np.uint8)).save(not_png, format="JPEG")
+    Image.fromarray(np.zeros((48, 64), np.uint8)).save(not_png, format="JPEG")
     garbage = tmp_path / "s" / "007.png"
     garbage.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
 
-    with pytest.raises(ImageFormatError, match=r"002\.png: expected a 16-bit.*mode 'L'"):
+    with pytest.raises(
+        ImageFormatError, match=r"002\.png: expected a 16-bit grayscale PNG, got 8-bit grayscale"
+    ):
         read_hu_png(eight_bit)
-    with pytest.raises(ImageFormatError, match=r"003\.png: .*mode 'RGB'"):
+    with pytest.raises(ImageFormatError, match=r"003\.png: .*got 8-bit RGB"):
         read_hu_png(rgb)
-    with pytest.raises(ImageFormatError, match=r"005\.png: corrupt or truncated"):
+    with pytest.raises(ImageFormatError, match=r"004\.png: slice size \(48, 63\) .* differs"):
+        read_hu_png(wrong_size, expected_shape=(48, 64))
+    with pytest.raises(ImageFormatError, match=r"005\.png: truncated PNG"):
         read_hu_png(truncated)
-    with pytest.raises(ImageFormatError, match=r"006\.png: expected a PNG file, got JPEG"):
+    with pytest.raises(ImageFormatError, match=r"006\.png: not a PNG file"):
         read_hu_png(not_png)
-    with pytest.raises(ImageFormatError, match=r"007\.png"):
+    with pytest.raises(ImageFormatError, match=r"007\.png: truncated or damaged PNG header"):
         read_hu_png(garbage)
-
-    volume = open_series_range(tmp_path / "s", 1, 5, spacing_zyx=(1, 1, 1))
-    volume.slice(0)
-    with pytest.raises(ImageFormatError, match=r"004\.png: slice size \(24, 31\) differs"):
-        volume.slice(3)
-    with pytest.raises(ImageFormatError, match=r"002\.png"):
-        volume.slice(1)
-    assert wrong_size.exists()
+    # opening a range checks every slice file before any is decoded
+    with pytest.raises(ImageFormatError, match=r"002\.png: expected a 16-bit"):
+        open_series_range(tmp_path / "s", 1, 5, spacing_zyx=(1, 1, 1))
+    np.testing.assert_array_equal(
+        open_series_range(tmp_path / "s", 1, 1, spacing_zyx=(1, 1, 1)).slice(0), _phantom(1)[0]
+    )

@@ -19,6 +19,7 @@ from napari_lesion_harvest.io.volume import CTVolume
 
 LONG_SHORT = [100.0, 60.0, 140.0, 80.0, 115.0, 82.0, 125.0, 58.0]
 SECOND = [20.0, 30.0, 40.0, 30.0, 30.0, 25.0, 30.0, 35.0]
+GEOMETRY = {"image_size_yx": (160, 200), "spacing_xyz": (0.6, 0.7, 2.5)}
 
 
 def _layout(tmp_path):
@@ -28,9 +29,9 @@ def _layout(tmp_path):
     write_series(images, "000004_01_02", 21, hu)
     write_series(images, "000004_01_02", 40, hu[:3])  # a second sub-volume of the series
     rows = [
-        dl_info_row("000004_01_02", 23, (21, 25), LONG_SHORT, spacing_xyz=(0.6, 0.7, 2.5)),
-        dl_info_row("000004_01_02", 24, (21, 25), SECOND, spacing_xyz=(0.6, 0.7, 2.5)),
-        dl_info_row("000004_01_02", 41, (40, 42), SECOND, spacing_xyz=(0.6, 0.7, 2.5)),
+        dl_info_row("000004_01_02", 23, (21, 25), LONG_SHORT, **GEOMETRY),
+        dl_info_row("000004_01_02", 24, (21, 25), SECOND, **GEOMETRY),
+        dl_info_row("000004_01_02", 41, (40, 42), SECOND, **GEOMETRY),
     ]
     csv_path = write_dl_info(tmp_path / "DL_info.csv", rows)
     return hu, images / "000004_01_02", csv_path

@@ -38,14 +38,15 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
-from napari_lesion_harvest.geometry import RecistMark, key_slice_to_index
+from napari_lesion_harvest.geometry import RECIST_BOX_PADDING, RecistMark, key_slice_to_index
 from napari_lesion_harvest.io.errors import (
     FormatError,
     ImageFormatError,
-    LesionIOError,
     MissingSlicesError,
     ReadReport,
 )
+from napari_lesion_harvest.io.limits import MAX_SLICE_SIDE, MAX_SUBVOLUME_SLICES
+from napari_lesion_harvest.io.png_header import hu_png_shape
 from napari_lesion_harvest.io.volume import CTVolume
 
 #: The 18 columns of ``DL_info.csv``, in order.
@@ -76,7 +77,6 @@ ANNOT_SUFFIX = ".annot"
 
 _VOLUME_ID = re.compile(r"^(\d+_\d+_\d+)_(\d{3,})-(\d{3,})$")
 _FILE_NAME = re.compile(r"^(\d+_\d+_\d+)_(\d+)\.png$")
-_PNG_16BIT_MODES = ("I;16", "I;16L", "I;16B")
 OnMissing = Literal["raise", "nearest"]
 
 
@@ -207,6 +207,32 @@ def _ints(text: str, count: int, path: str, line: int, column: str) -> tuple[int
     return tuple(int(v) for v in values)
 
 
+def _check_inside_image(measurement, box, image_size, path: str, line: int) -> None:
+    """Refuse RECIST endpoints off the image and boxes off it by more than their padding."""
+    width, height = image_size
+    xs, ys = measurement[0::2], measurement[1::2]
+    if not (all(0 <= x <= width for x in xs) and all(0 <= y <= height for y in ys)):
+        raise FormatError(
+            path,
+            f"an endpoint lies outside the {width} x {height} image (Image_size)",
+            row=line,
+            column="Measurement_coordinates",
+        )
+    x1, y1, x2, y2 = box
+    if not (x1 <= x2 and y1 <= y2):
+        reason = f"box {box} needs x1 <= x2 and y1 <= y2"
+        raise FormatError(path, reason, row=line, column="Bounding_boxes")
+    pad = RECIST_BOX_PADDING
+    if x1 < -pad or y1 < -pad or x2 > width + pad or y2 > height + pad:
+        raise FormatError(
+            path,
+            f"box {box} reaches outside the {width} x {height} image (Image_size) by more "
+            f"than the {pad:g} px padding",
+            row=line,
+            column="Bounding_boxes",
+        )
+
+
 def _parse_row(cells: list[str], path: str, line: int) -> DLInfoRow:
     if len(cells) != len(DL_INFO_COLUMNS):
         raise FormatError(
@@ -247,9 +273,25 @@ def _parse_row(cells: list[str], path: str, line: int) -> DLInfoRow:
         raise FormatError(
             path, f"spacing must be positive, got {spacing}", row=line, column="Spacing_mm_px_"
         )
+    if last - first + 1 > MAX_SUBVOLUME_SLICES:
+        raise FormatError(
+            path,
+            f"range {first}-{last} has {last - first + 1} slices; a sub-volume has at most "
+            f"{MAX_SUBVOLUME_SLICES}",
+            row=line,
+            column="Slice_range",
+        )
     image_size = _ints(c["Image_size"], 2, path, line, "Image_size")
-    if min(image_size) < 1:
-        raise FormatError(path, f"bad image size {image_size}", row=line, column="Image_size")
+    if not all(1 <= side <= MAX_SLICE_SIDE for side in image_size):
+        raise FormatError(
+            path,
+            f"image size {image_size} (width, height): each side must be 1 to {MAX_SLICE_SIDE}",
+            row=line,
+            column="Image_size",
+        )
+    measurement = floats("Measurement_coordinates", 8)
+    box = floats("Bounding_boxes", 4)
+    _check_inside_image(measurement, box, image_size, path, line)
     window = floats("DICOM_windows", 2)
     if window[0] >= window[1]:
         raise FormatError(path, f"window min >= max: {window}", row=line, column="DICOM_windows")
@@ -274,8 +316,8 @@ def _parse_row(cells: list[str], path: str, line: int) -> DLInfoRow:
         study_index=one_int("Study_index"),
         series_index=one_int("Series_ID"),
         key_slice=key_slice,
-        measurement=floats("Measurement_coordinates", 8),
-        bounding_box=floats("Bounding_boxes", 4),
+        measurement=measurement,
+        bounding_box=box,
         diameters_px=floats("Lesion_diameters_Pixel_", 2),
         normalized_location=floats("Normalized_lesion_location", 3),
         lesion_type=lesion_type,
@@ -368,8 +410,18 @@ def _parse_rows_fast(records: list[tuple[int, list[str]]], path: str) -> list[DL
     with np.errstate(invalid="ignore"):
         ok &= name_keys == key
         ok &= (first >= 1) & (first <= key) & (key <= last)
+        ok &= last - first + 1 <= MAX_SUBVOLUME_SLICES
         ok &= (values["Spacing_mm_px_"] > 0).all(axis=1)
-        ok &= (values["Image_size"] >= 1).all(axis=1)
+        size = values["Image_size"]
+        ok &= ((size >= 1) & (size <= MAX_SLICE_SIDE)).all(axis=1)
+        width, height = size[:, :1], size[:, 1:]
+        points = values["Measurement_coordinates"]
+        ok &= ((points[:, 0::2] >= 0) & (points[:, 0::2] <= width)).all(axis=1)
+        ok &= ((points[:, 1::2] >= 0) & (points[:, 1::2] <= height)).all(axis=1)
+        x1, y1, x2, y2 = values["Bounding_boxes"].T
+        pad = RECIST_BOX_PADDING
+        ok &= (x1 <= x2) & (y1 <= y2) & (x1 >= -pad) & (y1 >= -pad)
+        ok &= (x2 <= width[:, 0] + pad) & (y2 <= height[:, 0] + pad)
         ok &= values["DICOM_windows"][:, 0] < values["DICOM_windows"][:, 1]
         ok &= np.isin(values["Possibly_noisy"][:, 0], (0, 1))
         ok &= np.isin(values["Train_Val_Test"][:, 0], (1, 2, 3))
@@ -539,52 +591,47 @@ def read_hu_png(path: str | PathLike, *, expected_shape: tuple[int, int] | None 
     Raises
     ------
     ImageFormatError
-        Not a PNG, not 16-bit single-channel, wrong size, truncated or corrupt.
+        Not a PNG, not 16-bit grayscale, wrong or oversized size, truncated
+        (:func:`~.png_header.hu_png_shape`), or compressed data that does not decode.
     """
     from PIL import Image
 
+    hu_png_shape(path, expected_shape=expected_shape)
     try:
-        with Image.open(path) as image:
-            _check_png_header(image, path, expected_shape)
+        with Image.open(path, formats=["PNG"]) as image:
+            image.load()
             raw = np.asarray(image)
-    except LesionIOError:
-        raise
     except (OSError, SyntaxError, ValueError, EOFError, zlib.error, struct.error) as error:
-        raise ImageFormatError(path, f"corrupt or truncated image: {error}") from error
-    except Image.DecompressionBombError as error:
-        raise ImageFormatError(path, f"refusing oversized image: {error}") from error
+        raise ImageFormatError(path, f"damaged PNG data: {error}") from error
     if raw.dtype.kind == "i":  # Pillow mode "I" (int32)
         if raw.min(initial=0) < 0 or raw.max(initial=0) > 0xFFFF:
             raise ImageFormatError(path, "values outside the 16-bit range")
     return (raw.astype("<u2", copy=False) ^ np.uint16(HU_OFFSET)).view(np.int16)
 
 
-def _check_png_header(image, path, expected_shape) -> None:
-    if image.format != "PNG":
-        raise ImageFormatError(path, f"expected a PNG file, got {image.format}")
-    if image.mode not in (*_PNG_16BIT_MODES, "I"):
-        raise ImageFormatError(
-            path, f"expected a 16-bit single-channel PNG, got Pillow mode {image.mode!r}"
-        )
-    shape = (image.size[1], image.size[0])
-    if expected_shape is not None and shape != tuple(expected_shape):
-        raise ImageFormatError(
-            path, f"slice size {shape} differs from the series' size {tuple(expected_shape)}"
-        )
+def check_series_slices(paths: list[Path]) -> tuple[int, int]:
+    """Check the header and end of every distinct slice file without decoding.
 
+    Parameters
+    ----------
+    paths : list of Path
+        Slice files in slice order (repeats allowed).
 
-def png_shape(path: str | PathLike) -> tuple[int, int]:
-    """``(Y, X)`` of a 16-bit PNG slice from its header (no decoding)."""
-    from PIL import Image
+    Returns
+    -------
+    (int, int)
+        ``(Y, X)`` of the first file, which every other file must share.
 
-    try:
-        with Image.open(path) as image:
-            _check_png_header(image, path, None)
-            return (image.size[1], image.size[0])
-    except LesionIOError:
-        raise
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
-        raise ImageFormatError(path, f"corrupt image: {error}") from error
+    Raises
+    ------
+    ImageFormatError
+        For the first file that is not a complete 16-bit grayscale PNG of that
+        size (:func:`~.png_header.hu_png_shape`); the message names it.
+    """
+    shape_yx = hu_png_shape(paths[0])
+    for path in dict.fromkeys(paths[1:]):
+        hu_png_shape(path, expected_shape=shape_yx)
+    return shape_yx
 
 
 def series_slice_files(series_dir: str | PathLike) -> dict[int, Path]:
@@ -597,7 +644,7 @@ def series_slice_files(series_dir: str | PathLike) -> dict[int, Path]:
         return files
     for entry in entries:
         stem, dot, ext = entry.name.partition(".")
-        if dot and ext.lower() == "png" and stem.isdigit():
+        if dot and ext.lower() == "png" and stem.isascii() and stem.isdigit():
             files[int(stem)] = Path(entry.path)
     return files
 
@@ -631,7 +678,9 @@ def open_series_range(
     on_missing : {"raise", "nearest"}
         What to do when files inside the range are missing: raise
         :class:`~.errors.MissingSlicesError`, or read the nearest present file in
-        their place (listed in ``attributes["missing_slices"]``).
+        their place (listed in ``attributes["missing_slices"]``). Only gaps
+        between the folder's files are filled: a range reaching before its
+        first file or after its last raises :class:`~.errors.MissingSlicesError`.
     files : dict, optional
         Output of :func:`series_slice_files` when the caller already listed the folder.
     **volume_kwargs
@@ -641,16 +690,31 @@ def open_series_range(
     -------
     CTVolume
         Shape ``(last - first + 1, Y, X)``; ``volume_id`` ``PPPPPP_SS_SS_aaa-bbb``.
+
+    Raises
+    ------
+    MissingSlicesError
+        Files missing, per ``on_missing``.
+    ImageFormatError
+        A slice file that is not a complete 16-bit grayscale PNG of the first
+        slice's size (every file's header and end are checked here, without
+        decoding; :func:`check_series_slices`), or later, when a slice is
+        read, one whose data does not decode.
     """
     series_dir = Path(series_dir)
     files = series_slice_files(series_dir) if files is None else files
-    wanted = range(int(first), int(last) + 1)
+    first, last = int(first), int(last)
+    wanted = range(first, last + 1)
     missing = [n for n in wanted if n not in files]
     present = [n for n in wanted if n in files]
     if missing and (on_missing == "raise" or not present):
         raise MissingSlicesError(series_dir, missing, first=first, last=last)
+    files_span = (min(files), max(files))
+    beyond = [n for n in missing if not files_span[0] <= n <= files_span[1]]
+    if beyond:
+        raise MissingSlicesError(series_dir, beyond, first=first, last=last, files_span=files_span)
     sources = [files[n] if n in files else files[_nearest_present(n, present)] for n in wanted]
-    shape_yx = png_shape(sources[0])
+    shape_yx = check_series_slices(sources)
     attributes = dict(volume_kwargs.pop("attributes", {}))
     attributes["series_dir"] = str(series_dir)
     attributes["slice_range"] = (int(first), int(last))
@@ -722,9 +786,33 @@ class DeepLesionDataset:
         return [row.mark for row in self._rows[volume_id]]
 
     def open(self, volume_id: str) -> CTVolume:
-        """Open one sub-volume (lazy); raises :class:`~.errors.MissingSlicesError` per policy."""
+        """Open one sub-volume (lazy) after checking its slice files against its DL_info rows.
+
+        Raises
+        ------
+        FormatError
+            A row that disagrees with the files, naming the DL_info line and
+            column: a ``Slice_range`` reaching past the series folder's first or
+            last file, or an ``Image_size`` other than the slices' size.
+        MissingSlicesError
+            Files missing inside the range (``on_missing="raise"``) or no file at all.
+        ImageFormatError
+            A slice file that is not a complete 16-bit grayscale PNG of the
+            series' size (names the file).
+        """
         rows = self._rows[volume_id]
         first_row = rows[0]
+        series_dir = self.images_dir / first_row.series
+        files = series_slice_files(series_dir)
+        first, last = first_row.slice_range
+        if files and (first < min(files) or last > max(files)):
+            raise FormatError(
+                self.dl_info.path,
+                f"range {first}-{last} reaches past the slice files of {series_dir} "
+                f"({min(files)}-{max(files)})",
+                row=first_row.line,
+                column="Slice_range",
+            )
         attributes = {
             "possibly_noisy": [row.possibly_noisy for row in rows],
             "lesion_types": [row.lesion_type for row in rows],
@@ -734,14 +822,26 @@ class DeepLesionDataset:
             "patient_age": first_row.age,
         }
         volume = open_series_range(
-            self.images_dir / first_row.series,
-            *first_row.slice_range,
+            series_dir,
+            first,
+            last,
             spacing_zyx=first_row.spacing_zyx,
             on_missing=self.on_missing,
+            files=files,
             display_window=first_row.dicom_window,
             attributes=attributes,
             cache_slices=self.cache_slices,
         )
+        height, width = volume.shape[1:]
+        for row in rows:
+            if row.image_size != (width, height):
+                raise FormatError(
+                    self.dl_info.path,
+                    f"Image_size {row.image_size[0]} x {row.image_size[1]} differs from the "
+                    f"{width} x {height} slices of {series_dir}",
+                    row=row.line,
+                    column="Image_size",
+                )
         if volume.attributes["missing_slices"]:
             self.missing[volume_id] = volume.attributes["missing_slices"]
         return volume

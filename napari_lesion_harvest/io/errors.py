@@ -76,16 +76,34 @@ class MissingSlicesError(LesionIOError):
     ----------
     missing : list of int
         The missing 1-based slice numbers.
+
+    Notes
+    -----
+    With ``files_span`` (the folder's first and last file numbers) the error
+    says that the range reaches past the folder's files: such slices have no
+    neighbour on one side, so nearest-slice filling does not apply.
     """
 
-    def __init__(self, path: str | PathLike, missing: list[int], *, first: int, last: int):
+    def __init__(
+        self,
+        path: str | PathLike,
+        missing: list[int],
+        *,
+        first: int,
+        last: int,
+        files_span: tuple[int, int] | None = None,
+    ):
         self.missing = list(missing)
         shown = ", ".join(str(n) for n in self.missing[:20])
         more = f" (+{len(self.missing) - 20} more)" if len(self.missing) > 20 else ""
-        super().__init__(
-            path,
-            f"{len(self.missing)} slice file(s) of range {first}-{last} missing: {shown}{more}",
-        )
+        if files_span is None:
+            reason = f"{len(self.missing)} slice file(s) of range {first}-{last} missing"
+        else:
+            reason = (
+                f"range {first}-{last} reaches past the slice files {files_span[0]}-"
+                f"{files_span[1]}: {len(self.missing)} slice(s) with no file on that side"
+            )
+        super().__init__(path, f"{reason}: {shown}{more}")
 
 
 @dataclass(frozen=True)
