@@ -1,4 +1,4 @@
-"""Tiny writer of DeepLesion-layout test data (16-bit PNG slices + DL_info.csv) for io tests."""
+"""Tiny writers of io test data: DeepLesion layout (16-bit PNG slices + DL_info.csv), DICOM."""
 
 from __future__ import annotations
 
@@ -80,3 +80,35 @@ def write_dl_info(path: Path, rows: list[dict[str, str]]) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return path
+
+
+def write_dicom_series(folder, hu, spacing_zyx, *, intercept=-1024.0, series="1.2.3.4"):
+    """Write ``hu`` (Z, Y, X) as one CT slice file per z, ``<series>_<k>.dcm``, in ``folder``."""
+    import SimpleITK as sitk
+
+    folder.mkdir(parents=True, exist_ok=True)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    sz, sy, sx = spacing_zyx
+    for k, image_hu in enumerate(hu):
+        # GDCM stores (HU - intercept) / slope on disk and the reader applies the rescale
+        image = sitk.GetImageFromArray(image_hu)
+        image.SetSpacing((sx, sy))
+        tags = {
+            "0008|0016": "1.2.840.10008.5.1.4.1.1.2",
+            "0008|0018": f"{series}.{k + 1}",
+            "0008|0060": "CT",
+            "0020|000d": "1.2.3",
+            "0020|000e": series,
+            "0020|0013": str(k + 1),
+            "0020|0032": f"0\\0\\{k * sz}",
+            "0020|0037": "1\\0\\0\\0\\1\\0",
+            "0028|0030": f"{sy}\\{sx}",
+            "0018|0050": str(sz),
+            "0028|1052": str(intercept),
+            "0028|1053": "1",
+        }
+        for tag, value in tags.items():
+            image.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"{series}_{k:03d}.dcm"))
+        writer.Execute(image)

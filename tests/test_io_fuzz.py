@@ -1,4 +1,5 @@
-"""Property-based tests: random and mutated CSV / JSON / pickle input gives only typed errors."""
+"""Property-based tests: random and mutated CSV / JSON / pickle / image input gives only typed
+errors."""
 
 from __future__ import annotations
 
@@ -19,13 +20,17 @@ from napari_lesion_harvest.io.annotations import (
     write_lesions,
     write_marks,
 )
-from napari_lesion_harvest.io.deeplesion import _parse_row, read_dl_info
+from napari_lesion_harvest.io.deeplesion import _parse_row, read_dl_info, read_hu_png
+from napari_lesion_harvest.io.deeplesion_writer import write_series_pngs
 from napari_lesion_harvest.io.errors import LesionIOError
+from napari_lesion_harvest.io.medical_headers import check_metaimage, check_nifti, check_nrrd
 from napari_lesion_harvest.io.paper_pickles import (
     read_3d_box_pickle,
     read_mined_lesions_pickle,
     read_recist_box_pickle,
 )
+from napari_lesion_harvest.io.sitk_reader import write_sitk_volume
+from napari_lesion_harvest.io.volume import CTVolume
 
 FUZZ = settings(
     max_examples=100,
@@ -177,3 +182,35 @@ def test_mutated_annotation_files_give_only_typed_errors(tmp_path, data, which):
     read = read_marks if which.startswith("m") else read_lesions
     _only_typed_errors(read, tmp_path / f"fuzz{which[1:]}", blob)
     _only_typed_errors(lambda p: read(p, strict=True), tmp_path / f"fuzz{which[1:]}", blob)
+
+
+# --------------------------------------------------------------------------- images
+
+
+def _image_seeds(folder) -> dict[str, bytes]:
+    """A 16-bit PNG slice (the project's writer) and small NIfTI / NRRD / MHA volumes."""
+    hu = np.random.default_rng(2).integers(-1024, 2000, size=(3, 12, 16)).astype(np.int16)
+    [png] = write_series_pngs(folder, "000001_01_01", hu[:1], 1)
+    seeds = {".png": png.read_bytes()}
+    for suffix in (".nii", ".nii.gz", ".nrrd", ".mha"):
+        write_sitk_volume(CTVolume.from_array("v", hu, (2.5, 0.8, 0.7)), folder / f"v{suffix}")
+        seeds[suffix] = (folder / f"v{suffix}").read_bytes()
+    return seeds
+
+
+_IMAGE_CHECKS = {
+    ".png": read_hu_png,
+    ".nii": check_nifti,
+    ".nii.gz": check_nifti,
+    ".nrrd": check_nrrd,
+    ".mha": check_metaimage,
+}
+
+
+@FUZZ
+@given(data=st.data(), suffix=st.sampled_from(list(_IMAGE_CHECKS)))
+def test_mutated_images_give_only_typed_errors(tmp_path, data, suffix):
+    """Slices decode or raise a typed error; volume headers pass or raise one, naming the file."""
+    blob = data.draw(mutated(_image_seeds(tmp_path)[suffix]))
+    path = tmp_path / f"fuzz{suffix}"
+    _only_typed_errors(lambda p: _IMAGE_CHECKS[suffix](p), path, blob)

@@ -36,12 +36,16 @@ pickles; a DICOM folder's id is the folder name.
 
 from __future__ import annotations
 
+import math
+import re
 from os import PathLike
 from pathlib import Path
 
 import numpy as np
 
 from napari_lesion_harvest.io.errors import FormatError, ImageFormatError
+from napari_lesion_harvest.io.limits import MAX_VOXELS
+from napari_lesion_harvest.io.medical_headers import check_metaimage, check_nifti, check_nrrd
 from napari_lesion_harvest.io.volume import CTVolume
 
 #: File extensions read (and written) through SimpleITK, longest first.
@@ -50,6 +54,15 @@ MEDICAL_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 WRITE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
 #: Target orientation code (SimpleITK/DICOM convention: axes point to L, P, S).
 ORIENTATION = "LPS"
+#: Header checks run before SimpleITK reads a file (:mod:`.medical_headers`).
+_HEADER_CHECKS = {
+    ".nii.gz": check_nifti,
+    ".nii": check_nifti,
+    ".nrrd": check_nrrd,
+    ".nhdr": check_nrrd,
+    ".mha": check_metaimage,
+    ".mhd": check_metaimage,
+}
 
 
 def medical_suffix(path: str | PathLike) -> str | None:
@@ -72,28 +85,131 @@ def is_dicom_folder(path: str | PathLike) -> bool:
     return Path(path).is_dir() and bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path)))
 
 
-def _read_image(path: Path, series_uid: str | None):
+def _sitk_reason(error: RuntimeError) -> str:
+    """The ITK / SimpleITK error text without source locations and object addresses, one line."""
+    text = str(error).strip()
+    match = re.search(
+        r"(?:ITK ERROR|sitk::ERROR):\s*(?:\w+\s*\(0x[0-9a-f]+\):\s*)?(.*)", text, re.S
+    )
+    reason = match.group(1) if match else (text.splitlines() or ["unreadable"])[-1]
+    return " ".join(reason.split())[:300]
+
+
+def _check_image_information(path: Path, size, components: int) -> None:
+    """Refuse, before reading voxels, a non-3D, multi-channel or oversized image."""
+    if components != 1:
+        raise ImageFormatError(path, f"expected one channel, got {components}")
+    if len(size) != 3:
+        raise ImageFormatError(path, f"expected a 3D image, got {len(size)}D")
+    if math.prod(size) > MAX_VOXELS:
+        shown = " x ".join(str(s) for s in size)
+        raise ImageFormatError(
+            path, f"refusing an image of {shown} voxels (at most {MAX_VOXELS:,})"
+        )
+
+
+def _read_file(path: Path):
     import SimpleITK as sitk
 
+    check_header = _HEADER_CHECKS.get(medical_suffix(path))
+    if check_header is not None:
+        check_header(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    _check_image_information(path, reader.GetSize(), reader.GetNumberOfComponents())
+    return reader.Execute()
+
+
+def _unreadable_dicom_files(folder: Path, series_files: set[str]) -> list[str]:
+    """Names of files in ``folder`` that look like DICOM (``.dcm``, ``DICM`` tag) but are in no
+    series GDCM found (``series_files``: names of the files it did read)."""
+    suspects = []
+    for entry in sorted(folder.iterdir()):
+        if not entry.is_file() or entry.name in series_files or entry.name == "DICOMDIR":
+            continue
+        try:
+            with open(entry, "rb") as handle:
+                preamble = handle.read(132)
+        except OSError:
+            preamble = b""
+        if entry.suffix.lower() == ".dcm" or preamble[128:132] == b"DICM":
+            suspects.append(entry.name)
+    return suspects
+
+
+def _check_slice_positions(folder: Path, reader, names: list[str]) -> None:
+    """Refuse a DICOM series whose slices are not evenly spaced (a slice missing or doubled)."""
+    keys = ("0020|0032", "0020|0037")  # ImagePositionPatient, ImageOrientationPatient
+    if len(names) < 3 or not all(
+        reader.HasMetaDataKey(i, k) for i in range(len(names)) for k in keys
+    ):
+        return
     try:
-        if not path.is_dir():
-            return sitk.ReadImage(str(path))
-        series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
-        if not series:
-            raise ImageFormatError(path, "no DICOM series in this folder")
-        if series_uid is None and len(series) > 1:
-            raise FormatError(
-                path, f"{len(series)} DICOM series in this folder; pick one of {list(series)}"
-            )
-        uid = series_uid or series[0]
-        if uid not in series:
-            raise FormatError(path, f"no DICOM series {uid!r} here; found {list(series)}")
-        reader = sitk.ImageSeriesReader()
-        reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), uid))
-        return reader.Execute()
+        cosines = [float(v) for v in reader.GetMetaData(0, keys[1]).split("\\")]
+        normal = np.cross(cosines[:3], cosines[3:6])
+        positions = np.array(
+            [
+                [float(v) for v in reader.GetMetaData(i, keys[0]).split("\\")]
+                for i in range(len(names))
+            ]
+        )
+    except ValueError:
+        raise ImageFormatError(folder, "unreadable slice position or orientation tags") from None
+    steps = np.diff(positions @ normal)
+    interval = float(np.median(steps))
+    worst = int(np.argmax(np.abs(steps - interval)))
+    if abs(steps[worst] - interval) > 0.1 * abs(interval) + 1e-3 or interval == 0:
+        raise ImageFormatError(
+            folder,
+            f"slices are not evenly spaced: {Path(names[worst]).name} and "
+            f"{Path(names[worst + 1]).name} lie {abs(steps[worst]):.3g} mm apart, the series' "
+            f"slice interval is {abs(interval):.3g} mm (a slice missing, unreadable or doubled)",
+        )
+
+
+def _read_dicom_series(path: Path, series_uid: str | None):
+    import SimpleITK as sitk
+
+    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
+    if not series:
+        raise ImageFormatError(path, "no DICOM series in this folder")
+    if series_uid is None and len(series) > 1:
+        raise FormatError(
+            path, f"{len(series)} DICOM series in this folder; pick one of {list(series)}"
+        )
+    uid = series_uid or series[0]
+    if uid not in series:
+        raise FormatError(path, f"no DICOM series {uid!r} here; found {list(series)}")
+    names = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), uid))
+    in_series = {Path(name).name for name in names}
+    for other in series:
+        if other != uid:
+            other_names = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), other)
+            in_series.update(Path(name).name for name in other_names)
+    unreadable = _unreadable_dicom_files(path, in_series)
+    if unreadable:
+        raise ImageFormatError(
+            path, f"{len(unreadable)} file(s) that GDCM cannot read as DICOM: {unreadable[:5]}"
+        )
+    first = sitk.ImageFileReader()
+    first.SetFileName(names[0])
+    first.ReadImageInformation()
+    size = (*first.GetSize()[:2], len(names))
+    _check_image_information(path, size, first.GetNumberOfComponents())
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(names)
+    reader.MetaDataDictionaryArrayUpdateOn()
+    image = reader.Execute()
+    _check_slice_positions(path, reader, names)
+    return image
+
+
+def _read_image(path: Path, series_uid: str | None):
+    try:
+        return _read_dicom_series(path, series_uid) if path.is_dir() else _read_file(path)
     except RuntimeError as error:  # SimpleITK reports every read failure this way
-        message = str(error).strip().splitlines()[-1] if str(error).strip() else "unreadable"
-        raise ImageFormatError(path, f"SimpleITK cannot read it: {message}") from error
+        raise ImageFormatError(path, f"SimpleITK cannot read it: {_sitk_reason(error)}") from error
 
 
 def _to_hu_int16(array: np.ndarray, path: Path) -> tuple[np.ndarray, bool]:
@@ -141,7 +257,12 @@ def read_sitk_volume(
     Raises
     ------
     ImageFormatError
-        Unreadable, not 3D single-channel, bad spacing, or intensities that do not fit int16.
+        Unreadable or damaged, not 3D single-channel, more than
+        :data:`~.limits.MAX_VOXELS` voxels, bad spacing, or intensities that do
+        not fit int16. Files are checked by :mod:`.medical_headers` first
+        (truncation, NaN / zero / negative spacing, data files outside the
+        header's folder); a DICOM folder is refused when a ``.dcm`` file in it
+        is not readable as DICOM or its slices are not evenly spaced.
     FormatError
         A DICOM folder with several series and no ``series_uid``.
     """
@@ -149,12 +270,6 @@ def read_sitk_volume(
 
     path = Path(path)
     image = _read_image(path, series_uid)
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise ImageFormatError(
-            path, f"expected one channel, got {image.GetNumberOfComponentsPerPixel()}"
-        )
-    if image.GetDimension() != 3:
-        raise ImageFormatError(path, f"expected a 3D image, got {image.GetDimension()}D")
     original = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(image.GetDirection())
     image = sitk.DICOMOrient(image, ORIENTATION)
     spacing = tuple(reversed(image.GetSpacing()))
