@@ -259,7 +259,8 @@ def check_nifti(path: Path) -> None:
     if not all(math.isfinite(v) and v > 0 for v in spatial):
         raise ImageFormatError(
             path,
-            f"pixdim {[float(v) for v in spatial]}: voxel spacing must be finite and positive",
+            f"pixdim [{', '.join(f'{v:g}' for v in spatial)}]: voxel spacing must be finite "
+            "and positive",
         )
     if datatype not in _NIFTI_DATATYPE_BYTES:
         raise ImageFormatError(path, f"unknown NIfTI datatype {datatype}")
@@ -364,7 +365,8 @@ def check_metaimage(path: Path) -> None:
         _check_size(path, inflated, required, "the decompressed ElementDataFile")
     elif not compressed:
         available = sum(f.stat().st_size for f in data_files) - offset * len(data_files)
-        _check_size(path, available, required, "ElementDataFile")
+        what = "the voxel data after the header" if value.upper() == "LOCAL" else "ElementDataFile"
+        _check_size(path, available, required, what)
 
 
 # --------------------------------------------------------------------------- NRRD
@@ -431,4 +433,5 @@ def check_nrrd(path: Path) -> None:
     required = voxels * element_bytes
     skipped = (offset + byte_skip) * len(data_files)
     available = sum(f.stat().st_size for f in data_files) - skipped
-    _check_size(path, available, required, "the data" if value is None else "data file")
+    what = "the voxel data after the header" if value is None else "data file"
+    _check_size(path, available, required, what)

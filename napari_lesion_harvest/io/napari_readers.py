@@ -24,7 +24,11 @@ What can be dropped:
   and a DeepLesion-style name, the marks of that sub-volume too.
 
 Missing PNGs inside a sub-volume are filled with the nearest slice and named in
-a warning and in the layer's ``metadata["missing_slices"]``.
+a warning and in the layer's ``metadata["missing_slices"]``. Damaged or hostile
+files get the same checks as an import (every slice's header before decoding,
+NIfTI / NRRD / MetaImage headers before SimpleITK, DL_info rows against the
+files) and raise the same :class:`~.errors.LesionIOError`, whose one-line message
+names the file (or DL_info line and column); napari shows it as the reader's error.
 """
 
 from __future__ import annotations
