@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import locale
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +84,19 @@ def write_dl_info(path: Path, rows: list[dict[str, str]]) -> Path:
 
 
 def write_dicom_series(folder, hu, spacing_zyx, *, intercept=-1024.0, series="1.2.3.4"):
-    """Write ``hu`` (Z, Y, X) as one CT slice file per z, ``<series>_<k>.dcm``, in ``folder``."""
+    """Write ``hu`` (Z, Y, X) as one CT slice file per z, ``<series>_<k>.dcm``, in ``folder``.
+
+    GDCM's writer sets the process locale to "C", which makes Python's default
+    text encoding ASCII for every later test; the locale is restored here.
+    """
+    previous_locale = locale.setlocale(locale.LC_ALL)
+    try:
+        _write_dicom_slices(folder, hu, spacing_zyx, intercept=intercept, series=series)
+    finally:
+        locale.setlocale(locale.LC_ALL, previous_locale)
+
+
+def _write_dicom_slices(folder, hu, spacing_zyx, *, intercept, series):
     import SimpleITK as sitk
 
     folder.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,16 @@ available here; imageio and scikit-image wrap it). Missing files inside a
 range are an error by default (:class:`~.errors.MissingSlicesError`); with
 ``on_missing="nearest"`` the nearest present file stands in for a missing one
 and the volume lists the missing numbers in ``attributes["missing_slices"]``;
-slice positions are never shifted.
+slice positions are never shifted, and only gaps between the series' files are
+filled.
+
+Damaged input is refused with an error naming the file, row or column: every
+slice file of a sub-volume is checked when it opens, from its first 33 and last
+12 bytes (:mod:`.png_header`), and a slice whose data does not decode raises
+:class:`~.errors.ImageFormatError` when it is read; DL_info rows are checked
+against their own ``Image_size`` when parsed (RECIST endpoints and boxes on the
+image, ``Slice_range`` length) and against the files when their sub-volume
+opens (:meth:`DeepLesionDataset.open`).
 """
 
 from __future__ import annotations

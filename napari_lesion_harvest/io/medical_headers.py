@@ -65,6 +65,7 @@ _NRRD_TYPE_BYTES = {
 _NUMBER_PATTERN = re.compile(
     r"^(?P<name>.*%.*?)\s+(?P<first>-?\d+)\s+(?P<last>-?\d+)\s+(?P<step>-?\d+)"
 )
+_NUMBER_FORMAT = re.compile(r"%0?\d{0,2}[di]")
 
 
 # --------------------------------------------------------------------------- shared checks
@@ -139,34 +140,36 @@ def data_file_inside(header: Path, name: str, field: str) -> Path:
     return target
 
 
-def _data_file_names(header: Path, value: str, list_lines: list[str], field: str) -> list[str]:
-    """The file names a data-file field denotes: one name, ``LIST`` lines or a number pattern."""
+def _data_file_names(header: Path, value: str, list_lines: list[str], field: str):
+    """The file names a data-file field denotes: one name, ``LIST`` lines or a number pattern.
+
+    Yields the names one at a time, so that a pattern naming billions of files
+    stops at its first refused name.
+    """
     if value.split()[:1] == ["LIST"]:
         names = [line.strip() for line in list_lines if line.strip()]
         if not names:
             raise ImageFormatError(header, f"{field} LIST names no file")
-        return names
+        yield from names
+        return
     pattern = _NUMBER_PATTERN.match(value)
     if pattern is None:
-        return [value]
+        yield value
+        return
+    name = pattern.group("name")
+    if name.count("%") != 1 or not _NUMBER_FORMAT.search(name):
+        raise ImageFormatError(header, f"{field} {value!r}: bad file-name pattern")
     first, last, step = (int(pattern.group(key)) for key in ("first", "last", "step"))
     numbers = range(first, last + (1 if step > 0 else -1), step) if step else range(0)
-    if not 1 <= len(numbers) <= MAX_VOXELS:
-        raise ImageFormatError(header, f"{field} {value!r} names no file or too many")
-    try:
-        return [pattern.group("name") % n for n in numbers]
-    except (TypeError, ValueError) as error:
-        raise ImageFormatError(header, f"{field} {value!r}: bad file-name pattern") from error
+    if not numbers:
+        raise ImageFormatError(header, f"{field} {value!r} names no file")
+    for number in numbers:
+        yield name % number
 
 
-def _external_data_files(
-    header: Path, value: str, list_lines: list[str], field: str, max_files: int
-) -> list[Path]:
+def _external_data_files(header: Path, value: str, list_lines: list[str], field: str):
+    """The resolved data files a header names, each checked by :func:`data_file_inside`."""
     names = _data_file_names(header, value, list_lines, field)
-    if len(names) > max_files:
-        raise ImageFormatError(
-            header, f"{field} names {len(names)} files for an image of {max_files} voxels"
-        )
     return [data_file_inside(header, name, field) for name in names]
 
 
@@ -302,6 +305,13 @@ def _text_header(path: Path, *, ends_at) -> tuple[list[str], int]:
     return lines, -1
 
 
+def _lines_after(path: Path, offset: int) -> list[str]:
+    """Text lines of ``path`` from byte ``offset`` (at most MAX_TEXT_HEADER_BYTES of them)."""
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        return handle.read(MAX_TEXT_HEADER_BYTES).decode("latin-1").splitlines()
+
+
 def _numbers(path: Path, field: str, text: str, kind=float) -> list:
     try:
         return [kind(token) for token in text.split()]
@@ -355,8 +365,8 @@ def check_metaimage(path: Path) -> None:
     if value.upper() == "LOCAL":
         data_files, offset = [path], header_end
     else:
-        list_lines = path.read_bytes()[header_end:].decode("latin-1").splitlines()
-        data_files = _external_data_files(path, value, list_lines, "ElementDataFile", voxels)
+        list_lines = _lines_after(path, header_end) if value.split()[:1] == ["LIST"] else []
+        data_files = _external_data_files(path, value, list_lines, "ElementDataFile")
         offset = max(_first_int(path, "HeaderSize", fields, default=0), 0)
     if not (binary and element_bytes):
         return  # ASCII voxels or an element type ITK refuses itself: no byte count to check
@@ -372,21 +382,17 @@ def check_metaimage(path: Path) -> None:
 # --------------------------------------------------------------------------- NRRD
 
 
-def _nrrd_vectors(path: Path, text: str) -> list[tuple[float, ...]]:
-    vectors = []
-    for token in re.findall(r"\([^)]*\)|none", text):
-        if token == "none":
-            continue
+def _check_space_directions(path: Path, text: str) -> None:
+    """Refuse a NRRD ``space directions`` vector that is not finite or is zero (no spacing)."""
+    for token in re.findall(r"\([^)]*\)", text):
         try:
-            vector = tuple(float(v) for v in token.strip("()").split(","))
+            vector = [float(v) for v in token.strip("()").split(",")]
         except ValueError:
             raise ImageFormatError(path, f"space directions {text!r} do not parse") from None
         if not all(math.isfinite(v) for v in vector) or not any(vector):
             raise ImageFormatError(
                 path, f"space direction {token}: voxel spacing must be finite and positive"
             )
-        vectors.append(vector)
-    return vectors
 
 
 def check_nrrd(path: Path) -> None:
@@ -417,13 +423,13 @@ def check_nrrd(path: Path) -> None:
     voxels = _check_voxel_count(path, sizes)
     if "spacings" in fields:
         _check_spacing(path, "spacings", _numbers(path, "spacings", fields["spacings"]))
-    _nrrd_vectors(path, fields.get("space directions", ""))
+    _check_space_directions(path, fields.get("space directions", ""))
     value = fields.get("data file", fields.get("datafile"))
     byte_skip = _first_int(path, "byte skip", fields, default=0)
     if value is None:
         data_files, offset = [path], header_end
     else:
-        data_files = _external_data_files(path, value, list_lines, "data file", voxels)
+        data_files = _external_data_files(path, value, list_lines, "data file")
         offset = 0
     element_bytes = _NRRD_TYPE_BYTES.get(fields.get("type", "").lower())
     if fields.get("encoding", "").lower() != "raw" or not element_bytes or byte_skip < 0:
