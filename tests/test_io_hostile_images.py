@@ -11,6 +11,7 @@ import gzip
 import os
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -342,7 +343,7 @@ def test_a_zero_nrrd_space_direction_is_refused(tmp_path):
     _read_fails(nrrd, r"space direction \(0,0,0\): voxel spacing must be finite and positive")
 
 
-def _mhd_pointing_at(folder, data_file: str) -> object:
+def _mhd_pointing_at(folder: Path, data_file: str) -> Path:
     """``folder/scan.mhd`` (6 x 20 x 24 shorts) whose ElementDataFile is ``data_file``."""
     folder.mkdir(parents=True, exist_ok=True)
     header = folder / "scan.mhd"
