@@ -363,7 +363,7 @@ class HarvestProject:
                     raise rows.NotFoundError(f"the project has no volume {volume_id!r}")
                 pk, record = volumes[volume_id]
                 values = rows.checked_mark_values(
-                    mark, record.shape, volume_id=volume_id, where=f"mark {index}"
+                    mark, record.shape, volume_id=volume_id, where=f"item {index}"
                 )
                 ids.append(
                     batches.insert_mark(

@@ -245,7 +245,8 @@ def checked_mark_values(
     volume_id : str
     where : str
         The mark in error messages (``"new mark"``, ``"mark 12"``,
-        ``"marks.csv, line 7"``).
+        ``"marks.csv, line 7"``): ``"<where>: volume 'v1', field z = 40 is outside
+        its 30 slices (0 to 29)"``.
 
     Raises
     ------
@@ -255,17 +256,17 @@ def checked_mark_values(
     values = mark_values(mark)
     known = shape is not None
     size_z, size_y, size_x = shape if known else (UNKNOWN_EXTENT,) * 3
-    what = f"{where}: mark on volume {volume_id!r}"
+    what = f"{where}: volume {volume_id!r},"
     if not 0 <= values[0] < size_z:
         extent = f"its {size_z} slices (0 to {size_z - 1})" if known else _unknown_extent()
-        raise InvalidValueError(f"{what}: field z = {values[0]} is outside {extent}")
+        raise InvalidValueError(f"{what} field z = {values[0]} is outside {extent}")
     for name, value in zip(MARK_COORD_NAMES, values[1:], strict=True):
         size = size_x if name[-2] == "x" else size_y
         low, high = -MARK_BORDER_TOLERANCE_PX, size - 1 + MARK_BORDER_TOLERANCE_PX
         if not low <= value <= high:
             axis = name[-2]
             extent = f"the image ({axis} from {low:g} to {high:g})" if known else _unknown_extent()
-            raise InvalidValueError(f"{what}: field {name} = {value:g} is outside {extent}")
+            raise InvalidValueError(f"{what} field {name} = {value:g} is outside {extent}")
     return values
 
 
