@@ -365,11 +365,33 @@ def read_sources(
             continue
         plan.volumes.extend(records)
         plan.marks.extend(marks)
-    shapes = {v.volume_id: v.shape for v in project.volumes()}
-    shapes.update((v.volume_id, v.shape) for v in plan.volumes)
+    known = {v.volume_id: v for v in project.volumes()}
+    _check_volumes(plan.volumes, known)
+    shapes = {v.volume_id: v.shape for v in (*known.values(), *plan.volumes)}
     plan.marks = _check_marks(plan.marks, shapes, skips)
     plan.skipped = skips.lines
     return plan
+
+
+def _check_volumes(volumes: list[VolumeRecord], known: dict[str, VolumeRecord]) -> None:
+    """Refuse a volume id that the project (or another source) holds with other data.
+
+    The store checks this again when writing; checking here reports it before
+    anything is written, also with ``skip_invalid`` (a conflict is not a bad row:
+    the user decides which data the id stands for).
+    """
+    from napari_lesion_harvest.store.rows import volume_differences
+
+    seen = dict(known)
+    for record in volumes:
+        other = seen.setdefault(record.volume_id, record)
+        differences = volume_differences(other, record)
+        if differences:
+            where = "in the project" if record.volume_id in known else "in two sources"
+            raise BadInputError(
+                f"volume {record.volume_id!r} is already {where} with other data "
+                f"({'; '.join(differences)}); nothing was imported"
+            )
 
 
 def read_mark_source(project, path: str | Path, *, skip_invalid: bool = False) -> ImportPlan:
