@@ -333,17 +333,11 @@ def _round_summary(record) -> dict:
 
 
 def run_export(args) -> int:
-    from napari_lesion_harvest.store import StoreError
     from napari_lesion_harvest.store.export import export_annotations
 
     formats = [{"paper": "pickle"}.get(f, f) for f in (args.format or ["csv", "json", "paper"])]
-    with _open(args.project) as project:
-        try:
-            result = export_annotations(
-                project, args.out, round_number=args.round, formats=formats
-            )
-        except StoreError as error:
-            raise CommandError(str(error)) from error
+    with _open(args.project) as project, _user_errors():
+        result = export_annotations(project, args.out, round_number=args.round, formats=formats)
     print(
         f"exported {result.n_marks} marks and {result.n_lesions} harvested lesions "
         f"(round {result.round_number}) to {result.folder}"

@@ -14,6 +14,7 @@ outranks the file; restore it by id).
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Iterable, Sequence
 
@@ -123,7 +124,7 @@ def _add_marks(
 ) -> None:
     if not entries:
         return
-    known = _marks_by_slice(conn, origin)
+    known = _MarkIndex(conn, origin)
     kept_deleted: set[int] = set()
     for index, entry in enumerate(entries, start=1):
         where = entry.source or f"mark {index} of {len(entries)}"
@@ -133,18 +134,14 @@ def _add_marks(
         values = rows.checked_mark_values(
             entry.mark, record.shape, volume_id=entry.volume_id, where=where
         )
-        same = [
-            (mark_id, deleted)
-            for mark_id, other, deleted in known.get((pk, values[0]), ())
-            if rows.same_mark_values(values, other)
-        ]
+        same = known.matches(pk, values)
         if any(not deleted for _, deleted in same):
             result.marks_present += 1
         elif same:
             kept_deleted.add(same[0][0])
         else:
             mark_id = insert_mark(conn, pk, values, origin=origin, author=author, audit=False)
-            known.setdefault((pk, values[0]), []).append((mark_id, values, False))
+            known.add(pk, mark_id, values, deleted=False)
             result.marks_added.append(mark_id)
     result.marks_kept_deleted = sorted(kept_deleted)
     if result.marks_added:
@@ -156,16 +153,41 @@ def _add_marks(
         )
 
 
-def _marks_by_slice(conn, origin: str) -> dict[tuple[int, int], list[tuple[int, tuple, bool]]]:
-    """Marks of one origin by ``(volume pk, z)``: ``(id, mark values, deleted)``."""
-    found: dict[tuple[int, int], list[tuple[int, tuple, bool]]] = {}
-    for mark_id, volume_pk, *values, deleted in conn.execute(
-        f"SELECT id, volume_id, z, {rows.MARK_COORDS}, deleted_at IS NOT NULL FROM marks "
-        "WHERE origin = ?",
-        (origin,),
-    ):
-        found.setdefault((volume_pk, values[0]), []).append((mark_id, tuple(values), deleted))
-    return found
+class _MarkIndex:
+    """The marks of one origin by volume, slice and the 1-pixel cell of their first
+    endpoint, so that finding a mark's equals compares it with the few marks nearby."""
+
+    def __init__(self, conn, origin: str):
+        self._cells: dict[tuple, list[tuple[int, tuple, bool]]] = {}
+        for mark_id, volume_pk, *values, deleted in conn.execute(
+            f"SELECT id, volume_id, z, {rows.MARK_COORDS}, deleted_at IS NOT NULL FROM marks "
+            "WHERE origin = ?",
+            (origin,),
+        ):
+            self.add(volume_pk, mark_id, tuple(values), deleted=bool(deleted))
+
+    @staticmethod
+    def _cell(volume_pk: int, values: tuple) -> tuple[int, int, int, int]:
+        return volume_pk, values[0], math.floor(values[1]), math.floor(values[2])
+
+    def add(self, volume_pk: int, mark_id: int, values: tuple, *, deleted: bool) -> None:
+        """Index one mark (:func:`~rows.mark_values`)."""
+        self._cells.setdefault(self._cell(volume_pk, values), []).append(
+            (mark_id, values, deleted)
+        )
+
+    def matches(self, volume_pk: int, values: tuple) -> list[tuple[int, bool]]:
+        """``(id, deleted)`` of the indexed marks equal to ``values``
+        (:func:`~rows.same_mark_values`; tolerances below a pixel, so the 3 x 3 cells
+        around its own hold every equal)."""
+        pk, z, cx, cy = self._cell(volume_pk, values)
+        return [
+            (mark_id, deleted)
+            for dx in (-1, 0, 1)
+            for dy in (-1, 0, 1)
+            for mark_id, other, deleted in self._cells.get((pk, z, cx + dx, cy + dy), ())
+            if rows.same_mark_values(values, other)
+        ]
 
 
 def insert_mark(
