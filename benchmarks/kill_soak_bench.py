@@ -9,8 +9,9 @@ and run again until it exits 0 on its own:
 3. ``annotate --complete`` of three volumes with their full marks (they join ``V_M``);
 4. ``annotate`` of the held-out volumes' full marks;
 5. ``round`` with a tiny ``lite`` configuration (one round; a killed round resumes);
-6. verdict writers (``HarvestProject.set_verdict`` on the round's proposals, each
-   verdict printed once the call returned).
+6. verdict writers (``HarvestProject.set_verdict`` on up to 15 of the round's
+   proposals each, each verdict printed once the call returned), until every
+   proposal has a verdict.
 
 After every killed attempt of steps 1-4 the project must hold either nothing of the
 step or all of it (a step killed after its commit is run again: it must change
@@ -70,19 +71,25 @@ KILL_SHARE = {
     "round": 0.3,
     "verdicts": 0.2,
 }
-#: Kills land uniformly in (0.05 s, this) after the start; a run that ends first counts.
-KILL_WINDOW_S = {"round": 20.0, "verdicts": 1.5}
-DEFAULT_KILL_WINDOW_S = 1.0
+#: Kills land uniformly between 0.05 s after the start and this share of the run time of
+#: the same command on a scratch copy of the project (a run that ends first counts as done).
+KILL_WINDOW = 1.2
+#: The round's kills land within 90% of a whole round's time, so most runs are killed;
+#: each run resumes after the last committed stage, so the round still ends.
+ROUND_KILL_WINDOW = 0.9
+#: Verdicts one writer sets before it exits (several writers, more kills).
+VERDICTS_PER_WRITER = 15
 
 VERDICT_WRITER = textwrap.dedent(
-    """
+    f"""
     import random, sys
+    VERDICTS_PER_WRITER = {VERDICTS_PER_WRITER}
     from napari_lesion_harvest.store import HarvestProject
 
     project = HarvestProject.open(sys.argv[1])
     ids = [p.id for p in project.proposals(project.latest_done_round()) if p.verdict is None]
     random.Random(int(sys.argv[2])).shuffle(ids)
-    for proposal_id in ids:
+    for proposal_id in ids[:VERDICTS_PER_WRITER]:
         verdict = "accepted" if proposal_id % 3 else "rejected"
         project.set_verdict(proposal_id, verdict, author="reviewer")
         print(proposal_id, verdict, flush=True)  # acknowledged: set_verdict returned
@@ -114,15 +121,23 @@ class Soak:
         self.kills: Counter = Counter()
         self.half_written = 0
 
-    def step(self, name: str, argv: list[str], *, kills: int, all_or_nothing: bool = True):
+    def step(
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        kills: int,
+        all_or_nothing: bool = True,
+        window: float = KILL_WINDOW,
+    ):
         """Run ``argv`` with a SIGKILL at a random moment until ``kills`` runs were killed
         (runs that end first are re-runs of a finished step), then once to the end.
 
         With ``all_or_nothing`` every run must leave the data as it was before the step
         or as the finished step has it; otherwise (the round) the first run that exits 0
-        ends the step.
+        ends the step. ``window``: see :data:`KILL_WINDOW`.
         """
-        window = KILL_WINDOW_S.get(name, DEFAULT_KILL_WINDOW_S)
+        window *= self.run_time(argv)
         before = after = None
         if all_or_nothing:
             before = _data_state(self.project_dir)
@@ -154,26 +169,41 @@ class Soak:
         if after is not None:
             self.half_written += _data_state(self.project_dir) != after
 
+    def run_time(self, argv: list[str]) -> float:
+        """Seconds ``argv`` takes, run to the end on a scratch copy of the project."""
+        scratch = self.project_dir.with_name("scratch")
+        shutil.copytree(self.project_dir, scratch)
+        start = time.perf_counter()
+        on_copy = [str(scratch) if a == str(self.project_dir) else a for a in argv]
+        subprocess.run(on_copy, check=True, capture_output=True)
+        elapsed = time.perf_counter() - start
+        shutil.rmtree(scratch)
+        return elapsed
+
     def verdicts(self, *, kills: int) -> dict[int, str]:
-        """Run verdict writers, killing ``kills`` of them; returns the acknowledged verdicts."""
+        """Run verdict writers until every proposal has a verdict, killing ``kills`` of them;
+        returns the acknowledged verdicts."""
         acknowledged: dict[int, str] = {}
-        for attempt in range(kills + 1):
+        writer_argv = [sys.executable, "-c", VERDICT_WRITER, str(self.project_dir)]
+        window = KILL_WINDOW * self.run_time([*writer_argv, "0"])
+        for attempt in range(3 * kills + 100):
             writer = subprocess.Popen(
-                [sys.executable, "-c", VERDICT_WRITER, str(self.project_dir), str(attempt)],
-                stdout=subprocess.PIPE,
-                text=True,
+                [*writer_argv, str(attempt)], stdout=subprocess.PIPE, text=True
             )
-            if attempt < kills:
-                time.sleep(self.rng.uniform(0.05, KILL_WINDOW_S["verdicts"]))
+            if self.kills["verdicts"] < kills:
+                time.sleep(self.rng.uniform(0.05, window))
                 if writer.poll() is None:
                     writer.send_signal(signal.SIGKILL)
                     self.kills["verdicts"] += 1
             output = writer.stdout.read()
             writer.wait()
-            for line in output.splitlines(keepends=True):
+            lines = output.splitlines(keepends=True)
+            for line in lines:
                 if line.endswith("\n"):  # a line cut by the kill is not acknowledged
                     proposal_id, verdict = line.split()
                     acknowledged[int(proposal_id)] = verdict
+            if writer.returncode == 0 and not lines and self.kills["verdicts"] >= kills:
+                break  # nothing was left to review
         return acknowledged
 
 
@@ -227,7 +257,9 @@ def main() -> None:
     round_argv = _cli(
         "round", project_dir, "--config", work / "tiny.json", "--device", "cpu", "--rounds", 1
     )
-    soak.step("round", round_argv, kills=budget["round"], all_or_nothing=False)
+    soak.step(
+        "round", round_argv, kills=budget["round"], all_or_nothing=False, window=ROUND_KILL_WINDOW
+    )
     verdicts = soak.verdicts(kills=budget["verdicts"])
 
     with HarvestProject.open(project_dir) as project:
