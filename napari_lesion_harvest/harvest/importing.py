@@ -333,8 +333,9 @@ def read_sources(
 
     Raises
     ------
-    BadInputError, LesionIOError
-        (Without ``skip_invalid``) the first bad file, volume, row or mark, named.
+    BadInputError
+        (Without ``skip_invalid``) the first bad file, volume, row or mark, named;
+        (always) a volume id that the project or another source holds with other data.
     ValueError
         A source that does not exist or is of no known kind (names it).
     """
@@ -447,10 +448,10 @@ def import_sources(
 
     Raises
     ------
-    BadInputError, LesionIOError
-        (Without ``skip_invalid``) the first bad file, volume, row or mark; nothing written.
-    InvalidValueError
-        A volume id already in the project with other data; nothing written.
+    BadInputError
+        (Without ``skip_invalid``) the first bad file, volume, row or mark, and (always)
+        a volume id that the project or another source holds with other data;
+        nothing written.
     ValueError
         A source that does not exist or is of no known kind.
     """

@@ -29,28 +29,8 @@ _Volumes = dict[str, tuple[int, VolumeRecord]]
 
 
 def write_batch(conn: sqlite3.Connection, batch: DataBatch, *, author: str) -> BatchResult:
-    """Write ``batch`` inside the caller's write transaction.
-
-    Parameters
-    ----------
-    conn : sqlite3.Connection
-        In a write transaction.
-    batch : DataBatch
-    author : str
-        Recorded in the audit log.
-
-    Returns
-    -------
-    BatchResult
-
-    Raises
-    ------
-    InvalidValueError
-        A volume id already present (or twice in the batch) with other data, a
-        mark outside its volume, an unknown origin or split.
-    NotFoundError
-        A mark, split or completion of a volume in neither the project nor the batch.
-    """
+    """Write ``batch`` inside the caller's write transaction (``conn``); what it returns
+    and raises: :meth:`~napari_lesion_harvest.store.HarvestProject.add_batch`."""
     rows.check_origin(batch.mark_origin)
     for split in batch.splits.values():
         rows.check_split(split)
