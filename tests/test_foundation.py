@@ -9,7 +9,7 @@ import pytest
 from napari_lesion_harvest.cli import COMMAND_MODULES, build_parser
 
 EXPECTED_COMMANDS = {
-    "init", "import", "annotate", "split", "round", "status", "export", "demo",
+    "init", "import", "annotate", "split", "marks", "round", "status", "export", "demo",
     "evaluate", "synth",
 }  # fmt: skip
 

@@ -131,13 +131,15 @@ def test_mark_errors_are_typed(project):
     assert project.marks() == []
 
 
-def test_duplicate_volume_import_adds_nothing(project):
+def test_volume_id_with_other_data_adds_nothing(project):
     with pytest.raises(InvalidValueError, match="vol_a"):
         project.add_volumes(
             [VolumeRecord("vol_new", "x", "-", "V_H"), VolumeRecord("vol_a", "x", "-", "V_H")],
             author="importer",
         )
     assert [v.volume_id for v in project.volumes()] == ["vol_a", "vol_b", "vol_t"]
+    same = VolumeRecord("vol_a", "synthetic", "a.nii", "V_H", shape=(20, 64, 64))
+    assert project.add_volumes([same], author="importer") == 0  # already there: kept as is
     with pytest.raises(InvalidValueError, match="split"):
         project.add_volumes([VolumeRecord("v9", "x", "-", "V_X")], author="importer")
 

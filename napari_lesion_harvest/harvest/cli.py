@@ -1,10 +1,11 @@
-"""``lesion-harvest init | import | annotate | split | round | status | export``."""
+"""``lesion-harvest init | import | annotate | split | marks | round | status | export``."""
 
 from __future__ import annotations
 
 import getpass
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from napari_lesion_harvest.cli import CommandError
@@ -47,6 +48,7 @@ def register(subparsers) -> None:
         choices=("V_H", "V_H_test", "V_D_test"),
         help="new volumes' split",
     )
+    _add_skip_invalid(p)
     p.set_defaults(func=run_import)
 
     p = subparsers.add_parser(
@@ -54,11 +56,13 @@ def register(subparsers) -> None:
     )
     _add_project(p)
     p.add_argument("--marks", type=Path, required=True, help="DL_info CSV, marks CSV/JSON, .pkl")
-    p.add_argument(
+    choice = p.add_mutually_exclusive_group()
+    choice.add_argument(
         "--complete",
         action="store_true",
         help="mark the volumes of the file fully annotated (held-out volumes are not moved)",
     )
+    _add_skip_invalid(choice)
     p.set_defaults(func=run_annotate)
 
     p = subparsers.add_parser("split", help="hold volumes out for evaluation")
@@ -66,6 +70,22 @@ def register(subparsers) -> None:
     p.add_argument("--volumes", type=Path, required=True, help="text file, one volume id a line")
     p.add_argument("--as", dest="split", required=True, choices=("V_H_test", "V_D_test", "V_H"))
     p.set_defaults(func=run_split)
+
+    p = subparsers.add_parser(
+        "marks", help="list marks with their ids; --delete / --restore marks by id"
+    )
+    _add_project(p)
+    p.add_argument("--volume", help="only the marks of this volume")
+    p.add_argument("--deleted", action="store_true", help="also list soft-deleted marks")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    change = p.add_mutually_exclusive_group()
+    change.add_argument(
+        "--delete", type=int, nargs="+", metavar="ID", help="soft-delete marks (--restore undoes)"
+    )
+    change.add_argument(
+        "--restore", type=int, nargs="+", metavar="ID", help="bring soft-deleted marks back"
+    )
+    p.set_defaults(func=run_marks)
 
     p = subparsers.add_parser("round", help="run (or resume) harvest rounds")
     _add_project(p, author=False)
@@ -102,77 +122,145 @@ def run_init(args) -> int:
     return 0
 
 
-def run_import(args) -> int:
-    from napari_lesion_harvest.harvest.importing import import_sources
-    from napari_lesion_harvest.io.errors import LesionIOError
+@contextmanager
+def _user_errors():
+    """Bad input and refused changes (store errors, reader errors, OS errors) as one line."""
     from napari_lesion_harvest.store import StoreError
 
-    with _open(args.project) as project:
-        try:
-            summary = import_sources(project, args.sources, split=args.split, author=_author(args))
-        except (LesionIOError, StoreError, ValueError) as error:
-            raise CommandError(str(error)) from error
-    print(f"imported {len(summary.volumes)} volume(s) and {summary.marks} original mark(s)")
-    for line in summary.skipped:
+    try:
+        yield
+    except (StoreError, ValueError, OSError) as error:  # reader errors are ValueErrors
+        raise CommandError(str(error)) from error
+
+
+def _add_skip_invalid(parser) -> None:
+    parser.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="skip bad files, volumes and rows (each one listed) instead of stopping at the first",
+    )
+
+
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _print_skipped(skipped: list[str]) -> None:
+    for line in skipped:
         print(f"  skipped: {line}", file=sys.stderr)
+
+
+def run_import(args) -> int:
+    from napari_lesion_harvest.harvest.importing import import_sources
+
+    with _open(args.project) as project, _user_errors():
+        summary = import_sources(
+            project,
+            args.sources,
+            split=args.split,
+            author=_author(args),
+            skip_invalid=args.skip_invalid,
+            checked=lambda plan: _progress(f"{plan.describe()}; writing in one transaction"),
+        )
+    print(f"imported {summary.counts()}")
+    _print_skipped(summary.skipped)
     return 0
 
 
 def run_annotate(args) -> int:
-    from napari_lesion_harvest.harvest.importing import read_mark_file
-    from napari_lesion_harvest.io.errors import LesionIOError
-    from napari_lesion_harvest.store import StoreError
+    from napari_lesion_harvest.harvest.importing import mark_counts, read_mark_source
+    from napari_lesion_harvest.store import DataBatch
 
-    author = _author(args)
-    with _open(args.project) as project:
-        try:
-            marks, skipped = read_mark_file(args.marks)
-            known = {v.volume_id: v for v in project.volumes()}
-            unknown = sorted({vid for vid, _ in marks if vid not in known})
-            if unknown:
-                raise CommandError(
-                    f"{args.marks}: {len(unknown)} volume(s) are not in the project, e.g. "
-                    f"{unknown[0]}; import them first"
-                )
-            project.add_marks(marks, author=author, origin="expert")
-            completed, held_out = 0, []
-            if args.complete:
-                for volume_id in dict.fromkeys(vid for vid, _ in marks):
-                    if known[volume_id].split in ("V_H_test", "V_D_test"):
-                        held_out.append(volume_id)
-                        continue
-                    project.set_volume_complete(volume_id, author=author)
-                    completed += 1
-        except (LesionIOError, StoreError, ValueError) as error:
-            raise CommandError(str(error)) from error
-    print(f"added {len(marks)} expert mark(s); {completed} volume(s) now fully annotated (V_M)")
-    if held_out:
-        print(f"  {len(held_out)} held-out volume(s) keep their split (marks hidden from rounds)")
-    for line in skipped:
-        print(f"  skipped: {line}", file=sys.stderr)
+    with _open(args.project) as project, _user_errors():
+        plan = read_mark_source(project, args.marks, skip_invalid=args.skip_invalid)
+        volume_ids = list(dict.fromkeys(entry.volume_id for entry in plan.marks))
+        _progress(f"{plan.describe()}; writing in one transaction")
+        batch = DataBatch(
+            marks=plan.marks, mark_origin="expert", complete=volume_ids if args.complete else ()
+        )
+        result = project.add_batch(batch, author=_author(args))
+    counts = mark_counts(len(result.marks_added), result.marks_present, result.marks_kept_deleted)
+    print(f"expert marks: {counts}")
+    if args.complete:
+        print(
+            f"{len(result.completed)} volume(s) now fully annotated (V_M), "
+            f"{len(result.already_complete)} already were"
+        )
+    if result.held_out:
+        held_out = len(result.held_out)
+        print(f"  {held_out} held-out volume(s) keep their split (marks hidden from rounds)")
+    _print_skipped(plan.skipped)
     return 0
 
 
 def run_split(args) -> int:
-    from napari_lesion_harvest.store import StoreError
+    from napari_lesion_harvest.store import DataBatch
 
-    try:
+    with _user_errors():
         lines = args.volumes.read_text().splitlines()
-    except OSError as error:
-        raise CommandError(f"{args.volumes}: {error}") from error
     volume_ids = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
-    with _open(args.project) as project:
+    with _open(args.project) as project, _user_errors():
         known = {v.volume_id for v in project.volumes()}
         unknown = [v for v in volume_ids if v not in known]
         if unknown:
             raise CommandError(f"{args.volumes}: unknown volume(s): {', '.join(unknown[:5])}")
-        try:
-            for volume_id in volume_ids:
-                project.set_split(volume_id, args.split, author=_author(args))
-        except StoreError as error:
-            raise CommandError(str(error)) from error
-    print(f"{len(volume_ids)} volume(s) now {args.split}")
+        batch = DataBatch(splits=dict.fromkeys(volume_ids, args.split))
+        result = project.add_batch(batch, author=_author(args))
+    print(
+        f"{len(result.split_changed)} volume(s) moved to {args.split}, "
+        f"{len(result.split_unchanged)} already there"
+    )
     return 0
+
+
+def run_marks(args) -> int:
+    with _open(args.project) as project, _user_errors():
+        if args.delete or args.restore:
+            _change_marks(project, args)
+            return 0
+        marks = project.marks(args.volume, include_deleted=args.deleted)
+    if args.json:
+        print(json.dumps([_mark_json(m) for m in marks], indent=1))
+        return 0
+    print("id\tvolume\tz\torigin\tauthor\tlong_px\tshort_px\tdeleted")
+    for m in marks:
+        long_px, short_px = m.mark.diameters_px()
+        print(
+            f"{m.id}\t{m.volume_id}\t{m.mark.z}\t{m.origin}\t{m.author}\t"
+            f"{long_px:.1f}\t{short_px:.1f}\t{'yes' if m.deleted else 'no'}"
+        )
+    return 0
+
+
+def _change_marks(project, args) -> None:
+    """``--delete`` / ``--restore``: one transaction; marks already so are reported."""
+    deleting = bool(args.delete)
+    asked = args.delete or args.restore
+    change = project.delete_marks if deleting else project.restore_marks
+    changed = change(asked, author=_author(args))
+    verb, undo = ("deleted", "--restore") if deleting else ("restored", "--delete")
+    ids = " ".join(map(str, changed))
+    print(f"{verb} {len(changed)} mark(s)" + (f": {ids}" if changed else ""))
+    unchanged = [mark_id for mark_id in dict.fromkeys(asked) if mark_id not in changed]
+    if unchanged:
+        print(f"  already {verb}: {' '.join(map(str, unchanged))}")
+    if changed:
+        print(f"  undo: lesion-harvest marks {args.project} {undo} {ids}")
+
+
+def _mark_json(stored) -> dict:
+    return {
+        "id": stored.id,
+        "volume_id": stored.volume_id,
+        "z": stored.mark.z,
+        "long_axis": stored.mark.long_axis.tolist(),
+        "short_axis": stored.mark.short_axis.tolist(),
+        "origin": stored.origin,
+        "author": stored.author,
+        "created_at": stored.created_at,
+        "edited_at": stored.edited_at,
+        "deleted": stored.deleted,
+    }
 
 
 def run_round_command(args) -> int:
@@ -245,17 +333,11 @@ def _round_summary(record) -> dict:
 
 
 def run_export(args) -> int:
-    from napari_lesion_harvest.store import StoreError
     from napari_lesion_harvest.store.export import export_annotations
 
     formats = [{"paper": "pickle"}.get(f, f) for f in (args.format or ["csv", "json", "paper"])]
-    with _open(args.project) as project:
-        try:
-            result = export_annotations(
-                project, args.out, round_number=args.round, formats=formats
-            )
-        except StoreError as error:
-            raise CommandError(str(error)) from error
+    with _open(args.project) as project, _user_errors():
+        result = export_annotations(project, args.out, round_number=args.round, formats=formats)
     print(
         f"exported {result.n_marks} marks and {result.n_lesions} harvested lesions "
         f"(round {result.round_number}) to {result.folder}"

@@ -17,7 +17,10 @@ from napari_lesion_harvest.store.errors import (
 )
 from napari_lesion_harvest.store.project import HarvestProject
 from napari_lesion_harvest.store.records import (
+    BatchResult,
     CheckpointRef,
+    DataBatch,
+    MarkEntry,
     ProposalRow,
     ProposalUpdate,
     RoundRecord,
@@ -46,10 +49,13 @@ __all__ = [
     "SCHEMA_VERSION",
     "SPLITS",
     "AuditEntry",
+    "BatchResult",
     "CheckpointRef",
     "ChecksumMismatchError",
+    "DataBatch",
     "HarvestProject",
     "InvalidValueError",
+    "MarkEntry",
     "NotAProjectError",
     "NotFoundError",
     "ProposalRow",

@@ -15,12 +15,19 @@ What is exported (see ``docs/formats.md``, "Exports"):
   built-in floats only), written by
   :func:`napari_lesion_harvest.io.paper_pickles.write_mined_lesions_pickle`.
 
-Each file is written to a temporary name and renamed, so an interrupted
-export never leaves a half file under the final name.
+The files are first written (and fsynced) in a hidden staging folder inside
+the output folder, then each is renamed over its final name and the folder is
+fsynced: an interrupted export (Ctrl-C, a kill, a power cut) leaves every
+final name with either its previous file or the complete new one, never a
+half file. Only the hidden ``.export-*`` staging folder of a killed export may
+stay behind; it can be deleted.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,14 +158,31 @@ def export_annotations(
         n_lesions=sum(map(len, lesions.values())),
         round_number=round_number,
     )
-    for name in formats:
-        if name == "pickle":
-            path = out / EXPORT_FILES[name][0]
-            write_mined_lesions_pickle(path, lesions)
-            result.files.append(path)
-            continue
-        marks_file, lesions_file = (out / f for f in EXPORT_FILES[name])
-        write_marks(marks_file, marks)
-        write_lesions(lesions_file, lesions)
-        result.files.extend([marks_file, lesions_file])
+    staging = Path(tempfile.mkdtemp(dir=out, prefix=".export-"))
+    try:
+        for name in formats:
+            if name == "pickle":
+                write_mined_lesions_pickle(staging / EXPORT_FILES[name][0], lesions)
+                continue
+            marks_file, lesions_file = (staging / f for f in EXPORT_FILES[name])
+            write_marks(marks_file, marks)
+            write_lesions(lesions_file, lesions)
+        file_names = [file_name for name in formats for file_name in EXPORT_FILES[name]]
+        for file_name in file_names:
+            _fsync(staging / file_name)
+        for file_name in file_names:
+            os.replace(staging / file_name, out / file_name)
+            result.files.append(out / file_name)
+        _fsync(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return result
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a folder's entries') data to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -26,15 +26,16 @@ Examples
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from napari_lesion_harvest.geometry import RecistMark
-from napari_lesion_harvest.store import rows
+from napari_lesion_harvest.store import batches, rows
 from napari_lesion_harvest.store.database import Database
 from napari_lesion_harvest.store.errors import InvalidValueError, NotAProjectError
 from napari_lesion_harvest.store.records import (
+    BatchResult,
+    DataBatch,
     StoredMark,
     StoredProposal,
     Verdict,
@@ -51,8 +52,6 @@ EXPORTS_DIR = "exports"
 
 #: Actions that :meth:`HarvestProject.undo` can reverse.
 UNDOABLE_ACTIONS = ("mark.add", "mark.edit", "mark.delete", "mark.restore", "verdict.set")
-#: Held-out splits: completing such a volume would move test data into training.
-HELD_OUT_SPLITS = ("V_H_test", "V_D_test")
 
 # Counts per volume; the proposal counts use the covering index proposals_round, and
 # verdicts (few) are joined from their side (CROSS JOIN fixes that loop order).
@@ -167,37 +166,53 @@ class HarvestProject:
     def add_volumes(self, records: Iterable[VolumeRecord], *, author: str) -> int:
         """Add volumes in one transaction (an import); returns how many were added.
 
+        A volume already in the project with the same reader, path, shape and
+        spacing is left as it is (see :meth:`add_batch`).
+
         Parameters
         ----------
         records : iterable of VolumeRecord
-            New volumes; ids must be new to the project.
         author : str
             Who imported them (audit log).
 
         Raises
         ------
         InvalidValueError
-            A duplicate volume id or an unknown split (nothing is added).
+            A volume id already present with other data, or an unknown split
+            (nothing is added).
         """
-        count = 0
-        with self._db.write("adding volumes") as conn:
-            for record in records:
-                try:
-                    conn.execute(
-                        "INSERT INTO volumes (name, reader, path, split, shape_z, shape_y, "
-                        "shape_x, spacing_z, spacing_y, spacing_x, window_low, window_high, "
-                        "complete, completed_by, completed_at, imported_split, attributes) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        rows.volume_values(record),
-                    )
-                except sqlite3.IntegrityError as error:
-                    raise InvalidValueError(
-                        f"cannot add volume {record.volume_id!r}: {error} "
-                        "(is it already in the project?)"
-                    ) from error
-                count += 1
-            rows.append_audit(conn, author=author, action="volume.import", details={"n": count})
-        return count
+        batch = DataBatch(volumes=list(records))
+        return len(self.add_batch(batch, author=author).volumes_added)
+
+    def add_batch(self, batch: DataBatch, *, author: str) -> BatchResult:
+        """Write volumes, marks, split changes and completions in one transaction.
+
+        Everything is written, or (on any error) nothing. Re-running the same
+        batch changes nothing: see :mod:`~napari_lesion_harvest.store.batches`
+        for what counts as already present.
+
+        Parameters
+        ----------
+        batch : DataBatch
+        author : str
+            Recorded in the audit log.
+
+        Returns
+        -------
+        BatchResult
+            What was added, and what was already there.
+
+        Raises
+        ------
+        InvalidValueError
+            A volume id already present (or twice in the batch) with other data,
+            a mark outside its volume (naming the mark's source, the volume and
+            the field), an unknown origin or split.
+        NotFoundError
+            A mark, split or completion of a volume in neither the project nor the batch.
+        """
+        with self._db.write("adding data") as conn:
+            return batches.write_batch(conn, batch, author=author)
 
     def volume(self, volume_id: str) -> VolumeRecord:
         """One volume; :class:`NotFoundError` when unknown."""
@@ -240,18 +255,7 @@ class HarvestProject:
         """Move a volume to another split (``V_M``, ``V_H``, ``V_H_test``, ``V_D_test``)."""
         rows.check_split(split)
         with self._db.write(f"changing the split of {volume_id}") as conn:
-            pk = rows.volume_pk(conn, volume_id)
-            before = conn.execute("SELECT split FROM volumes WHERE id = ?", (pk,)).fetchone()[0]
-            conn.execute(
-                "UPDATE volumes SET split = ?, imported_split = ? WHERE id = ?", (split, split, pk)
-            )
-            rows.append_audit(
-                conn,
-                author=author,
-                action="volume.split",
-                volume_pk_=pk,
-                details={"before": before, "after": split},
-            )
+            batches.move_to_split(conn, rows.volume_pk(conn, volume_id), split, author=author)
         return self.volume(volume_id)
 
     def set_volume_complete(
@@ -268,32 +272,13 @@ class HarvestProject:
         """
         with self._db.write(f"completing {volume_id}") as conn:
             pk = rows.volume_pk(conn, volume_id)
-            split, imported = conn.execute(
-                "SELECT split, imported_split FROM volumes WHERE id = ?", (pk,)
-            ).fetchone()
-            if split in HELD_OUT_SPLITS:
+            split = conn.execute("SELECT split FROM volumes WHERE id = ?", (pk,)).fetchone()[0]
+            if split in batches.HELD_OUT_SPLITS:
                 raise InvalidValueError(
                     f"volume {volume_id} is held out ({split}); completing it would move "
                     "test data into training"
                 )
-            at = rows.now()
-            if complete:
-                values = ("V_M", 1, author, at, pk)
-            else:
-                values = (imported, 0, None, None, pk)
-            conn.execute(
-                "UPDATE volumes SET split = ?, complete = ?, completed_by = ?, completed_at = ? "
-                "WHERE id = ?",
-                values,
-            )
-            rows.append_audit(
-                conn,
-                author=author,
-                action="volume.complete",
-                volume_pk_=pk,
-                at=at,
-                details={"complete": bool(complete), "split_before": split},
-            )
+            batches.write_complete(conn, pk, complete=complete, author=author)
         return self.volume(volume_id)
 
     def set_display_window(self, volume_id: str, low: float, high: float, *, author: str) -> None:
@@ -325,22 +310,30 @@ class HarvestProject:
         ----------
         volume_id : str
         mark : RecistMark
-            Slice ``z`` (0-based) and both axes in pixel coordinates.
+            Slice ``z`` (0-based) and both axes in pixel coordinates, inside the
+            volume (:func:`~napari_lesion_harvest.store.rows.checked_mark_values`).
         author : str
         origin : {"expert", "original"}, optional
 
         Returns
         -------
         StoredMark
+
+        Raises
+        ------
+        InvalidValueError
+            The mark lies outside its volume (naming the field), an unknown origin.
+        NotFoundError
+            An unknown volume.
         """
         rows.check_origin(origin)
-        values = rows.mark_values(mark)
         with self._db.write(f"adding a mark to {volume_id}") as conn:
-            mark_id = self._insert_mark(
-                conn, rows.volume_pk(conn, volume_id), values, origin=origin, author=author
+            pk, record = rows.stored_volume(conn, volume_id)
+            values = rows.checked_mark_values(
+                mark, record.shape, volume_id=volume_id, where="new mark"
             )
-            stored = rows.fetch_mark(conn, mark_id)
-        return stored
+            mark_id = batches.insert_mark(conn, pk, values, origin=origin, author=author)
+            return rows.fetch_mark(conn, mark_id)
 
     def add_marks(
         self,
@@ -349,22 +342,32 @@ class HarvestProject:
         author: str,
         origin: str = "original",
     ) -> list[int]:
-        """Save many marks in one transaction (a dataset import); returns their ids."""
+        """Save many marks in one transaction; returns their ids, in order.
+
+        Every mark is added, also one equal to a mark already saved; use
+        :meth:`add_batch` for data entry that is safe to re-run.
+
+        Raises
+        ------
+        InvalidValueError
+            A mark outside its volume (nothing is added).
+        NotFoundError
+            An unknown volume (nothing is added).
+        """
         rows.check_origin(origin)
         ids = []
         with self._db.write("importing marks") as conn:
-            pks = rows.volume_pks(conn)
-            for volume_id, mark in items:
-                if volume_id not in pks:
+            volumes = rows.stored_volumes(conn)
+            for index, (volume_id, mark) in enumerate(items, start=1):
+                if volume_id not in volumes:
                     raise rows.NotFoundError(f"the project has no volume {volume_id!r}")
+                pk, record = volumes[volume_id]
+                values = rows.checked_mark_values(
+                    mark, record.shape, volume_id=volume_id, where=f"item {index}"
+                )
                 ids.append(
-                    self._insert_mark(
-                        conn,
-                        pks[volume_id],
-                        rows.mark_values(mark),
-                        origin=origin,
-                        author=author,
-                        audit=False,
+                    batches.insert_mark(
+                        conn, pk, values, origin=origin, author=author, audit=False
                     )
                 )
             rows.append_audit(
@@ -375,40 +378,21 @@ class HarvestProject:
             )
         return ids
 
-    @staticmethod
-    def _insert_mark(
-        conn, volume_pk: int, values: tuple, *, origin: str, author: str, audit: bool = True
-    ) -> int:
-        at = rows.now()
-        cursor = conn.execute(
-            f"INSERT INTO marks (volume_id, z, {rows.MARK_COORDS}, origin, author, created_at, "
-            "edited_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (volume_pk, *values, origin, author, at, at),
-        )
-        mark_id = int(cursor.lastrowid)
-        if audit:
-            rows.append_audit(
-                conn,
-                author=author,
-                action="mark.add",
-                volume_pk_=volume_pk,
-                target_id=mark_id,
-                details={"mark": list(values)},
-                at=at,
-            )
-        return mark_id
-
     def edit_mark(self, mark_id: int, mark: RecistMark, *, author: str) -> StoredMark:
-        """Replace a mark's slice and endpoints (undoable)."""
-        values = rows.mark_values(mark)
+        """Replace a mark's slice and endpoints (undoable); the new mark must lie inside
+        the volume (:class:`InvalidValueError` naming the field otherwise)."""
         with self._db.write(f"editing mark {mark_id}") as conn:
             before = rows.fetch_mark(conn, mark_id)
+            pk, record = rows.stored_volume(conn, before.volume_id)
+            values = rows.checked_mark_values(
+                mark, record.shape, volume_id=before.volume_id, where=f"mark {mark_id}"
+            )
             self._set_mark_values(conn, mark_id, values)
             rows.append_audit(
                 conn,
                 author=author,
                 action="mark.edit",
-                volume_pk_=rows.volume_pk(conn, before.volume_id),
+                volume_pk_=pk,
                 target_id=int(mark_id),
                 details={"before": list(rows.mark_values(before.mark)), "after": list(values)},
             )
@@ -416,7 +400,7 @@ class HarvestProject:
 
     @staticmethod
     def _set_mark_values(conn, mark_id: int, values: tuple) -> None:
-        assignments = ", ".join(f"{column} = ?" for column in ("z", *rows.MARK_COORDS.split(", ")))
+        assignments = ", ".join(f"{column} = ?" for column in ("z", *rows.MARK_COORD_NAMES))
         conn.execute(
             f"UPDATE marks SET {assignments}, edited_at = ? WHERE id = ?",
             (*values, rows.now(), int(mark_id)),
@@ -424,27 +408,57 @@ class HarvestProject:
 
     def delete_mark(self, mark_id: int, *, author: str) -> StoredMark:
         """Soft-delete a mark (kept; :meth:`restore_mark` or :meth:`undo` bring it back)."""
-        return self._set_deleted(mark_id, True, author=author, action="mark.delete")
+        return self._set_deleted([mark_id], True, author=author)[0][0]
 
     def restore_mark(self, mark_id: int, *, author: str) -> StoredMark:
         """Bring back a soft-deleted mark."""
-        return self._set_deleted(mark_id, False, author=author, action="mark.restore")
+        return self._set_deleted([mark_id], False, author=author)[0][0]
 
-    def _set_deleted(self, mark_id: int, deleted: bool, *, author: str, action: str) -> StoredMark:
-        with self._db.write(f"{action} of mark {mark_id}") as conn:
-            before = rows.fetch_mark(conn, mark_id)
-            conn.execute(
-                "UPDATE marks SET deleted_at = ? WHERE id = ?",
-                (rows.now() if deleted else None, int(mark_id)),
-            )
-            rows.append_audit(
-                conn,
-                author=author,
-                action=action,
-                volume_pk_=rows.volume_pk(conn, before.volume_id),
-                target_id=int(mark_id),
-            )
-            return rows.fetch_mark(conn, mark_id)
+    def delete_marks(self, mark_ids: Iterable[int], *, author: str) -> list[int]:
+        """Soft-delete marks in one transaction (each undoable, or restored by id).
+
+        Returns
+        -------
+        list of int
+            The ids deleted now; marks already deleted are left as they are.
+
+        Raises
+        ------
+        NotFoundError
+            An unknown id (nothing is deleted).
+        """
+        return self._set_deleted(mark_ids, True, author=author)[1]
+
+    def restore_marks(self, mark_ids: Iterable[int], *, author: str) -> list[int]:
+        """Bring back soft-deleted marks in one transaction; returns the ids restored now."""
+        return self._set_deleted(mark_ids, False, author=author)[1]
+
+    def _set_deleted(
+        self, mark_ids: Iterable[int], deleted: bool, *, author: str
+    ) -> tuple[list[StoredMark], list[int]]:
+        """Marks as they are after, and the ids changed (one audit entry each)."""
+        action = "mark.delete" if deleted else "mark.restore"
+        mark_ids = [int(mark_id) for mark_id in mark_ids]
+        changed = []
+        with self._db.write(f"{action} of mark(s) {', '.join(map(str, mark_ids))}") as conn:
+            for mark_id in mark_ids:
+                before = rows.fetch_mark(conn, mark_id)
+                if before.deleted == deleted:
+                    continue
+                conn.execute(
+                    "UPDATE marks SET deleted_at = ? WHERE id = ?",
+                    (rows.now() if deleted else None, mark_id),
+                )
+                rows.append_audit(
+                    conn,
+                    author=author,
+                    action=action,
+                    volume_pk_=rows.volume_pk(conn, before.volume_id),
+                    target_id=mark_id,
+                )
+                changed.append(mark_id)
+            after = [rows.fetch_mark(conn, mark_id) for mark_id in mark_ids]
+        return after, changed
 
     def mark(self, mark_id: int) -> StoredMark:
         """One mark by id (also when soft-deleted)."""

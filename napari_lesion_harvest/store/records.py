@@ -124,6 +124,86 @@ class StoredMark:
 
 
 @dataclass(frozen=True)
+class MarkEntry:
+    """A mark to add, with where it comes from.
+
+    Attributes
+    ----------
+    volume_id : str
+    mark : RecistMark
+    source : str
+        Where the mark comes from, for error messages (``"marks.csv, line 7"``);
+        empty for marks made in a program.
+    """
+
+    volume_id: str
+    mark: RecistMark
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class DataBatch:
+    """Data entry written in one transaction by :meth:`HarvestProject.add_batch`.
+
+    Attributes
+    ----------
+    volumes : sequence of VolumeRecord
+        Volumes to add; one already in the project with the same reader, path,
+        shape and spacing is left as it is.
+    marks : sequence of MarkEntry
+        Marks to add, on volumes of the project or of ``volumes``. A mark equal
+        to a live mark of the same volume, slice and origin (or to one earlier
+        in the batch) is not added again; one equal to a soft-deleted mark stays
+        deleted.
+    mark_origin : str
+        ``original`` (dataset marks) or ``expert``.
+    splits : mapping of str to str
+        Volume id to its new split.
+    complete : sequence of str
+        Volumes the expert has fully annotated (they join ``V_M``); held-out
+        volumes (``V_H_test``, ``V_D_test``) keep their split and are reported.
+    """
+
+    volumes: Sequence[VolumeRecord] = ()
+    marks: Sequence[MarkEntry] = ()
+    mark_origin: str = "original"
+    splits: Mapping[str, str] = field(default_factory=dict)
+    complete: Sequence[str] = ()
+
+
+@dataclass
+class BatchResult:
+    """What :meth:`HarvestProject.add_batch` wrote and what was already there.
+
+    Attributes
+    ----------
+    volumes_added, volumes_present : list of str
+        Volume ids added, and those already in the project (same data).
+    marks_added : list of int
+        Ids of the new marks.
+    marks_present : int
+        Marks of the batch equal to a live mark (or to an earlier mark of the batch).
+    marks_kept_deleted : list of int
+        Ids of soft-deleted marks that the batch repeats; they stay deleted.
+    split_changed, split_unchanged : list of str
+        Volumes moved to their new split, and those already in it.
+    completed, already_complete, held_out : list of str
+        Volumes now complete, those complete before, and held-out volumes left as they were.
+    """
+
+    volumes_added: list[str] = field(default_factory=list)
+    volumes_present: list[str] = field(default_factory=list)
+    marks_added: list[int] = field(default_factory=list)
+    marks_present: int = 0
+    marks_kept_deleted: list[int] = field(default_factory=list)
+    split_changed: list[str] = field(default_factory=list)
+    split_unchanged: list[str] = field(default_factory=list)
+    completed: list[str] = field(default_factory=list)
+    already_complete: list[str] = field(default_factory=list)
+    held_out: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class Verdict:
     """An expert's decision on a proposal; it outranks the classifier in later rounds.
 

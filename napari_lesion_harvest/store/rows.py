@@ -7,10 +7,12 @@ boxes ``(K, 4)`` and scores ``(K,)`` as little-endian float32 blobs.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import PurePath
 
 import numpy as np
 
@@ -26,6 +28,15 @@ from napari_lesion_harvest.store.records import (
 from napari_lesion_harvest.store.schema import ORIGINS, ROLES, SPLITS, VERDICTS
 
 MARK_COORDS = "long_x1, long_y1, long_x2, long_y2, short_x1, short_y1, short_x2, short_y2"
+MARK_COORD_NAMES = tuple(MARK_COORDS.split(", "))
+#: How far (pixels) a mark's endpoint may lie beyond the centres of the image's border
+#: pixels: half a pixel, the image's outer edge.
+MARK_BORDER_TOLERANCE_PX = 0.5
+#: Slices and pixels allowed along each axis of a volume whose shape is not known.
+UNKNOWN_EXTENT = 65_536
+#: Two marks of one volume and slice are the same mark when every coordinate agrees
+#: within this many pixels (float round-off through a file).
+MARK_MATCH_TOLERANCE_PX = 1e-4
 MARK_SELECT = (
     f"SELECT m.id, v.name, m.z, {', '.join('m.' + c for c in MARK_COORDS.split(', '))}, "
     "m.origin, m.author, m.created_at, m.edited_at, m.deleted_at "
@@ -98,6 +109,25 @@ def volume_pks(conn: sqlite3.Connection) -> dict[str, int]:
     return dict(conn.execute("SELECT name, id FROM volumes"))
 
 
+_VOLUME_SELECT_WITH_PK = VOLUME_SELECT.replace("SELECT ", "SELECT id, ", 1)
+
+
+def stored_volume(conn: sqlite3.Connection, volume_id: str) -> tuple[int, VolumeRecord]:
+    """Primary key and record of a volume; :class:`NotFoundError` when unknown."""
+    row = conn.execute(f"{_VOLUME_SELECT_WITH_PK} WHERE name = ?", (volume_id,)).fetchone()
+    if row is None:
+        raise NotFoundError(f"the project has no volume {volume_id!r}")
+    return int(row[0]), row_to_volume(row[1:])
+
+
+def stored_volumes(conn: sqlite3.Connection) -> dict[str, tuple[int, VolumeRecord]]:
+    """Every volume's primary key and record, by volume id."""
+    return {
+        row[1]: (int(row[0]), row_to_volume(row[1:]))
+        for row in conn.execute(_VOLUME_SELECT_WITH_PK)
+    }
+
+
 def volume_values(record: VolumeRecord) -> tuple:
     """SQL values of a volume for ``INSERT`` (order of :data:`VOLUME_SELECT`)."""
     check_split(record.split)
@@ -124,6 +154,45 @@ def volume_values(record: VolumeRecord) -> tuple:
         record.completed_at,
         imported,
         json.dumps(dict(record.attributes)),
+    )
+
+
+def volume_differences(stored: VolumeRecord, new: VolumeRecord) -> list[str]:
+    """How a volume being added differs from the stored volume of the same id.
+
+    Compares what identifies the data (reader, path, shape, spacing); the split,
+    display window and completion may change after an import.
+
+    Returns
+    -------
+    list of str
+        One ``"field: <stored> in the project, <new> now"`` per difference (empty:
+        the same volume).
+    """
+    return [
+        f"{name} {_plain(getattr(stored, name))!r} in the project, "
+        f"{_plain(getattr(new, name))!r} now"
+        for name in ("reader", "path", "shape", "spacing")
+        if not _same_field(getattr(stored, name), getattr(new, name))
+    ]
+
+
+def _plain(value):
+    """A field for messages: text as text, numbers as built-in numbers."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, PurePath):
+        return str(value)
+    return tuple(v.item() if isinstance(v, np.generic) else v for v in value)
+
+
+def _same_field(before, after) -> bool:
+    if before is None or after is None:
+        return before is None and after is None
+    if isinstance(before, str | PurePath) or isinstance(after, str | PurePath):
+        return str(before) == str(after)
+    return len(before) == len(after) and all(
+        math.isclose(a, b, rel_tol=1e-9) for a, b in zip(before, after, strict=True)
     )
 
 
@@ -154,9 +223,63 @@ def mark_values(mark: RecistMark) -> tuple:
     """``(z, 8 coordinates)`` of a mark: long axis x1 y1 x2 y2, short axis x1 y1 x2 y2."""
     if not isinstance(mark, RecistMark):
         raise InvalidValueError(f"expected a geometry.RecistMark, got {type(mark).__name__}")
-    if mark.z < 0:
-        raise InvalidValueError(f"a mark's slice index must be >= 0; got {mark.z}")
     return (mark.z, *(float(v) for v in mark.measurement_coordinates()))
+
+
+def checked_mark_values(
+    mark: RecistMark, shape: tuple[int, int, int] | None, *, volume_id: str, where: str
+) -> tuple:
+    """:func:`mark_values` of a mark that lies inside its volume.
+
+    The slice ``z`` must be in ``[0, Z)`` and every endpoint on the image:
+    pixel coordinates are pixel centres, so ``x`` in ``[-0.5, X - 0.5]`` and
+    ``y`` in ``[-0.5, Y - 0.5]`` (:data:`MARK_BORDER_TOLERANCE_PX` beyond the
+    border pixels' centres). A volume of unknown shape allows
+    :data:`UNKNOWN_EXTENT` slices and pixels.
+
+    Parameters
+    ----------
+    mark : RecistMark
+    shape : tuple of int or None
+        The volume's ``(Z, Y, X)``, None when unknown.
+    volume_id : str
+    where : str
+        The mark in error messages (``"new mark"``, ``"mark 12"``,
+        ``"marks.csv, line 7"``): ``"<where>: volume 'v1', field z = 40 is outside
+        its 30 slices (0 to 29)"``.
+
+    Raises
+    ------
+    InvalidValueError
+        Naming ``where``, the volume and the field out of range.
+    """
+    values = mark_values(mark)
+    known = shape is not None
+    size_z, size_y, size_x = shape if known else (UNKNOWN_EXTENT,) * 3
+    what = f"{where}: volume {volume_id!r},"
+    if not 0 <= values[0] < size_z:
+        extent = f"its {size_z} slices (0 to {size_z - 1})" if known else _unknown_extent()
+        raise InvalidValueError(f"{what} field z = {values[0]} is outside {extent}")
+    for name, value in zip(MARK_COORD_NAMES, values[1:], strict=True):
+        size = size_x if name[-2] == "x" else size_y
+        low, high = -MARK_BORDER_TOLERANCE_PX, size - 1 + MARK_BORDER_TOLERANCE_PX
+        if not low <= value <= high:
+            axis = name[-2]
+            extent = f"the image ({axis} from {low:g} to {high:g})" if known else _unknown_extent()
+            raise InvalidValueError(f"{what} field {name} = {value:g} is outside {extent}")
+    return values
+
+
+def _unknown_extent() -> str:
+    return f"0 to {UNKNOWN_EXTENT} (the volume's shape is not known)"
+
+
+def same_mark_values(a: tuple, b: tuple) -> bool:
+    """Whether two :func:`mark_values` are the same mark: same slice and every coordinate
+    within :data:`MARK_MATCH_TOLERANCE_PX`."""
+    return a[0] == b[0] and all(
+        abs(x - y) <= MARK_MATCH_TOLERANCE_PX for x, y in zip(a[1:], b[1:], strict=True)
+    )
 
 
 def values_to_mark(values) -> RecistMark:

@@ -20,8 +20,11 @@ def import_one_by_one(
 ) -> Generator[tuple[int, int], None, tuple[object, str | None]]:
     """Import ``sources`` one after the other, yielding after each.
 
-    A source that cannot be imported (unknown kind, unreadable, refused by the
-    store) stops the import; the sources before it stay imported.
+    Each source is imported in one transaction, skipping (and listing) its bad
+    volumes and rows; what the project already holds is not added again, so
+    importing a source twice is harmless. A source that cannot be imported
+    (unknown kind, refused by the store) stops the import; the sources before
+    it stay imported.
 
     Yields
     ------
@@ -43,7 +46,9 @@ def import_one_by_one(
     with HarvestProject.open(project_folder) as project:
         for done, source in enumerate(sources, start=1):
             try:
-                part = import_sources(project, [source], split=split, author=author)
+                part = import_sources(
+                    project, [source], split=split, author=author, skip_invalid=True
+                )
             except (LesionIOError, StoreError, ValueError, OSError) as error:
                 return total, f"{source}: {error}"
             total.volumes.extend(part.volumes)

@@ -242,8 +242,13 @@ class RecistTool:
         if problem:
             self.notify(f"Short axis refused: {problem}. Draw it again (Esc cancels the mark).")
             return
+        if self.sink is None:
+            mark_id = self._next_local_id()
+        else:
+            mark_id = self._saved(lambda: self.sink.add(mark), "Mark not saved")
+            if mark_id is None:
+                return
         self.pending_long = None
-        mark_id = self.sink.add(mark) if self.sink is not None else self._next_local_id()
         self.marks[mark_id] = mark
         self._undo.append(_Edit("add", mark_id, None, mark))
         self.selected = mark_id
@@ -275,8 +280,24 @@ class RecistTool:
             return
         self._replace(mark_id, after, record=True, before=before)
 
+    def _saved(self, save, refusal: str):
+        """``save()``'s result; a change the store refuses (a mark outside the image, a
+        full disk) is shown with :attr:`notify` and gives None."""
+        from napari_lesion_harvest.store.errors import StoreError
+
+        try:
+            return save()
+        except StoreError as error:
+            self.notify(f"{refusal}: {error}")
+            return None
+
     def _replace(self, mark_id: int, mark: RecistMark, *, record: bool, before=None) -> int:
-        new_id = self.sink.replace(mark_id, mark) if self.sink is not None else mark_id
+        new_id = mark_id
+        if self.sink is not None:
+            new_id = self._saved(lambda: self.sink.replace(mark_id, mark), "Edit not saved")
+            if new_id is None:
+                self.render()
+                return mark_id
         del self.marks[mark_id]
         self.marks[new_id] = mark
         if record:
