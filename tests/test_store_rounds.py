@@ -351,9 +351,13 @@ def test_checkpoints_are_verified_and_loaded_weights_only(project, tmp_path):
             return (print, ("pwned",))
 
     path.write_bytes(pickle.dumps(Evil()))
-    from napari_lesion_harvest.store.checkpoints import load_checkpoint, sha256_file
+    from napari_lesion_harvest.store.checkpoints import (
+        CheckpointError,
+        load_checkpoint,
+        sha256_file,
+    )
 
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(CheckpointError, match="more than tensors"):
         load_checkpoint(path, sha256=sha256_file(path))
     with pytest.raises(NotFoundError):
         project.rounds.load_checkpoint("lpc")
