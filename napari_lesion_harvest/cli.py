@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
-    from napari_lesion_harvest.harvest.errors import USER_ERRORS
+    from napari_lesion_harvest.harvest.errors import USER_ERRORS, one_line
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -59,8 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (CommandError, *USER_ERRORS) as error:
-        message = " ".join(str(error).split())  # one line, whatever the error's own layout
-        print(f"lesion-harvest {args.command}: error: {message}", file=sys.stderr)
+        print(f"lesion-harvest {args.command}: error: {one_line(error)}", file=sys.stderr)
         return 2
 
 

@@ -30,3 +30,8 @@ class RoundConfigError(HarvestInputError):
 #: project that refuses a change. Each names what is at fault in one line; any
 #: other exception is a bug and keeps its traceback.
 USER_ERRORS = (HarvestInputError, LesionIOError, StoreError)
+
+
+def one_line(error: BaseException) -> str:
+    """The message of ``error`` on one line (some libraries' messages run over several)."""
+    return " ".join(str(error).split())

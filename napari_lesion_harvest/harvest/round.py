@@ -8,7 +8,7 @@ from dataclasses import asdict
 
 from napari_lesion_harvest.harvest.config import RoundConfig, stored_config
 from napari_lesion_harvest.harvest.distributed import from_main, joined_ranks
-from napari_lesion_harvest.harvest.errors import USER_ERRORS, HarvestInputError
+from napari_lesion_harvest.harvest.errors import USER_ERRORS, HarvestInputError, one_line
 from napari_lesion_harvest.harvest.report import summary_metrics
 from napari_lesion_harvest.harvest.stages import (
     RANK_SHARED_STAGES,
@@ -158,19 +158,19 @@ def run_round(
             if context.is_main:
                 project.rounds.fail(
                     number,
-                    failure_message(error),
+                    _failure_message(error),
                     resumable=not isinstance(error, HarvestInputError),
                 )
             raise
 
 
-def failure_message(error: BaseException) -> str:
+def _failure_message(error: BaseException) -> str:
     """What a failed round records: a typed error's own line (it names the file,
     field or missing input, as the command line prints it), or the type and
     message of an unexpected one."""
     if isinstance(error, USER_ERRORS):
-        return str(error)
-    return f"{type(error).__name__}: {error}"
+        return one_line(error)
+    return f"{type(error).__name__}: {one_line(error)}"
 
 
 def _run_stage(stage: str, state: RoundState, commit: Callable) -> None:
