@@ -66,8 +66,8 @@ def load_checkpoint(
     ----------
     path : str or Path
     sha256 : str, optional
-        The digest the project recorded for the file: any other content is
-        refused before it is unpickled. None for a file outside a project.
+        As in :func:`napari_lesion_harvest.store.checkpoints.load_checkpoint`:
+        the digest the project recorded (None for a file outside a project).
     device : str or torch.device, optional
 
     Returns

@@ -64,8 +64,8 @@ def load_checkpoint(
     ----------
     path : str or PathLike
     sha256 : str, optional
-        The digest the project recorded for the file: any other content is
-        refused before it is unpickled. None for a file outside a project.
+        As in :func:`napari_lesion_harvest.store.checkpoints.load_checkpoint`:
+        the digest the project recorded (None for a file outside a project).
     map_location : str or torch.device, optional
 
     Raises
