@@ -64,6 +64,7 @@ from napari_lesion_harvest.store import (
     ProposalUpdate,
     StageResult,
 )
+from napari_lesion_harvest.store.lock import RoundLock
 from napari_lesion_harvest.store.rounds import checkpoint_location
 from napari_lesion_harvest.tracking.marks import proposals_hitting_marks as proposals_hitting
 from napari_lesion_harvest.workers.progress import Progress, check_cancelled
@@ -113,7 +114,7 @@ class RoundState:
     progress: Progress
     cancelled: Callable[[], bool]
     context: DistributedContext = field(default_factory=DistributedContext)
-    lock: object = None
+    lock: RoundLock | None = None
     _records: dict = field(default_factory=dict, init=False, repr=False)
 
     @property
