@@ -50,9 +50,10 @@ from napari_lesion_harvest.lpg.checkpoint import load_model
 from napari_lesion_harvest.store import HarvestProject
 
 
-def scan_test_volumes(state: RoundState, checkpoint: Path) -> dict[str, list]:
-    """V_H_test's 3D proposals with the LPG of ``checkpoint``, by volume id."""
-    model = load_model(checkpoint)
+def scan_test_volumes(state: RoundState, checkpoint: Path, sha256: str | None) -> dict[str, list]:
+    """V_H_test's 3D proposals with the LPG of ``checkpoint`` (its recorded ``sha256``
+    checked when given), by volume id."""
+    model = load_model(checkpoint, sha256=sha256)
     test = [r.volume_id for r in state.snapshot.volumes.get("V_H_test", [])]
     return {
         volume_id: volume_proposals(model, state.open(volume_id), state.config, "cpu")[0]
@@ -166,14 +167,14 @@ def main(argv=None) -> int:
         )
         started = time.monotonic()
         if args.stored:
-            checkpoint = state.checkpoint_path("lpg")
+            checkpoint, sha256 = state.checkpoint("lpg")
             trained = {"stored": str(checkpoint)}
         else:
-            checkpoint = state.working_path("lpg")
+            checkpoint, sha256 = state.checkpoint_file("lpg"), None
             checkpoint.unlink(missing_ok=True)  # the round's own: the stage would resume it
             trained = train_lpg_stage(state).metrics["lpg"]
         trained_s = time.monotonic() - started
-        proposals = scan_test_volumes(state, checkpoint)
+        proposals = scan_test_volumes(state, checkpoint, sha256)
         scanned_s = time.monotonic() - started - trained_s
         result = compare_with_truth(state, proposals)
     p3d = result["p3d"]

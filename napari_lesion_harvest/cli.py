@@ -23,7 +23,13 @@ COMMAND_MODULES: list[str] = [
 
 
 class CommandError(Exception):
-    """A user-facing error: printed without a traceback, exit status 2."""
+    """A user-facing error: printed without a traceback, exit status 2.
+
+    So are the package's typed errors
+    (:data:`~napari_lesion_harvest.harvest.errors.USER_ERRORS`: bad input, a
+    damaged or refused file, a project that refuses a change), whichever
+    command meets them; any other exception is a bug and keeps its traceback.
+    """
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
+    from napari_lesion_harvest.harvest.errors import USER_ERRORS, one_line
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -50,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args.command is None else 2
     try:
         return int(args.func(args) or 0)
-    except CommandError as error:
-        print(f"lesion-harvest {args.command}: error: {error}", file=sys.stderr)
+    except (CommandError, *USER_ERRORS) as error:
+        print(f"lesion-harvest {args.command}: error: {one_line(error)}", file=sys.stderr)
         return 2
 
 

@@ -1,10 +1,12 @@
 """Round configuration: presets, JSON files, and errors that name the field."""
 
 import json
+from dataclasses import fields
 
 import pytest
 
 from napari_lesion_harvest.harvest.config import LITE, RoundConfig, load_config
+from napari_lesion_harvest.harvest.errors import RoundConfigError
 
 
 def test_presets_by_name_and_paper_defaults():
@@ -93,8 +95,89 @@ def test_bad_configs_name_the_problem(tmp_path):
     for crop in (16, 128.0, True):
         with pytest.raises(ValueError, match="'lpg_crop_px'.*>= 32"):
             RoundConfig(lpg_crop_px=crop)
-    with pytest.raises(ValueError, match="'lpg_learning_rate' must be > 0"):
+    with pytest.raises(ValueError, match="'lpg_learning_rate' must be a number > 0"):
         RoundConfig(lpg_learning_rate=-1e-3)
+
+
+#: For each field, values of the wrong type or out of range (as JSON could give them).
+BAD_VALUES = {
+    "lpg_config": ["huge", 1, None],
+    "lpg_max_side": [16, 64.0, "64", True],
+    "lpg_hu_window": [[300, -200], [1], ["a", "b"], 5],
+    "lpg_zoom_range": [[0, 1], [1.4, 0.6], [1.0], None],
+    "lpg_flip_probability": [-0.1, 1.5, "half", None, float("nan")],
+    "lpg_train_steps": [0, -5, 2.5, "100", None],
+    "lpg_finetune_steps": [-1, 1.5, None],
+    "lpg_batch_size": [0, "abc", 4.0, True, None],
+    "lpg_learning_rate": [0, -1.0, "fast", float("inf"), None],
+    "lpg_finetune_learning_rate": [0, "slow"],
+    "lpg_crop_px": [16, 128.0, True],
+    "scan_batch_size": [0, "8", None],
+    "score_threshold": [0, 1.5, "0.1", None],
+    "link_iou": [0, 2],
+    "fuse_iou": [0, 1.5],
+    "duplicate_iou": [0, -1, None],
+    "match_iou": [0, 1.01],
+    "lpg_crossing_positives": [1, "yes", None],
+    "lpg_ignore_unmarked_background": ["false", 0],
+    "lpg_finetune_slices": ["most", None],
+    "exclude_lesion_pieces": ["yes", 1],
+    "lpc_variant": ["2.5d", None],
+    "lpc_epochs": [0, 1.5, None],
+    "lpc_patch_size": [8, 32.0, None],
+    "lpc_pad_px": [-1, "wide", None],
+    "lpc_width": ["huge"],
+    "lpc_hu_window": [[0, 0], "soft"],
+    "harvest_precision": [0, 1.2, None],
+    "threshold_mode": ["guess", None],
+    "folds": [1, 0, 2.5, None],
+    "hard_negative_min_objectness": [-0.5, 1.5, None],
+    "hard_negatives_per_volume": [-1, 2.5, None],
+    "max_rounds": [0, "3", None],
+    "seed": [-1, 0.5, None],
+}
+
+
+def test_every_field_is_checked_for_type_and_range():
+    assert set(BAD_VALUES) == {f.name for f in fields(RoundConfig)}
+
+
+@pytest.mark.parametrize(
+    ("field_name", "value"),
+    [(name, value) for name, values in BAD_VALUES.items() for value in values],
+)
+def test_a_bad_field_in_a_json_file_names_the_file_and_the_field(tmp_path, field_name, value):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"preset": "lite", field_name: value}))
+    with pytest.raises(RoundConfigError) as raised:
+        load_config(str(path))
+    message = str(raised.value)
+    assert message.startswith(f"{path}: config field {field_name!r} must be"), message
+    assert "\n" not in message
+
+
+def test_numbers_are_normalised_and_whole_numbers_stay_whole(tmp_path):
+    path = tmp_path / "round.json"
+    path.write_text(json.dumps({"lpg_learning_rate": 1, "lpc_pad_px": 32, "folds": 3}))
+    config = load_config(str(path))
+    assert isinstance(config.lpg_learning_rate, float) and config.lpg_learning_rate == 1.0
+    assert isinstance(config.lpc_pad_px, float) and config.folds == 3
+    assert RoundConfig(**json.loads(config.to_json())) == config
+
+
+def test_a_file_that_is_not_a_config_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "round.json"
+    for text, expected in (
+        ("[1, 2]", "expected a JSON object"),
+        ('{"preset": ["lite"]}', "unknown preset"),
+        ("{not json", "neither a preset"),
+    ):
+        path.write_text(text)
+        with pytest.raises(RoundConfigError, match=expected):
+            load_config(str(path))
+    path.write_bytes(b"\xff\xfe{")
+    with pytest.raises(RoundConfigError, match="neither a preset"):
+        load_config(str(path))
 
 
 def test_demo_changes_presets_but_not_a_users_file(tmp_path):

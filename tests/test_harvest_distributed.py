@@ -14,6 +14,7 @@ Two checks, because the two halves of a round agree in different ways:
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -88,16 +89,24 @@ def _train_lpg_then_stop(project: Path, config_path: Path) -> int:
     return number
 
 
+def _guard_the_database(monkeypatch) -> list[str]:
+    """``python -m`` arguments that run the package's command with rank 1 forbidden to
+    touch the project database (``tests/database_guard.py``)."""
+    tests = str(Path(__file__).resolve().parent)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")]))
+    return ["database_guard", "napari_lesion_harvest"]
+
+
 @pytest.mark.slow  # resumes one round in one process and under torchrun: about 80 s on 2 cores
-def test_torchrun_round_equals_the_single_process_round_from_the_same_lpg(tmp_path):
+def test_torchrun_round_equals_the_single_process_round_from_the_same_lpg(tmp_path, monkeypatch):
     single = make_blob_project(tmp_path)
     number = _train_lpg_then_stop(single, tmp_path / "tiny.json")
     ranked = tmp_path / "ranked"
     shutil.copytree(single, ranked)
-    resume = ["napari_lesion_harvest", "round", "--config", "tiny.json", "--device", "cpu"]
-    resume += ["--rounds", "1"]
-    run_module([*resume, str(single)], tmp_path, ranks=0)
-    run_module([*resume, str(ranked)], tmp_path)
+    resume = ["round", "--config", "tiny.json", "--device", "cpu", "--rounds", "1"]
+    run_module(["napari_lesion_harvest", *resume, str(single)], tmp_path, ranks=0)
+    # Rank 1 never opens the project's database (it may sit on a network file system).
+    run_module([*_guard_the_database(monkeypatch), *resume, str(ranked)], tmp_path)
     one, one_proposals = _stored(single, number)
     two, two_proposals = _stored(ranked, number)
     assert one.status == two.status == "done"
@@ -113,3 +122,16 @@ def test_torchrun_round_equals_the_single_process_round_from_the_same_lpg(tmp_pa
         kept = {k: v for k, v in one.metrics[stage].items() if "second" not in k}
         assert {k: two.metrics[stage][k] for k in kept} == pytest.approx(kept), stage
     assert two.metrics["evaluation"]["p3d"] == one.metrics["evaluation"]["p3d"]
+
+
+@pytest.mark.slow  # one whole round under torchrun: about 60 s on 2 cores
+def test_a_whole_torchrun_round_leaves_the_database_to_rank_0(tmp_path, monkeypatch):
+    """Every stage, DDP training included, runs with rank 1 forbidden to touch the
+    project's database; the round ends done with its checkpoints recorded."""
+    project = make_blob_project(tmp_path)
+    command = ["round", str(project), "--config", "tiny.json", "--device", "cpu", "--rounds", "1"]
+    run_module([*_guard_the_database(monkeypatch), *command], tmp_path)
+    with HarvestProject.open(project) as opened:
+        (record,) = opened.rounds.list()
+    assert record.status == "done" and record.metrics["lpg"]["processes"] == 2
+    assert {ref.name for ref in record.checkpoints} == {"lpg", "lpc"}

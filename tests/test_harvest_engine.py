@@ -275,7 +275,6 @@ def test_fine_tuning_options_reach_the_lpg_training(finished_round, tmp_path):
                 progress=lambda *event: None,
                 cancelled=lambda: False,
             )
-            state.working_path("lpg").unlink(missing_ok=True)  # or it resumes, done
             metrics = train_lpg_stage(state).metrics["lpg"]
             assert metrics["steps"] == 2 and metrics["fine_tuned_from"] == 1
             assert metrics["training_slices"] == len(slices)

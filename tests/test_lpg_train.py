@@ -139,5 +139,5 @@ def test_bad_samples_and_checkpoints_raise_clear_errors(tmp_path):
     torch.save({"weights": torch.zeros(2)}, other)
     with pytest.raises(CheckpointError, match="not an LPG checkpoint"):
         load_checkpoint(other)
-    with pytest.raises(CheckpointError, match="no such"):
+    with pytest.raises(CheckpointError, match="missing.pt does not exist"):
         load_checkpoint(tmp_path / "missing.pt")

@@ -311,6 +311,60 @@ def test_lock_of_a_killed_process_is_taken_over_and_its_round_failed(project):
         assert project.rounds.start(number, lock=lock).round_number == number
 
 
+def test_a_new_round_is_created_only_under_its_lock(project):
+    assert project.rounds.next_number() == 1
+    with pytest.raises(NotFoundError, match="no round 2"):
+        project.rounds.lock(2)  # neither a round nor the next one
+    with project.rounds.lock(1) as lock:
+        record = project.rounds.create({"seed": 1}, lock=lock)
+        assert (record.number, record.status) == (1, "queued")
+        assert project.rounds.start(1, lock=lock).round_number == 1
+        project.rounds.fail(1, "the volume is unreadable")
+    assert project.rounds.get(1).resumable
+    with project.rounds.lock(2) as lock:
+        project.rounds.create(lock=lock)
+        with pytest.raises(RoundStateError, match="round 2 was created by another process"):
+            project.rounds.create(lock=lock)  # the number the lock was taken for is gone
+        project.rounds.start(2, lock=lock)
+        record = project.rounds.fail(2, "no positives for the LPC", resumable=False)
+    assert record.status == "cancelled" and not record.resumable
+    assert record.error == "no positives for the LPC"
+    other = project.rounds.lock(3)
+    with pytest.raises(RoundLockedError):
+        project.rounds.create(lock=other)  # not held
+    assert [r.number for r in project.rounds.list()] == [1, 2]
+
+
+def test_training_checkpoints_are_recorded_while_the_round_runs(project):
+    torch = pytest.importorskip("torch")
+    number = project.rounds.create().number
+    with project.rounds.lock(number) as lock:
+        ref = project.rounds.save_checkpoint(number, "lpg", {"w": torch.zeros(3)})
+        with pytest.raises(RoundStateError, match="not running"):
+            project.rounds.record_checkpoint(number, ref, lock=lock)
+        project.rounds.start(number, lock=lock)
+        project.rounds.record_checkpoint(number, ref, lock=lock)
+        assert project.rounds.checkpoint("lpg", round_number=number) == ref
+        final = project.rounds.save_checkpoint(number, "lpg", {"w": torch.ones(3)})
+        assert final.path == ref.path and final.sha256 != ref.sha256
+        project.rounds.write_stage(number, "train", StageResult(checkpoints=[final]), lock=lock)
+    assert project.rounds.get(number).checkpoints == (final,)
+    assert torch.equal(
+        project.rounds.load_checkpoint("lpg", round_number=number)["w"], torch.ones(3)
+    )
+
+
+def test_starting_a_round_removes_what_a_killed_checkpoint_write_left(project):
+    number = project.rounds.create().number
+    models = project.folder / "models" / f"round_{number:03d}"
+    models.mkdir(parents=True)
+    (models / ".lpg.pt.k3j2.tmp").write_bytes(b"half a checkpoint")
+    (models / "notes.txt").write_text("kept")
+    with project.rounds.lock(number) as lock:
+        project.rounds.start(number, lock=lock)
+    assert [p.name for p in models.iterdir()] == ["notes.txt"]
+
+
 def test_a_zombie_writer_cannot_write_after_losing_its_lock(project):
     number = project.rounds.create().number
     lock = project.rounds.lock(number).acquire()
@@ -351,9 +405,13 @@ def test_checkpoints_are_verified_and_loaded_weights_only(project, tmp_path):
             return (print, ("pwned",))
 
     path.write_bytes(pickle.dumps(Evil()))
-    from napari_lesion_harvest.store.checkpoints import load_checkpoint, sha256_file
+    from napari_lesion_harvest.store.checkpoints import (
+        CheckpointError,
+        load_checkpoint,
+        sha256_file,
+    )
 
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(CheckpointError, match="more than tensors"):
         load_checkpoint(path, sha256=sha256_file(path))
     with pytest.raises(NotFoundError):
         project.rounds.load_checkpoint("lpc")

@@ -265,30 +265,28 @@ def _mark_json(stored) -> dict:
 
 def run_round_command(args) -> int:
     from napari_lesion_harvest.harvest.config import load_config
-    from napari_lesion_harvest.harvest.distributed import launched_rank
-    from napari_lesion_harvest.harvest.round import HarvestInputError
-    from napari_lesion_harvest.store import StoreError
+    from napari_lesion_harvest.harvest.distributed import ProjectFolder, launched_rank
     from napari_lesion_harvest.workers.progress import Cancelled, JsonLinesProgress, TqdmProgress
 
     overrides = {} if args.seed is None else {"seed": args.seed}
-    try:
-        config = load_config(args.config, **overrides)
-    except ValueError as error:
-        raise CommandError(str(error)) from error
+    config = load_config(args.config, **overrides)
     progress = JsonLinesProgress() if args.progress_json else TqdmProgress()
+
+    def run(project) -> list:
+        return run_rounds_stoppably(
+            project, config, rounds=args.rounds, device=args.device, progress=progress
+        )
+
     try:
-        with _open(args.project) as project:
-            finished = run_rounds_stoppably(
-                project, config, rounds=args.rounds, device=args.device, progress=progress
-            )
-            summary = [_round_summary(r) for r in finished]
+        if launched_rank() == 0:
+            with _open(args.project) as project:
+                summary = [_round_summary(r) for r in run(project)]
+        else:  # under torchrun only rank 0 opens the project's database
+            run(ProjectFolder(args.project))
+            return 0  # rank 0 reports
     except Cancelled:
         print("stopped; the round is resumable: run the same command again", file=sys.stderr)
         return 130
-    except (HarvestInputError, StoreError) as error:
-        raise CommandError(str(error)) from error
-    if launched_rank() != 0:  # under torchrun, rank 0 reports
-        return 0
     if args.progress_json:
         progress("done", len(summary), len(summary), "finished", {"rounds": summary})
     else:

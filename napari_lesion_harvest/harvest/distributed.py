@@ -5,15 +5,20 @@
     torchrun --standalone --nproc_per_node 4 -m napari_lesion_harvest round PROJECT ...
 
 Every rank runs the same stage loop (:func:`~napari_lesion_harvest.harvest.round.run_round`).
-Rank 0 alone touches the store's write side: it takes the round lock, creates,
-starts, commits each stage and finishes rounds, and the other ranks receive
-what it decided (round numbers, the round's snapshot, the finished record)
-through :func:`from_main`. ``train_lpg`` runs on every rank
-(``DistributedDataParallel``); ``scan`` and the ``harvest`` scoring give each
-rank a shard of the volumes and gather the results on rank 0; ``verify``,
-``train_lpc`` and ``evaluate`` run on rank 0 while the others wait. Ranks
-other than 0 read what rank 0 committed from the store (SQLite allows
-concurrent readers).
+Rank 0 alone opens the project database: it checks the inputs, takes the round
+lock, creates, starts, commits each stage and finishes rounds, and reads what
+the stages need (the snapshot, proposals, the checkpoints' recorded sha256);
+the other ranks receive all of it through :func:`from_main`. They hold the
+project as a :class:`ProjectFolder` and read only model checkpoints (each
+checked against the sha256 rank 0 sent) and the volumes' image files. SQLite's
+WAL mode needs memory shared by every process that opens the database, which
+processes on different nodes of a network file system do not share, so a
+second node must never open ``project.sqlite``.
+
+``train_lpg`` runs on every rank (``DistributedDataParallel``); ``scan`` and
+the ``harvest`` scoring give each rank a shard of the volumes and gather the
+results on rank 0; ``verify``, ``train_lpc`` and ``evaluate`` run on rank 0
+while the others wait.
 
 In one process (no ``WORLD_SIZE`` > 1) every helper here is a plain call.
 """
@@ -23,8 +28,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
+from napari_lesion_harvest.harvest.errors import RoundConfigError
 from napari_lesion_harvest.lpg.distributed import DistributedContext, current_context
 
 T = TypeVar("T")
@@ -33,6 +41,20 @@ T = TypeVar("T")
 def launched_rank() -> int:
     """This process's rank as ``torchrun`` set it (0 outside ``torchrun``)."""
     return int(os.environ.get("RANK", "0"))
+
+
+@dataclass(frozen=True)
+class ProjectFolder:
+    """The project as a rank other than 0 holds it: its folder, where the model
+    checkpoints are, and no database (see the module docstring).
+
+    Attributes
+    ----------
+    folder : Path
+        The project folder, as this rank sees it.
+    """
+
+    folder: Path
 
 
 @contextmanager
@@ -141,11 +163,11 @@ def per_rank_batch(global_batch: int, context: DistributedContext) -> int:
 
     Raises
     ------
-    ValueError
+    RoundConfigError
         ``global_batch`` is not a multiple of the number of ranks.
     """
     if global_batch % context.world_size:
-        raise ValueError(
+        raise RoundConfigError(
             f"lpg_batch_size {global_batch} cannot be split evenly over "
             f"{context.world_size} processes; use a multiple of {context.world_size}"
         )

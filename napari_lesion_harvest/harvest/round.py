@@ -6,8 +6,9 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import asdict
 
-from napari_lesion_harvest.harvest.config import RoundConfig
+from napari_lesion_harvest.harvest.config import RoundConfig, stored_config
 from napari_lesion_harvest.harvest.distributed import from_main, joined_ranks
+from napari_lesion_harvest.harvest.errors import USER_ERRORS, HarvestInputError, one_line
 from napari_lesion_harvest.harvest.report import summary_metrics
 from napari_lesion_harvest.harvest.stages import (
     RANK_SHARED_STAGES,
@@ -17,10 +18,6 @@ from napari_lesion_harvest.harvest.stages import (
 )
 from napari_lesion_harvest.lpg.distributed import DistributedContext
 from napari_lesion_harvest.workers.progress import Cancelled, Progress, no_progress
-
-
-class HarvestInputError(ValueError):
-    """The project cannot run a round yet; the message says what is missing."""
 
 
 def resolve_device(device: str) -> str:
@@ -77,6 +74,7 @@ def run_round(
     number: int,
     *,
     device: str,
+    config: RoundConfig | None = None,
     progress: Progress = no_progress,
     cancelled: Callable[[], bool] = lambda: False,
     context: DistributedContext | None = None,
@@ -85,11 +83,26 @@ def run_round(
 
     Each stage's results are committed in one transaction. A stop request
     (``cancelled()``) or an error leaves the round ``failed`` after its last
-    committed stage; calling this again resumes it.
+    committed stage; calling this again resumes it. A
+    :class:`~napari_lesion_harvest.harvest.errors.HarvestInputError` (inputs
+    that cannot give a result, which a resume would meet again) ends it
+    ``cancelled`` with the message instead.
 
     Under ``torchrun`` (``context`` with several ranks) every rank calls this;
-    rank 0 alone holds the lock and writes (see
-    :mod:`napari_lesion_harvest.harvest.distributed`).
+    rank 0 alone holds the lock and uses the project's database; the other
+    ranks pass a :class:`~napari_lesion_harvest.harvest.distributed.ProjectFolder`
+    (see :mod:`napari_lesion_harvest.harvest.distributed`).
+
+    Parameters
+    ----------
+    project : HarvestProject or ProjectFolder
+    number : int
+        An existing round, or with ``config`` the next one
+        (:meth:`~napari_lesion_harvest.store.rounds.RoundStore.next_number`),
+        created once the round lock is held: a process refused the lock leaves
+        no round behind.
+    config : RoundConfig, optional
+        The new round's configuration.
 
     Returns
     -------
@@ -100,36 +113,64 @@ def run_round(
     ------
     Cancelled
         When stopped on request (the round stays resumable).
+    RoundLockedError
+        Another live process runs a round on the project.
     """
     context = context or DistributedContext(device=device)
-    rounds = project.rounds
-    config = RoundConfig(**rounds.get(number).config)
+
+    def on_main(compute, *, shared=True):
+        return from_main(compute, context, shared=shared)
+
     with ExitStack() as held:
-        lock = from_main(lambda: held.enter_context(rounds.lock(number)), context, shared=False)
-        snapshot = from_main(lambda: rounds.start(number, lock=lock), context)
-        state = RoundState(
-            project, number, snapshot, config, device, progress, cancelled, context=context
-        )
-
-        def commit(stage, result):
-            rounds.write_stage(number, stage, result, lock=lock)
-            lock.heartbeat()
-
+        lock = on_main(lambda: held.enter_context(project.rounds.lock(number)), shared=False)
+        if config is not None:
+            on_main(lambda: project.rounds.create(asdict(config), lock=lock), shared=False)
+        snapshot = on_main(lambda: project.rounds.start(number, lock=lock))
         try:
+            stored = on_main(lambda: stored_config(number, project.rounds.get(number).config))
+            state = RoundState(
+                project,
+                number,
+                snapshot,
+                stored,
+                device,
+                progress,
+                cancelled,
+                context=context,
+                lock=lock,
+            )
+
+            def commit(stage, result):
+                project.rounds.write_stage(number, stage, result, lock=lock)
+                lock.heartbeat()
+
             for stage in STAGES:
                 if stage in snapshot.completed_stages:
                     continue
                 progress(stage, 0, 1, f"round {number}: {stage}")
                 _run_stage(stage, state, commit)
-            return from_main(lambda: _finish(rounds, number, lock), context)
+            return on_main(lambda: _finish(project.rounds, number, lock))
         except Cancelled:
             if context.is_main:
-                rounds.fail(number, "stopped on request; run the round again to resume")
+                project.rounds.fail(number, "stopped on request; run the round again to resume")
             raise
         except BaseException as error:
             if context.is_main:
-                rounds.fail(number, f"{type(error).__name__}: {error}")
+                project.rounds.fail(
+                    number,
+                    _failure_message(error),
+                    resumable=not isinstance(error, HarvestInputError),
+                )
             raise
+
+
+def _failure_message(error: BaseException) -> str:
+    """What a failed round records: a typed error's own line (it names the file,
+    field or missing input, as the command line prints it), or the type and
+    message of an unexpected one."""
+    if isinstance(error, USER_ERRORS):
+        return one_line(error)
+    return f"{type(error).__name__}: {one_line(error)}"
 
 
 def _run_stage(stage: str, state: RoundState, commit: Callable) -> None:
@@ -158,48 +199,67 @@ def run_rounds(
 ) -> list:
     """Run harvest rounds until one harvests no new lesion or ``rounds`` more have run.
 
-    A failed (interrupted) round is resumed first, with the configuration it
-    started with. ``config.max_rounds`` bounds the total number of done rounds.
-    Launched by ``torchrun`` with several processes, the ranks share the work
-    (:mod:`napari_lesion_harvest.harvest.distributed`); only rank 0 reports progress.
+    An unfinished round (failed, or queued and never started) is resumed first,
+    with the configuration it was created with. ``config.max_rounds`` bounds the
+    total number of done rounds. Launched by ``torchrun`` with several
+    processes, the ranks share the work
+    (:mod:`napari_lesion_harvest.harvest.distributed`); only rank 0 reports
+    progress.
+
+    Parameters
+    ----------
+    project : HarvestProject or ProjectFolder
+        The open project on rank 0 (and in one process); its folder on the
+        other ranks, which never open the project's database.
 
     Returns
     -------
     list of RoundRecord
         The rounds finished by this call (on every rank).
+
+    Raises
+    ------
+    HarvestInputError
+        The project cannot run a round (checked before any round is created).
     """
-    check_inputs(project)
     device = resolve_device(device)
-    store = project.rounds
     with joined_ranks(device) as context:
         if not context.is_main:
             progress = no_progress
+
+        def on_main(compute):
+            return from_main(compute, context)
+
+        on_main(lambda: check_inputs(project))
         hooks = {"progress": progress, "cancelled": cancelled, "context": context}
         finished = [
             run_round(project, number, device=context.device, **hooks)
-            for number in from_main(lambda: _failed_rounds(store), context)
+            for number in on_main(lambda: _unfinished_rounds(project.rounds))
         ]
         limit = config.max_rounds if rounds is None else rounds
         while len(finished) < limit:
-            number = from_main(lambda: _next_round(store, config, rounds, progress), context)
+            number = on_main(lambda: _next_round(project.rounds, config, rounds, progress))
             if number is None:
                 break
-            finished.append(run_round(project, number, device=context.device, **hooks))
+            finished.append(
+                run_round(project, number, device=context.device, config=config, **hooks)
+            )
         return finished
 
 
-def _failed_rounds(store) -> list[int]:
-    """Rounds left failed (after marking interrupted ones so), to resume first."""
+def _unfinished_rounds(store) -> list[int]:
+    """Rounds to resume first: failed ones (after marking interrupted ones so), and
+    queued ones that never started."""
     store.recover_interrupted()
-    return [record.number for record in store.list() if record.status == "failed"]
+    return [r.number for r in store.list() if r.status in ("failed", "queued")]
 
 
 def _next_round(store, config: RoundConfig, rounds: int | None, progress) -> int | None:
-    """Create the next round and return its number, or None when the rounds are over."""
+    """The number the next round gets, or None when the rounds are over."""
     done = [r for r in store.list() if r.status == "done"]
     if len(done) >= config.max_rounds and rounds is None:
         return None
     if done and done[-1].metrics.get("harvest", {}).get("new_lesions") == 0:
         progress("rounds", len(done), len(done), "the last round harvested nothing new")
         return None
-    return store.create(asdict(config)).number
+    return store.next_number()

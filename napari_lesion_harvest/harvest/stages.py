@@ -22,7 +22,13 @@ stage          what it does
 Under ``torchrun`` (``RoundState.context`` with several ranks) the stages of
 :data:`RANK_SHARED_STAGES` run on every rank (DDP training; scanning and scoring
 sharded by volume, results gathered on rank 0) and return their result on rank 0
-only (None elsewhere); the other stages run on rank 0 alone.
+only (None elsewhere); the other stages run on rank 0 alone. Only rank 0 reads
+the project's database; the other ranks get what they need from it
+(:meth:`RoundState.checkpoint`, the proposals to score).
+
+Every checkpoint a stage loads is checked against the sha256 the project
+recorded for it (a changed file raises
+:class:`~napari_lesion_harvest.store.ChecksumMismatchError` and is not loaded).
 """
 
 from __future__ import annotations
@@ -37,7 +43,8 @@ import numpy as np
 
 from napari_lesion_harvest.geometry import Proposal3D, iou_2d
 from napari_lesion_harvest.harvest.config import RoundConfig
-from napari_lesion_harvest.harvest.distributed import merged_from_ranks, per_rank_batch
+from napari_lesion_harvest.harvest.distributed import from_main, merged_from_ranks, per_rank_batch
+from napari_lesion_harvest.harvest.errors import HarvestInputError
 from napari_lesion_harvest.harvest.hard_negatives import select_hard_negatives
 from napari_lesion_harvest.harvest.threshold import threshold_at_precision
 from napari_lesion_harvest.harvest.training_sets import (
@@ -52,10 +59,13 @@ from napari_lesion_harvest.io.sources import open_volume
 from napari_lesion_harvest.lpg.distributed import DistributedContext, shard
 from napari_lesion_harvest.store import (
     CheckpointRef,
+    NotFoundError,
     ProposalRow,
     ProposalUpdate,
     StageResult,
 )
+from napari_lesion_harvest.store.lock import RoundLock
+from napari_lesion_harvest.store.rounds import checkpoint_location
 from napari_lesion_harvest.tracking.marks import proposals_hitting_marks as proposals_hitting
 from napari_lesion_harvest.workers.progress import Progress, check_cancelled
 
@@ -75,7 +85,8 @@ class RoundState:
 
     Attributes
     ----------
-    project : HarvestProject
+    project : HarvestProject or ProjectFolder
+        The open project on rank 0; its folder alone on the other ranks.
     number : int
         The round.
     snapshot : RoundSnapshot
@@ -89,6 +100,10 @@ class RoundState:
         True once a stop was requested.
     context : DistributedContext
         This process's rank and the number of ranks (one process by default).
+    lock : RoundLock or None
+        The held round lock (rank 0 of a running round): training checkpoints
+        are recorded in the project as soon as they are on disk. None: they are
+        registered only with the stage's result.
     """
 
     project: object
@@ -99,7 +114,13 @@ class RoundState:
     progress: Progress
     cancelled: Callable[[], bool]
     context: DistributedContext = field(default_factory=DistributedContext)
+    lock: RoundLock | None = None
     _records: dict = field(default_factory=dict, init=False, repr=False)
+
+    @property
+    def folder(self) -> Path:
+        """The project folder."""
+        return Path(self.project.folder)
 
     def record(self, volume_id: str):
         """The snapshot's volume record of ``volume_id``."""
@@ -118,39 +139,45 @@ class RoundState:
         return self.record(volume_id).split
 
     def proposals(self, roles=None) -> dict[str, list]:
-        """This round's stored proposals by volume, in id order."""
+        """This round's stored proposals by volume, in id order (rank 0 only)."""
         grouped: dict[str, list] = defaultdict(list)
         for stored in self.project.proposals(self.number, roles=roles):
             grouped[stored.volume_id].append(stored)
         return dict(grouped)
 
-    def checkpoint_path(self, name: str) -> Path:
-        """Registered checkpoint ``name`` of this round, its sha256 checked."""
-        from napari_lesion_harvest.store import ChecksumMismatchError
-        from napari_lesion_harvest.store.checkpoints import sha256_file
+    def checkpoint(self, name: str, *, round_number: int | None = None) -> tuple[Path, str]:
+        """Checkpoint ``name`` of this round (or of ``round_number``) as the project
+        records it (read on rank 0, sent to every rank).
 
-        ref = self.project.rounds.checkpoint(name, round_number=self.number)
-        path = self.project.folder / ref.path
-        if sha256_file(path) != ref.sha256:
-            raise ChecksumMismatchError(f"{path}: checkpoint changed since round {self.number}")
-        return path
+        Returns
+        -------
+        path : Path
+            The file, under this rank's project folder.
+        sha256 : str
+            What its content must hash to; pass it to the loader.
 
-    def working_path(self, name: str) -> Path:
-        """Where this round writes checkpoint ``name`` (``models/round_NNN/<name>.pt``)."""
-        path = self.project.models_dir / f"round_{self.number:03d}" / f"{name}.pt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return path
-
-    def register(self, name: str, path: Path) -> CheckpointRef:
-        """A reference to checkpoint file ``path`` for the stage result."""
-        from napari_lesion_harvest.store.checkpoints import sha256_file
-
-        return CheckpointRef(
-            name=name,
-            path=path.relative_to(self.project.folder).as_posix(),
-            sha256=sha256_file(path),
-            size=path.stat().st_size,
+        Raises
+        ------
+        NotFoundError
+            No such checkpoint is recorded.
+        """
+        number = self.number if round_number is None else round_number
+        ref = from_main(
+            lambda: self.project.rounds.checkpoint(name, round_number=number), self.context
         )
+        return self.folder / ref.path, ref.sha256
+
+    def checkpoint_file(self, name: str) -> Path:
+        """Where this round writes checkpoint ``name`` (``models/round_NNN/<name>.pt``)."""
+        return self.folder / checkpoint_location(self.number, name)
+
+    def record_checkpoint(self, name: str, *, sha256: str, size: int) -> CheckpointRef:
+        """The reference of checkpoint ``name`` that this round has just written
+        durably; recorded in the project at once when this state holds the lock."""
+        ref = CheckpointRef(name, checkpoint_location(self.number, name).as_posix(), sha256, size)
+        if self.lock is not None:
+            self.project.rounds.record_checkpoint(self.number, ref, lock=self.lock)
+        return ref
 
 
 # ---------------------------------------------------------------------------- train_lpg
@@ -180,7 +207,10 @@ def train_lpg_stage(state: RoundState) -> StageResult:
         ignore_unmarked_background=state.config.lpg_ignore_unmarked_background,
     )
     if not slices:
-        raise ValueError("no marks to train the lesion proposal generator on")
+        raise HarvestInputError(
+            "no marks to train the lesion proposal generator on; mark lesions of the fully "
+            "annotated volumes (V_M)"
+        )
     drawn = slices
     if previous is not None:
         drawn = drawn_fine_tuning_slices(slices, config.lpg_finetune_slices)
@@ -194,15 +224,17 @@ def train_lpg_stage(state: RoundState) -> StageResult:
         )
         for s in drawn
     ]
-    init = None
-    if previous is not None:
-        ref = state.project.rounds.checkpoint("lpg", round_number=previous)
-        init = state.project.folder / ref.path
+    init, init_sha256 = None, None
     steps, learning_rate = config.lpg_train_steps, config.lpg_learning_rate
-    if init is not None:
+    if previous is not None:
+        init, init_sha256 = state.checkpoint("lpg", round_number=previous)
         steps = config.lpg_finetune_steps
         learning_rate = config.lpg_finetune_learning_rate or learning_rate
-    path = state.working_path("lpg")
+    try:  # a training checkpoint recorded before this round stopped: continue from it
+        _, resume_sha256 = state.checkpoint("lpg")
+    except NotFoundError:
+        resume_sha256 = None
+    written = []  # references of the checkpoints written (rank 0)
     started = time.monotonic()
 
     def report(step, total, parts):
@@ -226,7 +258,13 @@ def train_lpg_stage(state: RoundState) -> StageResult:
             ),
         ),
         init_checkpoint=init,
-        checkpoint_path=path,
+        init_sha256=init_sha256,
+        checkpoint_path=state.checkpoint_file("lpg"),
+        resume=resume_sha256 is not None,
+        resume_sha256=resume_sha256,
+        on_checkpoint=lambda sha256, size: written.append(
+            state.record_checkpoint("lpg", sha256=sha256, size=size)
+        ),
         device=state.device,
         progress=report,
         should_stop=state.cancelled,
@@ -238,7 +276,7 @@ def train_lpg_stage(state: RoundState) -> StageResult:
         return None
     last = result.history[-1] if result.history else {}
     return StageResult(
-        checkpoints=[state.register("lpg", path)],
+        checkpoints=written[-1:],
         metrics={
             "lpg": {
                 "steps": result.step,
@@ -263,7 +301,8 @@ def scan_stage(state: RoundState) -> StageResult:
     from napari_lesion_harvest.lpg.checkpoint import load_model
 
     config = state.config
-    model = load_model(state.checkpoint_path("lpg")).to(state.device)
+    path, sha256 = state.checkpoint("lpg")
+    model = load_model(path, sha256=sha256).to(state.device)
     records = volume_records(state.snapshot)
     started = time.monotonic()
     counts = {"volumes": len(records), "slices": 0, "boxes_2d": 0, "proposals": 0}
@@ -438,7 +477,7 @@ def _verified_sets(state: RoundState):
 
 def train_lpc_stage(state: RoundState) -> StageResult:
     """Train the LPC on P_RM, P_neg_M and P_RH; score V_M for the harvest threshold."""
-    from napari_lesion_harvest.lpc.checkpoint import save_checkpoint
+    from napari_lesion_harvest.lpc.checkpoint import checkpoint_payload
     from napari_lesion_harvest.lpc.score import v_m_scores
     from napari_lesion_harvest.lpc.train import MissingClassError, train_classifier
 
@@ -450,13 +489,20 @@ def train_lpc_stage(state: RoundState) -> StageResult:
         state.progress(stage, step, total, message, metrics)
 
     started = time.monotonic()
-    result = train_classifier(
-        sets, options, device=state.device, progress=report, cancelled=state.cancelled
-    )
-    path = save_checkpoint(
-        result.model,
-        state.working_path("lpc"),
-        meta={"best_epoch": result.best_epoch, **result.counts},
+    try:
+        result = train_classifier(
+            sets, options, device=state.device, progress=report, cancelled=state.cancelled
+        )
+    except MissingClassError as error:
+        raise HarvestInputError(
+            f"the lesion proposal classifier cannot be trained: {error}. The LPG's proposals "
+            "matched too few marks: train it longer (lpg_train_steps) or annotate more volumes "
+            "fully (V_M), then run a new round"
+        ) from error
+    checkpoint = state.project.rounds.save_checkpoint(
+        state.number,
+        "lpc",
+        checkpoint_payload(result.model, meta={"best_epoch": result.best_epoch, **result.counts}),
     )
     n_v_m = sum(s.fully_annotated for s in sets)
     mode, folds = config.threshold_mode, min(config.folds, n_v_m)
@@ -496,7 +542,7 @@ def train_lpc_stage(state: RoundState) -> StageResult:
             )
     return StageResult(
         updates=updates,
-        checkpoints=[state.register("lpc", path)],
+        checkpoints=[checkpoint],
         metrics={
             "lpc": {
                 **result.counts,
@@ -520,8 +566,29 @@ def harvest_stage(state: RoundState) -> StageResult:
     from napari_lesion_harvest.lpc.score import classify_proposals
 
     config = state.config
-    model, _ = load_checkpoint(state.checkpoint_path("lpc"), device=state.device)
-    stored_by_volume = state.proposals()
+    path, sha256 = state.checkpoint("lpc")
+    model, _ = load_checkpoint(path, sha256=sha256, device=state.device)
+    todo = {}  # volume_id -> its unverified V_H / V_H_test proposals (rank 0)
+    if state.context.is_main:
+        stored_by_volume = state.proposals()
+        for volume_id, stored in stored_by_volume.items():
+            if candidates := [s for s in stored if s.role == "candidate"]:
+                todo[volume_id] = candidates
+    to_score = from_main(
+        lambda: {v: [s.proposal for s in stored] for v, stored in todo.items()}, state.context
+    )
+    mine = shard(list(to_score), state.context)
+    classified = {}  # volume_id -> s_c of its unverified proposals, on this rank
+    for done, volume_id in enumerate(mine):
+        check_cancelled(state.cancelled)
+        state.progress("harvest", done, len(mine), volume_id)
+        classified[volume_id] = classify_proposals(
+            model, state.open(volume_id), to_score[volume_id], device=state.device
+        )
+    state.progress("harvest", len(mine), len(mine), "done")
+    classified = merged_from_ranks(classified, state.context)
+    if classified is None:
+        return None
     v_m = [  # lesion pieces left out of LPC training have no score
         s
         for stored in stored_by_volume.values()
@@ -534,23 +601,6 @@ def harvest_stage(state: RoundState) -> StageResult:
         target_precision=config.harvest_precision,
     )
     scored = []  # (stored, s_c, s_gc) of unverified V_H / V_H_test proposals
-    todo = {
-        v: [s for s in stored if s.role == "candidate"] for v, stored in stored_by_volume.items()
-    }
-    todo = {v: stored for v, stored in todo.items() if stored}
-    mine = shard(list(todo), state.context)
-    classified = {}  # volume_id -> s_c of its unverified proposals, on this rank
-    for done, volume_id in enumerate(mine):
-        check_cancelled(state.cancelled)
-        state.progress("harvest", done, len(mine), volume_id)
-        proposals = [s.proposal for s in todo[volume_id]]
-        classified[volume_id] = classify_proposals(
-            model, state.open(volume_id), proposals, device=state.device
-        )
-    state.progress("harvest", len(mine), len(mine), "done")
-    classified = merged_from_ranks(classified, state.context)
-    if classified is None:
-        return None
     for volume_id, stored in todo.items():
         s_c = classified[volume_id]
         scored.extend((s, float(c), float(c) * s.s_g) for s, c in zip(stored, s_c, strict=True))

@@ -1,28 +1,28 @@
-"""LPG checkpoints: written atomically, read only with ``torch.load(weights_only=True)``.
+"""LPG checkpoints: written by the package's one durable writer, read weights-only.
 
 A checkpoint is a dict of plain values and tensors::
 
     {"kind": "lpg-mscn", "format_version": 1, "config": LPGConfig.to_dict(),
      "model": state_dict, "step": int, "total_steps": int,
      "optimizer": state_dict or None, "pretrained_note": str}
+
+Files go through :mod:`napari_lesion_harvest.store.checkpoints` (atomic,
+fsynced; sha256 checked against the project's record on reading).
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import torch
 
 from napari_lesion_harvest.lpg.config import LPGConfig
 from napari_lesion_harvest.lpg.model import MultiSliceCenterNet
+from napari_lesion_harvest.store import checkpoints
+from napari_lesion_harvest.store.checkpoints import CheckpointError
 
 CHECKPOINT_KIND = "lpg-mscn"
 CHECKPOINT_VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A file that is not a readable LPG checkpoint."""
 
 
 def save_checkpoint(
@@ -32,10 +32,16 @@ def save_checkpoint(
     step: int = 0,
     total_steps: int = 0,
     optimizer: torch.optim.Optimizer | None = None,
-) -> Path:
-    """Write a checkpoint atomically (temporary file in the same folder + ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+) -> tuple[str, int]:
+    """Write a checkpoint atomically and durably
+    (:func:`~napari_lesion_harvest.store.checkpoints.write_checkpoint`).
+
+    Returns
+    -------
+    sha256 : str
+    size : int
+        Of the file written.
+    """
     state = {
         "kind": CHECKPOINT_KIND,
         "format_version": CHECKPOINT_VERSION,
@@ -46,30 +52,30 @@ def save_checkpoint(
         "optimizer": None if optimizer is None else optimizer.state_dict(),
         "pretrained_note": model.pretrained_note,
     }
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(state, temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
+    return checkpoints.write_checkpoint(state, path)
 
 
-def load_checkpoint(path: str | os.PathLike, *, map_location="cpu") -> dict:
+def load_checkpoint(
+    path: str | os.PathLike, *, sha256: str | None = None, map_location="cpu"
+) -> dict:
     """Read a checkpoint dict safely (``weights_only=True``).
+
+    Parameters
+    ----------
+    path : str or PathLike
+    sha256 : str, optional
+        As in :func:`napari_lesion_harvest.store.checkpoints.load_checkpoint`:
+        the digest the project recorded (None for a file outside a project).
+    map_location : str or torch.device, optional
 
     Raises
     ------
+    ChecksumMismatchError
+        The file differs from the recorded one.
     CheckpointError
         When the file is missing, unreadable or not an LPG checkpoint.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such LPG checkpoint")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # torch raises several types for corrupt or unsafe files
-        raise CheckpointError(f"{path}: not a readable LPG checkpoint ({error})") from error
+    state = checkpoints.load_checkpoint(path, sha256=sha256, map_location=map_location)
     if not isinstance(state, dict) or state.get("kind") != CHECKPOINT_KIND:
         raise CheckpointError(f"{path}: not an LPG checkpoint (kind != {CHECKPOINT_KIND!r})")
     if state.get("format_version") != CHECKPOINT_VERSION:
@@ -88,6 +94,10 @@ def model_from_checkpoint(state: dict) -> MultiSliceCenterNet:
     return model
 
 
-def load_model(path: str | os.PathLike, *, map_location="cpu") -> MultiSliceCenterNet:
-    """The model stored in checkpoint ``path`` (config from the file), in eval mode."""
-    return model_from_checkpoint(load_checkpoint(path, map_location=map_location)).eval()
+def load_model(
+    path: str | os.PathLike, *, sha256: str | None = None, map_location="cpu"
+) -> MultiSliceCenterNet:
+    """The model stored in checkpoint ``path`` (config from the file), in eval mode
+    (``sha256`` as in :func:`load_checkpoint`)."""
+    state = load_checkpoint(path, sha256=sha256, map_location=map_location)
+    return model_from_checkpoint(state).eval()

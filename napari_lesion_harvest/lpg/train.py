@@ -199,8 +199,11 @@ def train_lpg(
     config: str | LPGConfig = "lite",
     options: TrainOptions | None = None,
     init_checkpoint: str | os.PathLike | None = None,
+    init_sha256: str | None = None,
     checkpoint_path: str | os.PathLike | None = None,
     resume: bool = True,
+    resume_sha256: str | None = None,
+    on_checkpoint: Callable[[str, int], None] | None = None,
     pretrained: bool = True,
     device: str | None = None,
     progress: ProgressCallback | None = None,
@@ -218,10 +221,20 @@ def train_lpg(
     options : TrainOptions
     init_checkpoint : path, optional
         Fine-tune: start from these weights with a fresh optimiser at step 0.
+    init_sha256 : str, optional
+        The sha256 recorded for ``init_checkpoint``: other content is refused
+        (:class:`~napari_lesion_harvest.store.ChecksumMismatchError`).
     checkpoint_path : path, optional
-        Where checkpoints go (rank 0 writes, atomically). With ``resume`` and an
-        existing file, training continues from its step, weights and optimiser.
+        Where checkpoints go (rank 0 writes, atomically and durably). With
+        ``resume`` and an existing file, training continues from its step,
+        weights and optimiser.
     resume : bool
+    resume_sha256 : str, optional
+        The sha256 recorded for the checkpoint to resume from: other content
+        is refused.
+    on_checkpoint : callable, optional
+        ``on_checkpoint(sha256, size)`` on rank 0 once each checkpoint is
+        durable on disk (to record it).
     pretrained : bool
         ImageNet trunk for a new model (when on disk; never downloaded).
     device : str, optional
@@ -245,6 +258,7 @@ def train_lpg(
     from napari_lesion_harvest.lpg.distributed import any_rank, current_context
     from napari_lesion_harvest.lpg.losses import mscn_loss
     from napari_lesion_harvest.lpg.model import build_model
+    from napari_lesion_harvest.store import ChecksumMismatchError
 
     options = options or TrainOptions()
     if not samples:
@@ -255,10 +269,15 @@ def train_lpg(
 
     resumed = None
     if resume and checkpoint_path is not None and checkpoint_path.is_file():
-        resumed = load_checkpoint(checkpoint_path)
+        try:
+            resumed = load_checkpoint(checkpoint_path, sha256=resume_sha256)
+        except ChecksumMismatchError as error:
+            raise ChecksumMismatchError(
+                f"{error}; delete it to train from the first step instead of resuming"
+            ) from error
         model = model_from_checkpoint(resumed)
     elif init_checkpoint is not None:
-        model = model_from_checkpoint(load_checkpoint(init_checkpoint))
+        model = model_from_checkpoint(load_checkpoint(init_checkpoint, sha256=init_sha256))
     else:
         model = build_model(get_config(config), pretrained=pretrained)
     config = model.config
@@ -294,13 +313,15 @@ def train_lpg(
 
     def checkpoint(step: int) -> None:
         if checkpoint_path is not None and context.is_main:
-            save_checkpoint(
+            written = save_checkpoint(
                 checkpoint_path,
                 model,
                 step=step,
                 total_steps=options.steps,
                 optimizer=optimizer,
             )
+            if on_checkpoint is not None:
+                on_checkpoint(*written)
 
     batches = StepBatches(
         samples,

@@ -1,22 +1,40 @@
-"""Model checkpoint files: atomic writes, sha256, restricted loading.
+"""Model checkpoint files: the package's one writer and one reader.
 
-A checkpoint is written to a temporary file in the target folder, flushed and
-fsynced, then renamed over the final name (``os.replace`` is atomic), and the
-folder is fsynced, so a reader sees either the old file or the complete new
-one. Loading checks the sha256 recorded in the project and unpickles with
-``torch.load(..., weights_only=True)`` (tensors and plain containers only).
+:func:`write_checkpoint` writes every checkpoint file (LPG, LPC, any state a
+round keeps): a temporary file in the target folder is written, flushed,
+given mode :data:`CHECKPOINT_MODE` and fsynced, then renamed over the final
+name (``os.replace`` is atomic), and the folder is fsynced. A reader sees
+either the old file or the complete new one, and when the function returns the
+new file survives a crash or a power cut; a project records the sha256 it
+returns only then.
+
+:func:`load_checkpoint` reads a file once, checks the bytes against the sha256
+the project recorded (when there is a record) and unpickles those same bytes
+with ``torch.load(weights_only=True)`` (tensors and plain containers only; no
+code runs from the file).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import tempfile
 from pathlib import Path
 
-from napari_lesion_harvest.store.errors import ChecksumMismatchError, StoreWriteError
+from napari_lesion_harvest.store.errors import ChecksumMismatchError, StoreError, StoreWriteError
+
+#: Mode of every checkpoint file: the owner writes, everyone who may enter the
+#: project folder reads, as for ``project.sqlite`` under the usual umask (022);
+#: the folder's own permissions decide who that is.
+CHECKPOINT_MODE = 0o644
 
 _CHUNK = 1 << 20
+
+
+class CheckpointError(StoreError, ValueError):
+    """A checkpoint file that is missing or is not a readable weights-only checkpoint
+    (of the expected kind); the message names the file."""
 
 
 def sha256_file(path: str | Path) -> str:
@@ -29,7 +47,7 @@ def sha256_file(path: str | Path) -> str:
 
 
 def write_checkpoint(state, path: str | Path) -> tuple[str, int]:
-    """Save ``state`` (e.g. a ``state_dict``) with ``torch.save``, atomically.
+    """Save ``state`` with ``torch.save``, atomically and durably.
 
     Parameters
     ----------
@@ -42,6 +60,7 @@ def write_checkpoint(state, path: str | Path) -> tuple[str, int]:
     Returns
     -------
     sha256 : str
+        Hex digest of the bytes on disk.
     size : int
         Bytes written.
 
@@ -62,6 +81,7 @@ def write_checkpoint(state, path: str | Path) -> tuple[str, int]:
         with handle:
             torch.save(state, handle)
             handle.flush()
+            os.chmod(handle.fileno(), CHECKPOINT_MODE)
             os.fsync(handle.fileno())
         digest = sha256_file(tmp)
         size = tmp.stat().st_size
@@ -78,32 +98,65 @@ def write_checkpoint(state, path: str | Path) -> tuple[str, int]:
     return digest, size
 
 
-def load_checkpoint(path: str | Path, *, sha256: str, map_location="cpu"):
-    """Load a checkpoint after checking its sha256 (``torch.load(weights_only=True)``).
+def load_checkpoint(path: str | Path, *, sha256: str | None, map_location="cpu"):
+    """Read a checkpoint, check its sha256, and unpickle it weights-only.
 
     Parameters
     ----------
     path : str or Path
-    sha256 : str
-        Expected hex digest (recorded in the project).
+    sha256 : str or None
+        The hex digest the project recorded for the file; None for a file
+        outside a project (nothing to check it against).
     map_location : str or torch.device, optional
+
+    Returns
+    -------
+    object
+        What was saved: tensors, numbers, strings and containers of them.
 
     Raises
     ------
     ChecksumMismatchError
-        The file changed since it was recorded (corrupt or replaced).
-    FileNotFoundError
-        The file is missing.
+        The file is not the one the project recorded (truncated, corrupt or
+        replaced); it was not unpickled.
+    CheckpointError
+        The file is missing, unreadable, or holds more than weights (code,
+        other classes) or no checkpoint at all.
     """
     import torch
 
-    found = sha256_file(path)
-    if found != sha256:
-        raise ChecksumMismatchError(
-            f"checkpoint {path} has sha256 {found}, but the project recorded {sha256}; "
-            "the file is corrupt or was replaced"
-        )
-    return torch.load(path, map_location=map_location, weights_only=True)
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path} does not exist") from None
+    except OSError as error:
+        raise CheckpointError(f"checkpoint {path} cannot be read: {error}") from error
+    if sha256 is not None:
+        found = hashlib.sha256(data).hexdigest()
+        if found != sha256:
+            raise ChecksumMismatchError(
+                f"checkpoint {path} is not the file the project recorded (sha256 {found}, "
+                f"recorded {sha256}, {len(data)} bytes): it is truncated, corrupt or was "
+                "replaced, and was not loaded"
+            )
+    try:
+        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises several types for corrupt or unsafe files
+        raise CheckpointError(
+            f"checkpoint {path} cannot be loaded: {_torch_reason(error)}"
+        ) from error
+
+
+def _torch_reason(error: Exception) -> str:
+    """One line from what ``torch.load(weights_only=True)`` raised (its messages run over
+    several lines and advise loading without ``weights_only``, which this package never does)."""
+    text = str(error)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        detail = text.split(marker, 1)[1].split("Check the documentation", 1)[0]
+        return f"it holds more than tensors and plain values ({' '.join(detail.split())})"
+    return " ".join(text.split()).split(". ")[0]
 
 
 def _fsync_dir(folder: Path) -> None:

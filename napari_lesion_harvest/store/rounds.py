@@ -3,8 +3,9 @@
 The round engine (another process than the GUI) drives a round like this::
 
     rounds = project.rounds
-    number = rounds.create({"lpg_epochs": 10}).number
+    number = rounds.next_number()
     with rounds.lock(number) as lock:          # refuses a second live round
+        rounds.create({"lpg_epochs": 10}, lock=lock)     # queued under the lock
         try:
             snapshot = rounds.start(number, lock=lock)   # frozen inputs; reused on resume
             for stage in STAGES:
@@ -44,6 +45,7 @@ from napari_lesion_harvest.store.errors import (
     StoreError,
 )
 from napari_lesion_harvest.store.lock import STALE_AFTER_S, LockHolder, RoundLock, is_stale
+from napari_lesion_harvest.store.project import MODELS_DIR
 from napari_lesion_harvest.store.records import (
     CheckpointRef,
     ProposalRow,
@@ -80,11 +82,41 @@ class RoundStore:
 
     # --------------------------------------------------------------- records
 
-    def create(self, config: Mapping | None = None) -> RoundRecord:
-        """Queue a new round with its configuration (JSON-serialisable mapping)."""
+    def next_number(self) -> int:
+        """The number :meth:`create` gives the next round."""
+        with self._db.read("numbering the next round") as conn:
+            return _next_number(conn)
+
+    def create(
+        self, config: Mapping | None = None, *, lock: RoundLock | None = None
+    ) -> RoundRecord:
+        """Queue a new round with its configuration (JSON-serialisable mapping).
+
+        Parameters
+        ----------
+        config : mapping, optional
+        lock : RoundLock, optional
+            The lock taken for the new round's number (:meth:`next_number`):
+            the round is created only while it is held, so a process that cannot
+            run the round leaves no row behind.
+
+        Raises
+        ------
+        RoundLockedError
+            ``lock`` is not held.
+        RoundStateError
+            Another process created round ``lock.round_number`` meanwhile.
+        """
         text = _json(config or {}, "round configuration")
         with self._db.write("creating a round") as conn:
-            number = conn.execute("SELECT coalesce(max(number), 0) + 1 FROM rounds").fetchone()[0]
+            number = _next_number(conn)
+            if lock is not None:
+                lock.check(conn)
+                if number != lock.round_number:
+                    raise RoundStateError(
+                        f"round {lock.round_number} was created by another process meanwhile; "
+                        "run the command again"
+                    )
             conn.execute(
                 "INSERT INTO rounds (number, config, status, created_at) "
                 "VALUES (?, ?, 'queued', ?)",
@@ -109,8 +141,15 @@ class RoundStore:
     # ------------------------------------------------------------- lifecycle
 
     def lock(self, number: int, *, stale_after_s: float = STALE_AFTER_S) -> RoundLock:
-        """The lock to hold while running round ``number`` (use as a context manager)."""
-        self.get(number)
+        """The lock to hold while running round ``number`` (use as a context manager).
+
+        ``number`` is an existing round, or the next one (:meth:`next_number`),
+        which :meth:`create` then adds under the lock.
+        """
+        with self._db.read(f"reading round {number}") as conn:
+            exists = conn.execute("SELECT 1 FROM rounds WHERE number = ?", (int(number),))
+            if exists.fetchone() is None and int(number) != _next_number(conn):
+                raise NotFoundError(f"the project has no round {number}")
         return RoundLock(self._db, number, stale_after_s=stale_after_s)
 
     def lock_holder(self) -> LockHolder | None:
@@ -125,7 +164,9 @@ class RoundStore:
 
         A queued round's snapshot is taken now, in the same transaction that
         sets it ``running``; a failed round resumes with the snapshot it took
-        when it first started and the stages it already committed.
+        when it first started and the stages it already committed. Temporary
+        files that a killed checkpoint write left in the round's model folder
+        are removed (no other process writes there while ``lock`` is held).
 
         Raises
         ------
@@ -148,7 +189,10 @@ class RoundStore:
                 "started_at = coalesce(started_at, ?), snapshot = ? WHERE id = ?",
                 (rows.now(), blob, round_pk),
             )
-            return _restore_snapshot(conn, number, round_pk, config, blob)
+            snapshot = _restore_snapshot(conn, number, round_pk, config, blob)
+        for leftover in (self.folder / _models_folder(number)).glob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
+        return snapshot
 
     def snapshot(self, number: int) -> RoundSnapshot:
         """The inputs round ``number`` took when it started, read back without
@@ -231,9 +275,15 @@ class RoundStore:
             )
         return self.get(number)
 
-    def fail(self, number: int, error: str) -> RoundRecord:
-        """Mark a queued or running round ``failed`` with a reason; it can be resumed."""
-        return self._set_final(number, "failed", error, allowed=("queued", "running"))
+    def fail(self, number: int, error: str, *, resumable: bool = True) -> RoundRecord:
+        """Mark a queued or running round ``failed`` with a reason; it can be resumed.
+
+        With ``resumable=False`` (a resume would fail the same way: the inputs
+        it froze cannot give a result) the round ends ``cancelled`` with the
+        reason instead, and the next round takes the project as it is then.
+        """
+        status = "failed" if resumable else "cancelled"
+        return self._set_final(number, status, error, allowed=("queued", "running"))
 
     def cancel(self, number: int, *, author: str) -> RoundRecord:
         """Cancel a queued, running or failed round (the user pressed Stop); not resumable."""
@@ -335,16 +385,37 @@ class RoundStore:
     # ----------------------------------------------------------- checkpoints
 
     def save_checkpoint(self, number: int, name: str, state) -> CheckpointRef:
-        """Write a checkpoint file atomically under ``models/round_NNN/<name>.pt``.
+        """Write ``state`` to round ``number``'s checkpoint file ``name``
+        (:func:`checkpoint_location`) with the one durable writer,
+        :func:`~napari_lesion_harvest.store.checkpoints.write_checkpoint`.
 
         The file is registered in the project when the returned reference is
-        passed in a :class:`StageResult` (so it appears with its stage).
+        passed in a :class:`StageResult` (so it appears with its stage), or
+        earlier with :meth:`record_checkpoint`.
         """
-        _check_name(name, "checkpoint name")
         self.get(number)
-        relative = Path("models") / f"round_{int(number):03d}" / f"{name}.pt"
+        relative = checkpoint_location(number, name)
         digest, size = checkpoints.write_checkpoint(state, self.folder / relative)
         return CheckpointRef(name=name, path=relative.as_posix(), sha256=digest, size=size)
+
+    def record_checkpoint(self, number: int, ref: CheckpointRef, *, lock: RoundLock) -> None:
+        """Record a checkpoint of running round ``number`` as soon as its file is durable
+        (e.g. each training checkpoint, so that a resumed round can check the file it
+        continues from); the stage that ends with it registers it again.
+
+        Raises
+        ------
+        RoundLockedError
+            ``lock`` is not held.
+        RoundStateError
+            The round is not running.
+        """
+        with self._db.write(f"recording checkpoint {ref.name} of round {number}") as conn:
+            lock.check(conn)
+            round_pk, status, _, _ = _round_state(conn, number)
+            if status != "running":
+                raise RoundStateError(f"round {number} is {status}, not running")
+            self._register_checkpoint(conn, round_pk, ref)
 
     def checkpoint(self, name: str, *, round_number: int | None = None) -> CheckpointRef:
         """A registered checkpoint (default: from the latest round that has one by that name)."""
@@ -362,7 +433,15 @@ class RoundStore:
         return CheckpointRef(*row)
 
     def load_checkpoint(self, name: str, *, round_number: int | None = None, map_location="cpu"):
-        """Load a registered checkpoint after checking its sha256 (weights only)."""
+        """Load a registered checkpoint after checking its sha256 (weights only).
+
+        Raises
+        ------
+        NotFoundError
+            No such checkpoint is registered.
+        ChecksumMismatchError, CheckpointError
+            See :func:`~napari_lesion_harvest.store.checkpoints.load_checkpoint`.
+        """
         ref = self.checkpoint(name, round_number=round_number)
         return checkpoints.load_checkpoint(
             self.folder / ref.path, sha256=ref.sha256, map_location=map_location
@@ -376,12 +455,29 @@ class RoundStore:
             )
         conn.execute(
             "INSERT INTO checkpoints (round_id, name, path, sha256, size, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (round_id, name) DO UPDATE SET "
+            "path = excluded.path, sha256 = excluded.sha256, size = excluded.size, "
+            "created_at = excluded.created_at",
             (round_pk, ref.name, ref.path, ref.sha256, ref.size, rows.now()),
         )
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def checkpoint_location(number: int, name: str) -> Path:
+    """Where round ``number`` keeps checkpoint ``name``, relative to the project
+    folder: ``models/round_NNN/<name>.pt``."""
+    _check_name(name, "checkpoint name")
+    return _models_folder(number) / f"{name}.pt"
+
+
+def _models_folder(number: int) -> Path:
+    return Path(MODELS_DIR) / f"round_{int(number):03d}"
+
+
+def _next_number(conn) -> int:
+    return conn.execute("SELECT coalesce(max(number), 0) + 1 FROM rounds").fetchone()[0]
 
 
 def _json(value: Mapping, what: str) -> str:
