@@ -299,12 +299,30 @@ def test_fine_tuning_refuses_a_changed_previous_lpg(round_done, tmp_path, change
 
 
 @pytest.mark.parametrize("change", CHANGES)
-def test_resuming_refuses_a_changed_training_checkpoint(lpg_interrupted, tmp_path, change):
+def test_resuming_does_not_load_a_changed_training_checkpoint(lpg_interrupted, tmp_path, change):
+    """A training checkpoint whose content is not the recorded one (damaged, or written
+    by a process killed before it recorded it) is not loaded: the LPG trains again from
+    its first step, says why, and the round goes on."""
     project_dir = shutil.copytree(lpg_interrupted[0], tmp_path / "project")
     working = project_dir / "models" / "round_001" / "lpg.pt"
     CHANGES[change](working)
-    message = _refused(project_dir, 1, working, _resume(lpg_interrupted[1]))
-    assert message.endswith("delete it to train from the first step instead of resuming")
+    progress, cancelled, events = _stop_when(
+        lambda events: any(e[0] == "train_lpg" and e[1] > 0 for e in events)
+    )
+    with HarvestProject.open(project_dir) as project:
+        with pytest.raises(Cancelled):
+            run_rounds(
+                project,
+                lpg_interrupted[1],
+                rounds=1,
+                device="cpu",
+                progress=progress,
+                cancelled=cancelled,
+            )
+        assert project.rounds.get(1).resumable
+    (refusal,) = [e for e in events if e[0] == "train_lpg" and "first step" in e[3]]
+    assert str(working) in refusal[3] and "was not loaded" in refusal[3]
+    assert [e[1] for e in events if e[0] == "train_lpg" and e[1] > 0][0] == 1
 
 
 def test_resuming_continues_from_the_recorded_training_checkpoint(lpg_interrupted, tmp_path):

@@ -269,6 +269,10 @@ def train_lpg_stage(state: RoundState) -> StageResult:
         progress=report,
         should_stop=state.cancelled,
     )
+    if result.resume_refused:
+        state.progress(
+            "train_lpg", 0, steps, f"trained from the first step: {result.resume_refused}"
+        )
     check_cancelled(state.cancelled)
     if result.stopped:
         check_cancelled(lambda: True)

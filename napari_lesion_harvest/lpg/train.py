@@ -88,6 +88,10 @@ class TrainResult:
     checkpoint_path : Path or None
     canvas_size : int
         Side (pixels) of the square canvas the batches were built on.
+    resume_refused : str or None
+        Why the training checkpoint to resume from was not loaded (its content is not
+        the recorded sha256's: damaged, replaced, or written by a process killed
+        before it could record it); training then started from its first step.
     """
 
     model: object
@@ -96,6 +100,7 @@ class TrainResult:
     stopped: bool
     checkpoint_path: Path | None
     canvas_size: int
+    resume_refused: str | None = None
 
 
 def learning_rate_at(step: int, options: TrainOptions) -> float:
@@ -230,8 +235,8 @@ def train_lpg(
         weights and optimiser.
     resume : bool
     resume_sha256 : str, optional
-        The sha256 recorded for the checkpoint to resume from: other content
-        is refused.
+        The sha256 recorded for the checkpoint to resume from: other content is
+        not loaded, and training starts from its first step (``resume_refused``).
     on_checkpoint : callable, optional
         ``on_checkpoint(sha256, size)`` on rank 0 once each checkpoint is
         durable on disk (to record it).
@@ -267,14 +272,14 @@ def train_lpg(
     checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
     torch.manual_seed(options.seed)
 
-    resumed = None
+    resumed, resume_refused = None, None
     if resume and checkpoint_path is not None and checkpoint_path.is_file():
         try:
             resumed = load_checkpoint(checkpoint_path, sha256=resume_sha256)
         except ChecksumMismatchError as error:
-            raise ChecksumMismatchError(
-                f"{error}; delete it to train from the first step instead of resuming"
-            ) from error
+            # Not loaded; a training checkpoint only saves time, so train from step 0.
+            resume_refused = str(error)
+    if resumed is not None:
         model = model_from_checkpoint(resumed)
     elif init_checkpoint is not None:
         model = model_from_checkpoint(load_checkpoint(init_checkpoint, sha256=init_sha256))
@@ -365,7 +370,7 @@ def train_lpg(
         restore_batch_norm(model)
     checkpoint(step)
     model.eval()
-    return TrainResult(model, step, history, stopped, checkpoint_path, canvas)
+    return TrainResult(model, step, history, stopped, checkpoint_path, canvas, resume_refused)
 
 
 def _sum_over_ranks(count):
