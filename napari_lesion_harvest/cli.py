@@ -32,6 +32,17 @@ class CommandError(Exception):
     """
 
 
+def positive_int(text: str) -> int:
+    """An ``argparse`` type: a whole number >= 1 (``--rounds 0`` is refused by name)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every registered subcommand."""
     parser = argparse.ArgumentParser(

@@ -45,6 +45,23 @@ def test_console_script_runs_and_bad_arguments_exit_2():
     assert bad.returncode == 2 and "arguments are required: project" in bad.stderr
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["round", "P", "--rounds", "0"],
+        ["round", "P", "--rounds", "-1"],
+        ["export", "P", "OUT", "--round", "0"],
+        ["demo", "--volumes", "0"],
+        ["demo", "--size", "x"],
+    ],
+)
+def test_counts_below_one_are_refused_by_name(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(argv)
+    assert exit_info.value.code == 2
+    assert f"argument {argv[-2]}:" in capsys.readouterr().err
+
+
 def test_manifest_is_valid_and_contributes_widget_readers_and_sample():
     from npe2 import PluginManifest
 

@@ -8,7 +8,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from napari_lesion_harvest.cli import CommandError
+from napari_lesion_harvest.cli import CommandError, positive_int
 
 
 def _author(args) -> str:
@@ -89,7 +89,9 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("round", help="run (or resume) harvest rounds")
     _add_project(p, author=False)
-    p.add_argument("--rounds", type=int, help="rounds to run now (default: up to max_rounds)")
+    p.add_argument(
+        "--rounds", type=positive_int, help="rounds to run now (default: up to max_rounds)"
+    )
     p.add_argument("--config", default="paper", help="lite, paper, or a JSON file of fields")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--seed", type=int, help="override the config's seed")
@@ -107,7 +109,9 @@ def register(subparsers) -> None:
         choices=("csv", "json", "paper"),
         help="csv, json, or paper (MinedLesions.pkl); repeatable; default all",
     )
-    p.add_argument("--round", type=int, help="round whose lesions to export (default: latest)")
+    p.add_argument(
+        "--round", type=positive_int, help="round whose lesions to export (default: latest)"
+    )
     p.set_defaults(func=run_export)
 
     p = subparsers.add_parser("status", help="splits, counts, rounds and last metrics")

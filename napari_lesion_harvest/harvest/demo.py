@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from napari_lesion_harvest.cli import CommandError
+from napari_lesion_harvest.cli import CommandError, positive_int
 
 DEMO_AUTHOR = "demo"
 
@@ -31,10 +31,12 @@ def register(subparsers) -> None:
         "demo", help="synthesise a phantom set, annotate a subset, run harvest rounds (CPU)"
     )
     p.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder")
-    p.add_argument("--volumes", type=int, default=24, help="phantom sub-volumes")
-    p.add_argument("--size", type=int, default=128, help="in-plane size of the phantom")
+    p.add_argument("--volumes", type=positive_int, default=24, help="phantom sub-volumes")
+    p.add_argument("--size", type=positive_int, default=128, help="in-plane size of the phantom")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--rounds", type=int, default=3, help="harvest rounds (the paper ran 3)")
+    p.add_argument(
+        "--rounds", type=positive_int, default=3, help="harvest rounds (the paper ran 3)"
+    )
     p.add_argument("--config", default="lite", help="lite, paper or a JSON file")
     p.add_argument("--fraction-m", type=float, default=0.25, help="share of V_M volumes")
     p.add_argument("--fraction-h-test", type=float, default=0.25, help="share of V_H_test")
