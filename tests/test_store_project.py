@@ -253,9 +253,14 @@ def test_version_1_project_migrates_and_keeps_its_marks(tmp_path):
         assert [m.mark.z for m in project.marks("old")] == [2]
         assert project.rounds.list() == []  # version-2 tables exist
         assert project.integrity_check() == []
-    assert (folder / "project.sqlite.v1.bak").is_file()
+    [backup] = (folder / "backups").glob("project-v1-*.sqlite")
+    copy = sqlite3.connect(backup)
+    assert copy.execute("PRAGMA user_version").fetchone() == (1,)  # the file before migrating
+    assert copy.execute("SELECT z FROM marks").fetchall() == [(2,)]
+    copy.close()
     with HarvestProject.open(folder) as project:
         assert project.migrated_from is None
+    assert len(list((folder / "backups").iterdir())) == 1  # no second migration, no backup
 
 
 def test_store_errors_share_one_base(project):
