@@ -11,6 +11,7 @@ import pytest
 
 from napari_lesion_harvest.geometry import RecistMark, key_slice_to_index
 from napari_lesion_harvest.store import (
+    DamagedProjectError,
     InvalidValueError,
     NotAProjectError,
     NotFoundError,
@@ -219,6 +220,27 @@ def test_corrupt_project_file_is_refused(tmp_path):
     (folder / "project.sqlite").write_bytes(bytes(data))
     with pytest.raises(NotAProjectError):
         HarvestProject.open(folder)
+
+
+def test_empty_project_file_is_refused_unless_a_creation_was_interrupted(tmp_path):
+    emptied = tmp_path / "emptied"
+    with HarvestProject.open(emptied, create=True) as project:
+        project.add_volumes([VolumeRecord("v", "x", "-", "V_H")], author="me")
+    (emptied / "project.sqlite").write_bytes(b"")
+    for create in (False, True):  # never silently re-created as an empty project
+        with pytest.raises(
+            DamagedProjectError, match=r"empty \(0 bytes\).*lesion-harvest restore"
+        ):
+            HarvestProject.open(emptied, create=create)
+    assert (emptied / "project.sqlite").stat().st_size == 0
+
+    interrupted = tmp_path / "interrupted"  # killed before the first write: the file alone
+    interrupted.mkdir()
+    (interrupted / "project.sqlite").write_bytes(b"")
+    with pytest.raises(DamagedProjectError):
+        HarvestProject.open(interrupted)
+    with HarvestProject.open(interrupted, create=True) as project:
+        assert project.volumes() == []
 
 
 def test_newer_schema_is_refused(tmp_path):

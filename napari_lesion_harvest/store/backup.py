@@ -39,9 +39,9 @@ from napari_lesion_harvest.store.errors import (
     RoundLockedError,
     SchemaTooNewError,
 )
+from napari_lesion_harvest.store.project import DATABASE_NAME
 from napari_lesion_harvest.store.schema import APPLICATION_ID, SCHEMA_VERSION
 
-DATABASE_NAME = "project.sqlite"
 BACKUPS_DIR = "backups"
 #: Where a restore stages the backup's copy before swapping it in (removed by the swap).
 STAGED_NAME = "project.sqlite.restoring"
@@ -76,15 +76,19 @@ def backup_path(folder: str | Path, *, label: str = "") -> Path:
     return _unused(Path(folder) / BACKUPS_DIR, stem, ".sqlite")
 
 
-def copy_database(conn: sqlite3.Connection, target: Path) -> Path:
+def copy_database(conn: sqlite3.Connection, target: Path, *, source: Path) -> Path:
     """Copy the database of ``conn`` into the new file ``target`` (see the module docstring).
 
     Parameters
     ----------
     conn : sqlite3.Connection
-        Source; the caller holds it for the duration (no other thread uses it).
+        Source, outside a transaction; the caller holds it for the duration (no
+        other thread uses it). The copy is made in one backup step, which is
+        one read transaction.
     target : Path
         New file; its folder is created when missing.
+    source : Path
+        The file of ``conn`` (for error messages).
 
     Returns
     -------
@@ -96,7 +100,8 @@ def copy_database(conn: sqlite3.Connection, target: Path) -> Path:
     InvalidValueError
         ``target`` exists already (a backup is never overwritten).
     DamagedProjectError
-        The copy fails ``integrity_check`` (no file is left under ``target``).
+        The copy fails ``integrity_check``: the source is damaged (no file is
+        left under ``target``).
     sqlite3.Error
         From the backup itself (callers translate it with their file's name).
     """
@@ -117,8 +122,8 @@ def copy_database(conn: sqlite3.Connection, target: Path) -> Path:
     if problems:
         partial.unlink()
         raise DamagedProjectError(
-            f"the copy for {target} fails the integrity check ({problems[0]}): the project "
-            "is damaged; run lesion-harvest check on it"
+            f"{source} is damaged: its copy fails the integrity check ({problems[0]}); "
+            f"nothing was written to {target}"
         )
     _fsync(partial)
     os.replace(partial, target)
@@ -135,9 +140,9 @@ def check_project(folder: str | Path) -> list[str]:
     Raises
     ------
     NotAProjectError
-        Missing, foreign, or not an SQLite database
-        (:class:`~napari_lesion_harvest.store.errors.DamagedProjectError` when
-        empty or its header is damaged).
+        Missing, or a healthy SQLite database of another application.
+    DamagedProjectError
+        Empty, or not recognisable as an SQLite database (damaged header).
     """
     path = Path(folder) / DATABASE_NAME
     if is_open_here(path):
@@ -150,10 +155,12 @@ def check_project(folder: str | Path) -> list[str]:
     conn = _connect(path)
     try:
         with translated(path, "checking the project", opening=True):
-            _check_is_project(conn, path)
-            return full_check(conn)
+            problems = full_check(conn)
+            if not problems:
+                _check_is_project(conn, path)
     finally:
         conn.close()
+    return problems
 
 
 def restore_project(folder: str | Path, backup: str | Path) -> RestoreResult:
@@ -200,13 +207,17 @@ def restore_project(folder: str | Path, backup: str | Path) -> RestoreResult:
     source = _connect(backup)
     try:
         with translated(backup, "copying the backup"):
-            copy_database(source, staged)
+            copy_database(source, staged, source=backup)
     finally:
         source.close()
-    with _exclusive(path) as folded:
-        kept_aside = _keep_aside(path, folded=folded) if path.exists() else None
-        os.replace(staged, path)
-        _fsync(folder)
+    try:
+        with _exclusive(path) as folded:
+            kept_aside = _keep_aside(path, folded=folded) if path.exists() else None
+            os.replace(staged, path)
+            _fsync(folder)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            staged.unlink()  # still there when the restore was refused
     return RestoreResult(project_file=path, kept_aside=kept_aside, schema_version=version)
 
 

@@ -58,6 +58,8 @@ CACHE_KIB = 32 * 1024
 BULK_TABLES = ("proposals", "pool_members")
 #: Files SQLite keeps beside ``project.sqlite`` (journal, write-ahead log, its index).
 SIDE_SUFFIXES = ("-journal", "-wal", "-shm")
+#: SQLite's result codes for a damaged file.
+_DAMAGE_CODES = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
 #: Times a project is reopened when its file is replaced (a restore) while opening it.
 _OPEN_ATTEMPTS = 3
 
@@ -70,13 +72,14 @@ class _SharedConnection:
         self.conn = conn
         self.synchronous = synchronous
         self.lock = threading.RLock()
-        self.key = file_key(path)
+        self.key = _registry_key(path)
         self.handles = 0
         self.migrated_from: int | None = None
 
 
-#: Open connections of this process, by :func:`file_key`.
-_OPEN: dict[tuple[str, int, int], _SharedConnection] = {}
+#: Open connections, by process id and :func:`file_key`: a child process forked
+#: from this one never uses (or closes) the connections it inherited.
+_OPEN: dict[tuple[int, tuple[str, int, int] | None], _SharedConnection] = {}
 _OPEN_LOCK = threading.Lock()
 
 
@@ -92,7 +95,11 @@ def file_key(path: Path) -> tuple[str, int, int] | None:
 def is_open_here(path: Path) -> bool:
     """Whether this process has a connection to the project file ``path``."""
     with _OPEN_LOCK:
-        return file_key(Path(path)) in _OPEN
+        return _registry_key(Path(path)) in _OPEN
+
+
+def _registry_key(path: Path) -> tuple[int, tuple[str, int, int] | None]:
+    return (os.getpid(), file_key(path))
 
 
 class Database:
@@ -106,8 +113,8 @@ class Database:
     path : Path
         ``project.sqlite``.
     create : bool
-        Create the file when it does not exist (or is an empty file left by an
-        interrupted creation in an otherwise empty folder).
+        Create the file when it does not exist (or is the empty file of an
+        interrupted creation, alone in its folder).
     synchronous : {"FULL", "NORMAL"}
         SQLite's fsync policy (see the module docstring); all handles of one
         file use the policy of the first.
@@ -195,9 +202,9 @@ class Database:
 
     def integrity_check(self) -> list[str]:
         """Run ``PRAGMA integrity_check`` and foreign-key checks; returns problems (empty = ok)."""
-        with self.read("checking integrity") as conn:
-            problems = full_check(conn)
-        return problems
+        shared = self._use()
+        with shared.lock, self.translate("checking integrity"):
+            return full_check(shared.conn)
 
     def backup_to(self, target: Path) -> Path:
         """Write a consistent copy of the project to the new file ``target``.
@@ -206,8 +213,9 @@ class Database:
         """
         from napari_lesion_harvest.store.backup import copy_database
 
-        with self.read("backing up the project") as conn:
-            return copy_database(conn, Path(target))
+        shared = self._use()
+        with shared.lock, self.translate("backing up the project"):
+            return copy_database(shared.conn, Path(target), source=self.path)
 
     def close(self) -> None:
         """Close this handle; the last handle of a file closes the connection.
@@ -235,7 +243,7 @@ def _open_shared(path: Path, *, create: bool, synchronous: str) -> _SharedConnec
     with _OPEN_LOCK:
         for _ in range(_OPEN_ATTEMPTS):
             check_file(path, create=create)
-            shared = _OPEN.get(file_key(path))
+            shared = _OPEN.get(_registry_key(path))
             if shared is None:
                 shared = _connect(path, create=create, synchronous=synchronous)
                 if shared is None:
@@ -290,7 +298,8 @@ def check_file(path: Path, *, create: bool) -> None:
 
     Uses :func:`os.stat` only (see the module docstring). An empty file is
     accepted with ``create`` only where it is the leftover of an interrupted
-    creation: the folder holds nothing else (empty subfolders aside).
+    creation: the folder holds nothing else (a project that was opened once
+    has its ``models`` and ``exports`` folders).
     """
     try:
         stat = os.stat(path)
@@ -309,15 +318,9 @@ def check_file(path: Path, *, create: bool) -> None:
 
 
 def _only_an_empty_project_file(path: Path) -> bool:
-    """Whether the folder of ``path`` holds only it, its SQLite side files and empty folders."""
+    """Whether the folder of ``path`` holds nothing but it and its SQLite side files."""
     own = {path.name, *(path.name + suffix for suffix in SIDE_SUFFIXES)}
-    for entry in path.parent.iterdir():
-        if entry.is_dir() and not entry.is_symlink():
-            if any(entry.iterdir()):
-                return False
-        elif entry.name not in own:
-            return False
-    return True
+    return all(entry.name in own for entry in path.parent.iterdir())
 
 
 def _use_wal(conn: sqlite3.Connection, path: Path) -> None:
@@ -355,13 +358,23 @@ def _check_pages(conn: sqlite3.Connection, path: Path) -> None:
 
 
 def full_check(conn: sqlite3.Connection) -> list[str]:
-    """``PRAGMA integrity_check`` and ``foreign_key_check`` of ``conn``; problems, empty = ok."""
-    rows = [str(row[0]) for row in conn.execute("PRAGMA integrity_check")]
-    problems = [] if rows == ["ok"] else rows
-    problems += [
-        f"foreign key: table {row[0]} row {row[1]} -> {row[2]}"
-        for row in conn.execute("PRAGMA foreign_key_check")
-    ]
+    """``PRAGMA integrity_check`` and ``foreign_key_check`` of ``conn``; problems, empty = ok.
+
+    Damage that stops the check itself (SQLite's "database disk image is
+    malformed") is reported as the last problem.
+    """
+    problems: list[str] = []
+    try:
+        rows = [str(row[0]) for row in conn.execute("PRAGMA integrity_check")]
+        problems += [] if rows == ["ok"] else rows
+        problems += [
+            f"foreign key: table {row[0]} row {row[1]} -> {row[2]}"
+            for row in conn.execute("PRAGMA foreign_key_check")
+        ]
+    except sqlite3.DatabaseError as error:
+        if not getattr(error, "sqlite_errorname", "").startswith(_DAMAGE_CODES):
+            raise
+        problems.append(f"{error} (the check stopped here)")
     return problems
 
 
@@ -374,11 +387,7 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> int | None:
     if 0 < version < SCHEMA_VERSION:
         from napari_lesion_harvest.store.backup import backup_path, copy_database
 
-        conn.execute("BEGIN")
-        try:
-            copy_database(conn, backup_path(path.parent, label=f"v{version}"))
-        finally:
-            conn.execute("COMMIT")
+        copy_database(conn, backup_path(path.parent, label=f"v{version}"), source=path)
     return migrate(conn, path=str(path))
 
 
@@ -432,11 +441,7 @@ def _typed_error(error: sqlite3.Error, path: Path, action: str) -> StoreError:
             f"{where}: another process kept the project locked for more than "
             f"{BUSY_TIMEOUT_MS / 1000:.0f} s ({text}); try again"
         )
-    if (
-        name.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT"))
-        or "malformed" in text
-        or "not a database" in text
-    ):
+    if name.startswith(_DAMAGE_CODES) or "malformed" in text or "not a database" in text:
         return DamagedProjectError(f"{where}: the file is damaged ({text}); {restore_hint(path)}")
     if isinstance(error, sqlite3.IntegrityError):
         return InvalidValueError(f"{where}: {text}")
