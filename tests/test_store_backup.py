@@ -512,3 +512,28 @@ def test_restore_without_hard_links_renames_the_old_file_aside(project_with_back
     conn = sqlite3.connect(result.kept_aside)
     assert {row[0] for row in conn.execute("SELECT id FROM marks")} == before
     conn.close()
+
+
+def test_restore_after_a_killed_writer_keeps_its_last_marks_in_the_replaced_file(
+    project_with_backup,
+):
+    """The killed writer's marks are still in its -wal file: they go aside with the old file."""
+    folder, backup, backed_up = project_with_backup
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(folder)], stdout=subprocess.PIPE, text=True
+    )
+    assert writer.stdout.readline().strip() == "ready"
+    acknowledged = {int(writer.stdout.readline()) for _ in range(10)}
+    writer.send_signal(signal.SIGKILL)
+    writer.communicate(timeout=60)
+    assert (folder / "project.sqlite-wal").stat().st_size > 0  # not folded in by anyone yet
+
+    result = restore_project(folder, backup)
+    assert _mark_ids(folder) == backed_up
+    conn = sqlite3.connect(result.kept_aside)
+    kept = {row[0] for row in conn.execute("SELECT id FROM marks")}
+    conn.close()
+    assert (
+        acknowledged <= kept
+        and not result.kept_aside.with_name(result.kept_aside.name + "-wal").exists()
+    )  # folded into the kept file, which stands alone
