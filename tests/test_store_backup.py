@@ -160,13 +160,18 @@ def test_damaged_project_is_refused_by_name_and_restored_from_a_backup(project_w
         HarvestProject.open(folder)
     message = str(refused.value)
     assert str(database) in message and "lesion-harvest restore" in message
+    if how in ("zeroed_page", "flipped_btree_bytes"):
+        assert "table marks" in message  # the damaged table is named
     assert database.read_bytes() == damaged_bytes  # refusing wrote nothing
 
     if how == "empty":
         with pytest.raises(DamagedProjectError, match="empty"):
             check_project(folder)
     else:
-        assert check_project(folder) != []  # the full check lists the damage
+        problems = check_project(folder)  # the full check lists the damage
+        assert problems != []
+        if how in ("zeroed_page", "flipped_btree_bytes"):
+            assert any(line.startswith("table marks") for line in problems), problems
 
     result = restore_project(folder, backup)
     # kept aside: every page as it was (only the header's journal-mode flag and

@@ -38,11 +38,14 @@ from napari_lesion_harvest.store.errors import (
     ProjectInUseError,
     RoundLockedError,
     SchemaTooNewError,
+    StoreWriteError,
 )
 from napari_lesion_harvest.store.project import DATABASE_NAME
 from napari_lesion_harvest.store.schema import APPLICATION_ID, SCHEMA_VERSION
 
 BACKUPS_DIR = "backups"
+#: What a user does about a damaged backup.
+OTHER_BACKUP = "choose another backup"
 #: Where a restore stages the backup's copy before swapping it in (removed by the swap).
 STAGED_NAME = "project.sqlite.restoring"
 
@@ -102,32 +105,39 @@ def copy_database(conn: sqlite3.Connection, target: Path, *, source: Path) -> Pa
     DamagedProjectError
         The copy fails ``integrity_check``: the source is damaged (no file is
         left under ``target``).
+    StoreWriteError
+        Writing the copy failed (no file is left under ``target``).
     sqlite3.Error
         From the backup itself (callers translate it with their file's name).
     """
     target = Path(target)
     if target.exists():
         raise InvalidValueError(f"{target} exists already; a backup is never overwritten")
-    target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.partial")
-    with contextlib.suppress(FileNotFoundError):
-        partial.unlink()  # left by a killed backup
-    copy = sqlite3.connect(partial, isolation_level=None)
     try:
-        conn.backup(copy)
-        copy.execute("PRAGMA journal_mode = DELETE")
-        problems = full_check(copy)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial.unlink(missing_ok=True)  # left by a killed backup
+        copy = sqlite3.connect(partial, isolation_level=None)
+        try:
+            conn.backup(copy)
+            copy.execute("PRAGMA journal_mode = DELETE")
+            problems = full_check(copy)
+        finally:
+            copy.close()
+        if problems:
+            raise DamagedProjectError(
+                f"{source} is damaged: its copy fails the integrity check ({problems[0]}); "
+                f"nothing was written to {target}"
+            )
+        _fsync(partial)
+        os.replace(partial, target)
+        _fsync(target.parent)
+    except OSError as error:
+        raise StoreWriteError(
+            f"writing {target} failed ({error}); {source} is unchanged"
+        ) from error
     finally:
-        copy.close()
-    if problems:
-        partial.unlink()
-        raise DamagedProjectError(
-            f"{source} is damaged: its copy fails the integrity check ({problems[0]}); "
-            f"nothing was written to {target}"
-        )
-    _fsync(partial)
-    os.replace(partial, target)
-    _fsync(target.parent)
+        partial.unlink(missing_ok=True)  # gone once renamed into place
     return target
 
 
@@ -154,7 +164,7 @@ def check_project(folder: str | Path) -> list[str]:
     check_file(path, create=False)
     conn = _connect(path)
     try:
-        with translated(path, "checking the project", opening=True):
+        with translated(path, "checking the project"):
             problems = full_check(conn)
             if not problems:
                 _check_is_project(conn, path)
@@ -190,6 +200,8 @@ def restore_project(folder: str | Path, backup: str | Path) -> RestoreResult:
         A live round holds the round lock.
     NotAProjectError, DamagedProjectError, SchemaTooNewError
         The backup is not a usable harvest project (nothing was changed).
+    StoreWriteError
+        The disk refused a write (full, read-only, ...).
     """
     folder = Path(folder)
     path = folder / DATABASE_NAME
@@ -202,22 +214,25 @@ def restore_project(folder: str | Path, backup: str | Path) -> RestoreResult:
         raise ProjectInUseError(f"{path} is open in this program; close it before restoring")
     version = check_backup(backup)
     staged = folder / STAGED_NAME
-    with contextlib.suppress(FileNotFoundError):
-        staged.unlink()  # left by a killed restore
+    staged.unlink(missing_ok=True)  # left by a killed restore
     source = _connect(backup)
     try:
-        with translated(backup, "copying the backup"):
+        with translated(backup, "copying the backup", damaged_hint=OTHER_BACKUP):
             copy_database(source, staged, source=backup)
     finally:
         source.close()
     try:
-        with _exclusive(path) as folded:
+        with translated(path, "restoring the project"), _exclusive(path) as folded:
             kept_aside = _keep_aside(path, folded=folded) if path.exists() else None
             os.replace(staged, path)
             _fsync(folder)
+    except OSError as error:
+        raise StoreWriteError(
+            f"restoring {path} failed ({error}); run the restore again (a replaced file is "
+            f"kept in {folder} as project-replaced-*.sqlite)"
+        ) from error
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            staged.unlink()  # still there when the restore was refused
+        staged.unlink(missing_ok=True)  # still there when the restore was refused
     return RestoreResult(project_file=path, kept_aside=kept_aside, schema_version=version)
 
 
@@ -234,7 +249,7 @@ def check_backup(backup: Path) -> int:
     check_file(backup, create=False)
     conn = _connect(backup)
     try:
-        with translated(backup, "reading the backup", opening=True):
+        with translated(backup, "reading the backup", damaged_hint=OTHER_BACKUP):
             version = _check_is_project(conn, backup)
     finally:
         conn.close()

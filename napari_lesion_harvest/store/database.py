@@ -275,7 +275,7 @@ def _connect(path: Path, *, create: bool, synchronous: str) -> _SharedConnection
     except sqlite3.Error as error:
         raise NotAProjectError(f"cannot open {path}: {error}") from error
     try:
-        with translated(path, "opening the project", opening=True):
+        with translated(path, "opening the project"):
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             _check_identity(conn, path)  # the first read: waits while a restore holds the file
             if before is not None and file_key(path) != before:
@@ -343,40 +343,67 @@ def _check_identity(conn: sqlite3.Connection, path: Path) -> None:
 
 def _check_pages(conn: sqlite3.Connection, path: Path) -> None:
     """``PRAGMA quick_check`` of the schema and every table but :data:`BULK_TABLES`."""
+    problems = _table_problems(conn, "quick_check", skip=BULK_TABLES, first_only=True)
+    if problems:
+        raise DamagedProjectError(f"{path} is damaged ({problems[0]}); {restore_hint(path)}")
+
+
+def _table_problems(
+    conn: sqlite3.Connection, pragma: str, *, skip: tuple[str, ...] = (), first_only: bool = False
+) -> list[str]:
+    """Run ``PRAGMA <pragma>(table)`` table by table: ``"table T: problem"`` lines.
+
+    Parameters
+    ----------
+    conn : sqlite3.Connection
+    pragma : {"quick_check", "integrity_check"}
+    skip : tuple of str, optional
+        Tables left out.
+    first_only : bool, optional
+        Stop at the first table with a problem.
+    """
     tables = [
         name
         for (name,) in conn.execute(
             "SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name"
         )
-        if name not in BULK_TABLES
+        if name not in skip
     ]
+    problems = []
     for table in ["sqlite_schema", *tables]:
-        found = [str(row[0]) for row in conn.execute(f'PRAGMA quick_check("{table}")')]
+        try:
+            found = [str(row[0]) for row in conn.execute(f'PRAGMA {pragma}("{table}")')]
+        except sqlite3.DatabaseError as error:
+            if not getattr(error, "sqlite_errorname", "").startswith(_DAMAGE_CODES):
+                raise
+            found = [str(error)]
         if found != ["ok"]:
-            raise DamagedProjectError(
-                f"{path} is damaged (table {table}: {found[0]}); {restore_hint(path)}"
-            )
+            problems += [f"table {table}: {line}" for line in found]
+            if first_only:
+                break
+    return problems
 
 
 def full_check(conn: sqlite3.Connection) -> list[str]:
     """``PRAGMA integrity_check`` and ``foreign_key_check`` of ``conn``; problems, empty = ok.
 
-    Damage that stops the check itself (SQLite's "database disk image is
-    malformed") is reported as the last problem.
+    Where damage stops the whole-file check (SQLite's "database disk image is
+    malformed"), the tables are checked one by one to name the damaged ones.
     """
-    problems: list[str] = []
     try:
         rows = [str(row[0]) for row in conn.execute("PRAGMA integrity_check")]
-        problems += [] if rows == ["ok"] else rows
-        problems += [
+        problems = [] if rows == ["ok"] else rows
+        return problems + [
             f"foreign key: table {row[0]} row {row[1]} -> {row[2]}"
             for row in conn.execute("PRAGMA foreign_key_check")
         ]
     except sqlite3.DatabaseError as error:
         if not getattr(error, "sqlite_errorname", "").startswith(_DAMAGE_CODES):
             raise
-        problems.append(f"{error} (the check stopped here)")
-    return problems
+        try:
+            return _table_problems(conn, "integrity_check") or [str(error)]
+        except sqlite3.DatabaseError:  # the schema itself is unreadable
+            return [str(error)]
 
 
 def _migrate(conn: sqlite3.Connection, path: Path) -> int | None:
@@ -405,25 +432,21 @@ def restore_hint(path: Path) -> str:
 
 
 @contextmanager
-def translated(path: Path, action: str, *, opening: bool = False) -> Iterator[None]:
+def translated(path: Path, action: str, *, damaged_hint: str | None = None) -> Iterator[None]:
     """Turn :mod:`sqlite3` errors into typed :class:`StoreError` s naming ``path``.
 
-    ``opening``: a file SQLite does not recognise is "not an SQLite database".
+    ``damaged_hint`` ends the message of a damaged file (default: :func:`restore_hint`).
     """
     try:
         yield
     except StoreError:
         raise
     except sqlite3.Error as error:
-        if opening and getattr(error, "sqlite_errorname", "") == "SQLITE_NOTADB":
-            raise DamagedProjectError(
-                f"{path} is not an SQLite database ({error}): it is damaged or not a harvest "
-                f"project. If it held your project, {restore_hint(path)}"
-            ) from error
-        raise _typed_error(error, path, action) from error
+        hint = restore_hint(path) if damaged_hint is None else damaged_hint
+        raise _typed_error(error, path, action, hint) from error
 
 
-def _typed_error(error: sqlite3.Error, path: Path, action: str) -> StoreError:
+def _typed_error(error: sqlite3.Error, path: Path, action: str, hint: str) -> StoreError:
     name = getattr(error, "sqlite_errorname", "") or ""
     text = str(error)
     where = f"{path}: {action} failed"
@@ -442,8 +465,13 @@ def _typed_error(error: sqlite3.Error, path: Path, action: str) -> StoreError:
             f"{where}: another process kept the project locked for more than "
             f"{BUSY_TIMEOUT_MS / 1000:.0f} s ({text}); try again"
         )
-    if name.startswith(_DAMAGE_CODES) or "malformed" in text or "not a database" in text:
-        return DamagedProjectError(f"{where}: the file is damaged ({text}); {restore_hint(path)}")
+    if name == "SQLITE_NOTADB" or "not a database" in text:
+        return DamagedProjectError(
+            f"{path} is not an SQLite database ({text}): it is damaged or not a harvest "
+            f"project; {hint}"
+        )
+    if name.startswith(_DAMAGE_CODES) or "malformed" in text:
+        return DamagedProjectError(f"{where}: the file is damaged ({text}); {hint}")
     if isinstance(error, sqlite3.IntegrityError):
         return InvalidValueError(f"{where}: {text}")
     return StoreError(f"{where}: {text}")
