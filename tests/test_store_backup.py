@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import numpy as np
@@ -101,6 +102,12 @@ def _pages_of(database, table: str) -> list[int]:
                 todo.append(int.from_bytes(data[cell : cell + 4], "big"))
             todo.append(int.from_bytes(data[header + 8 : header + 12], "big"))
     return pages
+
+
+def _descriptors_of(path) -> int:
+    """How many file descriptors of this process point at ``path`` (Linux /proc)."""
+    fds = os.listdir("/proc/self/fd")
+    return sum(os.path.realpath(f"/proc/self/fd/{fd}") == os.path.realpath(path) for fd in fds)
 
 
 def _overwrite(database, offset: int, data: bytes) -> None:
@@ -542,3 +549,60 @@ def test_restore_after_a_killed_writer_keeps_its_last_marks_in_the_replaced_file
         acknowledged <= kept
         and not result.kept_aside.with_name(result.kept_aside.name + "-wal").exists()
     )  # folded into the kept file, which stands alone
+
+
+PAUSING_RESTORER = textwrap.dedent(
+    """
+    import os, sys
+    from napari_lesion_harvest.store.backup import restore_project
+
+    real_link = os.link
+
+    def link_then_wait(*args, **kwargs):
+        real_link(*args, **kwargs)
+        print("holding", flush=True)  # the old file is kept aside, not yet swapped out
+        sys.stdin.readline()
+
+    os.link = link_then_wait
+    restore_project(sys.argv[1], sys.argv[2])
+    """
+)
+
+
+def test_a_project_opened_during_a_restore_opens_the_restored_file(project_with_backup):
+    """An open that reached the old file while the restore held it reopens the new one."""
+    folder, backup, backed_up = project_with_backup
+    database = folder / "project.sqlite"
+    restorer = subprocess.Popen(
+        [sys.executable, "-c", PAUSING_RESTORER, str(folder), str(backup)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    seen = {}
+
+    def open_and_read():
+        try:
+            seen["ids"] = _mark_ids(folder)
+        except Exception as error:  # reported by the assertion below
+            seen["error"] = error
+
+    opener = threading.Thread(target=open_and_read)
+    try:
+        assert restorer.stdout.readline().strip() == "holding"
+        aside = next(folder.glob("project-replaced-*.sqlite"))
+        kept_bytes = aside.read_bytes()
+        opener.start()
+        deadline = time.monotonic() + 60
+        while _descriptors_of(database) == 0:  # the opener has the old file open, and waits
+            assert time.monotonic() < deadline, "the opener never reached the project file"
+            time.sleep(0.01)
+        restorer.stdin.write("\n")
+        restorer.stdin.flush()
+        assert restorer.wait(timeout=60) == 0
+    finally:
+        if restorer.poll() is None:
+            restorer.kill()
+        opener.join(timeout=120)
+    assert seen == {"ids": backed_up}  # the restored project, not the file set aside
+    assert aside.read_bytes() == kept_bytes  # and the kept file was not written to

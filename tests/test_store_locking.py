@@ -23,7 +23,12 @@ import textwrap
 import pytest
 
 from napari_lesion_harvest.geometry import RecistMark
-from napari_lesion_harvest.store import HarvestProject, StoreError, VolumeRecord
+from napari_lesion_harvest.store import (
+    HarvestProject,
+    InvalidValueError,
+    StoreError,
+    VolumeRecord,
+)
 
 #: Holds the project open like napari's dock, opens a second handle (as an import
 #: does), then saves the number of marks read from each stdin line, acknowledging
@@ -146,6 +151,8 @@ def test_a_second_open_in_one_process_shares_the_connection(folder):
     second = HarvestProject.open(folder.parent / ".." / folder.parent.name / folder.name)
     worker = first.share()
     assert _descriptors_of(database) == 1  # one connection for the three handles
+    with pytest.raises(InvalidValueError, match="synchronous=FULL"):
+        HarvestProject.open(folder, synchronous="NORMAL")  # one connection, one policy
     saved = worker.add_mark("vol", mark, author="a").id
     second.close()
     worker.close()
