@@ -21,6 +21,7 @@ import time
 
 import numpy as np
 import pytest
+from open_files import descriptors_of
 
 from napari_lesion_harvest.geometry import Proposal3D, RecistMark
 from napari_lesion_harvest.store import (
@@ -102,12 +103,6 @@ def _pages_of(database, table: str) -> list[int]:
                 todo.append(int.from_bytes(data[cell : cell + 4], "big"))
             todo.append(int.from_bytes(data[header + 8 : header + 12], "big"))
     return pages
-
-
-def _descriptors_of(path) -> int:
-    """How many file descriptors of this process point at ``path`` (Linux /proc)."""
-    fds = os.listdir("/proc/self/fd")
-    return sum(os.path.realpath(f"/proc/self/fd/{fd}") == os.path.realpath(path) for fd in fds)
 
 
 def _overwrite(database, offset: int, data: bytes) -> None:
@@ -594,7 +589,7 @@ def test_a_project_opened_during_a_restore_opens_the_restored_file(project_with_
         kept_bytes = aside.read_bytes()
         opener.start()
         deadline = time.monotonic() + 60
-        while _descriptors_of(database) == 0:  # the opener has the old file open, and waits
+        while descriptors_of(database) == 0:  # the opener has the old file open, and waits
             assert time.monotonic() < deadline, "the opener never reached the project file"
             time.sleep(0.01)
         restorer.stdin.write("\n")

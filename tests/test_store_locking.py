@@ -21,6 +21,7 @@ import sys
 import textwrap
 
 import pytest
+from open_files import descriptors_of
 
 from napari_lesion_harvest.geometry import RecistMark
 from napari_lesion_harvest.store import (
@@ -138,19 +139,13 @@ def test_marks_of_a_process_survive_other_processes_opening_and_closing(folder, 
         assert {m.id for m in project.marks("vol")} == saved
 
 
-def _descriptors_of(path) -> int:
-    """How many file descriptors of this process point at ``path`` (Linux /proc)."""
-    fds = os.listdir("/proc/self/fd")
-    return sum(os.path.realpath(f"/proc/self/fd/{fd}") == os.path.realpath(path) for fd in fds)
-
-
 def test_a_second_open_in_one_process_shares_the_connection(folder):
     database = folder / "project.sqlite"
     mark = RecistMark.from_measurement_coordinates([10, 10, 30, 10, 20, 5, 20, 15], z=1)
     first = HarvestProject.open(folder)
     second = HarvestProject.open(folder.parent / ".." / folder.parent.name / folder.name)
     worker = first.share()
-    assert _descriptors_of(database) == 1  # one connection for the three handles
+    assert descriptors_of(database) == 1  # one connection for the three handles
     with pytest.raises(InvalidValueError, match="synchronous=FULL"):
         HarvestProject.open(folder, synchronous="NORMAL")  # one connection, one policy
     saved = worker.add_mark("vol", mark, author="a").id
@@ -160,7 +155,7 @@ def test_a_second_open_in_one_process_shares_the_connection(folder):
         second.marks("vol")
     assert [m.id for m in first.marks("vol")] == [saved]  # the first handle still works
     first.close()
-    assert _descriptors_of(database) == 0
+    assert descriptors_of(database) == 0
     with pytest.raises(StoreError, match="closed"):
         first.marks("vol")
     with HarvestProject.open(folder) as reopened:
