@@ -151,8 +151,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="lpg_finetune_bench_"))
     copy = work / "project"
-    if not args.stored:
-        shutil.copytree(args.project, copy)
+    if not args.stored:  # models and data as files; the database through SQLite's backup
+        shutil.copytree(args.project, copy, ignore=shutil.ignore_patterns("project.sqlite*"))
+        with HarvestProject.open(args.project) as source:
+            source.backup(copy / "project.sqlite")
     with HarvestProject.open(args.project if args.stored else copy) as project:
         snapshot = project.rounds.snapshot(args.round)
         config = with_set_fields(RoundConfig(**snapshot.config), args.set, parser)

@@ -9,9 +9,13 @@ Measures, on a project of ``--volumes`` volumes:
    volume table with counts;
 3. adding a mark until it is durable (the call returns after the fsynced
    commit), median and p99, with ``synchronous=FULL`` (the default) and
-   ``NORMAL`` measured in the same run (target median < 10 ms).
+   ``NORMAL`` measured in the same run (target median < 10 ms);
+4. opening the project (with its page check of the annotation tables) against
+   a full ``PRAGMA quick_check`` and ``lesion-harvest check``'s
+   ``integrity_check``, and an online backup (warm page cache: the file was
+   just written).
 
-Run: ``python benchmarks/store_bench.py`` (about a minute).
+Run: ``python benchmarks/store_bench.py`` (about two minutes).
 """
 
 from __future__ import annotations
@@ -132,6 +136,32 @@ def time_mark_durability(folder: Path, *, n_marks: int, synchronous: str, seed: 
     return {"median_ms": _percentile_ms(samples, 50), "p99_ms": _percentile_ms(samples, 99)}
 
 
+def time_checks(folder: Path) -> dict:
+    """Seconds to open the project, to run the full checks, and to back it up."""
+    import sqlite3
+
+    from napari_lesion_harvest.store.backup import check_project
+
+    figures = {}
+    start = time.perf_counter()
+    HarvestProject.open(folder).close()
+    figures["open_s"] = time.perf_counter() - start
+    conn = sqlite3.connect(folder / "project.sqlite")  # no project is open in this process
+    start = time.perf_counter()
+    assert conn.execute("PRAGMA quick_check").fetchall() == [("ok",)]
+    figures["quick_check_s"] = time.perf_counter() - start
+    conn.close()
+    start = time.perf_counter()
+    assert check_project(folder) == []
+    figures["integrity_check_s"] = time.perf_counter() - start
+    with HarvestProject.open(folder) as project:
+        start = time.perf_counter()
+        backup = project.backup()
+        figures["backup_s"] = time.perf_counter() - start
+    figures["backup_mb"] = backup.stat().st_size / 2**20
+    return figures
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--volumes", type=int, default=15_000)
@@ -173,6 +203,16 @@ def main(argv: list[str] | None = None) -> int:
                 f"median {durable['median_ms']:.2f} ms, p99 {durable['p99_ms']:.2f} ms"
                 + (" (target median < 10 ms)" if synchronous == "FULL" else "")
             )
+        checks = time_checks(folder)
+        print(
+            f"open the project (page check of the annotation tables): {checks['open_s']:.2f} s; "
+            f"full quick_check {checks['quick_check_s']:.2f} s; integrity_check + foreign keys "
+            f"(lesion-harvest check) {checks['integrity_check_s']:.2f} s"
+        )
+        print(
+            f"online backup, checked (lesion-harvest backup): {checks['backup_s']:.2f} s, "
+            f"{checks['backup_mb']:.0f} MiB"
+        )
     return 0
 
 

@@ -19,6 +19,7 @@ COMMAND_MODULES: list[str] = [
     "napari_lesion_harvest.harvest.demo",
     "napari_lesion_harvest.evaluation.cli",
     "napari_lesion_harvest.synthetic.cli",
+    "napari_lesion_harvest.store.cli",
 ]
 
 

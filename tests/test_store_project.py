@@ -11,6 +11,7 @@ import pytest
 
 from napari_lesion_harvest.geometry import RecistMark, key_slice_to_index
 from napari_lesion_harvest.store import (
+    DamagedProjectError,
     InvalidValueError,
     NotAProjectError,
     NotFoundError,
@@ -223,6 +224,27 @@ def test_corrupt_project_file_is_refused(tmp_path):
         HarvestProject.open(folder)
 
 
+def test_empty_project_file_is_refused_unless_a_creation_was_interrupted(tmp_path):
+    emptied = tmp_path / "emptied"
+    with HarvestProject.open(emptied, create=True) as project:
+        project.add_volumes([VolumeRecord("v", "x", "-", "V_H")], author="me")
+    (emptied / "project.sqlite").write_bytes(b"")
+    for create in (False, True):  # never silently re-created as an empty project
+        with pytest.raises(
+            DamagedProjectError, match=r"empty \(0 bytes\).*lesion-harvest restore"
+        ):
+            HarvestProject.open(emptied, create=create)
+    assert (emptied / "project.sqlite").stat().st_size == 0
+
+    interrupted = tmp_path / "interrupted"  # killed before the first write: the file alone
+    interrupted.mkdir()
+    (interrupted / "project.sqlite").write_bytes(b"")
+    with pytest.raises(DamagedProjectError):
+        HarvestProject.open(interrupted)
+    with HarvestProject.open(interrupted, create=True) as project:
+        assert project.volumes() == []
+
+
 def test_newer_schema_is_refused(tmp_path):
     folder = tmp_path / "p"
     HarvestProject.open(folder, create=True).close()
@@ -255,9 +277,14 @@ def test_version_1_project_migrates_and_keeps_its_marks(tmp_path):
         assert [m.mark.z for m in project.marks("old")] == [2]
         assert project.rounds.list() == []  # version-2 tables exist
         assert project.integrity_check() == []
-    assert (folder / "project.sqlite.v1.bak").is_file()
+    [backup] = (folder / "backups").glob("project-v1-*.sqlite")
+    copy = sqlite3.connect(backup)
+    assert copy.execute("PRAGMA user_version").fetchone() == (1,)  # the file before migrating
+    assert copy.execute("SELECT z FROM marks").fetchall() == [(2,)]
+    copy.close()
     with HarvestProject.open(folder) as project:
         assert project.migrated_from is None
+    assert len(list((folder / "backups").iterdir())) == 1  # no second migration, no backup
 
 
 def test_store_errors_share_one_base(project):

@@ -16,6 +16,14 @@ class NotAProjectError(StoreError):
     """The folder or ``project.sqlite`` is not a harvest project (foreign, corrupt, missing)."""
 
 
+class DamagedProjectError(NotAProjectError):
+    """``project.sqlite`` is damaged (empty, truncated, pages overwritten); restore a backup."""
+
+
+class ProjectInUseError(StoreError):
+    """A restore, which needs the project to itself, while a program has the project open."""
+
+
 class SchemaTooNewError(StoreError):
     """The project was written by a newer version of napari-lesion-harvest."""
 

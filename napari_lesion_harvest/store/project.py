@@ -94,23 +94,38 @@ class HarvestProject:
     Raises
     ------
     NotAProjectError
-        Missing project (without ``create``), a foreign or corrupt ``project.sqlite``.
+        Missing project (without ``create``), a foreign ``project.sqlite`` or
+        not an SQLite file.
+    DamagedProjectError
+        ``project.sqlite`` is empty (0 bytes) or damaged (header, or a page of
+        the annotation tables; see :mod:`~napari_lesion_harvest.store.database`).
     SchemaTooNewError
         Written by a newer release. An older schema is migrated (after a
-        backup copy ``project.sqlite.v<N>.bak``).
+        backup copy ``backups/project-v<N>-YYYYMMDD-HHMMSS.sqlite``).
+
+    Notes
+    -----
+    A process holds one connection per project file: opening a project that
+    the process has open already gives a handle on the same connection (see
+    :meth:`share`), which closes with its last handle.
     """
 
     def __init__(self, folder: str | Path, *, create: bool = False, synchronous: str = "FULL"):
-        self.folder = Path(folder)
-        if not self.folder.is_dir():
+        folder = Path(folder)
+        if not folder.is_dir():
             if not create:
-                raise NotAProjectError(f"{self.folder} is not a harvest project folder")
-            self.folder.mkdir(parents=True)
-        self._db = Database(self.database_path, create=create, synchronous=synchronous)
+                raise NotAProjectError(f"{folder} is not a harvest project folder")
+            folder.mkdir(parents=True)
+        db = Database(folder / DATABASE_NAME, create=create, synchronous=synchronous)
+        self._attach(folder, db)
         for name in (MODELS_DIR, EXPORTS_DIR):
             (self.folder / name).mkdir(exist_ok=True)
+
+    def _attach(self, folder: Path, db: Database) -> None:
         from napari_lesion_harvest.store.rounds import RoundStore
 
+        self.folder = folder
+        self._db = db
         self.rounds = RoundStore(self._db, self.folder)
 
     @classmethod
@@ -119,6 +134,16 @@ class HarvestProject:
     ) -> HarvestProject:
         """Open (or with ``create=True`` create) the project in ``folder``."""
         return cls(folder, create=create, synchronous=synchronous)
+
+    def share(self) -> HarvestProject:
+        """Another handle on this project's connection, e.g. for a worker thread.
+
+        Closing either handle leaves the other usable; the threads take turns
+        on the connection (one transaction at a time).
+        """
+        handle = object.__new__(type(self))
+        handle._attach(self.folder, self._db.share())
+        return handle
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -151,8 +176,19 @@ class HarvestProject:
         """SQLite ``integrity_check`` + foreign-key check; an empty list means healthy."""
         return self._db.integrity_check()
 
+    def backup(self, out: str | Path | None = None) -> Path:
+        """Write a consistent, checked copy of ``project.sqlite``; returns its path.
+
+        Safe while other programs use the project (see
+        :mod:`~napari_lesion_harvest.store.backup`). ``out`` is a new file;
+        default ``<folder>/backups/project-YYYYMMDD-HHMMSS.sqlite``.
+        """
+        from napari_lesion_harvest.store.backup import backup_path
+
+        return self._db.backup_to(backup_path(self.folder) if out is None else Path(out))
+
     def close(self) -> None:
-        """Close the project's connection."""
+        """Close this handle (the connection closes with the process's last handle)."""
         self._db.close()
 
     def __enter__(self) -> HarvestProject:

@@ -2,8 +2,10 @@
 
 Sources are what :func:`~napari_lesion_harvest.harvest.importing.import_sources`
 accepts (DeepLesion folders or ``DL_info.csv``, image files, DICOM folders,
-mark files). The worker opens its own connection to the project, so the GUI
-keeps reading the store (WAL mode) while the import writes.
+mark files). The worker writes through its own handle on the dock's project
+(:meth:`~napari_lesion_harvest.store.HarvestProject.share`): a process keeps
+one connection per project file (see :mod:`napari_lesion_harvest.store.database`),
+and the dock may close its handle while the import finishes with its own.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ MAX_SKIPPED_SHOWN = 12
 
 
 def import_one_by_one(
-    project_folder: str | Path, sources: Sequence[str | Path], *, split: str, author: str
+    project, sources: Sequence[str | Path], *, split: str, author: str
 ) -> Generator[tuple[int, int], None, tuple[object, str | None]]:
     """Import ``sources`` one after the other, yielding after each.
 
@@ -25,6 +27,12 @@ def import_one_by_one(
     importing a source twice is harmless. A source that cannot be imported
     (unknown kind, refused by the store) stops the import; the sources before
     it stay imported.
+
+    Parameters
+    ----------
+    project : HarvestProject
+        A handle for this import alone (the dock's ``project.share()``); closed
+        when the import ends.
 
     Yields
     ------
@@ -40,10 +48,10 @@ def import_one_by_one(
     """
     from napari_lesion_harvest.harvest.importing import ImportSummary, import_sources
     from napari_lesion_harvest.io.errors import LesionIOError
-    from napari_lesion_harvest.store import HarvestProject, StoreError
+    from napari_lesion_harvest.store import StoreError
 
     total = ImportSummary()
-    with HarvestProject.open(project_folder) as project:
+    with project:
         for done, source in enumerate(sources, start=1):
             try:
                 part = import_sources(

@@ -187,7 +187,7 @@ class HarvestDock(QWidget):
         sources = [str(s) for s in sources]
         bar = progress(total=len(sources), desc="importing data")
         worker = thread_worker(import_one_by_one)(
-            self.project.folder, sources, split=split, author=self.author
+            self.project.share(), sources, split=split, author=self.author
         )
 
         def on_step(value):
