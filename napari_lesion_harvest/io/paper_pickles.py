@@ -64,10 +64,11 @@ from napari_lesion_harvest.io.errors import FormatError, UnsafePickleError
 from napari_lesion_harvest.io.pickle_scan import scan_pickle
 
 #: Largest pickle read, in bytes. The largest released file
-#: (``RECIST-Box-Valid.pkl``) is 1.7 MB and all of DeepLesion's 32,735 marks
-#: would make about 12 MB in that layout; 256 MiB is 20 times more, and still
-#: unpickles within a workstation's memory (the released files take about
-#: 30 bytes of memory per byte of file).
+#: (``RECIST-Box-Valid.pkl``) is 1.7 MB; the paper's 9,805 harvested lesions in
+#: the ``MinedLesions.pkl`` layout, pickled by Python 2 with numpy scalars (about
+#: 300 bytes per slice box, 10 slices per lesion), would make about 30 MB. Reading
+#: such files takes about 8 bytes of memory per byte (2 GB at this limit); a
+#: hostile file of nothing but empty dicts makes CPython's unpickler take about 90.
 MAX_PICKLE_BYTES = 256 * 2**20
 #: Deepest container nesting read. The paper's layouts nest 3 (``3D-Box.pkl``),
 #: 4 (RECIST boxes) and 5 (``MinedLesions.pkl``) deep; hashing a tuple nested

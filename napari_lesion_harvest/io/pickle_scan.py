@@ -1,39 +1,43 @@
 """Bound what unpickling an untrusted pickle can cost, before any object is built.
 
 :func:`scan_pickle` reads a pickle's opcodes once and replays them on a model of
-the unpickler's stack and memo that holds, for each object, only two numbers:
-how deep its containers nest, and its *expanded size*, the number of objects a
-walk over it visits when every shared reference (memo ``GET``, ``DUP``) is
-counted each time it occurs. Nothing is unpickled and no value is decoded. It
-refuses, with a :class:`~.errors.FormatError` that names the file, the byte and
-the limit:
+the unpickler's stack and memo that keeps, for each object, two numbers: how
+deep its containers nest, and its *expanded size*, the number of objects a walk
+over it visits when every shared reference (memo ``GET``, ``DUP``) is counted
+each time it occurs. No value is decoded and nothing is called. It refuses,
+with a :class:`~.errors.FormatError` that names the file, the opcode, its byte
+and the limit:
 
-* protocol 5's out-of-band buffer opcodes (``BYTEARRAY8``, ``NEXT_BUFFER``,
-  ``READONLY_BUFFER``), unknown, malformed or truncated opcodes, and opcodes
-  that find too few objects (stack underflow, a memo index never stored);
+* unknown, malformed or truncated opcodes, opcodes that find too few objects
+  (stack underflow, a memo index never stored), and the opcodes of
+  :data:`REFUSED_OPCODES` (protocol 5's out-of-band buffers, protocol 4's sets);
 * a memo store (``PUT``, ``BINPUT``, ``LONG_BINPUT``) at an index beyond the
   objects stored so far: CPython's unpickler grows its memo array to the index,
   so a 9-byte pickle could take a gigabyte;
 * containers nested deeper than ``max_depth``: hashing a deeply nested tuple
   recurses in C and crashes the process;
 * an object whose expanded size passes ``max_objects``: shared references let
-  a small file stand for a tree exponentially larger, and whatever walks or
-  hashes the tree pays for all of it;
-* a dict key or set item that is a container, and an integer wider than 64
-  bits: hashing such keys costs as much as their expanded size, and wide
-  integers can be chosen to share one hash, which makes dict inserts quadratic;
-* adding to a list, dict or set after it was placed inside another container.
-  A pickler writes a container's items before it uses the container anywhere
-  else, so only a cyclic (self-containing) structure does this; refusing it keeps
-  the model's sizes exact and the result acyclic.
+  a small file stand for an exponentially larger tree, and whatever hashes,
+  prints or walks the tree pays for all of it;
+* a container or a global as a dict key, and an integer wider than 64 bits:
+  hashing a container key costs its expanded size, and wide integers can be
+  chosen to share one hash, which makes each dict insert search all the others;
+* adding to a list or dict after it was placed inside another container. A
+  pickler writes a container's items before it uses the container anywhere
+  else, so only a self-containing (cyclic) structure does this; refusing it
+  keeps the model's sizes exact and the result acyclic;
+* ``BUILD`` on a global: it would set attributes of the callable itself, for
+  every later pickle read by the same process.
 
 An object that a call opcode (``REDUCE``, ``NEWOBJ``, ``INST``, ``OBJ``, ...)
-makes counts as one object that holds nothing: the caller must resolve globals
-only to callables whose results keep none of their arguments (and whose
-``BUILD`` state is not kept as objects either).
+makes counts as one object that holds nothing, and ``BUILD`` state is not
+counted as kept: the caller must resolve globals only to callables whose
+results keep none of their arguments and state as objects.
 
 After a scan passes, the unpickler's work is proportional to the file size and
-every object it returns expands to at most ``max_objects`` objects.
+every object it returns expands to at most ``max_objects`` objects. Memory stays
+proportional to the file size too: the scan needs at most about 25 bytes per
+byte of pickle, CPython's unpickler up to about 90 (a file of empty dicts).
 """
 
 from __future__ import annotations
@@ -43,19 +47,27 @@ import pickletools
 
 from napari_lesion_harvest.io.errors import FormatError
 
-#: Opcodes refused outright (protocol 5's out-of-band buffers); so is any opcode
-#: this module has no rule for.
-REFUSED_OPCODES = frozenset({"BYTEARRAY8", "NEXT_BUFFER", "READONLY_BUFFER"})
+#: Opcodes refused outright, as is any opcode this module has no rule for:
+#: protocol 5's out-of-band buffers, and protocol 4's sets (no annotation layout
+#: holds one, and an empty set costs CPython 216 bytes of memory per byte of pickle).
+REFUSED_OPCODES = frozenset(
+    {"BYTEARRAY8", "NEXT_BUFFER", "READONLY_BUFFER", "EMPTY_SET", "ADDITEMS", "FROZENSET"}
+)
 
-#: An object that holds no others (number, text, bytes, global, a call's result):
-#: nesting depth 0, expanded size 1. Tuples and frozensets are ``(depth, size)``
-#: tuples too; lists, dicts and sets are ``[depth, size, closed]`` lists, where
-#: ``closed`` turns true once the container is placed inside another one.
+#: An object that holds no others (number, text, bytes, a call's result): nesting
+#: depth 0, expanded size 1. Tuples are ``(depth, size)`` tuples too; lists and
+#: dicts are ``[depth, size, closed]`` lists, where ``closed`` turns true once the
+#: container is placed inside another one.
 _LEAF = (0, 1)
 #: A global (``GLOBAL``, ``STACK_GLOBAL``, ``EXT*``): holds nothing either, but
 #: ``BUILD`` may not set its state (that would change the callable for every later
 #: pickle), and it is no dict key.
 _GLOBAL = (0, 1, "global")  # unequal to _LEAF, so never the same constant
+#: A new empty list or dict that nothing else refers to yet: one shared
+#: record, so that a file of empty containers costs the scan no more memory than
+#: it costs the unpickler. It gets its own ``[1, 1, False]`` record when it is
+#: stored in the memo, duplicated, or given items.
+_EMPTY = (1, 1, "empty")
 _PAIR_OF_LEAVES = (1, 3)
 _WIDEST_INTEGER_BITS = 64
 _LEAF_OPCODES = frozenset(
@@ -152,7 +164,7 @@ class _Scan:
                 code = data[position]
                 if code == 0x72:  # LONG_BINPUT
                     index = from_bytes(data[position + 1 : position + 5], "little")
-                    if index < len(memo):
+                    if index < len(memo) and stack[-1] is not _EMPTY:
                         memo[index] = stack[-1]
                     else:
                         self._put(index)
@@ -210,25 +222,22 @@ class _Scan:
             "OBJ": lambda _: self._call_marked(),
             "STACK_GLOBAL": lambda _: self._call(2, result=_GLOBAL),
             "BUILD": lambda _: self._build(),
-            "EMPTY_LIST": lambda _: self.stack.append([1, 1, False]),
-            "EMPTY_DICT": lambda _: self.stack.append([1, 1, False]),
-            "EMPTY_SET": lambda _: self.stack.append([1, 1, False]),
+            "EMPTY_LIST": lambda _: self.stack.append(_EMPTY),
+            "EMPTY_DICT": lambda _: self.stack.append(_EMPTY),
             "EMPTY_TUPLE": lambda _: self.stack.append((1, 1)),
             "TUPLE1": lambda _: self._tuple(1),
             "TUPLE2": lambda _: self._tuple(2),
             "TUPLE3": lambda _: self._tuple(3),
-            "TUPLE": lambda _: self.stack.append(self._new(self._pop_mark(), keys=None)),
-            "FROZENSET": lambda _: self.stack.append(self._new(self._pop_mark(), keys=1)),
-            "LIST": lambda _: self.stack.append([*self._new(self._pop_mark(), keys=None), False]),
-            "DICT": lambda _: self.stack.append([*self._new(self._pop_mark(), keys=2), False]),
-            "APPEND": lambda _: self._add([self.stack.pop()], keys=None),
-            "APPENDS": lambda _: self._add(self._pop_mark(), keys=None),
-            "SETITEM": lambda _: self._add([self.stack.pop(-2), self.stack.pop()], keys=2),
-            "SETITEMS": lambda _: self._add(self._pop_mark(), keys=2),
-            "ADDITEMS": lambda _: self._add(self._pop_mark(), keys=1),
+            "TUPLE": lambda _: self.stack.append(self._new(self._pop_mark())),
+            "LIST": lambda _: self.stack.append([*self._new(self._pop_mark()), False]),
+            "DICT": lambda _: self.stack.append([*self._new(self._pop_mark(), pairs=True), False]),
+            "APPEND": lambda _: self._add([self.stack.pop()]),
+            "APPENDS": lambda _: self._add(self._pop_mark()),
+            "SETITEM": lambda _: self._add([self.stack.pop(-2), self.stack.pop()], pairs=True),
+            "SETITEMS": lambda _: self._add(self._pop_mark(), pairs=True),
             "POP": lambda _: self._pop(),
             "POP_MARK": lambda _: self._pop_mark(),
-            "DUP": lambda _: self.stack.append(self.stack[-1]),
+            "DUP": lambda _: self.stack.append(self._top()),
             "MARK": lambda _: self.marks.append(len(self.stack)),
             "PUT": self._put,
             "BINPUT": self._put,
@@ -240,7 +249,7 @@ class _Scan:
             "PROTO": lambda _: None,
             "FRAME": lambda _: None,
             "STOP": lambda _: self._stop(),
-        }.get(name, self._refuse)
+        }.get(name, self._refuse)  # REFUSED_OPCODES have no rule
 
     def _refuse(self, _argument) -> None:
         """An opcode of :data:`REFUSED_OPCODES`, or one this module has no rule for."""
@@ -287,7 +296,7 @@ class _Scan:
             raise IndexError
         items = self.stack[-count:]
         del self.stack[-count:]
-        self.stack.append(self._new(items, keys=None))
+        self.stack.append(self._new(items))
 
     def _put(self, index: int) -> None:
         if not 0 <= index <= len(self.memo):
@@ -295,14 +304,20 @@ class _Scan:
                 f"stores memo index {index:,}, beyond the {len(self.memo):,} objects stored so far"
             )
         if index == len(self.memo):
-            self.memo.append(self.stack[-1])
+            self.memo.append(self._top())
         else:
-            self.memo[index] = self.stack[-1]
+            self.memo[index] = self._top()
 
     def _get(self, index: int) -> None:
         if not 0 <= index < len(self.memo):
             raise _Refusal(f"reads memo index {index:,}, which was never stored")
         self.stack.append(self.memo[index])
+
+    def _top(self):
+        """The top of the stack, given its own record if it is a shared :data:`_EMPTY`."""
+        if self.stack[-1] is _EMPTY:
+            self.stack[-1] = [1, 1, False]
+        return self.stack[-1]
 
     def _stop(self) -> None:
         self.stack.pop()
@@ -310,30 +325,29 @@ class _Scan:
 
     # ----------------------------------------------------------------- containers
 
-    def _new(self, items: list, *, keys: int | None) -> tuple[int, int]:
-        """``(depth, size)`` of a new container holding ``items``."""
-        depth, size = self._contents(items, keys=keys)
+    def _new(self, items: list, *, pairs: bool = False) -> tuple[int, int]:
+        """``(depth, size)`` of a new container holding ``items`` (``pairs``: of a dict)."""
+        depth, size = self._contents(items, pairs=pairs)
         return self._checked(max(depth, 1), size + 1)
 
-    def _add(self, items: list, *, keys: int | None) -> None:
-        """Add ``items`` to the list, dict or set on top of the stack."""
-        target = self.stack[-1]
-        depth, size = self._contents(items, keys=keys)  # closes the items first
+    def _add(self, items: list, *, pairs: bool = False) -> None:
+        """Add ``items`` (``pairs``: keys and values) to the list or dict on top of the stack."""
+        target = self._top()
+        depth, size = self._contents(items, pairs=pairs)  # closes the items first
         if target.__class__ is not list:
-            raise _Refusal("adds items to an object that is not a list, dict or set")
+            raise _Refusal("adds items to an object that is not a list or dict")
         if target[2]:
             raise _Refusal("adds items to a container already placed inside another one")
         target[0], target[1] = self._checked(max(depth, target[0]), size + target[1])
 
-    def _contents(self, items: list, *, keys: int | None) -> tuple[int, int]:
+    def _contents(self, items: list, *, pairs: bool) -> tuple[int, int]:
         """Depth of a container of ``items`` and their total expanded size.
 
-        Closes the lists, dicts and sets among ``items``. ``keys``: every item (1)
-        or every other item from the first (2) is a dict key or set item and must
-        hold nothing.
+        Closes the lists and dicts among ``items``. With ``pairs``, every other
+        item from the first is a dict key and must hold nothing.
         """
-        if keys is not None and any(key is not _LEAF for key in items[::keys]):
-            raise _Refusal("uses a container as a dict key or set item (only plain values can be)")
+        if pairs and any(key is not _LEAF for key in items[::2]):
+            raise _Refusal("uses a container or a global as a dict key (only plain values can be)")
         depth = size = 0
         for item in items:
             if item.__class__ is list:
@@ -347,7 +361,7 @@ class _Scan:
             raise _Refusal(f"nests containers deeper than the limit of {self.max_depth} levels")
         if size > self.max_objects:
             raise _Refusal(
-                f"makes an object that expands to more than the limit of {self.max_objects:,} "
-                "objects through shared references"
+                "makes an object that shared references expand to more than "
+                f"{self.max_objects:,} objects, the limit for a file of this size"
             )
         return depth, size
