@@ -22,11 +22,12 @@ naming the file and the limit, every pickle whose unpickling or reading is not
 bounded by its size: files over :data:`MAX_PICKLE_BYTES`, containers nested
 deeper than :data:`MAX_NESTING`, memo indices beyond the objects stored so far,
 shared references that expand an object to more than :data:`MAX_OBJECTS_PER_BYTE`
-objects per byte of the file, containers as dict keys, integers wider than 64
-bits, and protocol 5's out-of-band buffer opcodes (CPython's unpickler reports a
-truncated ``BYTEARRAY8`` as an extra ``SystemError`` through ``sys.excepthook``,
-which a GUI shows as a crash). The readers then count the objects they visit
-against the same allowance.
+objects per byte of the file, containers or globals as dict keys, integers wider
+than 64 bits, sets, self-containing containers, ``BUILD`` on a global (it would
+change the stand-in for every later read), and protocol 5's out-of-band buffer
+opcodes (CPython's unpickler reports a truncated ``BYTEARRAY8`` as an extra
+``SystemError`` through ``sys.excepthook``, which a GUI shows as a crash). The
+readers then count the objects they visit against the same allowance.
 
 Layouts (volume keys ``PPPPPP_SS_SS_aaa-bbb``; the ``Revised-*`` files add
 ``.annot``, which the readers strip):
