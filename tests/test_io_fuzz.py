@@ -25,6 +25,9 @@ from napari_lesion_harvest.io.deeplesion_writer import write_series_pngs
 from napari_lesion_harvest.io.errors import LesionIOError
 from napari_lesion_harvest.io.medical_headers import check_metaimage, check_nifti, check_nrrd
 from napari_lesion_harvest.io.paper_pickles import (
+    MAX_NESTING,
+    MAX_OBJECTS_PER_BYTE,
+    load_restricted_pickle,
     read_3d_box_pickle,
     read_mined_lesions_pickle,
     read_recist_box_pickle,
@@ -155,6 +158,89 @@ def test_mutated_pickles_give_only_typed_errors(tmp_path, data, seed):
 def test_random_bytes_as_pickle(tmp_path, blob):
     for read in _PICKLE_READERS:
         _only_typed_errors(read, tmp_path / "x.pkl", b"\x80\x02" + blob)
+
+
+@st.composite
+def structured_pickles(draw) -> bytes:
+    """A protocol-2 pickle built by up to 40 random steps that are valid for the stack
+    at hand: leaves, lists, dicts, tuples, APPEND / SETITEM, DUP and memo puts and gets
+    (shared references), so nesting and sharing grow as the steps go."""
+    opcodes, stack, memo = [b"\x80\x02"], [], []  # stack and memo hold kinds
+    for _ in range(draw(st.integers(1, 40))):
+        steps = ["leaf", "list", "dict"]
+        if stack:
+            steps += ["tuple1", "dup", "put"] if len(memo) < 256 else ["tuple1", "dup"]
+        if len(stack) >= 2:
+            steps.append("tuple2")
+            if stack[-2] == "list":
+                steps.append("append")
+        if len(stack) >= 3 and stack[-3] == "dict" and stack[-2] == "leaf":
+            steps.append("setitem")
+        if memo:
+            steps.append("get")
+        step = draw(st.sampled_from(steps))
+        if step == "leaf":
+            opcodes.append(draw(st.sampled_from([b"K\x07", b"N", b"G" + bytes(8)])))
+            stack.append("leaf")
+        elif step in ("list", "dict"):
+            opcodes.append(b"]" if step == "list" else b"}")
+            stack.append(step)
+        elif step in ("tuple1", "tuple2"):
+            count = int(step[-1])
+            opcodes.append(b"\x85" if count == 1 else b"\x86")
+            del stack[-count:]
+            stack.append("tuple")
+        elif step == "append":
+            opcodes.append(b"a")
+            stack.pop()
+        elif step == "setitem":
+            opcodes.append(b"s")
+            del stack[-2:]
+        elif step == "dup":
+            opcodes.append(b"2")
+            stack.append(stack[-1])
+        elif step == "put":
+            opcodes.append(b"q" + bytes([len(memo)]))
+            memo.append(stack[-1])
+        else:
+            index = draw(st.integers(0, len(memo) - 1))
+            opcodes.append(b"h" + bytes([index]))
+            stack.append(memo[index])
+    opcodes.append(b"\x86" * (len(stack) - 1) + b".")
+    return b"".join(opcodes)
+
+
+def _expanded_size_and_depth(obj, cap: int) -> tuple[int, int]:
+    """Objects in ``obj`` counting shared ones at each reference, and container depth;
+    stops past ``cap`` objects (a cycle would never end)."""
+    size, depth, todo = 0, 0, [(obj, 0)]
+    while todo and size <= cap:
+        item, level = todo.pop()
+        size += 1
+        children = []
+        if isinstance(item, dict):
+            children = [*item.keys(), *item.values()]
+        elif isinstance(item, list | tuple | set | frozenset):
+            children = list(item)
+        if children or isinstance(item, list | tuple | dict | set | frozenset):
+            depth = max(depth, level + 1)
+        todo.extend((child, level + 1) for child in children)
+    return size, depth
+
+
+@settings(FUZZ, max_examples=300)
+@given(blob=structured_pickles())
+def test_random_structure_is_refused_or_within_the_limits(tmp_path, blob):
+    """What the opcode scan lets through really is within its limits once unpickled."""
+    for read in _PICKLE_READERS:
+        _only_typed_errors(read, tmp_path / "x.pkl", blob)
+    try:
+        loaded = load_restricted_pickle(blob)
+    except LesionIOError:
+        return
+    limit = MAX_OBJECTS_PER_BYTE * len(blob)
+    size, depth = _expanded_size_and_depth(loaded, cap=limit)
+    assert size <= limit and depth <= MAX_NESTING
 
 
 # --------------------------------------------------------------------------- our formats

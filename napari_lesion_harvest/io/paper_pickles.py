@@ -16,10 +16,18 @@ process (SIGSEGV; found by ``tests/test_io_fuzz.py``). The stand-ins accept plai
 numeric scalars (bool, integer, float) of the right byte count and ``latin1``
 text, and anything else is a :class:`~.errors.FormatError`.
 
-It also refuses, before unpickling, the out-of-band buffer opcodes of protocol 5
-(``BYTEARRAY8``, ``NEXT_BUFFER``, ``READONLY_BUFFER``): no annotation pickle uses
-them, and CPython's unpickler reports a truncated ``BYTEARRAY8`` as an extra
-``SystemError`` through ``sys.excepthook``, which a GUI shows as a crash.
+Before unpickling, :func:`~.pickle_scan.scan_pickle` replays the opcodes on a
+model of the unpickler's stack and refuses, with a :class:`~.errors.FormatError`
+naming the file and the limit, every pickle whose unpickling or reading is not
+bounded by its size: files over :data:`MAX_PICKLE_BYTES`, containers nested
+deeper than :data:`MAX_NESTING`, memo indices beyond the objects stored so far,
+shared references that expand an object to more than :data:`MAX_OBJECTS_PER_BYTE`
+objects per byte of the file, containers or globals as dict keys, integers wider
+than 64 bits, sets, self-containing containers, ``BUILD`` on a global (it would
+change the stand-in for every later read), and protocol 5's out-of-band buffer
+opcodes (CPython's unpickler reports a truncated ``BYTEARRAY8`` as an extra
+``SystemError`` through ``sys.excepthook``, which a GUI shows as a crash). The
+readers then count the objects they visit against the same allowance.
 
 Layouts (volume keys ``PPPPPP_SS_SS_aaa-bbb``; the ``Revised-*`` files add
 ``.annot``, which the readers strip):
@@ -41,8 +49,9 @@ from __future__ import annotations
 import io
 import math
 import numbers
+import os
 import pickle
-import pickletools
+import reprlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
@@ -53,6 +62,27 @@ import numpy as np
 from napari_lesion_harvest.geometry import Proposal3D, xyxyzz_to_xyzxyz
 from napari_lesion_harvest.io.deeplesion import normalize_volume_id
 from napari_lesion_harvest.io.errors import FormatError, UnsafePickleError
+from napari_lesion_harvest.io.pickle_scan import scan_pickle
+
+#: Largest pickle read, in bytes. The largest released file
+#: (``RECIST-Box-Valid.pkl``) is 1.7 MB; the paper's 9,805 harvested lesions in
+#: the ``MinedLesions.pkl`` layout, pickled by Python 2 with numpy scalars (about
+#: 300 bytes per slice box, 10 slices per lesion), would make about 30 MB. Reading
+#: such files takes about 8 bytes of memory per byte (2 GB at this limit); a
+#: hostile file of nothing but empty dicts makes CPython's unpickler take about 90.
+MAX_PICKLE_BYTES = 256 * 2**20
+#: Deepest container nesting read. The paper's layouts nest 3 (``3D-Box.pkl``),
+#: 4 (RECIST boxes) and 5 (``MinedLesions.pkl``) deep; hashing a tuple nested
+#: some hundred thousand deep crashes the process.
+MAX_NESTING = 16
+#: Objects a pickle may expand to, per byte of the file, counting a shared
+#: object each time it is referenced. Every object a pickle holds without
+#: sharing costs at least one byte, so shared references cannot make reading a
+#: file cost more than an unshared file of the same size; the released files
+#: hold 0.03 objects per byte.
+MAX_OBJECTS_PER_BYTE = 1
+#: Longest numpy dtype name accepted (``"longdouble"`` has 10 characters).
+_MAX_DTYPE_NAME = 16
 
 
 class _PickledDtype:
@@ -63,15 +93,16 @@ class _PickledDtype:
     """
 
     def __init__(self, name, *_align_copy):
-        dtype = np.dtype(name) if isinstance(name, str) else None
+        plain = isinstance(name, str) and len(name) <= _MAX_DTYPE_NAME
+        dtype = np.dtype(name) if plain else None
         if dtype is None or dtype.kind not in "biuf" or dtype.shape or dtype.names:
-            raise ValueError(f"numpy dtype {name!r} is not a plain number type")
+            raise ValueError(f"numpy dtype {reprlib.repr(name)} is not a plain number type")
         self.dtype = dtype
 
     def __setstate__(self, state):
         byteorder = state[1] if isinstance(state, tuple) and len(state) > 1 else None
         if byteorder not in ("<", ">", "=", "|"):
-            raise ValueError(f"numpy dtype state {state!r} has no byte order")
+            raise ValueError(f"numpy dtype state {reprlib.repr(state)} has no byte order")
         if byteorder != "|":
             self.dtype = self.dtype.newbyteorder(byteorder)
 
@@ -99,8 +130,6 @@ ALLOWED_GLOBALS = {
     ("numpy", "dtype"): _PickledDtype,
     ("_codecs", "encode"): _pickled_latin1,
 }
-#: Opcodes refused before unpickling (protocol 5's out-of-band buffers).
-REFUSED_OPCODES = frozenset({"BYTEARRAY8", "NEXT_BUFFER", "READONLY_BUFFER"})
 
 
 @dataclass(frozen=True)
@@ -149,26 +178,59 @@ def load_restricted_pickle(source: str | PathLike | bytes, *, name: str | None =
     source : path or bytes
         A pickle file or its bytes.
     name : str, optional
-        Name used in error messages when ``source`` is bytes.
+        Name used in error messages (default: the path, or ``<bytes>``).
 
     Raises
     ------
     UnsafePickleError
         The pickle names any other global (nothing it names is called).
     FormatError
-        The bytes are not a readable pickle, or hold an opcode of
-        :data:`REFUSED_OPCODES`.
+        The bytes are not a readable pickle, or break a limit of
+        :func:`~.pickle_scan.scan_pickle` (checked before anything is built).
     """
+    path = _source_name(source, name)
+    return _unpickle(_pickle_bytes(source, path), path)
+
+
+def _source_name(source, name: str | None) -> str:
+    if name:
+        return name
+    return "<bytes>" if isinstance(source, bytes | bytearray) else str(source)
+
+
+def _pickle_bytes(source: str | PathLike | bytes, path: str) -> bytes:
+    """The bytes of ``source``, refusing more than :data:`MAX_PICKLE_BYTES` before reading."""
     if isinstance(source, bytes | bytearray):
-        data, path = bytes(source), name or "<bytes>"
+        data = bytes(source)
     else:
-        path = str(source)
         try:
-            data = Path(source).read_bytes()
+            with open(source, "rb") as file:
+                size = os.fstat(file.fileno()).st_size  # 0 for pipes and devices
+                data = _read_at_most(file, MAX_PICKLE_BYTES) if size <= MAX_PICKLE_BYTES else None
         except OSError as error:
             raise FormatError(path, f"cannot read file: {error}") from error
+    if data is None or len(data) > MAX_PICKLE_BYTES:
+        raise FormatError(
+            path,
+            f"the file is larger than {MAX_PICKLE_BYTES:,} bytes, the limit for an "
+            "annotation pickle",
+        )
+    return data
+
+
+def _read_at_most(file, limit: int) -> bytes:
+    """Up to ``limit + 1`` bytes of ``file`` (one more tells it is larger), read in
+    16 MiB pieces: ``read(n)`` allocates ``n`` bytes before it knows the file's length."""
+    pieces, left = [], limit + 1
+    while left and (piece := file.read(min(left, 16 * 2**20))):
+        pieces.append(piece)
+        left -= len(piece)
+    return b"".join(pieces)
+
+
+def _unpickle(data: bytes, path: str):
+    scan_pickle(data, path, max_depth=MAX_NESTING, max_objects=MAX_OBJECTS_PER_BYTE * len(data))
     try:
-        _refuse_buffer_opcodes(data, path)
         return _RestrictedUnpickler(io.BytesIO(data), path).load()
     except (UnsafePickleError, FormatError):
         raise
@@ -177,25 +239,28 @@ def load_restricted_pickle(source: str | PathLike | bytes, *, name: str | None =
         raise FormatError(path, reason) from error
 
 
-def _refuse_buffer_opcodes(data: bytes, path: str) -> None:
-    """Raise FormatError at the first opcode of :data:`REFUSED_OPCODES` before STOP,
-    even a truncated one; any other fault is left to the unpickler, which reports it
-    (a forbidden global before a malformed opcode is refused as unsafe)."""
-    stream = io.BytesIO(data)
-    start = 0  # where the opcode being read begins
-    try:
-        for opcode, _argument, start in pickletools.genops(stream):
-            _refuse_opcode(opcode, start, path)
-            start = stream.tell()
-    except ValueError:  # malformed from ``start`` on: the unpickler names the fault,
-        if start < len(data):  # unless it is a truncated refused opcode
-            _refuse_opcode(pickletools.code2op.get(chr(data[start])), start, path)
+class _Visits:
+    """Counts the objects a reader visits against the file's allowance.
 
+    A scanned pickle's objects expand to at most ``limit`` objects, so the
+    count is a second guard: a reader never expands shared references further.
+    """
 
-def _refuse_opcode(opcode, start: int, path: str) -> None:
-    """Raise FormatError when ``opcode`` (read at byte ``start``) is refused."""
-    if opcode is not None and opcode.name in REFUSED_OPCODES:
-        raise FormatError(path, f"pickle opcode {opcode.name} at byte {start} is not supported")
+    def __init__(self, path: str, limit: int):
+        self.path = path
+        self.limit = limit
+        self.left = limit
+
+    def of(self, container):
+        """``container``, after counting its items as visited."""
+        self.left -= len(container)
+        if self.left < 0:
+            raise FormatError(
+                self.path,
+                f"reading visits more than {self.limit:,} objects through shared references "
+                f"(the limit is {MAX_OBJECTS_PER_BYTE} per byte of the file)",
+            )
+        return container
 
 
 # --------------------------------------------------------------------------- validation
@@ -210,17 +275,17 @@ def _number(value, path: str, where: str) -> float:
     return number
 
 
-def _numbers(values, count: int, path: str, where: str) -> list[float]:
+def _numbers(values, count: int, path: str, where: str, visits: _Visits) -> list[float]:
     if not isinstance(values, list | tuple) or len(values) != count:
         size = len(values) if isinstance(values, list | tuple) else type(values).__name__
         raise FormatError(path, f"expected a list of {count} numbers, got {size}", key=where)
-    return [_number(v, path, where) for v in values]
+    return [_number(v, path, where) for v in visits.of(values)]
 
 
 def _slice_index(value, path: str, where: str) -> int:
     number = _number(value, path, where)
-    if number != int(number) or number < 0:
-        reason = f"slice index must be a whole number >= 0, got {number}"
+    if number != int(number) or not 0 <= number < 2.0**63:
+        reason = f"slice index must be a whole number from 0 to 2**63, got {number}"
         raise FormatError(path, reason, key=where)
     return int(number)
 
@@ -230,13 +295,15 @@ def _volume_dict(obj, path: str) -> dict:
         raise FormatError(path, f"expected a dict of volumes, got {type(obj).__name__}")
     for key in obj:
         if not isinstance(key, str):
-            raise FormatError(path, f"volume key must be a string, got {key!r}")
+            raise FormatError(path, f"volume key must be a string, got {reprlib.repr(key)}")
     return obj
 
 
-def _load(source, name) -> tuple[object, str]:
-    path = name or (str(source) if not isinstance(source, bytes | bytearray) else "<bytes>")
-    return load_restricted_pickle(source, name=path), path
+def _load(source, name: str | None) -> tuple[object, str, _Visits]:
+    """The unpickled object, the name for messages, and the objects a reader may visit."""
+    path = _source_name(source, name)
+    data = _pickle_bytes(source, path)
+    return _unpickle(data, path), path, _Visits(path, MAX_OBJECTS_PER_BYTE * len(data))
 
 
 # --------------------------------------------------------------------------- readers
@@ -256,19 +323,23 @@ def read_recist_box_pickle(
     ------
     FormatError, UnsafePickleError
     """
-    obj, path = _load(source, name)
+    return _slice_boxes(*_load(source, name))
+
+
+def _slice_boxes(obj, path: str, visits: _Visits) -> dict[str, SliceBoxes]:
+    """:func:`read_recist_box_pickle` on the unpickled ``obj``."""
     result: dict[str, SliceBoxes] = {}
-    for key, per_slice in _volume_dict(obj, path).items():
+    for key, per_slice in visits.of(_volume_dict(obj, path)).items():
         if not isinstance(per_slice, dict):
             raise FormatError(path, "expected {z: [boxes]} for a volume", key=key)
         slices, boxes = [], []
-        for z_key in sorted(per_slice, key=lambda k: _slice_index(k, path, key)):
+        for z_key in sorted(visits.of(per_slice), key=lambda k: _slice_index(k, path, key)):
             z = _slice_index(z_key, path, key)
             entries = per_slice[z_key]
             if not isinstance(entries, list | tuple):
                 raise FormatError(path, f"slice {z}: expected a list of boxes", key=key)
-            for entry in entries:
-                x1, y1, x2, y2, z1, z2 = _numbers(entry, 6, path, f"{key} z={z}")
+            for entry in visits.of(entries):
+                x1, y1, x2, y2, z1, z2 = _numbers(entry, 6, path, f"{key} z={z}", visits)
                 if z1 != z or z2 != z:
                     raise FormatError(path, f"box on slice {z} says z = {z1:g}..{z2:g}", key=key)
                 slices.append(z)
@@ -296,12 +367,16 @@ def read_3d_box_pickle(
     (e.g. ``-0.5 .. 0.5`` for a lesion seen on slice 0 only), so z values are
     kept as floats and only ``z1 <= z2`` is required.
     """
-    obj, path = _load(source, name)
+    return _boxes_3d(*_load(source, name))
+
+
+def _boxes_3d(obj, path: str, visits: _Visits) -> dict[str, np.ndarray]:
+    """:func:`read_3d_box_pickle` on the unpickled ``obj``."""
     result: dict[str, np.ndarray] = {}
-    for key, entries in _volume_dict(obj, path).items():
+    for key, entries in visits.of(_volume_dict(obj, path)).items():
         if not isinstance(entries, list | tuple):
             raise FormatError(path, "expected a list of 3D boxes", key=key)
-        rows = [_numbers(entry, 6, path, key) for entry in entries]
+        rows = [_numbers(entry, 6, path, key, visits) for entry in visits.of(entries)]
         for *_, z1, z2 in rows:
             if z1 > z2:
                 raise FormatError(path, f"3D box has z range {z1:g}..{z2:g}", key=key)
@@ -319,24 +394,29 @@ def read_mined_lesions_pickle(
     dict of str to list of Proposal3D
         Volume id to its lesions; each lesion's per-slice boxes and scores.
     """
-    obj, path = _load(source, name)
+    return _mined_lesions(*_load(source, name))
+
+
+def _mined_lesions(obj, path: str, visits: _Visits) -> dict[str, list[Proposal3D]]:
+    """:func:`read_mined_lesions_pickle` on the unpickled ``obj``."""
     result: dict[str, list[Proposal3D]] = {}
-    for key, lesions in _volume_dict(obj, path).items():
+    for key, lesions in visits.of(_volume_dict(obj, path)).items():
         if not isinstance(lesions, list | tuple):
             raise FormatError(path, "expected a list of lesions", key=key)
         proposals = []
-        for number, lesion in enumerate(lesions):
+        for number, lesion in enumerate(visits.of(lesions)):
             where = f"{key} lesion {number}"
             if not isinstance(lesion, list | tuple) or not lesion:
                 raise FormatError(path, "a lesion must be a non-empty list", key=where)
-            slices, boxes, scores = [], [], []
-            for item in lesion:
+            slices, boxes, scores, seen = [], [], [], set()
+            for item in visits.of(lesion):
                 if not isinstance(item, list | tuple) or len(item) != 2:
                     raise FormatError(path, "expected (z, [x1, y1, x2, y2, score])", key=where)
-                z = _slice_index(item[0], path, where)
-                *box, score = _numbers(item[1], 5, path, where)
-                if z in slices:
+                z = _slice_index(visits.of(item)[0], path, where)
+                *box, score = _numbers(item[1], 5, path, where, visits)
+                if z in seen:
                     raise FormatError(path, f"slice {z} appears twice", key=where)
+                seen.add(z)
                 slices.append(z)
                 boxes.append(box)
                 scores.append(score)
