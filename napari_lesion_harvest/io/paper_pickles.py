@@ -68,9 +68,10 @@ from napari_lesion_harvest.io.pickle_scan import scan_pickle
 #: (``RECIST-Box-Valid.pkl``) is 1.7 MB; the paper's 9,805 harvested lesions in
 #: the ``MinedLesions.pkl`` layout, pickled by Python 2 with numpy scalars (about
 #: 300 bytes per slice box, 10 slices per lesion), would make about 30 MB. Reading
-#: such files takes about 8 bytes of memory per byte (2 GB at this limit); a
-#: hostile file of nothing but empty dicts makes CPython's unpickler take about 90.
-MAX_PICKLE_BYTES = 256 * 2**20
+#: such files takes about 8 bytes of memory per byte (0.5 GB at this limit); a
+#: hostile file of nothing but empty dicts makes CPython's unpickler take about 90
+#: (6 GB at this limit, which a workstation survives; 256 MiB would allow 23 GB).
+MAX_PICKLE_BYTES = 64 * 2**20
 #: Deepest container nesting read. The paper's layouts nest 3 (``3D-Box.pkl``),
 #: 4 (RECIST boxes) and 5 (``MinedLesions.pkl``) deep; hashing a tuple nested
 #: some hundred thousand deep crashes the process.
