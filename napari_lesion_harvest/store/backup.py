@@ -31,6 +31,7 @@ from napari_lesion_harvest.store.database import (
     is_open_here,
     translated,
 )
+from napari_lesion_harvest.store.durable import fsync_path
 from napari_lesion_harvest.store.errors import (
     DamagedProjectError,
     InvalidValueError,
@@ -129,9 +130,9 @@ def copy_database(conn: sqlite3.Connection, target: Path, *, source: Path) -> Pa
                 f"{source} is damaged: its copy fails the integrity check ({problems[0]}); "
                 f"nothing was written to {target}"
             )
-        _fsync(partial)
+        fsync_path(partial)
         os.replace(partial, target)
-        _fsync(target.parent)
+        fsync_path(target.parent)
     except OSError as error:
         raise StoreWriteError(
             f"writing {target} failed ({error}); {source} is unchanged"
@@ -225,7 +226,7 @@ def restore_project(folder: str | Path, backup: str | Path) -> RestoreResult:
         with translated(path, "restoring the project"), _exclusive(path) as folded:
             kept_aside = _keep_aside(path, folded=folded) if path.exists() else None
             os.replace(staged, path)
-            _fsync(folder)
+            fsync_path(folder)
     except OSError as error:
         raise StoreWriteError(
             f"restoring {path} failed ({error}); run the restore again (a replaced file is "
@@ -353,12 +354,3 @@ def _unused(folder: Path, stem: str, suffix: str) -> Path:
         n += 1
         candidate = folder / f"{stem}-{n}{suffix}"
     return candidate
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file or folder (never a file a connection of this process has open)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -22,6 +22,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from napari_lesion_harvest.store.durable import fsync_path
 from napari_lesion_harvest.store.errors import ChecksumMismatchError, StoreError, StoreWriteError
 
 #: Mode of every checkpoint file: the owner writes, everyone who may enter the
@@ -86,7 +87,7 @@ def write_checkpoint(state, path: str | Path) -> tuple[str, int]:
         digest = sha256_file(tmp)
         size = tmp.stat().st_size
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_path(path.parent)
     except BaseException as error:
         tmp.unlink(missing_ok=True)
         if _is_disk_error(error):
@@ -157,17 +158,6 @@ def _torch_reason(error: Exception) -> str:
         detail = text.split(marker, 1)[1].split("Check the documentation", 1)[0]
         return f"it holds more than tensors and plain values ({' '.join(detail.split())})"
     return " ".join(text.split()).split(". ")[0]
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return  # platforms that cannot open folders (Windows)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _is_disk_error(error: BaseException | None) -> bool:

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from napari_lesion_harvest.geometry import Proposal3D
+from napari_lesion_harvest.store.durable import fsync_path
 from napari_lesion_harvest.store.errors import InvalidValueError
 from napari_lesion_harvest.store.project import HarvestProject
 from napari_lesion_harvest.store.records import StoredProposal
@@ -169,20 +170,11 @@ def export_annotations(
             write_lesions(lesions_file, lesions)
         file_names = [file_name for name in formats for file_name in EXPORT_FILES[name]]
         for file_name in file_names:
-            _fsync(staging / file_name)
+            fsync_path(staging / file_name)
         for file_name in file_names:
             os.replace(staging / file_name, out / file_name)
             result.files.append(out / file_name)
-        _fsync(out)
+        fsync_path(out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return result
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file's (or a folder's entries') data to the disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
