@@ -140,6 +140,11 @@ def test_export_filters_splits_and_rejects_unknown_formats(project, tmp_path):
     assert (result.n_marks, result.n_lesions) == (1, 0)
     with pytest.raises(InvalidValueError, match="xlsx"):
         export_annotations(project, tmp_path / "x", formats=["xlsx"])
+    a_file = tmp_path / "a_file"
+    a_file.write_text("kept")
+    with pytest.raises(InvalidValueError, match=f"{a_file} exists and is not a folder"):
+        export_annotations(project, a_file, formats=["json"])
+    assert a_file.read_text() == "kept"
 
 
 def test_export_before_any_round_has_marks_and_no_lesions(tmp_path):

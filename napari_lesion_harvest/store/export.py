@@ -135,6 +135,8 @@ def export_annotations(
             f"unknown export format(s) {unknown}; choose from {', '.join(EXPORT_FILES)}"
         )
     out = Path(folder) if folder is not None else project.exports_dir
+    if out.exists() and not out.is_dir():
+        raise InvalidValueError(f"{out} exists and is not a folder; export into a folder")
     out.mkdir(parents=True, exist_ok=True)
     keep = (
         None if splits is None else {v.volume_id for s in splits for v in project.volumes(split=s)}
