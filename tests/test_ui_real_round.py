@@ -161,13 +161,15 @@ def _documented_priorities(project, record) -> dict[str, float]:
     """The rule of :mod:`annotation_priority`, written out from its docstring.
 
     Each unreviewed proposal of a V_H volume that is not complete adds
-    ``max(0, 1 - |s_gc - t| / 0.25)``, with ``t`` the round's harvest threshold.
+    ``max(0, 1 - |s_gc - t| / 0.25)``, with ``t`` the round's harvest threshold;
+    proposals a mark decides (P_RM, P_neg_M, P_RH) are settled and add nothing.
     """
     threshold = record.metrics["threshold"]
     open_vh = {v.volume_id for v in project.volumes(split="V_H") if not v.complete}
     totals: dict[str, float] = {}
     for stored in project.proposals(record.number):
-        if stored.volume_id in open_vh and stored.verdict is None:
+        settled = stored.role in ("P_RM", "P_neg_M", "P_RH")
+        if stored.volume_id in open_vh and stored.verdict is None and not settled:
             score = stored.s_gc if stored.s_gc is not None else stored.s_g
             near = max(0.0, 1.0 - abs(score - threshold) / 0.25)
             totals[stored.volume_id] = totals.get(stored.volume_id, 0.0) + near
@@ -190,7 +192,7 @@ def _check_next_volume_to_annotate(dock, qtbot, record) -> None:
 
     # settling the volume's proposals (expert verdicts) moves the suggestion on
     for stored in dock.project.proposals(record.number):
-        if stored.volume_id == expected:
+        if stored.volume_id == expected and stored.role not in ("P_RM", "P_neg_M", "P_RH"):
             dock.project.set_verdict(stored.id, "rejected", author="radiologist")
     remaining = _documented_priorities(dock.project, record)
     assert expected not in remaining

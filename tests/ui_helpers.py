@@ -7,26 +7,32 @@ from qtpy.QtCore import QPoint, Qt
 from qtpy.QtWidgets import QApplication
 
 
-def canvas_point(viewer, pixel_xy) -> QPoint:
-    """Canvas widget position of image pixel ``(x, y)`` on the first (image) layer."""
-    image = viewer.layers[0]
-    z = viewer.dims.current_step[0]
-    world = image.data_to_world([z, pixel_xy[1], pixel_xy[0]])
+def canvas_point(viewer, pixel_xy, *, image=None) -> QPoint:
+    """Canvas widget position of pixel ``(x, y)`` of ``image`` (default: the first layer).
+
+    The slice is the viewer's (its world point); the layers have no rotation, so a
+    pixel's in-plane world position does not depend on the slice.
+    """
+    image = viewer.layers[0] if image is None else image
+    world = image.data_to_world([0.0, pixel_xy[1], pixel_xy[0]])
     canvas = viewer.window._qt_viewer.canvas
     transform = canvas.view.transform * canvas.view.scene.transform
     x, y = transform.map([world[-1], world[-2]])[:2]
     return QPoint(int(round(x)), int(round(y)))
 
 
-def drag(qtbot, viewer, start_xy, end_xy, *, steps: int = 6) -> None:
-    """Press at ``start_xy``, move in ``steps`` and release at ``end_xy`` (pixel coordinates).
+def drag(qtbot, viewer, start_xy, end_xy, *, steps: int = 6, image=None) -> None:
+    """Press at ``start_xy``, move in ``steps`` and release at ``end_xy`` (pixel coordinates
+    of ``image``, default the first layer).
 
     The events are real Qt mouse events sent to napari's vispy canvas widget, so they
     travel vispy -> napari's mouse-event API -> the active layer's drag callbacks.
     """
     native = viewer.window._qt_viewer.canvas.native
     points = [
-        canvas_point(viewer, np.asarray(start_xy) + (np.asarray(end_xy) - start_xy) * t)
+        canvas_point(
+            viewer, np.asarray(start_xy) + (np.asarray(end_xy) - start_xy) * t, image=image
+        )
         for t in np.linspace(0.0, 1.0, steps + 1)
     ]
     qtbot.mousePress(native, Qt.MouseButton.LeftButton, pos=points[0], delay=_press_delay())
@@ -35,10 +41,10 @@ def drag(qtbot, viewer, start_xy, end_xy, *, steps: int = 6) -> None:
     qtbot.mouseRelease(native, Qt.MouseButton.LeftButton, pos=points[-1])
 
 
-def click(qtbot, viewer, xy) -> None:
-    """Press and release at pixel ``xy`` without moving."""
+def click(qtbot, viewer, xy, *, image=None) -> None:
+    """Press and release at pixel ``xy`` of ``image`` (default the first layer) without moving."""
     native = viewer.window._qt_viewer.canvas.native
-    point = canvas_point(viewer, np.asarray(xy, dtype=float))
+    point = canvas_point(viewer, np.asarray(xy, dtype=float), image=image)
     qtbot.mousePress(native, Qt.MouseButton.LeftButton, pos=point, delay=_press_delay())
     qtbot.mouseRelease(native, Qt.MouseButton.LeftButton, pos=point)
 

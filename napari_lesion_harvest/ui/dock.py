@@ -78,6 +78,7 @@ class HarvestDock(QWidget):
         self.project_panel = ProjectPanel()
         self.worklist = WorklistPanel()
         self.review = ReviewPanel(set_verdict=self._save_verdict, show_item=self._show_item)
+        self.review.shown_changed.connect(self._show_review_items)
         self.round_panel = RoundPanel(
             project_folder=lambda: None if self.project is None else self.project.folder,
             on_finished=lambda status: self.refresh_in_steps(),
@@ -111,7 +112,15 @@ class HarvestDock(QWidget):
             "Ctrl+Z undoes, Esc cancels a half-drawn mark."
         )
         help_label.setWordWrap(True)
+        help_label.setToolTip(
+            "The thin box around a mark is the box training and evaluation use: the axes' "
+            "extent plus DeepLesion's 5-pixel margin"
+        )
         volume_layout.addWidget(help_label)
+        self.drawing_message = QLabel("")
+        self.drawing_message.setWordWrap(True)
+        self.drawing_message.setStyleSheet("color: #ff8080")
+        volume_layout.addWidget(self.drawing_message)
         volume_layout.addWidget(self.complete_button)
         volume_layout.addWidget(QLabel("Proposals (best lesion score first):"))
         volume_layout.addWidget(self.review)
@@ -301,8 +310,6 @@ class HarvestDock(QWidget):
         worker.start()
 
     def _show_volume(self, record, hu, spacing, window) -> None:
-        from napari.utils.notifications import show_info
-
         self._loading = None
         if self.project is None:
             return
@@ -318,7 +325,7 @@ class HarvestDock(QWidget):
             display_window=window,
             sink=sink,
             marks=marks,
-            notify=show_info,
+            notify=self._drawing_notice,
         )
         for layer in (
             self.volume_view.image_layer,
@@ -332,19 +339,34 @@ class HarvestDock(QWidget):
         self.complete_button.setChecked(overlays.volume.complete)
         self.complete_button.blockSignals(False)
         self.complete_button.setEnabled(True)
-        self.volume_label.setText(
-            f"<b>{record.volume_id}</b> ({overlays.volume.split}), "
-            f"{hu.shape[0]} slices, {spacing[1]:.2f} x {spacing[2]:.2f} x {spacing[0]:.2f} mm"
-        )
+        self._show_volume_label(overlays.volume)
         self.worklist.select_volume(record.volume_id)
         self.tabs.setCurrentIndex(1)
         self.volume_opened.emit(record.volume_id)
 
+    def _show_volume_label(self, record) -> None:
+        """The open volume's id, split (plain words; the symbol in the tooltip), size."""
+        from napari_lesion_harvest.ui.worklist import SPLIT_NAMES, split_name
+
+        hu = self.volume_view.image_layer.data
+        sz, sy, sx = self.volume_view.image_layer.scale
+        self.volume_label.setText(
+            f"<b>{record.volume_id}</b> ({split_name(record.split)}), "
+            f"{hu.shape[0]} slices, {sy:.2f} x {sx:.2f} x {sz:.2f} mm"
+        )
+        self.volume_label.setToolTip(SPLIT_NAMES.get(record.split, ("", record.split))[1])
+
     def _load_overlays(self, volume_id: str, *, overlays=None) -> None:
         overlays = overlays or self.project.volume_overlays(volume_id)
-        items = items_from_store(overlays.proposals)
-        self.volume_view.set_proposals(items)
-        self.review.set_items(items)
+        threshold = None
+        if overlays.round_number is not None:
+            threshold = self.project.rounds.get(overlays.round_number).metrics.get("threshold")
+        self.review.set_items(items_from_store(overlays.proposals), threshold=threshold)
+
+    def _show_review_items(self) -> None:
+        """Draw the proposals the review lists (its view and lowest score)."""
+        if self.volume_view is not None:
+            self.volume_view.set_proposals(self.review.items)
 
     def close_volume(self) -> None:
         """Remove the open volume's layers (its marks are already saved)."""
@@ -377,7 +399,7 @@ class HarvestDock(QWidget):
         from napari_lesion_harvest.store.errors import StoreError
 
         try:
-            self.project.set_volume_complete(
+            record = self.project.set_volume_complete(
                 self.volume_view.volume_id, author=self.author, complete=complete
             )
         except StoreError as error:
@@ -385,7 +407,17 @@ class HarvestDock(QWidget):
             self.complete_button.blockSignals(True)
             self.complete_button.setChecked(not complete)
             self.complete_button.blockSignals(False)
+            record = self.project.volume(self.volume_view.volume_id)
+        self._show_volume_label(record)
         self.worklist.set_summaries(self.project.volume_summaries())
+
+    def _drawing_notice(self, message: str) -> None:
+        """A drawing refusal: in the Volume tab (it stays until the next one) and as a
+        notification."""
+        from napari.utils.notifications import show_info
+
+        self.drawing_message.setText(message)
+        show_info(message)
 
     def set_window(self, name: str) -> None:
         """Apply a window preset to the open volume."""

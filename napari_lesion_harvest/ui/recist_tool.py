@@ -3,14 +3,20 @@
 The tool owns two napari Shapes layers over a CT image layer:
 
 * ``RECIST marks``: every mark of the volume, drawn only on its own slice as
-  the long axis (yellow), the short axis (cyan) and the derived box (thin,
-  dim yellow), with the lengths in mm as text;
+  the long axis (yellow), the short axis (cyan) and the box that training and
+  evaluation use for it (thin, dim yellow: :meth:`RecistMark.box`, the axes'
+  extent plus DeepLesion's 5-pixel margin), with the lengths in mm as text;
 * ``RECIST guide``: the axis being drawn and, once the long axis is done, the
   perpendicular guide through its midpoint.
 
-Every completed change goes to a :class:`MarkSink` (the project store) at once.
+Every completed change goes to a :class:`MarkSink` (the project store) at once;
+an axis with an end off the image is refused as it is drawn, with the store's
+own message (:func:`~napari_lesion_harvest.store.rows.checked_mark_values`).
 Coordinates: napari data coordinates of the image layer are ``(z, y, x)``; a
-mark's endpoints are pixel coordinates ``(x, y)`` (see :mod:`geometry`).
+mark's endpoints are pixel coordinates ``(x, y)`` (see :mod:`geometry`). The
+slice is the image layer's, read from the viewer's world point, so another
+layer with another z scale does not shift it. Lengths on screen (line widths,
+pick radius, the shortest drag that draws an axis) are screen pixels.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import numpy as np
 
 from napari_lesion_harvest.geometry import RECIST_ANGLE_RANGE_DEG, RecistMark
 from napari_lesion_harvest.ui.screen_units import ScreenWidths
+from napari_lesion_harvest.ui.slices import shown_slice
 
 LONG_AXIS_COLOUR = "#ffe600"
 SHORT_AXIS_COLOUR = "#00e5ff"
@@ -33,8 +40,8 @@ SELECTED_COLOUR = "#ff40ff"
 AXIS_SCREEN_PX = 2.0
 SELECTED_AXIS_SCREEN_PX = 3.0
 BOX_SCREEN_PX = 1.0
-#: Drags shorter than this (data pixels) are clicks, not axes.
-MIN_AXIS_PX = 2.0
+#: Drags shorter than this on screen (pixels, at any zoom) are clicks, not axes.
+MIN_AXIS_SCREEN_PX = 4.0
 #: Pick radius for endpoints and lines, in screen pixels.
 PICK_RADIUS_SCREEN_PX = 8.0
 
@@ -96,9 +103,19 @@ class RecistTool:
         ``notify(message)`` for user-facing refusals (napari ``show_info``).
     """
 
-    def __init__(self, viewer, image_layer, *, sink: MarkSink | None, marks=None, notify=print):
+    def __init__(
+        self,
+        viewer,
+        image_layer,
+        *,
+        sink: MarkSink | None,
+        marks=None,
+        notify=print,
+        volume_id: str = "",
+    ):
         self.viewer = viewer
         self.image_layer = image_layer
+        self.volume_id = volume_id
         self.sink = sink
         self.notify = notify
         self.marks: dict[int, RecistMark] = dict(marks or {})
@@ -160,8 +177,22 @@ class RecistTool:
     def _event_point(self, event) -> tuple[int, np.ndarray]:
         """Slice index and pixel coordinate ``(x, y)`` of a mouse event."""
         data = np.asarray(self.image_layer.world_to_data(event.position), dtype=np.float64)
-        z = int(round(data[-3])) if data.size >= 3 else int(self.viewer.dims.current_step[0])
-        return z, np.array([data[-1], data[-2]])
+        if data.size < 3:
+            return shown_slice(self.viewer, self.image_layer), np.array([data[-1], data[-2]])
+        return int(np.round(data[-3])), np.array([data[-1], data[-2]])
+
+    def off_image(self, mark: RecistMark, refusal: str) -> str:
+        """``"<refusal>: <the store's reason>"`` when ``mark`` is not on the image, else ''."""
+        from napari_lesion_harvest.store.errors import InvalidValueError
+        from napari_lesion_harvest.store.rows import checked_mark_values
+
+        try:
+            checked_mark_values(
+                mark, self.image_layer.data.shape, volume_id=self.volume_id, where=refusal
+            )
+        except InvalidValueError as error:
+            return str(error)
+        return ""
 
     def _pick_radius_px(self) -> float:
         zoom = float(self.viewer.scene.camera.zoom) or 1.0
@@ -212,7 +243,7 @@ class RecistTool:
                 self._draw_preview(z, [np.array([start, end])])
             yield
         _, end = self._event_point(event)  # the release position decides, not the moves seen
-        moved = np.linalg.norm(end - start) >= MIN_AXIS_PX
+        moved = np.linalg.norm(end - start) >= self.widths.image_px(MIN_AXIS_SCREEN_PX)
         if endpoint is not None and moved:
             self._finish_edit(endpoint, end)
         elif moved:
@@ -234,6 +265,11 @@ class RecistTool:
         if self.pending_long is None or self.pending_long[0] != z:
             if self.pending_long is not None:
                 self.notify("Short axis must be on the long axis's slice; starting a new mark.")
+                self.pending_long = None
+            outside = self.off_image(RecistMark(z, axis, axis), "Long axis refused")
+            if outside:
+                self.notify(f"{outside}. Draw it on the image.")
+                return
             self.pending_long = (z, axis)
             self.select(None)
             return
@@ -241,6 +277,10 @@ class RecistTool:
         problem = self._problem(mark)
         if problem:
             self.notify(f"Short axis refused: {problem}. Draw it again (Esc cancels the mark).")
+            return
+        outside = self.off_image(mark, "Short axis refused")
+        if outside:
+            self.notify(f"{outside}. Draw it again on the image (Esc cancels the mark).")
             return
         if self.sink is None:
             mark_id = self._next_local_id()
@@ -274,8 +314,9 @@ class RecistTool:
         mark_id = endpoint[0]
         before, after = self.marks[mark_id], self._moved(endpoint, point)
         problem = self._problem(after)
+        problem = f"Edit refused: {problem}." if problem else self.off_image(after, "Edit refused")
         if problem:
-            self.notify(f"Edit refused: {problem}.")
+            self.notify(problem)
             self.render()
             return
         self._replace(mark_id, after, record=True, before=before)
