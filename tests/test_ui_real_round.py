@@ -19,6 +19,7 @@ from napari_lesion_harvest.harvest.stages import STAGES
 from napari_lesion_harvest.store import HarvestProject
 from napari_lesion_harvest.store.lock import is_stale
 from napari_lesion_harvest.ui.dock import HarvestDock
+from napari_lesion_harvest.ui.round_outcome import harvest_outcome
 from tests.harvest_project import V_M, make_blob_project
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
@@ -123,7 +124,7 @@ def test_real_round_from_the_dock_refreshes_worklist_overlays_and_results(
         f"gaps over {SLOW_TICK_MS} ms (start ms, length ms): {probe.gaps}"
     )
 
-    assert "Round finished" in panel.status_label.text(), panel.status_label.text()
+    assert panel.status_label.text().startswith("Round 1 "), panel.status_label.text()
     stages = [stage for stage, _bar in seen]
     assert [s for s in STAGES if s in stages] == list(STAGES)  # every real stage reported
     order = [stages.index(s) for s in STAGES]
@@ -137,6 +138,7 @@ def test_real_round_from_the_dock_refreshes_worklist_overlays_and_results(
         stored = {s.volume_id: s for s in project.volume_summaries()}
         on_volume = [p for p in project.proposals(record.number) if p.volume_id == V_H_VOLUME]
     assert record.status == "done"
+    assert panel.status_label.text() == harvest_outcome(record)[0]  # said in the dock
     after = {s.volume_id: s for s in dock.worklist.model.summaries}
     assert after[V_H_VOLUME].n_proposals == stored[V_H_VOLUME].n_proposals == len(on_volume) > 0
     assert sum(s.n_harvested for s in after.values()) == record.metrics["n_harvested"]
@@ -234,10 +236,10 @@ def test_stopping_a_real_round_leaves_the_project_consistent_and_the_next_round_
     refreshes.clear()
     assert panel.start_round()  # the next round starts (it resumes the stopped one)
     qtbot.waitUntil(lambda: not panel.runner.running and bool(refreshes), timeout=ROUND_TIMEOUT_MS)
-    assert "Round finished" in panel.status_label.text(), panel.status_label.text()
     with HarvestProject.open(project_dir) as project:
         records = project.rounds.list()
         assert records[-1].status == "done"
+        assert panel.status_label.text() == harvest_outcome(records[-1])[0]
         assert project.integrity_check() == []
         assert project.rounds.lock_holder() is None
     dock.tabs.setCurrentWidget(dock.results)

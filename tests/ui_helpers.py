@@ -99,3 +99,61 @@ def make_project(folder, *, volume_ids=("vol_a", "vol_b"), spacing=(2.5, 0.8, 0.
         )
     project.add_volumes(records, author="test-import")
     return project
+
+
+def answer_next_dialog(button_text: str, *, timeout_ms: int = 60_000) -> list[str]:
+    """Click ``button_text`` on the next modal message box once it shows (a real
+    ``QMessageBox``, answered as a person would); returns a list that gets the box's
+    text and informative text when it was answered."""
+    from qtpy.QtCore import QElapsedTimer, QTimer
+    from qtpy.QtWidgets import QMessageBox
+
+    answered: list[str] = []
+    clock = QElapsedTimer()
+    clock.start()
+
+    def poll():
+        box = QApplication.activeModalWidget()
+        if isinstance(box, QMessageBox):
+            for button in box.buttons():
+                if button.text().replace("&", "") == button_text:
+                    answered.extend([box.text(), box.informativeText()])
+                    button.click()
+                    return
+        if clock.elapsed() < timeout_ms:
+            QTimer.singleShot(50, poll)
+
+    QTimer.singleShot(50, poll)
+    return answered
+
+
+def answer_next_file_dialog(path, *, timeout_ms: int = 60_000) -> list[str]:
+    """In the next modal file dialog, go to the deepest existing folder of ``path``, type
+    the rest in its name field and press its accept button, as a person would (the
+    dialog's own checks apply); returns a list that gets the dialog's title."""
+    from pathlib import Path
+
+    from qtpy.QtCore import QElapsedTimer, QTimer
+    from qtpy.QtWidgets import QDialogButtonBox, QFileDialog, QLineEdit
+
+    path = Path(path)
+    existing = next(parent for parent in path.parents if parent.is_dir())
+
+    answered: list[str] = []
+    clock = QElapsedTimer()
+    clock.start()
+
+    def poll():
+        dialog = QApplication.activeModalWidget()
+        if isinstance(dialog, QFileDialog):
+            answered.append(dialog.windowTitle())
+            dialog.setDirectory(str(existing))
+            dialog.findChild(QLineEdit, "fileNameEdit").setText(str(path.relative_to(existing)))
+            box = dialog.findChild(QDialogButtonBox)
+            box.button(QDialogButtonBox.StandardButton.Save).click()
+            return
+        if clock.elapsed() < timeout_ms:
+            QTimer.singleShot(50, poll)
+
+    QTimer.singleShot(50, poll)
+    return answered

@@ -53,11 +53,16 @@ class HarvestDock(QWidget):
         Worklist, overlays and results were reread from the store.
     imported(object)
         An import finished (its ImportSummary); the worklist is refreshed first.
+    demo_ready(str)
+        A demo project was built and opened (its folder).
     """
 
     volume_opened = Signal(str)
     refreshed = Signal()
     imported = Signal(object)
+    demo_ready = Signal(str)
+    #: The window whose closing is watched (asks during a round); set when first shown.
+    _watched_window = None
 
     def __init__(
         self,
@@ -74,6 +79,7 @@ class HarvestDock(QWidget):
         self.volume_view: VolumeView | None = None
         self._loading: str | None = None
         self.import_worker = None
+        self.demo_worker = None
 
         self.project_panel = ProjectPanel()
         self.worklist = WorklistPanel()
@@ -81,7 +87,9 @@ class HarvestDock(QWidget):
         self.review.shown_changed.connect(self._show_review_items)
         self.round_panel = RoundPanel(
             project_folder=lambda: None if self.project is None else self.project.folder,
+            project=lambda: self.project,
             on_finished=lambda status: self.refresh_in_steps(),
+            author=self.author,
         )
         from napari_lesion_harvest.ui.results_panel import ResultsPanel
 
@@ -125,9 +133,12 @@ class HarvestDock(QWidget):
         volume_layout.addWidget(QLabel("Proposals (best lesion score first):"))
         volume_layout.addWidget(self.review)
 
+        self.project_message = QLabel("")
+        self.project_message.setWordWrap(True)
         project_tab = QWidget()
         project_layout = QVBoxLayout(project_tab)
         project_layout.addWidget(self.project_panel)
+        project_layout.addWidget(self.project_message)
         project_layout.addWidget(self.worklist)
 
         self.tabs = QTabWidget()
@@ -144,7 +155,10 @@ class HarvestDock(QWidget):
             lambda folder, create: self.open_project(folder, create=create)
         )
         self.project_panel.import_requested.connect(self.import_data)
+        self.project_panel.demo_requested.connect(self.start_demo)
         self.worklist.volume_requested.connect(self.open_volume)
+        self.worklist.split_requested.connect(self.hold_out)
+        self.viewer.layers.events.inserted.connect(self._on_layer_added)
         self.worklist.next_requested.connect(self.open_next_volume)
         self.complete_button.toggled.connect(self._set_complete)
         for key in REVIEW_KEYS:
@@ -169,8 +183,114 @@ class HarvestDock(QWidget):
         self.close_project()
         self.project = project
         self.project_panel.show_recent(remember_recent(project.folder))
+        self._project_notice("")
         self.refresh()
         return project
+
+    def start_demo(self, folder: str | Path):
+        """Build a demo project in ``folder`` in a worker thread, then open it.
+
+        The round configuration becomes the demo's (``demo_round.json``);
+        ``demo_ready`` is emitted once it is open. Returns the worker (None when
+        refused: a demo is being built already).
+        """
+        from napari.qt.threading import thread_worker
+        from napari.utils import progress
+
+        from napari_lesion_harvest.ui.demo_project import make_demo_project
+
+        if self.demo_worker is not None:
+            self._project_notice("A demo project is being built already.", problem=True)
+            return None
+        self._project_notice(
+            f"Building a demo project in {folder}: synthetic CT volumes with lesions "
+            "(about half a minute)..."
+        )
+        self.project_panel.demo_button.setEnabled(False)
+        bar = progress(total=0, desc="demo project")
+        worker = thread_worker(make_demo_project)(Path(folder))
+
+        def finish():
+            bar.close()
+            self.demo_worker = None
+            self.project_panel.demo_button.setEnabled(True)
+
+        def on_done(result):
+            project_dir, config_path = result
+            finish()
+            if self.open_project(project_dir) is None:
+                return
+            self.round_panel.set_config(str(config_path))
+            counts = {s: len(self.project.volumes(split=s)) for s in ("V_M", "V_H", "V_H_test")}
+            self._project_notice(
+                f"Demo project ready: {counts['V_M']} fully marked volumes (V_M), "
+                f"{counts['V_H']} to harvest (V_H), {counts['V_H_test']} held out (V_H_test). "
+                "Open a volume to draw or review marks, or run a round (Round tab: the "
+                "demo's configuration is chosen)."
+            )
+            self.demo_ready.emit(str(project_dir))
+
+        def on_error(error):
+            finish()
+            self._project_notice(f"The demo project could not be built: {error}", problem=True)
+
+        worker.returned.connect(on_done)
+        worker.errored.connect(on_error)
+        self.demo_worker = worker
+        worker.start()
+        return worker
+
+    def _project_notice(self, text: str, *, problem: bool = False) -> None:
+        """A message in the Project tab (it stays until the next one)."""
+        self.project_message.setText(text)
+        self.project_message.setStyleSheet("color: #ff8080" if problem else "")
+
+    def _on_layer_added(self, event) -> None:
+        """An image opened outside a project (the sample, a file): say how to work on it."""
+        from napari.layers import Image
+
+        layer = event.value
+        ours = self.volume_view is not None and layer is self.volume_view.image_layer
+        if self.project is None and isinstance(layer, Image) and not ours:
+            self._project_notice(
+                f"{layer.name!r} is not in a harvest project: marks drawn on it are not saved "
+                "and it has no proposals. Start a demo project (phantoms like the sample), or "
+                "create a project and import your images."
+            )
+            self.tabs.setCurrentIndex(0)
+
+    def hold_out(self, volume_ids: list[str], split: str) -> bool:
+        """Move volumes to a held-out split (``V_H_test``, ``V_D_test``) or back to ``V_H``,
+        in one transaction; fully marked volumes (V_M) are refused. Said in the Project tab."""
+        from napari_lesion_harvest.store import DataBatch, StoreError
+        from napari_lesion_harvest.ui.worklist import split_name
+
+        if self.project is None or not volume_ids:
+            return False
+        complete = [v for v in volume_ids if self.project.volume(v).split == "V_M"]
+        if complete:
+            shown = ", ".join(complete[:3]) + (" and more" if len(complete) > 3 else "")
+            self._project_notice(
+                f"Nothing moved: {shown} {'is' if len(complete) == 1 else 'are'} fully marked "
+                '(V_M) and train the rounds; withdraw "Mark volume complete" first.',
+                problem=True,
+            )
+            return False
+        try:
+            result = self.project.add_batch(
+                DataBatch(splits=dict.fromkeys(volume_ids, split)), author=self.author
+            )
+        except StoreError as error:
+            self._project_notice(f"Nothing moved: {error}", problem=True)
+            return False
+        already = f"; {len(result.split_unchanged)} already were" if result.split_unchanged else ""
+        self._project_notice(
+            f"{len(result.split_changed)} volume(s) now {split_name(split)} ({split}){already}."
+        )
+        self.worklist.set_summaries(self.project.volume_summaries())
+        if self.volume_view is not None and self.volume_view.volume_id in volume_ids:
+            self._show_volume_label(self.project.volume(self.volume_view.volume_id))
+        return True
 
     def import_data(self, sources: list[str | Path], *, split: str = "V_H"):
         """Import ``sources`` into the open project in a worker thread.
@@ -235,6 +355,7 @@ class HarvestDock(QWidget):
         if self.project is not None:
             self.project.close()
             self.project = None
+            self.project_panel.show_project(None)
         self.worklist.set_summaries([])
 
     def refresh(self) -> None:
@@ -282,6 +403,7 @@ class HarvestDock(QWidget):
             project.folder, f"{len(summaries)} volumes, {done} finished rounds"
         )
         self.results.show_rounds(rounds)
+        self.round_panel.show_estimate()
         yield
         if self.volume_view is not None:
             self._load_overlays(self.volume_view.volume_id)
@@ -440,8 +562,64 @@ class HarvestDock(QWidget):
 
     # ------------------------------------------------------------------ teardown
 
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt API
+        """Watch the window the dock lives in, to ask before it closes during a round."""
+        import weakref
+
+        super().showEvent(event)
+        window = self.window()
+        watched = None if self._watched_window is None else self._watched_window()
+        if window is not self and window is not watched:
+            window.installEventFilter(self)
+            self._watched_window = weakref.ref(window)  # the window owns the dock
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt API
+        """Closing napari during a round: ask, then stop the round, wait for it and close
+        the project."""
+        from qtpy.QtCore import QEvent
+
+        if (
+            event.type() == QEvent.Type.Close
+            and self._watched_window is not None
+            and watched is self._watched_window()
+            and self.round_panel.runner.running
+        ):
+            if not self.confirm_close_during_round():
+                event.ignore()
+                return True
+            self.stop_round_and_wait()
+            self.close_project()
+        return False
+
+    def confirm_close_during_round(self) -> bool:
+        """Ask whether to stop the running round and close; True to close."""
+        from qtpy.QtWidgets import QMessageBox
+
+        box = QMessageBox(self)
+        box.setIcon(QMessageBox.Icon.Warning)
+        box.setWindowTitle("A harvest round is running")
+        stage = self.round_panel.clock.stage if self.round_panel.clock else None
+        box.setText(f"A harvest round is running{f' ({stage})' if stage else ''}.")
+        box.setInformativeText(
+            "Stop it and close? It stops at its next step and keeps every stage it finished; "
+            "Run resumes it when the project is open again."
+        )
+        stop = box.addButton("Stop the round and close", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(stop)
+        box.exec()
+        return box.clickedButton() is stop
+
+    def stop_round_and_wait(self) -> bool:
+        """Stop a running round and wait until its process ended (it stops at its next
+        step; after the runner's grace period it is killed); True when none runs."""
+        from napari_lesion_harvest.ui.round_runner import STOP_GRACE_S
+
+        return self.round_panel.stop_and_wait(self.round_panel.runner.stop_grace_s + STOP_GRACE_S)
+
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
-        """Stop a running round (it stops cleanly at its next step) and close the project."""
-        self.round_panel.stop_round()
+        """Stop a running round, wait for it (it stops cleanly at its next step) and close
+        the project."""
+        self.stop_round_and_wait()
         self.close_project()
         super().closeEvent(event)
