@@ -143,15 +143,17 @@ def test_real_round_from_the_dock_refreshes_worklist_overlays_and_results(
     assert after[V_H_VOLUME].n_proposals == stored[V_H_VOLUME].n_proposals == len(on_volume) > 0
     assert sum(s.n_harvested for s in after.values()) == record.metrics["n_harvested"]
     # the open volume's overlays came from the store: the review list and the drawn boxes
-    assert {item.proposal_id for item in dock.review.items} == {p.id for p in on_volume}
+    assert {item.proposal_id for item in dock.review.all_items} == {p.id for p in on_volume}
+    dock.review.view_box.setCurrentText("all proposals")
     dock.review.next()
     assert len(dock.volume_view.proposals.layer.data) >= 1
     # the results panel: Table I rows of the round and its PR / FROC curves (drawn when shown)
     dock.tabs.setCurrentWidget(dock.results)
     table = dock.results.table
-    labels = [table.item(r, 0).text() for r in range(table.rowCount())]
+    labels = [table.item(r, 0).toolTip().split(":")[0] for r in range(table.rowCount())]
     assert labels == [f"R + P_H,{record.number}"] == [record.metrics["table_i"][1]["label"]]
-    assert "R (original marks): R " in dock.results.summary.text()
+    assert table.item(0, 0).text() == f"round {record.number}: marks + harvested"
+    assert "original marks only: recall " in dock.results.summary.text()
     assert dock.results.rounds_plotted == [record.number]
     assert len(dock.results.pr_axes.lines) == 1 and len(dock.results.froc_axes.lines) == 1
     assert f"Round {record.number} finished" in dock.results.summary.text()

@@ -218,3 +218,62 @@ def test_review_and_drawing_follow_the_volume_with_another_z_scale_open(
     marks_layer = view.recist.marks_layer
     assert marks_layer._data_view._displayed.all()  # drawn on the shown slice
     dock.close_project()
+
+
+def test_the_review_lists_and_draws_what_needs_a_look_with_few_labels(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch
+):
+    """12 proposals on one slice: by default the harvested lesion and the candidates
+    within 0.25 of the threshold (0.6) are listed and drawn; only the harvested one and
+    the proposal under review carry a label."""
+    monkeypatch.setenv("LESION_HARVEST_CONFIG", str(tmp_path / "config"))
+    project = make_project(tmp_path / "proj")
+    scores = [0.9, 0.05, *np.linspace(0.1, 0.55, 10)]
+    roles = ["P_pos_H", "P_neg_H", *["candidate"] * 10]
+    rows = [
+        ProposalRow("vol_a", Proposal3D([6], [[4 + 8 * k, 20, 10 + 8 * k, 26]], [0.5]), role=r)
+        for k, r in enumerate(roles)
+    ]
+    number = project.rounds.create({"preset": "test"}).number
+    with project.rounds.lock(number) as lock:
+        project.rounds.start(number, lock=lock)
+        ids = list(project.rounds.write_stage(number, "tracking", StageResult(rows), lock=lock))
+        updates = [
+            ProposalUpdate(pid, role, s_c=score, s_gc=score)
+            for pid, role, score in zip(ids, roles, scores, strict=True)
+        ]
+        project.rounds.write_stage(
+            number, "harvest", StageResult(updates=updates, metrics={"threshold": 0.6}), lock=lock
+        )
+        project.rounds.finish(number, lock=lock, metrics={"threshold": 0.6})
+    project.close()
+    viewer = make_napari_viewer(show=True)
+    dock = HarvestDock(viewer, author="radiologist")
+    qtbot.addWidget(dock)
+    dock.open_project(tmp_path / "proj")
+    with qtbot.waitSignal(dock.volume_opened, timeout=20_000):
+        dock.open_volume("vol_a")
+    viewer.dims.set_current_step(0, 6)
+    review, layer = dock.review, dock.volume_view.proposals.layer
+
+    near = [s for s in scores[2:] if abs(s - 0.6) <= 0.25]  # 0.35 ... 0.55: five
+    assert [item.lesion_score for item in review.items] == pytest.approx([0.9, *near[::-1]])
+    assert review.count_label.text().startswith("6 of 12 proposals shown (threshold 0.60")
+    labels = [label for label in layer.features["label"] if label]
+    assert labels == ["0.90"]  # 6 boxes, one label (on its plate)
+    assert len(layer.data) == 6 + 1
+    review.go_to(2)
+    assert sorted(label for label in layer.features["label"] if label) == [
+        "0.90",
+        f"candidate {review.items[2].lesion_score:.2f}",
+    ]
+
+    review.min_score.setValue(0.5)
+    assert [round(item.lesion_score, 2) for item in review.items] == [0.9, 0.55, 0.5]
+    review.view_box.setCurrentText("hard negatives")
+    assert review.items == [] and len(layer.data) == 0
+    review.min_score.setValue(0.0)
+    assert [item.proposal_id for item in review.items] == [ids[1]]
+    review.view_box.setCurrentText("all proposals")
+    assert len(review.items) == 12 and len(layer.data) == 12 + 1
+    dock.close_project()

@@ -157,3 +157,25 @@ def answer_next_file_dialog(path, *, timeout_ms: int = 60_000) -> list[str]:
 
     QTimer.singleShot(50, poll)
     return answered
+
+
+def when_dialog_shows(dialog_class, action, *, timeout_ms: int = 60_000) -> list:
+    """Call ``action(dialog)`` on the next modal dialog of ``dialog_class`` once it shows
+    (to fill it in and press its buttons); returns a list that gets the dialog."""
+    from qtpy.QtCore import QElapsedTimer, QTimer
+
+    seen: list = []
+    clock = QElapsedTimer()
+    clock.start()
+
+    def poll():
+        dialog = QApplication.activeModalWidget()
+        if isinstance(dialog, dialog_class):
+            seen.append(dialog)
+            action(dialog)
+            return
+        if clock.elapsed() < timeout_ms:
+            QTimer.singleShot(50, poll)
+
+    QTimer.singleShot(50, poll)
+    return seen

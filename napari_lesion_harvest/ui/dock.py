@@ -25,6 +25,7 @@ from napari_lesion_harvest.ui.project_panel import ProjectPanel, remember_recent
 from napari_lesion_harvest.ui.proposal_overlay import items_from_store
 from napari_lesion_harvest.ui.review import REVIEW_KEYS, ReviewPanel
 from napari_lesion_harvest.ui.round_panel import RoundPanel
+from napari_lesion_harvest.ui.summary_panel import SummaryPanel
 from napari_lesion_harvest.ui.volume_loading import load_record
 from napari_lesion_harvest.ui.volume_view import StoreMarkSink, VolumeView
 from napari_lesion_harvest.ui.windows import WINDOW_KEYS, WINDOW_PRESETS
@@ -55,12 +56,15 @@ class HarvestDock(QWidget):
         An import finished (its ImportSummary); the worklist is refreshed first.
     demo_ready(str)
         A demo project was built and opened (its folder).
+    exported(object)
+        An export finished (its ExportReport).
     """
 
     volume_opened = Signal(str)
     refreshed = Signal()
     imported = Signal(object)
     demo_ready = Signal(str)
+    exported = Signal(object)
     #: The window whose closing is watched (asks during a round); set when first shown.
     _watched_window = None
 
@@ -80,6 +84,7 @@ class HarvestDock(QWidget):
         self._loading: str | None = None
         self.import_worker = None
         self.demo_worker = None
+        self.export_worker = None
 
         self.project_panel = ProjectPanel()
         self.worklist = WorklistPanel()
@@ -94,6 +99,7 @@ class HarvestDock(QWidget):
         from napari_lesion_harvest.ui.results_panel import ResultsPanel
 
         self.results = ResultsPanel()
+        self.summary = SummaryPanel()
         self.volume_label = QLabel("No volume open.")
         self.complete_button = QPushButton("Mark volume complete")
         self.complete_button.setCheckable(True)
@@ -146,6 +152,8 @@ class HarvestDock(QWidget):
         self.tabs.addTab(volume_tab, "Volume")
         self.tabs.addTab(self.round_panel, "Round")
         self.tabs.addTab(self.results, "Results")
+        self.tabs.addTab(self.summary, "Summary")
+        self.tabs.setTabToolTip(4, "What the project holds, to hand on; Export")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addWidget(self.tabs)
@@ -156,6 +164,8 @@ class HarvestDock(QWidget):
         )
         self.project_panel.import_requested.connect(self.import_data)
         self.project_panel.demo_requested.connect(self.start_demo)
+        self.summary.export_requested.connect(self.export)
+        self.tabs.currentChanged.connect(lambda _index: self._show_summary_if_visible())
         self.worklist.volume_requested.connect(self.open_volume)
         self.worklist.split_requested.connect(self.hold_out)
         self.viewer.layers.events.inserted.connect(self._on_layer_added)
@@ -237,6 +247,47 @@ class HarvestDock(QWidget):
         worker.returned.connect(on_done)
         worker.errored.connect(on_error)
         self.demo_worker = worker
+        worker.start()
+        return worker
+
+    def _show_summary_if_visible(self) -> None:
+        """Reread the project's summary when the Summary tab is shown."""
+        from napari_lesion_harvest.ui.project_summary import summary_text
+
+        if self.project is not None and self.tabs.currentWidget() is self.summary:
+            self.summary.show_summary(summary_text(self.project))
+
+    def export(self, folder: str | Path, formats: list[str]):
+        """Export the completed annotations (``formats``: ``csv``, ``json``, ``pickle``) and
+        the summary to ``folder`` in a worker thread; what was written is said in the
+        Summary tab and ``exported`` is emitted. Returns the worker (None when refused)."""
+        from napari.qt.threading import thread_worker
+
+        from napari_lesion_harvest.ui.project_summary import export_with_summary
+
+        if self.project is None or self.export_worker is not None:
+            self.summary.say("Open a project (and wait for a running export).", problem=True)
+            return None
+        self.summary.say(f"Exporting to {folder}...")
+        self.summary.export_button.setEnabled(False)
+        worker = thread_worker(export_with_summary)(self.project.share(), folder, formats=formats)
+
+        def finish():
+            self.export_worker = None
+            self.summary.export_button.setEnabled(self.project is not None)
+
+        def on_done(report):
+            finish()
+            self.summary.say(report.message())
+            self.exported.emit(report)
+
+        def on_error(error):
+            finish()
+            self.summary.say(f"Nothing exported: {error}", problem=True)
+
+        worker.returned.connect(on_done)
+        worker.errored.connect(on_error)
+        self.export_worker = worker
         worker.start()
         return worker
 
@@ -356,6 +407,7 @@ class HarvestDock(QWidget):
             self.project.close()
             self.project = None
             self.project_panel.show_project(None)
+            self.summary.set_project_open(None)
         self.worklist.set_summaries([])
 
     def refresh(self) -> None:
@@ -404,6 +456,8 @@ class HarvestDock(QWidget):
         )
         self.results.show_rounds(rounds)
         self.round_panel.show_estimate()
+        self.summary.set_project_open(project.folder)
+        self._show_summary_if_visible()
         yield
         if self.volume_view is not None:
             self._load_overlays(self.volume_view.volume_id)
@@ -486,8 +540,11 @@ class HarvestDock(QWidget):
         self.review.set_items(items_from_store(overlays.proposals), threshold=threshold)
 
     def _show_review_items(self) -> None:
-        """Draw the proposals the review lists (its view and lowest score)."""
+        """Draw the proposals the review lists (its view and lowest score), the one under
+        review highlighted (none when the view left it out)."""
         if self.volume_view is not None:
+            current = self.review.current_item
+            self.volume_view.proposals.current_id = current and current.proposal_id
             self.volume_view.set_proposals(self.review.items)
 
     def close_volume(self) -> None:
