@@ -13,6 +13,7 @@ from pathlib import Path
 
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
+    QCheckBox,
     QHBoxLayout,
     QLabel,
     QPushButton,
@@ -85,6 +86,7 @@ class HarvestDock(QWidget):
         self.import_worker = None
         self.demo_worker = None
         self.export_worker = None
+        self._volume_proposals: list = []
 
         self.project_panel = ProjectPanel()
         self.worklist = WorklistPanel()
@@ -135,6 +137,19 @@ class HarvestDock(QWidget):
         self.drawing_message.setWordWrap(True)
         self.drawing_message.setStyleSheet("color: #ff8080")
         volume_layout.addWidget(self.drawing_message)
+        self.assist_box = QCheckBox("Draw assist: a click on a lesion suggests a mark")
+        self.assist_box.setChecked(True)
+        self.assist_box.setToolTip(
+            "Once a round has run: a click inside a proposal's box (where no mark is) suggests "
+            "a RECIST mark from that box; Enter accepts it, Esc drops it"
+        )
+        self.assist_label = QLabel("")
+        self.assist_label.setWordWrap(True)
+        self.accept_suggestion_button = QPushButton("Accept suggested mark [Enter]")
+        self.accept_suggestion_button.setEnabled(False)
+        volume_layout.addWidget(self.assist_box)
+        volume_layout.addWidget(self.assist_label)
+        volume_layout.addWidget(self.accept_suggestion_button)
         volume_layout.addWidget(self.complete_button)
         volume_layout.addWidget(QLabel("Proposals (best lesion score first):"))
         volume_layout.addWidget(self.review)
@@ -171,6 +186,7 @@ class HarvestDock(QWidget):
         self.viewer.layers.events.inserted.connect(self._on_layer_added)
         self.worklist.next_requested.connect(self.open_next_volume)
         self.complete_button.toggled.connect(self._set_complete)
+        self.accept_suggestion_button.clicked.connect(self._accept_suggestion)
         for key in REVIEW_KEYS:
             self.viewer.bind_key(key, lambda _viewer, k=key: self._review_key(k), overwrite=True)
         for key, name in WINDOW_KEYS.items():
@@ -502,6 +518,8 @@ class HarvestDock(QWidget):
             sink=sink,
             marks=marks,
             notify=self._drawing_notice,
+            suggest=self._suggest,
+            on_suggestion=self._show_suggestion,
         )
         for layer in (
             self.volume_view.image_layer,
@@ -534,6 +552,7 @@ class HarvestDock(QWidget):
 
     def _load_overlays(self, volume_id: str, *, overlays=None) -> None:
         overlays = overlays or self.project.volume_overlays(volume_id)
+        self._volume_proposals = overlays.proposals
         threshold = None
         if overlays.round_number is not None:
             threshold = self.project.rounds.get(overlays.round_number).metrics.get("threshold")
@@ -552,6 +571,8 @@ class HarvestDock(QWidget):
         if self.volume_view is not None:
             self.volume_view.close()
             self.volume_view = None
+        self._volume_proposals = []
+        self._show_suggestion(None)
         self.review.set_items([])
         self.complete_button.setEnabled(False)
         self.volume_label.setText("No volume open.")
@@ -589,6 +610,32 @@ class HarvestDock(QWidget):
             record = self.project.volume(self.volume_view.volume_id)
         self._show_volume_label(record)
         self.worklist.set_summaries(self.project.volume_summaries())
+
+    def _suggest(self, z: int, point_xy):
+        """Draw assist: the mark suggested by the shown round's box under a click."""
+        from napari_lesion_harvest.ui.draw_assist import suggest_mark
+
+        if not self.assist_box.isChecked():
+            return None
+        return suggest_mark(self._volume_proposals, z, point_xy)
+
+    def _show_suggestion(self, suggestion) -> None:
+        from napari_lesion_harvest.ui.recist_tool import mark_label
+
+        self.accept_suggestion_button.setEnabled(suggestion is not None)
+        if suggestion is None:
+            self.assist_label.setText("")
+            return
+        sizes = mark_label(suggestion.mark, self.volume_view.recist.pixel_spacing_yx)
+        self.assist_label.setText(
+            f"Suggested mark ({sizes}) from a proposal's box (LPG score {suggestion.score:.2f}): "
+            "Enter accepts it as your mark (then drag its ends onto the lesion's edges); "
+            "Esc drops it."
+        )
+
+    def _accept_suggestion(self) -> None:
+        if self.volume_view is not None:
+            self.volume_view.recist.accept_suggestion()
 
     def _drawing_notice(self, message: str) -> None:
         """A drawing refusal: in the Volume tab (it stays until the next one) and as a

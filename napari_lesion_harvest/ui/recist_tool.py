@@ -34,6 +34,7 @@ LONG_AXIS_COLOUR = "#ffe600"
 SHORT_AXIS_COLOUR = "#00e5ff"
 BOX_COLOUR = "#ffe60080"
 GUIDE_COLOUR = "#ffffff99"
+SUGGESTION_COLOUR = "#7cfc00"
 SELECTED_COLOUR = "#ff40ff"
 #: Line widths on screen (pixels, at any zoom): axes, the selected mark's long axis,
 #: the derived box.
@@ -101,6 +102,12 @@ class RecistTool:
         Marks already in the store, by id.
     notify : callable
         ``notify(message)`` for user-facing refusals (napari ``show_info``).
+    suggest : callable, optional
+        Draw assist: ``suggest(z, point_xy) -> Suggestion | None`` for a click
+        that hits no mark (:func:`~napari_lesion_harvest.ui.draw_assist.suggest_mark`);
+        Enter accepts the suggested mark, Esc drops it. None: no assist.
+    on_suggestion : callable, optional
+        ``on_suggestion(suggestion_or_None)`` whenever the suggestion changes.
     """
 
     def __init__(
@@ -112,11 +119,16 @@ class RecistTool:
         marks=None,
         notify=print,
         volume_id: str = "",
+        suggest=None,
+        on_suggestion=lambda suggestion: None,
     ):
         self.viewer = viewer
         self.image_layer = image_layer
         self.volume_id = volume_id
         self.sink = sink
+        self.suggest = suggest
+        self.on_suggestion = on_suggestion
+        self.suggestion = None
         self.notify = notify
         self.marks: dict[int, RecistMark] = dict(marks or {})
         self.selected: int | None = None
@@ -145,6 +157,7 @@ class RecistTool:
         self.marks_layer.events.mode.connect(self._keep_drawing_mode)
         for key, action in (
             ("Escape", self.cancel_pending),
+            ("Enter", self.accept_suggestion),
             ("Delete", self.delete_selected),
             ("Backspace", self.delete_selected),
             ("Control-z", self.undo),
@@ -247,9 +260,13 @@ class RecistTool:
         if endpoint is not None and moved:
             self._finish_edit(endpoint, end)
         elif moved:
+            self._set_suggestion(None)
             self._axis_drawn(z, np.array([start, end]))
         else:
-            self.select(endpoint[0] if endpoint is not None else near)
+            target = endpoint[0] if endpoint is not None else near
+            if target is None and self.pending_long is None and self.suggest is not None:
+                self._set_suggestion(self.suggest(z, start))
+            self.select(target)
         self._draw_guide()
 
     def _moved(self, endpoint: tuple[int, int], point) -> RecistMark:
@@ -282,17 +299,42 @@ class RecistTool:
         if outside:
             self.notify(f"{outside}. Draw it again on the image (Esc cancels the mark).")
             return
+        if self._add(mark):
+            self.pending_long = None
+
+    def _add(self, mark: RecistMark) -> bool:
+        """Save a new mark (undoable) and select it; False when the store refused it."""
         if self.sink is None:
             mark_id = self._next_local_id()
         else:
             mark_id = self._saved(lambda: self.sink.add(mark), "Mark not saved")
             if mark_id is None:
-                return
-        self.pending_long = None
+                return False
         self.marks[mark_id] = mark
         self._undo.append(_Edit("add", mark_id, None, mark))
         self.selected = mark_id
         self.render()
+        return True
+
+    def _set_suggestion(self, suggestion) -> None:
+        if suggestion is not self.suggestion:
+            self.suggestion = suggestion
+            self.on_suggestion(suggestion)
+            self._draw_guide()
+
+    def accept_suggestion(self) -> bool:
+        """Save the suggested mark as the expert's own (then its ends can be dragged);
+        False when there is none or it is refused."""
+        suggestion = self.suggestion
+        if suggestion is None:
+            return False
+        outside = self.off_image(suggestion.mark, "Suggested mark refused")
+        if outside:
+            self.notify(f"{outside}. Draw the mark instead.")
+            self._set_suggestion(None)
+            return False
+        self._set_suggestion(None)
+        return self._add(suggestion.mark)
 
     def _next_local_id(self) -> int:
         return -1 - len([k for k in self.marks if k < 0])
@@ -356,8 +398,9 @@ class RecistTool:
             self.render()
 
     def cancel_pending(self) -> None:
-        """Drop a long axis that has no short axis yet."""
+        """Drop a long axis that has no short axis yet, and a suggested mark."""
         self.pending_long = None
+        self._set_suggestion(None)
         self._draw_guide()
 
     def delete_selected(self) -> None:
@@ -403,9 +446,13 @@ class RecistTool:
         self._set_guide(self._guide_lines())
 
     def _guide_lines(self) -> list[np.ndarray]:
-        """The pending long axis and the perpendicular guide through its midpoint."""
+        """The pending long axis and the perpendicular guide through its midpoint, or the
+        suggested mark's axes."""
         if self.pending_long is None:
-            return []
+            if self.suggestion is None:
+                return []
+            mark = self.suggestion.mark
+            return [self._line(mark.z, mark.long_axis), self._line(mark.z, mark.short_axis)]
         z, axis = self.pending_long
         mid = axis.mean(axis=0)
         half = (axis[1] - axis[0]) / 2.0
@@ -416,7 +463,10 @@ class RecistTool:
         layer = self.guide_layer
         layer.data = []
         if lines:
-            colours = [LONG_AXIS_COLOUR] + [GUIDE_COLOUR] * (len(lines) - 1)
+            if self.pending_long is None and self.suggestion is not None:
+                colours = [SUGGESTION_COLOUR] * len(lines)
+            else:
+                colours = [LONG_AXIS_COLOUR] + [GUIDE_COLOUR] * (len(lines) - 1)
             layer.add_lines(
                 lines, edge_color=colours, edge_width=self.widths.image_px(AXIS_SCREEN_PX)
             )

@@ -60,6 +60,8 @@ class VolumeView:
         Where marks are saved.
     marks : dict of int -> RecistMark
         Marks already saved.
+    notify, suggest, on_suggestion
+        As :class:`RecistTool`.
     """
 
     def __init__(
@@ -73,6 +75,8 @@ class VolumeView:
         sink=None,
         marks=None,
         notify=print,
+        suggest=None,
+        on_suggestion=lambda suggestion: None,
     ):
         self.viewer = viewer
         self.volume_id = volume_id
@@ -84,7 +88,14 @@ class VolumeView:
         apply_window(self.image_layer, DEFAULT_WINDOW)
         self.proposals = ProposalOverlay(viewer, self.image_layer)
         self.recist = RecistTool(
-            viewer, self.image_layer, sink=sink, marks=marks, notify=notify, volume_id=volume_id
+            viewer,
+            self.image_layer,
+            sink=sink,
+            marks=marks,
+            notify=notify,
+            volume_id=volume_id,
+            suggest=suggest,
+            on_suggestion=on_suggestion,
         )
         viewer.dims.ndisplay = 2
         viewer.dims.order = (0, 1, 2)
