@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 from napari.utils.notifications import notification_manager
 
-from napari_lesion_harvest.ui.dock import HarvestDock
-from tests.ui_helpers import drag, make_project
+from tests.ui_helpers import drag, make_project, open_dock
 
 pytestmark = pytest.mark.gui
 
@@ -22,12 +21,7 @@ def test_a_mark_outside_the_image_is_refused_with_a_message(
 ):
     monkeypatch.setenv("LESION_HARVEST_CONFIG", str(tmp_path / "config"))
     make_project(tmp_path / "proj").close()  # 96 x 96 pixels a slice
-    viewer = make_napari_viewer(show=True)
-    dock = HarvestDock(viewer, author="radiologist")
-    qtbot.addWidget(dock)
-    dock.open_project(tmp_path / "proj")
-    with qtbot.waitSignal(dock.volume_opened, timeout=20_000):
-        dock.open_volume("vol_a")
+    viewer, dock = open_dock(make_napari_viewer, qtbot, tmp_path / "proj", "vol_a")
     viewer.dims.set_current_step(0, 5)
     viewer.camera.zoom *= 0.5  # room around the image to draw beyond its edge
     tool, project = dock.volume_view.recist, dock.project

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_lesion_harvest.ui.dock import HarvestDock
-from tests.ui_helpers import click, drag, make_project
+from tests.ui_helpers import click, drag, make_project, open_dock
 
 pytestmark = pytest.mark.gui
 
@@ -14,22 +13,12 @@ pytestmark = pytest.mark.gui
 PIXEL_TOLERANCE = 0.5
 
 
-def _open(make_napari_viewer, qtbot, folder, volume_id="vol_a"):
-    viewer = make_napari_viewer(show=True)
-    dock = HarvestDock(viewer, author="radiologist")
-    qtbot.addWidget(dock)
-    dock.open_project(folder)
-    with qtbot.waitSignal(dock.volume_opened, timeout=20_000):
-        dock.open_volume(volume_id)
-    return viewer, dock
-
-
 def test_drawn_mark_is_saved_at_once_and_restored_after_reopen(
     make_napari_viewer, qtbot, tmp_path, monkeypatch
 ):
     monkeypatch.setenv("LESION_HARVEST_CONFIG", str(tmp_path / "config"))
     make_project(tmp_path / "proj").close()
-    viewer, dock = _open(make_napari_viewer, qtbot, tmp_path / "proj")
+    viewer, dock = open_dock(make_napari_viewer, qtbot, tmp_path / "proj", "vol_a")
     viewer.dims.set_current_step(0, 5)
     tool = dock.volume_view.recist
     assert viewer.layers.selection.active is tool.marks_layer
@@ -53,7 +42,7 @@ def test_drawn_mark_is_saved_at_once_and_restored_after_reopen(
 
     dock.close()  # napari closes the dock with the window
     assert dock.project is None
-    viewer2, dock2 = _open(make_napari_viewer, qtbot, tmp_path / "proj")
+    viewer2, dock2 = open_dock(make_napari_viewer, qtbot, tmp_path / "proj", "vol_a")
     tool2 = dock2.volume_view.recist
     assert list(tool2.marks) == [stored[0].id]
     np.testing.assert_allclose(tool2.marks[stored[0].id].long_axis, mark.long_axis)
@@ -68,7 +57,7 @@ def test_refusals_edit_delete_and_undo_follow_the_store(
 ):
     monkeypatch.setenv("LESION_HARVEST_CONFIG", str(tmp_path / "config"))
     make_project(tmp_path / "proj").close()
-    viewer, dock = _open(make_napari_viewer, qtbot, tmp_path / "proj")
+    viewer, dock = open_dock(make_napari_viewer, qtbot, tmp_path / "proj", "vol_a")
     viewer.dims.set_current_step(0, 8)
     tool = dock.volume_view.recist
     project = dock.project
@@ -111,7 +100,7 @@ def test_small_lesions_on_coarse_images_are_drawn_and_boxed_as_training_boxes_th
 
     monkeypatch.setenv("LESION_HARVEST_CONFIG", str(tmp_path / "config"))
     make_project(tmp_path / "proj", spacing=(5.0, 3.7, 3.7)).close()
-    viewer, dock = _open(make_napari_viewer, qtbot, tmp_path / "proj")
+    viewer, dock = open_dock(make_napari_viewer, qtbot, tmp_path / "proj", "vol_a")
     viewer.dims.set_current_step(0, 5)
     image = dock.volume_view.image_layer
     tool = dock.volume_view.recist

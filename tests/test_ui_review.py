@@ -10,7 +10,7 @@ from napari_lesion_harvest.geometry import Proposal3D
 from napari_lesion_harvest.store import ProposalRow, ProposalUpdate, StageResult
 from napari_lesion_harvest.ui.dock import HarvestDock
 from napari_lesion_harvest.ui.proposal_overlay import ROLE_COLOURS
-from tests.ui_helpers import make_project
+from tests.ui_helpers import make_project, open_dock
 
 pytestmark = pytest.mark.gui
 
@@ -56,12 +56,7 @@ def test_keyboard_review_writes_verdicts(make_napari_viewer, qtbot, tmp_path, mo
     project = make_project(tmp_path / "proj")
     ids = _write_round(project)
     project.close()
-    viewer = make_napari_viewer(show=True)
-    dock = HarvestDock(viewer, author="radiologist")
-    qtbot.addWidget(dock)
-    dock.open_project(tmp_path / "proj")
-    with qtbot.waitSignal(dock.volume_opened, timeout=20_000):
-        dock.open_volume("vol_a")
+    viewer, dock = open_dock(make_napari_viewer, qtbot, tmp_path / "proj", "vol_a")
     review, view = dock.review, dock.volume_view
     # by default: the harvested lesion and the candidate near the threshold (0.42, t 0.5);
     # the hard negative at 0.06 is listed in "all proposals"
@@ -151,12 +146,7 @@ def test_proposals_a_mark_decides_take_no_verdict_and_export_no_lesion(
     project = make_project(tmp_path / "proj")
     p_rm, p_neg_m, _p_pos_h = _write_v_m_round(project)
     project.close()
-    viewer = make_napari_viewer(show=True)
-    dock = HarvestDock(viewer, author="radiologist")
-    qtbot.addWidget(dock)
-    dock.open_project(tmp_path / "proj")
-    with qtbot.waitSignal(dock.volume_opened, timeout=20_000):
-        dock.open_volume("vol_b")
+    viewer, dock = open_dock(make_napari_viewer, qtbot, tmp_path / "proj", "vol_b")
     review = dock.review
     review.view_box.setCurrentText("all proposals")
     assert [item.proposal_id for item in review.items] == [p_rm, p_neg_m]
@@ -247,12 +237,7 @@ def test_the_review_lists_and_draws_what_needs_a_look_with_few_labels(
         )
         project.rounds.finish(number, lock=lock, metrics={"threshold": 0.6})
     project.close()
-    viewer = make_napari_viewer(show=True)
-    dock = HarvestDock(viewer, author="radiologist")
-    qtbot.addWidget(dock)
-    dock.open_project(tmp_path / "proj")
-    with qtbot.waitSignal(dock.volume_opened, timeout=20_000):
-        dock.open_volume("vol_a")
+    viewer, dock = open_dock(make_napari_viewer, qtbot, tmp_path / "proj", "vol_a")
     viewer.dims.set_current_step(0, 6)
     review, layer = dock.review, dock.volume_view.proposals.layer
 

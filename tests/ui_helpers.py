@@ -101,64 +101,6 @@ def make_project(folder, *, volume_ids=("vol_a", "vol_b"), spacing=(2.5, 0.8, 0.
     return project
 
 
-def answer_next_dialog(button_text: str, *, timeout_ms: int = 60_000) -> list[str]:
-    """Click ``button_text`` on the next modal message box once it shows (a real
-    ``QMessageBox``, answered as a person would); returns a list that gets the box's
-    text and informative text when it was answered."""
-    from qtpy.QtCore import QElapsedTimer, QTimer
-    from qtpy.QtWidgets import QMessageBox
-
-    answered: list[str] = []
-    clock = QElapsedTimer()
-    clock.start()
-
-    def poll():
-        box = QApplication.activeModalWidget()
-        if isinstance(box, QMessageBox):
-            for button in box.buttons():
-                if button.text().replace("&", "") == button_text:
-                    answered.extend([box.text(), box.informativeText()])
-                    button.click()
-                    return
-        if clock.elapsed() < timeout_ms:
-            QTimer.singleShot(50, poll)
-
-    QTimer.singleShot(50, poll)
-    return answered
-
-
-def answer_next_file_dialog(path, *, timeout_ms: int = 60_000) -> list[str]:
-    """In the next modal file dialog, go to the deepest existing folder of ``path``, type
-    the rest in its name field and press its accept button, as a person would (the
-    dialog's own checks apply); returns a list that gets the dialog's title."""
-    from pathlib import Path
-
-    from qtpy.QtCore import QElapsedTimer, QTimer
-    from qtpy.QtWidgets import QDialogButtonBox, QFileDialog, QLineEdit
-
-    path = Path(path)
-    existing = next(parent for parent in path.parents if parent.is_dir())
-
-    answered: list[str] = []
-    clock = QElapsedTimer()
-    clock.start()
-
-    def poll():
-        dialog = QApplication.activeModalWidget()
-        if isinstance(dialog, QFileDialog):
-            answered.append(dialog.windowTitle())
-            dialog.setDirectory(str(existing))
-            dialog.findChild(QLineEdit, "fileNameEdit").setText(str(path.relative_to(existing)))
-            box = dialog.findChild(QDialogButtonBox)
-            box.button(QDialogButtonBox.StandardButton.Save).click()
-            return
-        if clock.elapsed() < timeout_ms:
-            QTimer.singleShot(50, poll)
-
-    QTimer.singleShot(50, poll)
-    return answered
-
-
 def when_dialog_shows(dialog_class, action, *, timeout_ms: int = 60_000) -> list:
     """Call ``action(dialog)`` on the next modal dialog of ``dialog_class`` once it shows
     (to fill it in and press its buttons); returns a list that gets the dialog."""
@@ -179,3 +121,58 @@ def when_dialog_shows(dialog_class, action, *, timeout_ms: int = 60_000) -> list
 
     QTimer.singleShot(50, poll)
     return seen
+
+
+def answer_next_dialog(button_text: str, *, timeout_ms: int = 60_000) -> list[str]:
+    """Click ``button_text`` on the next modal message box once it shows (a real
+    ``QMessageBox``, answered as a person would); returns a list that gets the box's
+    text and informative text when it was answered."""
+    from qtpy.QtWidgets import QMessageBox
+
+    answered: list[str] = []
+
+    def click(box):
+        (button,) = [b for b in box.buttons() if b.text().replace("&", "") == button_text]
+        answered.extend([box.text(), box.informativeText()])
+        button.click()
+
+    when_dialog_shows(QMessageBox, click, timeout_ms=timeout_ms)
+    return answered
+
+
+def answer_next_file_dialog(path, *, timeout_ms: int = 60_000) -> list[str]:
+    """In the next modal file dialog, go to the deepest existing folder of ``path``, type
+    the rest in its name field and press its accept button, as a person would (the
+    dialog's own checks apply); returns a list that gets the dialog's title."""
+    from pathlib import Path
+
+    from qtpy.QtWidgets import QDialogButtonBox, QFileDialog, QLineEdit
+
+    path = Path(path)
+    existing = next(parent for parent in path.parents if parent.is_dir())
+    answered: list[str] = []
+
+    def type_and_accept(dialog):
+        answered.append(dialog.windowTitle())
+        dialog.setDirectory(str(existing))
+        dialog.findChild(QLineEdit, "fileNameEdit").setText(str(path.relative_to(existing)))
+        box = dialog.findChild(QDialogButtonBox)
+        box.button(QDialogButtonBox.StandardButton.Save).click()
+
+    when_dialog_shows(QFileDialog, type_and_accept, timeout_ms=timeout_ms)
+    return answered
+
+
+def open_dock(make_napari_viewer, qtbot, folder, volume_id: str | None = None):
+    """A real viewer with the dock, the project at ``folder`` open (and ``volume_id``,
+    when given, loaded); returns ``(viewer, dock)``."""
+    from napari_lesion_harvest.ui.dock import HarvestDock
+
+    viewer = make_napari_viewer(show=True)
+    dock = HarvestDock(viewer, author="radiologist")
+    qtbot.addWidget(dock)
+    dock.open_project(folder)
+    if volume_id is not None:
+        with qtbot.waitSignal(dock.volume_opened, timeout=20_000):
+            dock.open_volume(volume_id)
+    return viewer, dock

@@ -62,8 +62,8 @@ MARK_DECIDED_ROLES: dict[str, str] = {
         "if it is a lesion, draw its RECIST mark (every lesion of a complete volume is marked)"
     ),
     "P_RH": (
-        "a marked lesion (P_RH): it hits a RECIST mark, which decides; "
-        "edit or delete the mark instead"
+        "a marked lesion (P_RH): it hits a RECIST mark, or a proposal accepted in an earlier "
+        "round, which decides; edit or delete the mark instead"
     ),
 }
 
