@@ -52,9 +52,9 @@ LABELLED_ROLES = frozenset({"harvested lesion", "accepted"})
 CURRENT_EDGE_SCREEN_PX = 3.0
 EDGE_SCREEN_PX = 1.5
 #: Label plates on screen (pixels): height, width per character, margin; their colour.
-LABEL_HEIGHT_SCREEN_PX = 15.0
-LABEL_CHAR_SCREEN_PX = 7.0
-LABEL_MARGIN_SCREEN_PX = 6.0
+LABEL_HEIGHT_SCREEN_PX = 17.0
+LABEL_CHAR_SCREEN_PX = 8.5
+LABEL_MARGIN_SCREEN_PX = 10.0
 LABEL_PLATE_COLOUR = "#000000c0"
 
 
