@@ -726,4 +726,5 @@ class HarvestDock(QWidget):
         the project."""
         self.stop_round_and_wait()
         self.close_project()
+        self.viewer.layers.events.inserted.disconnect(self._on_layer_added)
         super().closeEvent(event)
