@@ -87,7 +87,10 @@ VERDICT_WRITER = textwrap.dedent(
     from napari_lesion_harvest.store import HarvestProject
 
     project = HarvestProject.open(sys.argv[1])
-    ids = [p.id for p in project.proposals(project.latest_done_round()) if p.verdict is None]
+    reviewable = project.proposals(
+        project.latest_done_round(), roles=("candidate", "P_pos_H", "P_neg_H")
+    )
+    ids = [p.id for p in reviewable if p.verdict is None]
     random.Random(int(sys.argv[2])).shuffle(ids)
     for proposal_id in ids[:VERDICTS_PER_WRITER]:
         verdict = "accepted" if proposal_id % 3 else "rejected"

@@ -1,4 +1,5 @@
-"""Screenshots of the real napari window with the Lesion Harvest dock after real rounds.
+"""Screenshots of the real napari window with the Lesion Harvest dock, before and after
+real rounds.
 
 Usage (under Xvfb)::
 
@@ -11,15 +12,21 @@ look-alikes; 4 volumes fully marked and complete (V_M), 6 held out (V_H_test),
 the rest V_H with one original mark each), runs two harvest rounds in
 subprocesses exactly as the dock's "Run harvest round" does (CPU; the
 configuration of ``tests/test_harvest_end_to_end.py``, under which the two
-rounds harvest lesions at precision 1.0; a few minutes), then opens a V_H
-volume on the best slice of a harvested lesion, preferring one seen on the
-slice of an original mark, and saves:
+rounds harvest lesions at precision 1.0; a few minutes), then saves:
 
-``ui_volume_review_soft_tissue.png``
-    the original mark and the proposals (harvested, candidates, hard negatives)
-    with their lesion scores, soft-tissue window, and the review list;
+``ui_first_launch.png``
+    the dock as a new user first sees it, with napari's sample open: no
+    project, and what to do (start a demo project, or create one);
+``ui_review_filtered.png``
+    a V_H volume on the best slice of a harvested lesion (preferring one seen
+    on the slice of an original mark): the original mark, and the proposals of
+    the review's default view (harvested lesions and those near the threshold)
+    with few labels on dark plates; soft-tissue window;
 ``ui_results_panel.png``
-    Table I rows of both rounds and their PR / FROC curves.
+    Table I rows of both rounds and their PR / FROC curves;
+``ui_round_running.png``
+    the Round tab while a third round runs: expected duration, stage, its
+    progress bar and the time left (the round is then stopped).
 """
 
 from __future__ import annotations
@@ -82,8 +89,12 @@ def mark_and_harvest_view(project_dir: Path) -> tuple[str, int]:
     return best.volume_id, best.id
 
 
-def take_screenshots(project_dir: Path, volume_id: str, proposal_id: int, out: Path) -> list[Path]:
-    """Open the volume on the proposal in a real napari window and save the two screenshots."""
+def take_screenshots(
+    project_dir: Path, volume_id: str, proposal_id: int, out: Path, *, config: Path
+) -> list[Path]:
+    """Open a real napari window and save the four screenshots (see the module notes)."""
+    import time
+
     import napari
     from qtpy.QtWidgets import QApplication
 
@@ -98,6 +109,18 @@ def take_screenshots(project_dir: Path, volume_id: str, proposal_id: int, out: P
     viewer.window._qt_window.resize(1560, 960)
     dock = HarvestDock(viewer, author="screenshots")
     viewer.window.add_dock_widget(dock, name="Lesion Harvest", area="right")
+    saved = []
+
+    def shoot(name: str) -> None:
+        settle()
+        path = out / name
+        viewer.screenshot(str(path), canvas_only=False)
+        saved.append(path)
+
+    viewer.open_sample("napari-lesion-harvest", "synthetic_ct")  # a new user's first try
+    shoot("ui_first_launch.png")
+    viewer.layers.clear()
+
     dock.open_project(project_dir)
     opened = []
     dock.volume_opened.connect(opened.append)
@@ -105,31 +128,49 @@ def take_screenshots(project_dir: Path, volume_id: str, proposal_id: int, out: P
     while not opened:
         QApplication.processEvents()
     dock.set_window("soft tissue")
-    ids = [item.proposal_id for item in dock.review.items]
+    ids = [item.proposal_id for item in dock.review.items]  # the default view
     dock.review.go_to(ids.index(proposal_id))  # its best slice, highlighted
     spanned = {int(z) for z in dock.review.current_item.proposal.slices}
     marked = [m.mark.z for m in dock.project.marks(volume_id) if m.mark.z in spanned]
     if marked:  # the slice where the original mark is drawn too
-        viewer.dims.set_current_step(0, marked[0])
+        image = dock.volume_view.image_layer
+        viewer.dims.set_point(0, image.data_to_world([marked[0], 0, 0])[0])
     viewer.reset_view()  # the whole slice
-    settle()
-    saved = [out / "ui_volume_review_soft_tissue.png", out / "ui_results_panel.png"]
-    viewer.screenshot(str(saved[0]), canvas_only=False)
+    shoot("ui_review_filtered.png")
     dock.tabs.setCurrentWidget(dock.results)
-    settle()
-    viewer.screenshot(str(saved[1]), canvas_only=False)
+    shoot("ui_results_panel.png")
+
+    panel = dock.round_panel
+    dock.tabs.setCurrentWidget(panel)
+    panel.set_config(str(config))
+    panel.device_box.setCurrentText("cpu")
+    panel.start_round()
+    started = time.monotonic()
+    while not (panel.clock.stage == "train_lpg" and panel.clock.fraction >= 0.2):
+        QApplication.processEvents()
+        time.sleep(0.05)
+        if not panel.runner.running or time.monotonic() - started > 900:
+            raise RuntimeError(f"the third round did not train: {panel.status_label.text()}")
+    shoot("ui_round_running.png")
+    panel.stop_and_wait(120)
     dock.close_project()
     viewer.close()
     return saved
 
 
 def main(work_dir: str, out_dir: str) -> None:
+    import os
+
     work = Path(work_dir)
+    os.environ.setdefault("LESION_HARVEST_CONFIG", str(work / "settings"))
     project_dir = work / "project"
     if not project_dir.exists():
         project_dir = build_project(work)
     volume_id, proposal_id = mark_and_harvest_view(project_dir)
-    for path in take_screenshots(project_dir, volume_id, proposal_id, Path(out_dir)):
+    config = work / "screenshots.json"
+    for path in take_screenshots(
+        project_dir, volume_id, proposal_id, Path(out_dir), config=config
+    ):
         print(f"saved {path} ({volume_id}, proposal {proposal_id})")
 
 

@@ -36,7 +36,7 @@ def test_project_worklist_filter_and_open_volume(make_napari_viewer, qtbot, tmp_
     assert dock.worklist.visible_volume_ids() == ["lung_c", "vol_a", "vol_b"]
     dock.worklist.search.setText("vol")
     assert dock.worklist.visible_volume_ids() == ["vol_a", "vol_b"]
-    dock.worklist.split_box.setCurrentText("V_M")
+    dock.worklist.split_box.setCurrentText("fully marked")  # V_M
     assert dock.worklist.visible_volume_ids() == []
     dock.worklist.split_box.setCurrentText("all splits")
     dock.worklist.search.setText("")

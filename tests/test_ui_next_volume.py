@@ -36,8 +36,11 @@ LATEST_SCORES = {
 EARLIER_SCORES = {"vol_b": [0.5, 0.5, 0.5, 0.5, 0.5], "vol_a": [0.99]}
 
 
-def _write_round(project, scores: dict[str, list[float]], *, threshold: float) -> dict:
-    """A finished round with one candidate proposal per score; returns ids per volume."""
+def _write_round(
+    project, scores: dict[str, list[float]], *, threshold: float | None, roles=None
+) -> dict:
+    """A finished round with one proposal per score (a candidate unless ``roles`` maps its
+    volume to another role); returns ids per volume."""
     rows, owners = [], []
     for volume_id, volume_scores in scores.items():
         for k, _score in enumerate(volume_scores):
@@ -51,8 +54,8 @@ def _write_round(project, scores: dict[str, list[float]], *, threshold: float) -
         ids = list(project.rounds.write_stage(number, "tracking", StageResult(rows), lock=lock))
         flat_scores = [s for volume_scores in scores.values() for s in volume_scores]
         updates = [
-            ProposalUpdate(pid, "candidate", s_c=score, s_gc=score)
-            for pid, score in zip(ids, flat_scores, strict=True)
+            ProposalUpdate(pid, (roles or {}).get(owner, "candidate"), s_c=score, s_gc=score)
+            for pid, score, owner in zip(ids, flat_scores, owners, strict=True)
         ]
         project.rounds.write_stage(
             number,
@@ -120,10 +123,25 @@ def test_next_volume_button_opens_the_most_uncertain_vh_volume(
     assert _click_next(dock, qtbot) == "vol_c"
     assert "vol_a" not in viewer.layers and "vol_c" in viewer.layers
 
-    # a volume marked complete leaves V_H: nothing uncertain is left to offer
+    # a round that reached no threshold (it harvested nothing) is ranked around 0.5, and
+    # proposals hitting a mark (P_RH: settled, they take no verdict) count nothing:
+    # vol_a 0.8 + 1.0; vol_b's three P_RH at 0.5 would give 3.0
+    _write_round(
+        dock.project,
+        {"vol_a": [0.45, 0.5], "vol_b": [0.5, 0.5, 0.5]},
+        threshold=None,
+        roles={"vol_b": "P_RH"},
+    )
+    assert dock.project.rounds.get(dock.project.latest_done_round()).metrics["threshold"] is None
+    assert _click_next(dock, qtbot) == "vol_a"
+
+    # a volume marked complete leaves V_H (its label says so at once): nothing uncertain
+    # is left to offer
+    assert "(to harvest)" in dock.volume_label.text()
     dock.complete_button.setChecked(True)
-    assert dock.project.volume("vol_c").split == "V_M"
+    assert dock.project.volume("vol_a").split == "V_M"
+    assert dock.volume_label.text().startswith("<b>vol_a</b> (fully marked)")
     with qtbot.assertNotEmitted(dock.volume_opened, wait=300):
         qtbot.mouseClick(dock.worklist.next_button, Qt.MouseButton.LeftButton)
-    assert dock.volume_view.volume_id == "vol_c"
+    assert dock.volume_view.volume_id == "vol_a"
     dock.close_project()

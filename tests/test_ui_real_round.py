@@ -19,6 +19,7 @@ from napari_lesion_harvest.harvest.stages import STAGES
 from napari_lesion_harvest.store import HarvestProject
 from napari_lesion_harvest.store.lock import is_stale
 from napari_lesion_harvest.ui.dock import HarvestDock
+from napari_lesion_harvest.ui.round_outcome import harvest_outcome
 from tests.harvest_project import V_M, make_blob_project
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
@@ -123,7 +124,7 @@ def test_real_round_from_the_dock_refreshes_worklist_overlays_and_results(
         f"gaps over {SLOW_TICK_MS} ms (start ms, length ms): {probe.gaps}"
     )
 
-    assert "Round finished" in panel.status_label.text(), panel.status_label.text()
+    assert panel.status_label.text().startswith("Round 1 "), panel.status_label.text()
     stages = [stage for stage, _bar in seen]
     assert [s for s in STAGES if s in stages] == list(STAGES)  # every real stage reported
     order = [stages.index(s) for s in STAGES]
@@ -137,19 +138,22 @@ def test_real_round_from_the_dock_refreshes_worklist_overlays_and_results(
         stored = {s.volume_id: s for s in project.volume_summaries()}
         on_volume = [p for p in project.proposals(record.number) if p.volume_id == V_H_VOLUME]
     assert record.status == "done"
+    assert panel.status_label.text() == harvest_outcome(record)[0]  # said in the dock
     after = {s.volume_id: s for s in dock.worklist.model.summaries}
     assert after[V_H_VOLUME].n_proposals == stored[V_H_VOLUME].n_proposals == len(on_volume) > 0
     assert sum(s.n_harvested for s in after.values()) == record.metrics["n_harvested"]
     # the open volume's overlays came from the store: the review list and the drawn boxes
-    assert {item.proposal_id for item in dock.review.items} == {p.id for p in on_volume}
+    assert {item.proposal_id for item in dock.review.all_items} == {p.id for p in on_volume}
+    dock.review.view_box.setCurrentText("all proposals")
     dock.review.next()
     assert len(dock.volume_view.proposals.layer.data) >= 1
     # the results panel: Table I rows of the round and its PR / FROC curves (drawn when shown)
     dock.tabs.setCurrentWidget(dock.results)
     table = dock.results.table
-    labels = [table.item(r, 0).text() for r in range(table.rowCount())]
+    labels = [table.item(r, 0).toolTip().split(":")[0] for r in range(table.rowCount())]
     assert labels == [f"R + P_H,{record.number}"] == [record.metrics["table_i"][1]["label"]]
-    assert "R (original marks): R " in dock.results.summary.text()
+    assert table.item(0, 0).text() == f"round {record.number}: marks + harvested"
+    assert "original marks only: recall " in dock.results.summary.text()
     assert dock.results.rounds_plotted == [record.number]
     assert len(dock.results.pr_axes.lines) == 1 and len(dock.results.froc_axes.lines) == 1
     assert f"Round {record.number} finished" in dock.results.summary.text()
@@ -161,13 +165,15 @@ def _documented_priorities(project, record) -> dict[str, float]:
     """The rule of :mod:`annotation_priority`, written out from its docstring.
 
     Each unreviewed proposal of a V_H volume that is not complete adds
-    ``max(0, 1 - |s_gc - t| / 0.25)``, with ``t`` the round's harvest threshold.
+    ``max(0, 1 - |s_gc - t| / 0.25)``, with ``t`` the round's harvest threshold;
+    proposals a mark decides (P_RM, P_neg_M, P_RH) are settled and add nothing.
     """
     threshold = record.metrics["threshold"]
     open_vh = {v.volume_id for v in project.volumes(split="V_H") if not v.complete}
     totals: dict[str, float] = {}
     for stored in project.proposals(record.number):
-        if stored.volume_id in open_vh and stored.verdict is None:
+        settled = stored.role in ("P_RM", "P_neg_M", "P_RH")
+        if stored.volume_id in open_vh and stored.verdict is None and not settled:
             score = stored.s_gc if stored.s_gc is not None else stored.s_g
             near = max(0.0, 1.0 - abs(score - threshold) / 0.25)
             totals[stored.volume_id] = totals.get(stored.volume_id, 0.0) + near
@@ -190,7 +196,7 @@ def _check_next_volume_to_annotate(dock, qtbot, record) -> None:
 
     # settling the volume's proposals (expert verdicts) moves the suggestion on
     for stored in dock.project.proposals(record.number):
-        if stored.volume_id == expected:
+        if stored.volume_id == expected and stored.role not in ("P_RM", "P_neg_M", "P_RH"):
             dock.project.set_verdict(stored.id, "rejected", author="radiologist")
     remaining = _documented_priorities(dock.project, record)
     assert expected not in remaining
@@ -232,10 +238,10 @@ def test_stopping_a_real_round_leaves_the_project_consistent_and_the_next_round_
     refreshes.clear()
     assert panel.start_round()  # the next round starts (it resumes the stopped one)
     qtbot.waitUntil(lambda: not panel.runner.running and bool(refreshes), timeout=ROUND_TIMEOUT_MS)
-    assert "Round finished" in panel.status_label.text(), panel.status_label.text()
     with HarvestProject.open(project_dir) as project:
         records = project.rounds.list()
         assert records[-1].status == "done"
+        assert panel.status_label.text() == harvest_outcome(records[-1])[0]
         assert project.integrity_check() == []
         assert project.rounds.lock_holder() is None
     dock.tabs.setCurrentWidget(dock.results)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_lesion_harvest.ui.dock import HarvestDock
-from tests.ui_helpers import click, drag, make_project
+from tests.ui_helpers import click, drag, make_project, open_dock
 
 pytestmark = pytest.mark.gui
 
@@ -14,22 +13,12 @@ pytestmark = pytest.mark.gui
 PIXEL_TOLERANCE = 0.5
 
 
-def _open(make_napari_viewer, qtbot, folder, volume_id="vol_a"):
-    viewer = make_napari_viewer(show=True)
-    dock = HarvestDock(viewer, author="radiologist")
-    qtbot.addWidget(dock)
-    dock.open_project(folder)
-    with qtbot.waitSignal(dock.volume_opened, timeout=20_000):
-        dock.open_volume(volume_id)
-    return viewer, dock
-
-
 def test_drawn_mark_is_saved_at_once_and_restored_after_reopen(
     make_napari_viewer, qtbot, tmp_path, monkeypatch
 ):
     monkeypatch.setenv("LESION_HARVEST_CONFIG", str(tmp_path / "config"))
     make_project(tmp_path / "proj").close()
-    viewer, dock = _open(make_napari_viewer, qtbot, tmp_path / "proj")
+    viewer, dock = open_dock(make_napari_viewer, qtbot, tmp_path / "proj", "vol_a")
     viewer.dims.set_current_step(0, 5)
     tool = dock.volume_view.recist
     assert viewer.layers.selection.active is tool.marks_layer
@@ -53,7 +42,7 @@ def test_drawn_mark_is_saved_at_once_and_restored_after_reopen(
 
     dock.close()  # napari closes the dock with the window
     assert dock.project is None
-    viewer2, dock2 = _open(make_napari_viewer, qtbot, tmp_path / "proj")
+    viewer2, dock2 = open_dock(make_napari_viewer, qtbot, tmp_path / "proj", "vol_a")
     tool2 = dock2.volume_view.recist
     assert list(tool2.marks) == [stored[0].id]
     np.testing.assert_allclose(tool2.marks[stored[0].id].long_axis, mark.long_axis)
@@ -68,7 +57,7 @@ def test_refusals_edit_delete_and_undo_follow_the_store(
 ):
     monkeypatch.setenv("LESION_HARVEST_CONFIG", str(tmp_path / "config"))
     make_project(tmp_path / "proj").close()
-    viewer, dock = _open(make_napari_viewer, qtbot, tmp_path / "proj")
+    viewer, dock = open_dock(make_napari_viewer, qtbot, tmp_path / "proj", "vol_a")
     viewer.dims.set_current_step(0, 8)
     tool = dock.volume_view.recist
     project = dock.project
@@ -99,4 +88,40 @@ def test_refusals_edit_delete_and_undo_follow_the_store(
     tool.undo()  # undo the add
     assert project.marks("vol_a") == []
     assert tool.marks == {} and len(tool.marks_layer.data) == 0
+    dock.close_project()
+
+
+def test_small_lesions_on_coarse_images_are_drawn_and_boxed_as_training_boxes_them(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch
+):
+    """3.7 mm pixels: a 6 mm lesion is under 2 image pixels. Drags are measured on screen,
+    so zoomed in it can be marked; the box drawn is the one training uses."""
+    from napari_lesion_harvest.ui.recist_tool import MIN_AXIS_SCREEN_PX
+
+    monkeypatch.setenv("LESION_HARVEST_CONFIG", str(tmp_path / "config"))
+    make_project(tmp_path / "proj", spacing=(5.0, 3.7, 3.7)).close()
+    viewer, dock = open_dock(make_napari_viewer, qtbot, tmp_path / "proj", "vol_a")
+    viewer.dims.set_current_step(0, 5)
+    image = dock.volume_view.image_layer
+    tool = dock.volume_view.recist
+    viewer.scene.camera.zoom = 16 / 3.7  # one image pixel is 16 screen pixels
+    viewer.scene.camera.center = tuple(image.data_to_world([5, 40, 36])[1:])
+    qtbot.wait(300)  # the screen widths settle after the zoom
+
+    drag(qtbot, viewer, (36.0, 40.0), (36.15, 40.0))  # 2.4 screen pixels: a click
+    assert tool.pending_long is None
+    assert 0.15 * 16 < MIN_AXIS_SCREEN_PX
+    drag(qtbot, viewer, (35.2, 40.0), (36.8, 40.0))  # 1.6 image pixels, 5.9 mm
+    assert tool.pending_long is not None
+    drag(qtbot, viewer, (36.0, 39.4), (36.0, 40.6))  # 1.2 image pixels, 4.4 mm
+    (stored,) = dock.project.marks("vol_a")
+    long_mm, short_mm = stored.mark.diameters_mm((3.7, 3.7))
+    assert long_mm == pytest.approx(5.9, abs=0.5) and short_mm == pytest.approx(4.4, abs=0.5)
+    # the dim rectangle is RecistMark.box(): the axes' extent plus 5 pixels, as training uses
+    rectangle = tool.marks_layer.data[2]
+    drawn = [*rectangle[:, 2:0:-1].min(axis=0), *rectangle[:, 2:0:-1].max(axis=0)]
+    np.testing.assert_allclose(drawn, stored.mark.box())
+    np.testing.assert_allclose(
+        stored.mark.box(), [35.2 - 5, 39.4 - 5, 36.8 + 5, 40.6 + 5], atol=PIXEL_TOLERANCE / 4
+    )
     dock.close_project()

@@ -42,11 +42,15 @@ def test_hidden_results_panel_draws_its_curves_once_when_shown(qtbot):
     panel.canvas.mpl_connect("draw_event", lambda _event: draws.append(panel.rounds_plotted))
 
     panel.show_rounds([_done_round(1)])
+    # plain words in the panel, the paper's symbols in the tooltips
     assert panel.summary.text() == (
-        "Round 1 finished, 5 lesions harvested, threshold 0.620.\n"
-        "R (original marks): R 0.40 @ 100% P"
+        "Round 1 finished, 5 harvested lesions, threshold 0.620.\n"
+        "original marks only: recall 0.40 at 100% precision"
     )
-    assert panel.table.rowCount() == 1 and panel.table.item(0, 0).text() == "R + P_H,1"
+    assert panel.summary.toolTip().startswith("R: the original marks alone")
+    assert panel.table.rowCount() == 1
+    assert panel.table.item(0, 0).text() == "round 1: marks + harvested"
+    assert panel.table.item(0, 0).toolTip().startswith("R + P_H,1: the original marks R plus")
     # hidden: layout changes (resizes) do not make matplotlib draw the figure
     _resize_hidden(panel, 400, 500)
     qtbot.wait(100)
@@ -68,8 +72,13 @@ def test_hidden_results_panel_draws_its_curves_once_when_shown(qtbot):
     assert draws[-1] == [1, 2] and len(panel.pr_axes.lines) == 2
     # Table I: the original marks once, then a row per round
     labels = [panel.table.item(r, 0).text() for r in range(panel.table.rowCount())]
-    assert labels == ["R + P_H,1", "R + P_H,2"]
-    assert panel.summary.text().endswith("\nR (original marks): R 0.40 @ 100% P")
+    assert labels == ["round 1: marks + harvested", "round 2: marks + harvested"]
+    assert panel.summary.text().endswith("\noriginal marks only: recall 0.40 at 100% precision")
     header = [panel.table.horizontalHeaderItem(c).text() for c in range(3)]
     assert header == ["set", "AP", "R@80"]
-    assert [panel.table.item(1, c).text() for c in range(3)] == ["R + P_H,2", "0.80", "0.70"]
+    assert panel.table.horizontalHeaderItem(2).toolTip() == "recall at 80% precision (R@80)"
+    assert [panel.table.item(1, c).text() for c in range(3)] == [
+        "round 2: marks + harvested",
+        "0.80",
+        "0.70",
+    ]

@@ -87,8 +87,11 @@ def register(subparsers) -> None:
     )
     p.set_defaults(func=run_marks)
 
-    p = subparsers.add_parser("round", help="run (or resume) harvest rounds")
-    _add_project(p, author=False)
+    p = subparsers.add_parser(
+        "round",
+        help="run harvest rounds (a stopped round is resumed first, or --discard it)",
+    )
+    _add_project(p)
     p.add_argument(
         "--rounds", type=positive_int, help="rounds to run now (default: up to max_rounds)"
     )
@@ -97,6 +100,19 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, help="override the config's seed")
     p.add_argument(
         "--progress-json", action="store_true", help="JSON lines on stdout instead of bars"
+    )
+    when = p.add_mutually_exclusive_group()
+    when.add_argument(
+        "--discard",
+        action="store_true",
+        help="cancel the stopped (failed or queued) round instead of resuming it, then start "
+        "a new round with --config; what it committed stays in the project, unused",
+    )
+    when.add_argument(
+        "--check",
+        action="store_true",
+        help="check the project, --config and --device, say what a round would do, and exit "
+        "without running it (exit status 2 and the reason when a round would be refused)",
     )
     p.set_defaults(func=run_round_command)
 
@@ -281,9 +297,14 @@ def run_round_command(args) -> int:
             project, config, rounds=args.rounds, device=args.device, progress=progress
         )
 
+    if args.check:
+        with _open(args.project) as project:
+            return _check_round(project, args, progress)
     try:
         if launched_rank() == 0:
             with _open(args.project) as project:
+                if args.discard:
+                    _discard_stopped_rounds(project, args, progress)
                 summary = [_round_summary(r) for r in run(project)]
         else:  # under torchrun only rank 0 opens the project's database
             run(ProjectFolder(args.project))
@@ -297,6 +318,63 @@ def run_round_command(args) -> int:
         for line in summary:
             print(json.dumps(line))
     return 0
+
+
+def _stopped_rounds(project) -> list:
+    """The rounds ``round`` would resume first: failed ones and queued ones (a round
+    still ``running`` is refused: another process runs it)."""
+    from napari_lesion_harvest.store import RoundLockedError
+
+    project.rounds.recover_interrupted()
+    records = project.rounds.list()
+    running = [r.number for r in records if r.status == "running"]
+    if running:
+        holder = project.rounds.lock_holder()
+        who = f"round {running[0]}" if holder is None else holder.describe()
+        raise RoundLockedError(
+            f"{who} is running; stop it first (the dock's Stop, or Ctrl-C where it runs)"
+        )
+    return [r for r in records if r.status in ("failed", "queued")]
+
+
+def _check_round(project, args, progress) -> int:
+    """``round --check``: the engine's own refusals, then what a round would do."""
+    from napari_lesion_harvest.harvest.round import check_inputs, resolve_device
+
+    check_inputs(project)
+    device = resolve_device(args.device)
+    stopped = _stopped_rounds(project)
+    if stopped:
+        record = stopped[0]
+        done = ", ".join(record.completed_stages) or "no stage"
+        plan = f"round {record.number} would resume after {done} (its own configuration)"
+    else:
+        plan = f"round {project.rounds.next_number()} would start with config {args.config}"
+    message = f"ready on {device}: {plan}"
+    metrics = {"device": device, "resume": stopped[0].number if stopped else None}
+    if args.progress_json:
+        progress("check", 1, 1, message, metrics)
+    else:
+        print(message)
+    return 0
+
+
+def _discard_stopped_rounds(project, args, progress) -> None:
+    """``round --discard``: cancel the stopped rounds, after the checks a new round would
+    meet first (so a refused round discards nothing)."""
+    from napari_lesion_harvest.harvest.round import check_inputs, resolve_device
+
+    check_inputs(project)
+    resolve_device(args.device)
+    for record in _stopped_rounds(project):
+        project.rounds.cancel(record.number, author=_author(args))
+        message = (
+            f"round {record.number} discarded (it stopped after {record.stage or 'no stage'})"
+        )
+        if args.progress_json:
+            progress("discard", 1, 1, message, {"round": record.number})
+        else:
+            print(message, file=sys.stderr)
 
 
 def run_rounds_stoppably(project, config, *, rounds, device, progress) -> list:

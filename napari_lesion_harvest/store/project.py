@@ -50,6 +50,23 @@ DATABASE_NAME = "project.sqlite"
 MODELS_DIR = "models"
 EXPORTS_DIR = "exports"
 
+#: Proposal roles that a RECIST mark decides, each with why and what to do instead:
+#: they take no expert verdict (see :meth:`HarvestProject.set_verdict`).
+MARK_DECIDED_ROLES: dict[str, str] = {
+    "P_RM": (
+        "a marked lesion of a fully annotated volume (P_RM): its RECIST mark decides; "
+        "edit or delete the mark instead"
+    ),
+    "P_neg_M": (
+        "not a lesion: it hits no mark of a fully annotated volume (P_neg_M, hard negative); "
+        "if it is a lesion, draw its RECIST mark (every lesion of a complete volume is marked)"
+    ),
+    "P_RH": (
+        "a marked lesion (P_RH): it hits a RECIST mark, or a proposal accepted in an earlier "
+        "round, which decides; edit or delete the mark instead"
+    ),
+}
+
 #: Actions that :meth:`HarvestProject.undo` can reverse.
 UNDOABLE_ACTIONS = ("mark.add", "mark.edit", "mark.delete", "mark.restore", "verdict.set")
 
@@ -523,14 +540,32 @@ class HarvestProject:
     def set_verdict(self, proposal_id: int, verdict: str | None, *, author: str) -> Verdict | None:
         """Accept or reject a proposal (``None`` clears the verdict); undoable.
 
-        An expert verdict outranks the classifier: the proposal counts as a
-        lesion iff accepted, whatever its role, and rounds receive every
-        verdict in their snapshot.
+        A verdict settles what the classifier decided: ``accepted`` makes the
+        proposal a lesion (exported as a harvested lesion, a positive for the
+        next round), ``rejected`` makes it none (never exported, a hard
+        negative for the next round). Only proposals the classifier decided
+        take one: ``candidate``, ``P_pos_H`` (harvested) and ``P_neg_H`` (hard
+        negative of V_H). A mark decides the others
+        (:data:`MARK_DECIDED_ROLES`: P_RM, P_neg_M, P_RH); the way to change
+        them is to edit the marks. Clearing a verdict is always allowed.
+
+        Raises
+        ------
+        InvalidValueError
+            An unknown verdict, or a verdict on a proposal a mark decides (the
+            message names the proposal, its volume and role, and what to do).
+        NotFoundError
+            An unknown proposal.
         """
         if verdict is not None:
             rows.check_verdict(verdict)
         with self._db.write(f"saving a verdict on proposal {proposal_id}") as conn:
             target = rows.fetch_proposal(conn, proposal_id)
+            if verdict is not None and target.role in MARK_DECIDED_ROLES:
+                raise InvalidValueError(
+                    f"proposal {target.id} of volume {target.volume_id!r} cannot be {verdict}: "
+                    f"it is {MARK_DECIDED_ROLES[target.role]}"
+                )
             previous = target.verdict
             at = rows.now()
             if verdict is None:

@@ -15,7 +15,7 @@ from collections import defaultdict
 
 #: Half-width of the uncertainty band around the threshold (lesion-score units).
 BAND = 0.25
-#: Threshold used when the round stored none.
+#: Threshold used when the round stored none (it reached no threshold and harvested nothing).
 DEFAULT_THRESHOLD = 0.5
 
 
@@ -41,9 +41,15 @@ def rank_volumes(proposals, candidate_ids, threshold: float) -> list[tuple[str, 
     list of (volume_id, priority)
         Highest priority first; ties by volume id. Volumes with priority 0 are left out.
     """
+    from napari_lesion_harvest.store.project import MARK_DECIDED_ROLES
+
     totals: dict[str, float] = defaultdict(float)
     for stored in proposals:
-        if stored.volume_id not in candidate_ids or stored.verdict is not None:
+        if (
+            stored.volume_id not in candidate_ids
+            or stored.verdict is not None
+            or stored.role in MARK_DECIDED_ROLES
+        ):
             continue
         score = stored.s_gc if stored.s_gc is not None else stored.s_g
         totals[stored.volume_id] += proposal_uncertainty(score, threshold)
@@ -57,7 +63,9 @@ def next_volume_to_annotate(project) -> str | None:
     number = project.latest_done_round()
     if number is None:
         return None
-    threshold = project.rounds.get(number).metrics.get("threshold", DEFAULT_THRESHOLD)
+    threshold = project.rounds.get(number).metrics.get("threshold")
+    if threshold is None:
+        threshold = DEFAULT_THRESHOLD
     candidates = {v.volume_id for v in project.volumes(split="V_H") if not v.complete}
     ranked = rank_volumes(project.proposals(number), candidates, float(threshold))
     return ranked[0][0] if ranked else None

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
+    QCheckBox,
     QHBoxLayout,
     QLabel,
     QPushButton,
@@ -25,6 +26,7 @@ from napari_lesion_harvest.ui.project_panel import ProjectPanel, remember_recent
 from napari_lesion_harvest.ui.proposal_overlay import items_from_store
 from napari_lesion_harvest.ui.review import REVIEW_KEYS, ReviewPanel
 from napari_lesion_harvest.ui.round_panel import RoundPanel
+from napari_lesion_harvest.ui.summary_panel import SummaryPanel
 from napari_lesion_harvest.ui.volume_loading import load_record
 from napari_lesion_harvest.ui.volume_view import StoreMarkSink, VolumeView
 from napari_lesion_harvest.ui.windows import WINDOW_KEYS, WINDOW_PRESETS
@@ -53,11 +55,19 @@ class HarvestDock(QWidget):
         Worklist, overlays and results were reread from the store.
     imported(object)
         An import finished (its ImportSummary); the worklist is refreshed first.
+    demo_ready(str)
+        A demo project was built and opened (its folder).
+    exported(object)
+        An export finished (its ExportReport).
     """
 
     volume_opened = Signal(str)
     refreshed = Signal()
     imported = Signal(object)
+    demo_ready = Signal(str)
+    exported = Signal(object)
+    #: The window whose closing is watched (asks during a round); set when first shown.
+    _watched_window = None
 
     def __init__(
         self,
@@ -74,17 +84,24 @@ class HarvestDock(QWidget):
         self.volume_view: VolumeView | None = None
         self._loading: str | None = None
         self.import_worker = None
+        self.demo_worker = None
+        self.export_worker = None
+        self._volume_proposals: list = []
 
         self.project_panel = ProjectPanel()
         self.worklist = WorklistPanel()
         self.review = ReviewPanel(set_verdict=self._save_verdict, show_item=self._show_item)
+        self.review.shown_changed.connect(self._show_review_items)
         self.round_panel = RoundPanel(
             project_folder=lambda: None if self.project is None else self.project.folder,
+            project=lambda: self.project,
             on_finished=lambda status: self.refresh_in_steps(),
+            author=self.author,
         )
         from napari_lesion_harvest.ui.results_panel import ResultsPanel
 
         self.results = ResultsPanel()
+        self.summary = SummaryPanel()
         self.volume_label = QLabel("No volume open.")
         self.complete_button = QPushButton("Mark volume complete")
         self.complete_button.setCheckable(True)
@@ -111,14 +128,38 @@ class HarvestDock(QWidget):
             "Ctrl+Z undoes, Esc cancels a half-drawn mark."
         )
         help_label.setWordWrap(True)
+        help_label.setToolTip(
+            "The thin box around a mark is the box training and evaluation use: the axes' "
+            "extent plus DeepLesion's 5-pixel margin"
+        )
         volume_layout.addWidget(help_label)
+        self.drawing_message = QLabel("")
+        self.drawing_message.setWordWrap(True)
+        self.drawing_message.setStyleSheet("color: #ff8080")
+        volume_layout.addWidget(self.drawing_message)
+        self.assist_box = QCheckBox("Draw assist: a click on a lesion suggests a mark")
+        self.assist_box.setChecked(True)
+        self.assist_box.setToolTip(
+            "Once a round has run: a click inside a proposal's box (where no mark is) suggests "
+            "a RECIST mark from that box; Enter accepts it, Esc drops it"
+        )
+        self.assist_label = QLabel("")
+        self.assist_label.setWordWrap(True)
+        self.accept_suggestion_button = QPushButton("Accept suggested mark [Enter]")
+        self.accept_suggestion_button.setEnabled(False)
+        volume_layout.addWidget(self.assist_box)
+        volume_layout.addWidget(self.assist_label)
+        volume_layout.addWidget(self.accept_suggestion_button)
         volume_layout.addWidget(self.complete_button)
         volume_layout.addWidget(QLabel("Proposals (best lesion score first):"))
         volume_layout.addWidget(self.review)
 
+        self.project_message = QLabel("")
+        self.project_message.setWordWrap(True)
         project_tab = QWidget()
         project_layout = QVBoxLayout(project_tab)
         project_layout.addWidget(self.project_panel)
+        project_layout.addWidget(self.project_message)
         project_layout.addWidget(self.worklist)
 
         self.tabs = QTabWidget()
@@ -126,6 +167,8 @@ class HarvestDock(QWidget):
         self.tabs.addTab(volume_tab, "Volume")
         self.tabs.addTab(self.round_panel, "Round")
         self.tabs.addTab(self.results, "Results")
+        self.tabs.addTab(self.summary, "Summary")
+        self.tabs.setTabToolTip(4, "What the project holds, to hand on; Export")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addWidget(self.tabs)
@@ -135,9 +178,15 @@ class HarvestDock(QWidget):
             lambda folder, create: self.open_project(folder, create=create)
         )
         self.project_panel.import_requested.connect(self.import_data)
+        self.project_panel.demo_requested.connect(self.start_demo)
+        self.summary.export_requested.connect(self.export)
+        self.tabs.currentChanged.connect(lambda _index: self._show_summary_if_visible())
         self.worklist.volume_requested.connect(self.open_volume)
+        self.worklist.split_requested.connect(self.hold_out)
+        self.viewer.layers.events.inserted.connect(self._on_layer_added)
         self.worklist.next_requested.connect(self.open_next_volume)
         self.complete_button.toggled.connect(self._set_complete)
+        self.accept_suggestion_button.clicked.connect(self._accept_suggestion)
         for key in REVIEW_KEYS:
             self.viewer.bind_key(key, lambda _viewer, k=key: self._review_key(k), overwrite=True)
         for key, name in WINDOW_KEYS.items():
@@ -160,8 +209,155 @@ class HarvestDock(QWidget):
         self.close_project()
         self.project = project
         self.project_panel.show_recent(remember_recent(project.folder))
+        self._project_notice("")
         self.refresh()
         return project
+
+    def start_demo(self, folder: str | Path):
+        """Build a demo project in ``folder`` in a worker thread, then open it.
+
+        The round configuration becomes the demo's (``demo_round.json``);
+        ``demo_ready`` is emitted once it is open. Returns the worker (None when
+        refused: a demo is being built already).
+        """
+        from napari.qt.threading import thread_worker
+        from napari.utils import progress
+
+        from napari_lesion_harvest.ui.demo_project import make_demo_project
+
+        if self.demo_worker is not None:
+            self._project_notice("A demo project is being built already.", problem=True)
+            return None
+        self._project_notice(
+            f"Building a demo project in {folder}: synthetic CT volumes with lesions "
+            "(about half a minute)..."
+        )
+        self.project_panel.demo_button.setEnabled(False)
+        bar = progress(total=0, desc="demo project")
+        worker = thread_worker(make_demo_project)(Path(folder))
+
+        def finish():
+            bar.close()
+            self.demo_worker = None
+            self.project_panel.demo_button.setEnabled(True)
+
+        def on_done(result):
+            project_dir, config_path = result
+            finish()
+            if self.open_project(project_dir) is None:
+                return
+            self.round_panel.set_config(str(config_path))
+            counts = {s: len(self.project.volumes(split=s)) for s in ("V_M", "V_H", "V_H_test")}
+            self._project_notice(
+                f"Demo project ready: {counts['V_M']} fully marked volumes (V_M), "
+                f"{counts['V_H']} to harvest (V_H), {counts['V_H_test']} held out (V_H_test). "
+                "Open a volume to draw or review marks, or run a round (Round tab: the "
+                "demo's configuration is chosen)."
+            )
+            self.demo_ready.emit(str(project_dir))
+
+        def on_error(error):
+            finish()
+            self._project_notice(f"The demo project could not be built: {error}", problem=True)
+
+        worker.returned.connect(on_done)
+        worker.errored.connect(on_error)
+        self.demo_worker = worker
+        worker.start()
+        return worker
+
+    def _show_summary_if_visible(self) -> None:
+        """Reread the project's summary when the Summary tab is shown."""
+        from napari_lesion_harvest.ui.project_summary import summary_text
+
+        if self.project is not None and self.tabs.currentWidget() is self.summary:
+            self.summary.show_summary(summary_text(self.project))
+
+    def export(self, folder: str | Path, formats: list[str]):
+        """Export the completed annotations (``formats``: ``csv``, ``json``, ``pickle``) and
+        the summary to ``folder`` in a worker thread; what was written is said in the
+        Summary tab and ``exported`` is emitted. Returns the worker (None when refused)."""
+        from napari.qt.threading import thread_worker
+
+        from napari_lesion_harvest.ui.project_summary import export_with_summary
+
+        if self.project is None or self.export_worker is not None:
+            self.summary.say("Open a project (and wait for a running export).", problem=True)
+            return None
+        self.summary.say(f"Exporting to {folder}...")
+        self.summary.export_button.setEnabled(False)
+        worker = thread_worker(export_with_summary)(self.project.share(), folder, formats=formats)
+
+        def finish():
+            self.export_worker = None
+            self.summary.export_button.setEnabled(self.project is not None)
+
+        def on_done(report):
+            finish()
+            self.summary.say(report.message())
+            self.exported.emit(report)
+
+        def on_error(error):
+            finish()
+            self.summary.say(f"Nothing exported: {error}", problem=True)
+
+        worker.returned.connect(on_done)
+        worker.errored.connect(on_error)
+        self.export_worker = worker
+        worker.start()
+        return worker
+
+    def _project_notice(self, text: str, *, problem: bool = False) -> None:
+        """A message in the Project tab (it stays until the next one)."""
+        self.project_message.setText(text)
+        self.project_message.setStyleSheet("color: #ff8080" if problem else "")
+
+    def _on_layer_added(self, event) -> None:
+        """An image opened outside a project (the sample, a file): say how to work on it."""
+        from napari.layers import Image
+
+        layer = event.value
+        ours = self.volume_view is not None and layer is self.volume_view.image_layer
+        if self.project is None and isinstance(layer, Image) and not ours:
+            self._project_notice(
+                f"{layer.name!r} is not in a harvest project: marks drawn on it are not saved "
+                "and it has no proposals. Start a demo project (phantoms like the sample), or "
+                "create a project and import your images."
+            )
+            self.tabs.setCurrentIndex(0)
+
+    def hold_out(self, volume_ids: list[str], split: str) -> bool:
+        """Move volumes to a held-out split (``V_H_test``, ``V_D_test``) or back to ``V_H``,
+        in one transaction; fully marked volumes (V_M) are refused. Said in the Project tab."""
+        from napari_lesion_harvest.store import DataBatch, StoreError
+        from napari_lesion_harvest.ui.worklist import split_name
+
+        if self.project is None or not volume_ids:
+            return False
+        complete = [v for v in volume_ids if self.project.volume(v).split == "V_M"]
+        if complete:
+            shown = ", ".join(complete[:3]) + (" and more" if len(complete) > 3 else "")
+            self._project_notice(
+                f"Nothing moved: {shown} {'is' if len(complete) == 1 else 'are'} fully marked "
+                '(V_M) and train the rounds; withdraw "Mark volume complete" first.',
+                problem=True,
+            )
+            return False
+        try:
+            result = self.project.add_batch(
+                DataBatch(splits=dict.fromkeys(volume_ids, split)), author=self.author
+            )
+        except StoreError as error:
+            self._project_notice(f"Nothing moved: {error}", problem=True)
+            return False
+        already = f"; {len(result.split_unchanged)} already were" if result.split_unchanged else ""
+        self._project_notice(
+            f"{len(result.split_changed)} volume(s) now {split_name(split)} ({split}){already}."
+        )
+        self.worklist.set_summaries(self.project.volume_summaries())
+        if self.volume_view is not None and self.volume_view.volume_id in volume_ids:
+            self._show_volume_label(self.project.volume(self.volume_view.volume_id))
+        return True
 
     def import_data(self, sources: list[str | Path], *, split: str = "V_H"):
         """Import ``sources`` into the open project in a worker thread.
@@ -226,6 +422,8 @@ class HarvestDock(QWidget):
         if self.project is not None:
             self.project.close()
             self.project = None
+            self.project_panel.show_project(None)
+            self.summary.set_project_open(None)
         self.worklist.set_summaries([])
 
     def refresh(self) -> None:
@@ -273,6 +471,9 @@ class HarvestDock(QWidget):
             project.folder, f"{len(summaries)} volumes, {done} finished rounds"
         )
         self.results.show_rounds(rounds)
+        self.round_panel.show_estimate()
+        self.summary.set_project_open(project.folder)
+        self._show_summary_if_visible()
         yield
         if self.volume_view is not None:
             self._load_overlays(self.volume_view.volume_id)
@@ -301,8 +502,6 @@ class HarvestDock(QWidget):
         worker.start()
 
     def _show_volume(self, record, hu, spacing, window) -> None:
-        from napari.utils.notifications import show_info
-
         self._loading = None
         if self.project is None:
             return
@@ -318,7 +517,9 @@ class HarvestDock(QWidget):
             display_window=window,
             sink=sink,
             marks=marks,
-            notify=show_info,
+            notify=self._drawing_notice,
+            suggest=self._suggest,
+            on_suggestion=self._show_suggestion,
         )
         for layer in (
             self.volume_view.image_layer,
@@ -332,25 +533,46 @@ class HarvestDock(QWidget):
         self.complete_button.setChecked(overlays.volume.complete)
         self.complete_button.blockSignals(False)
         self.complete_button.setEnabled(True)
-        self.volume_label.setText(
-            f"<b>{record.volume_id}</b> ({overlays.volume.split}), "
-            f"{hu.shape[0]} slices, {spacing[1]:.2f} x {spacing[2]:.2f} x {spacing[0]:.2f} mm"
-        )
+        self._show_volume_label(overlays.volume)
         self.worklist.select_volume(record.volume_id)
         self.tabs.setCurrentIndex(1)
         self.volume_opened.emit(record.volume_id)
 
+    def _show_volume_label(self, record) -> None:
+        """The open volume's id, split (plain words; the symbol in the tooltip), size."""
+        from napari_lesion_harvest.ui.worklist import SPLIT_NAMES, split_name
+
+        hu = self.volume_view.image_layer.data
+        sz, sy, sx = self.volume_view.image_layer.scale
+        self.volume_label.setText(
+            f"<b>{record.volume_id}</b> ({split_name(record.split)}), "
+            f"{hu.shape[0]} slices, {sy:.2f} x {sx:.2f} x {sz:.2f} mm"
+        )
+        self.volume_label.setToolTip(SPLIT_NAMES.get(record.split, ("", record.split))[1])
+
     def _load_overlays(self, volume_id: str, *, overlays=None) -> None:
         overlays = overlays or self.project.volume_overlays(volume_id)
-        items = items_from_store(overlays.proposals)
-        self.volume_view.set_proposals(items)
-        self.review.set_items(items)
+        self._volume_proposals = overlays.proposals
+        threshold = None
+        if overlays.round_number is not None:
+            threshold = self.project.rounds.get(overlays.round_number).metrics.get("threshold")
+        self.review.set_items(items_from_store(overlays.proposals), threshold=threshold)
+
+    def _show_review_items(self) -> None:
+        """Draw the proposals the review lists (its view and lowest score), the one under
+        review highlighted (none when the view left it out)."""
+        if self.volume_view is not None:
+            current = self.review.current_item
+            self.volume_view.proposals.current_id = current and current.proposal_id
+            self.volume_view.set_proposals(self.review.items)
 
     def close_volume(self) -> None:
         """Remove the open volume's layers (its marks are already saved)."""
         if self.volume_view is not None:
             self.volume_view.close()
             self.volume_view = None
+        self._volume_proposals = []
+        self._show_suggestion(None)
         self.review.set_items([])
         self.complete_button.setEnabled(False)
         self.volume_label.setText("No volume open.")
@@ -377,7 +599,7 @@ class HarvestDock(QWidget):
         from napari_lesion_harvest.store.errors import StoreError
 
         try:
-            self.project.set_volume_complete(
+            record = self.project.set_volume_complete(
                 self.volume_view.volume_id, author=self.author, complete=complete
             )
         except StoreError as error:
@@ -385,7 +607,43 @@ class HarvestDock(QWidget):
             self.complete_button.blockSignals(True)
             self.complete_button.setChecked(not complete)
             self.complete_button.blockSignals(False)
+            record = self.project.volume(self.volume_view.volume_id)
+        self._show_volume_label(record)
         self.worklist.set_summaries(self.project.volume_summaries())
+
+    def _suggest(self, z: int, point_xy):
+        """Draw assist: the mark suggested by the shown round's box under a click."""
+        from napari_lesion_harvest.ui.draw_assist import suggest_mark
+
+        if not self.assist_box.isChecked():
+            return None
+        return suggest_mark(self._volume_proposals, z, point_xy)
+
+    def _show_suggestion(self, suggestion) -> None:
+        from napari_lesion_harvest.ui.recist_tool import mark_label
+
+        self.accept_suggestion_button.setEnabled(suggestion is not None)
+        if suggestion is None:
+            self.assist_label.setText("")
+            return
+        sizes = mark_label(suggestion.mark, self.volume_view.recist.pixel_spacing_yx)
+        self.assist_label.setText(
+            f"Suggested mark ({sizes}) from a proposal's box (LPG score {suggestion.score:.2f}): "
+            "Enter accepts it as your mark (then drag its ends onto the lesion's edges); "
+            "Esc drops it."
+        )
+
+    def _accept_suggestion(self) -> None:
+        if self.volume_view is not None:
+            self.volume_view.recist.accept_suggestion()
+
+    def _drawing_notice(self, message: str) -> None:
+        """A drawing refusal: in the Volume tab (it stays until the next one) and as a
+        notification."""
+        from napari.utils.notifications import show_info
+
+        self.drawing_message.setText(message)
+        show_info(message)
 
     def set_window(self, name: str) -> None:
         """Apply a window preset to the open volume."""
@@ -408,8 +666,65 @@ class HarvestDock(QWidget):
 
     # ------------------------------------------------------------------ teardown
 
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt API
+        """Watch the window the dock lives in, to ask before it closes during a round."""
+        import weakref
+
+        super().showEvent(event)
+        window = self.window()
+        watched = None if self._watched_window is None else self._watched_window()
+        if window is not self and window is not watched:
+            window.installEventFilter(self)
+            self._watched_window = weakref.ref(window)  # the window owns the dock
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt API
+        """Closing napari during a round: ask, then stop the round, wait for it and close
+        the project."""
+        from qtpy.QtCore import QEvent
+
+        if (
+            event.type() == QEvent.Type.Close
+            and self._watched_window is not None
+            and watched is self._watched_window()
+            and self.round_panel.runner.running
+        ):
+            if not self.confirm_close_during_round():
+                event.ignore()
+                return True
+            self.stop_round_and_wait()
+            self.close_project()
+        return False
+
+    def confirm_close_during_round(self) -> bool:
+        """Ask whether to stop the running round and close; True to close."""
+        from qtpy.QtWidgets import QMessageBox
+
+        box = QMessageBox(self)
+        box.setIcon(QMessageBox.Icon.Warning)
+        box.setWindowTitle("A harvest round is running")
+        stage = self.round_panel.clock.stage if self.round_panel.clock else None
+        box.setText(f"A harvest round is running{f' ({stage})' if stage else ''}.")
+        box.setInformativeText(
+            "Stop it and close? It stops at its next step and keeps every stage it finished; "
+            "Run resumes it when the project is open again."
+        )
+        stop = box.addButton("Stop the round and close", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(stop)
+        box.exec()
+        return box.clickedButton() is stop
+
+    def stop_round_and_wait(self) -> bool:
+        """Stop a running round and wait until its process ended (it stops at its next
+        step; after the runner's grace period it is killed); True when none runs."""
+        from napari_lesion_harvest.ui.round_runner import STOP_GRACE_S
+
+        return self.round_panel.stop_and_wait(self.round_panel.runner.stop_grace_s + STOP_GRACE_S)
+
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
-        """Stop a running round (it stops cleanly at its next step) and close the project."""
-        self.round_panel.stop_round()
+        """Stop a running round, wait for it (it stops cleanly at its next step) and close
+        the project."""
+        self.stop_round_and_wait()
         self.close_project()
+        self.viewer.layers.events.inserted.disconnect(self._on_layer_added)
         super().closeEvent(event)

@@ -3,14 +3,20 @@
 The tool owns two napari Shapes layers over a CT image layer:
 
 * ``RECIST marks``: every mark of the volume, drawn only on its own slice as
-  the long axis (yellow), the short axis (cyan) and the derived box (thin,
-  dim yellow), with the lengths in mm as text;
+  the long axis (yellow), the short axis (cyan) and the box that training and
+  evaluation use for it (thin, dim yellow: :meth:`RecistMark.box`, the axes'
+  extent plus DeepLesion's 5-pixel margin), with the lengths in mm as text;
 * ``RECIST guide``: the axis being drawn and, once the long axis is done, the
   perpendicular guide through its midpoint.
 
-Every completed change goes to a :class:`MarkSink` (the project store) at once.
+Every completed change goes to a :class:`MarkSink` (the project store) at once;
+an axis with an end off the image is refused as it is drawn, with the store's
+own message (:func:`~napari_lesion_harvest.store.rows.checked_mark_values`).
 Coordinates: napari data coordinates of the image layer are ``(z, y, x)``; a
-mark's endpoints are pixel coordinates ``(x, y)`` (see :mod:`geometry`).
+mark's endpoints are pixel coordinates ``(x, y)`` (see :mod:`geometry`). The
+slice is the image layer's, read from the viewer's world point, so another
+layer with another z scale does not shift it. Lengths on screen (line widths,
+pick radius, the shortest drag that draws an axis) are screen pixels.
 """
 
 from __future__ import annotations
@@ -22,19 +28,21 @@ import numpy as np
 
 from napari_lesion_harvest.geometry import RECIST_ANGLE_RANGE_DEG, RecistMark
 from napari_lesion_harvest.ui.screen_units import ScreenWidths
+from napari_lesion_harvest.ui.slices import shown_slice
 
 LONG_AXIS_COLOUR = "#ffe600"
 SHORT_AXIS_COLOUR = "#00e5ff"
 BOX_COLOUR = "#ffe60080"
 GUIDE_COLOUR = "#ffffff99"
+SUGGESTION_COLOUR = "#7cfc00"
 SELECTED_COLOUR = "#ff40ff"
 #: Line widths on screen (pixels, at any zoom): axes, the selected mark's long axis,
 #: the derived box.
 AXIS_SCREEN_PX = 2.0
 SELECTED_AXIS_SCREEN_PX = 3.0
 BOX_SCREEN_PX = 1.0
-#: Drags shorter than this (data pixels) are clicks, not axes.
-MIN_AXIS_PX = 2.0
+#: Drags shorter than this on screen (pixels, at any zoom) are clicks, not axes.
+MIN_AXIS_SCREEN_PX = 4.0
 #: Pick radius for endpoints and lines, in screen pixels.
 PICK_RADIUS_SCREEN_PX = 8.0
 
@@ -94,12 +102,33 @@ class RecistTool:
         Marks already in the store, by id.
     notify : callable
         ``notify(message)`` for user-facing refusals (napari ``show_info``).
+    suggest : callable, optional
+        Draw assist: ``suggest(z, point_xy) -> Suggestion | None`` for a click
+        that hits no mark (:func:`~napari_lesion_harvest.ui.draw_assist.suggest_mark`);
+        Enter accepts the suggested mark, Esc drops it. None: no assist.
+    on_suggestion : callable, optional
+        ``on_suggestion(suggestion_or_None)`` whenever the suggestion changes.
     """
 
-    def __init__(self, viewer, image_layer, *, sink: MarkSink | None, marks=None, notify=print):
+    def __init__(
+        self,
+        viewer,
+        image_layer,
+        *,
+        sink: MarkSink | None,
+        marks=None,
+        notify=print,
+        volume_id: str = "",
+        suggest=None,
+        on_suggestion=lambda suggestion: None,
+    ):
         self.viewer = viewer
         self.image_layer = image_layer
+        self.volume_id = volume_id
         self.sink = sink
+        self.suggest = suggest
+        self.on_suggestion = on_suggestion
+        self.suggestion = None
         self.notify = notify
         self.marks: dict[int, RecistMark] = dict(marks or {})
         self.selected: int | None = None
@@ -128,6 +157,7 @@ class RecistTool:
         self.marks_layer.events.mode.connect(self._keep_drawing_mode)
         for key, action in (
             ("Escape", self.cancel_pending),
+            ("Enter", self.accept_suggestion),
             ("Delete", self.delete_selected),
             ("Backspace", self.delete_selected),
             ("Control-z", self.undo),
@@ -160,8 +190,22 @@ class RecistTool:
     def _event_point(self, event) -> tuple[int, np.ndarray]:
         """Slice index and pixel coordinate ``(x, y)`` of a mouse event."""
         data = np.asarray(self.image_layer.world_to_data(event.position), dtype=np.float64)
-        z = int(round(data[-3])) if data.size >= 3 else int(self.viewer.dims.current_step[0])
-        return z, np.array([data[-1], data[-2]])
+        if data.size < 3:
+            return shown_slice(self.viewer, self.image_layer), np.array([data[-1], data[-2]])
+        return int(np.round(data[-3])), np.array([data[-1], data[-2]])
+
+    def off_image(self, mark: RecistMark, refusal: str) -> str:
+        """``"<refusal>: <the store's reason>"`` when ``mark`` is not on the image, else ''."""
+        from napari_lesion_harvest.store.errors import InvalidValueError
+        from napari_lesion_harvest.store.rows import checked_mark_values
+
+        try:
+            checked_mark_values(
+                mark, self.image_layer.data.shape, volume_id=self.volume_id, where=refusal
+            )
+        except InvalidValueError as error:
+            return str(error)
+        return ""
 
     def _pick_radius_px(self) -> float:
         zoom = float(self.viewer.scene.camera.zoom) or 1.0
@@ -212,13 +256,17 @@ class RecistTool:
                 self._draw_preview(z, [np.array([start, end])])
             yield
         _, end = self._event_point(event)  # the release position decides, not the moves seen
-        moved = np.linalg.norm(end - start) >= MIN_AXIS_PX
+        moved = np.linalg.norm(end - start) >= self.widths.image_px(MIN_AXIS_SCREEN_PX)
         if endpoint is not None and moved:
             self._finish_edit(endpoint, end)
         elif moved:
+            self._set_suggestion(None)
             self._axis_drawn(z, np.array([start, end]))
         else:
-            self.select(endpoint[0] if endpoint is not None else near)
+            target = endpoint[0] if endpoint is not None else near
+            if target is None and self.pending_long is None and self.suggest is not None:
+                self._set_suggestion(self.suggest(z, start))
+            self.select(target)
         self._draw_guide()
 
     def _moved(self, endpoint: tuple[int, int], point) -> RecistMark:
@@ -234,6 +282,11 @@ class RecistTool:
         if self.pending_long is None or self.pending_long[0] != z:
             if self.pending_long is not None:
                 self.notify("Short axis must be on the long axis's slice; starting a new mark.")
+                self.pending_long = None
+            outside = self.off_image(RecistMark(z, axis, axis), "Long axis refused")
+            if outside:
+                self.notify(f"{outside}. Draw it on the image.")
+                return
             self.pending_long = (z, axis)
             self.select(None)
             return
@@ -242,17 +295,46 @@ class RecistTool:
         if problem:
             self.notify(f"Short axis refused: {problem}. Draw it again (Esc cancels the mark).")
             return
+        outside = self.off_image(mark, "Short axis refused")
+        if outside:
+            self.notify(f"{outside}. Draw it again on the image (Esc cancels the mark).")
+            return
+        if self._add(mark):
+            self.pending_long = None
+
+    def _add(self, mark: RecistMark) -> bool:
+        """Save a new mark (undoable) and select it; False when the store refused it."""
         if self.sink is None:
             mark_id = self._next_local_id()
         else:
             mark_id = self._saved(lambda: self.sink.add(mark), "Mark not saved")
             if mark_id is None:
-                return
-        self.pending_long = None
+                return False
         self.marks[mark_id] = mark
         self._undo.append(_Edit("add", mark_id, None, mark))
         self.selected = mark_id
         self.render()
+        return True
+
+    def _set_suggestion(self, suggestion) -> None:
+        if suggestion is not self.suggestion:
+            self.suggestion = suggestion
+            self.on_suggestion(suggestion)
+            self._draw_guide()
+
+    def accept_suggestion(self) -> bool:
+        """Save the suggested mark as the expert's own (then its ends can be dragged);
+        False when there is none or it is refused."""
+        suggestion = self.suggestion
+        if suggestion is None:
+            return False
+        outside = self.off_image(suggestion.mark, "Suggested mark refused")
+        if outside:
+            self.notify(f"{outside}. Draw the mark instead.")
+            self._set_suggestion(None)
+            return False
+        self._set_suggestion(None)
+        return self._add(suggestion.mark)
 
     def _next_local_id(self) -> int:
         return -1 - len([k for k in self.marks if k < 0])
@@ -274,8 +356,9 @@ class RecistTool:
         mark_id = endpoint[0]
         before, after = self.marks[mark_id], self._moved(endpoint, point)
         problem = self._problem(after)
+        problem = f"Edit refused: {problem}." if problem else self.off_image(after, "Edit refused")
         if problem:
-            self.notify(f"Edit refused: {problem}.")
+            self.notify(problem)
             self.render()
             return
         self._replace(mark_id, after, record=True, before=before)
@@ -315,8 +398,9 @@ class RecistTool:
             self.render()
 
     def cancel_pending(self) -> None:
-        """Drop a long axis that has no short axis yet."""
+        """Drop a long axis that has no short axis yet, and a suggested mark."""
         self.pending_long = None
+        self._set_suggestion(None)
         self._draw_guide()
 
     def delete_selected(self) -> None:
@@ -362,9 +446,13 @@ class RecistTool:
         self._set_guide(self._guide_lines())
 
     def _guide_lines(self) -> list[np.ndarray]:
-        """The pending long axis and the perpendicular guide through its midpoint."""
+        """The pending long axis and the perpendicular guide through its midpoint, or the
+        suggested mark's axes."""
         if self.pending_long is None:
-            return []
+            if self.suggestion is None:
+                return []
+            mark = self.suggestion.mark
+            return [self._line(mark.z, mark.long_axis), self._line(mark.z, mark.short_axis)]
         z, axis = self.pending_long
         mid = axis.mean(axis=0)
         half = (axis[1] - axis[0]) / 2.0
@@ -375,7 +463,10 @@ class RecistTool:
         layer = self.guide_layer
         layer.data = []
         if lines:
-            colours = [LONG_AXIS_COLOUR] + [GUIDE_COLOUR] * (len(lines) - 1)
+            if self.pending_long is None and self.suggestion is not None:
+                colours = [SUGGESTION_COLOUR] * len(lines)
+            else:
+                colours = [LONG_AXIS_COLOUR] + [GUIDE_COLOUR] * (len(lines) - 1)
             layer.add_lines(
                 lines, edge_color=colours, edge_width=self.widths.image_px(AXIS_SCREEN_PX)
             )

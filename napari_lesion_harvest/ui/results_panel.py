@@ -16,12 +16,32 @@ keys of ``RoundRecord.metrics`` (each optional):
 
 from __future__ import annotations
 
+import re
 from functools import cache
 
 from qtpy.QtWidgets import QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
 #: How many recent finished rounds are plotted.
 MAX_ROUNDS_SHOWN = 4
+#: What the Table I symbols mean (tooltips; the cells say it in plain words).
+BASELINE_TOOLTIP = "R: the original marks alone, on the held-out volumes V_H_test (Table I)"
+ROUND_ROW = re.compile(r"^R \+ P_H,(\d+)$")
+
+
+def plain_label(label: str) -> tuple[str, str]:
+    """A Table I row label in plain words, and the paper's symbol with its meaning.
+
+    ``"R + P_H,2"`` -> ``("round 2: marks + harvested", "R + P_H,2: ...")``.
+    """
+    match = ROUND_ROW.match(label)
+    if match is None:
+        return label, label
+    number = match.group(1)
+    return (
+        f"round {number}: marks + harvested",
+        f"{label}: the original marks R plus the lesions harvested up to round {number} "
+        f"(P_H,{number}), on the held-out volumes V_H_test (Table I)",
+    )
 
 
 def table_rows(rounds) -> tuple[str, list[str], list[list[str]]]:
@@ -38,7 +58,8 @@ def table_rows(rounds) -> tuple[str, list[str], list[list[str]]]:
     Returns
     -------
     baseline : str
-        ``"R (original marks): R 0.33 @ 100% P"``, or ``""`` before any evaluation.
+        ``"original marks only: recall 0.33 at 100% precision"``, or ``""`` before any
+        evaluation.
     header : list of str
     rows : list of list of str
     """
@@ -55,13 +76,13 @@ def table_rows(rounds) -> tuple[str, list[str], list[list[str]]]:
 
 
 def _baseline_text(row: dict) -> str:
-    """``R (original marks): R 0.33 @ 100% P`` (the parts that are known)."""
-    text = str(row.get("label", ""))
+    """``original marks only: recall 0.33 at 100% precision`` (the parts that are known)."""
+    text = "original marks only"
     recall, precision = row.get("recall"), row.get("precision")
     if _is_number(recall):
-        text += f": R {recall:.2f}"
+        text += f": recall {recall:.2f}"
         if _is_number(precision):
-            text += f" @ {100 * precision:.0f}% P"
+            text += f" at {100 * precision:.0f}% precision"
     return text
 
 
@@ -141,21 +162,32 @@ class ResultsPanel(QWidget):
         baseline, header, rows = table_rows(done)
         self.table.setColumnCount(len(header))
         for column, name in enumerate(header):
-            self.table.setHorizontalHeaderItem(column, QTableWidgetItem(name))
+            item = QTableWidgetItem(name)
+            if name.startswith("R@"):
+                item.setToolTip(f"recall at {name[2:]}% precision ({name})")
+            elif name == "AP":
+                item.setToolTip("average precision (AP)")
+            self.table.setHorizontalHeaderItem(column, item)
         self.table.setRowCount(len(rows))
         for i, row in enumerate(rows):
             for j, text in enumerate(row):
-                self.table.setItem(i, j, QTableWidgetItem(text))
+                item = QTableWidgetItem(text)
+                if j == 0:
+                    text, tooltip = plain_label(text)
+                    item = QTableWidgetItem(text)
+                    item.setToolTip(tooltip)
+                self.table.setItem(i, j, item)
         self.table.resizeColumnsToContents()
         self._fit_table_height()
         if done:
             last = done[-1]
             parts = [f"Round {last.number} finished"]
             if _is_number(last.metrics.get("n_harvested")):
-                parts.append(f"{last.metrics['n_harvested']} lesions harvested")
+                parts.append(f"{last.metrics['n_harvested']} harvested lesions")
             if _is_number(last.metrics.get("threshold")):
                 parts.append(f"threshold {last.metrics['threshold']:.3f}")
             self.summary.setText(", ".join(parts) + "." + (f"\n{baseline}" if baseline else ""))
+            self.summary.setToolTip(BASELINE_TOOLTIP if baseline else "")
         else:
             self.summary.setText("No finished round yet.")
         self._pending = done[-MAX_ROUNDS_SHOWN:]

@@ -7,6 +7,7 @@ import numpy as np
 from napari_lesion_harvest.geometry import RecistMark
 from napari_lesion_harvest.ui.proposal_overlay import ProposalItem, ProposalOverlay
 from napari_lesion_harvest.ui.recist_tool import RecistTool
+from napari_lesion_harvest.ui.slices import show_slice
 from napari_lesion_harvest.ui.windows import DEFAULT_WINDOW, WINDOW_KEYS, apply_window
 
 
@@ -59,6 +60,8 @@ class VolumeView:
         Where marks are saved.
     marks : dict of int -> RecistMark
         Marks already saved.
+    notify, suggest, on_suggestion
+        As :class:`RecistTool`.
     """
 
     def __init__(
@@ -72,6 +75,8 @@ class VolumeView:
         sink=None,
         marks=None,
         notify=print,
+        suggest=None,
+        on_suggestion=lambda suggestion: None,
     ):
         self.viewer = viewer
         self.volume_id = volume_id
@@ -82,7 +87,16 @@ class VolumeView:
         self.window = DEFAULT_WINDOW
         apply_window(self.image_layer, DEFAULT_WINDOW)
         self.proposals = ProposalOverlay(viewer, self.image_layer)
-        self.recist = RecistTool(viewer, self.image_layer, sink=sink, marks=marks, notify=notify)
+        self.recist = RecistTool(
+            viewer,
+            self.image_layer,
+            sink=sink,
+            marks=marks,
+            notify=notify,
+            volume_id=volume_id,
+            suggest=suggest,
+            on_suggestion=on_suggestion,
+        )
         viewer.dims.ndisplay = 2
         viewer.dims.order = (0, 1, 2)
         viewer.dims.axis_labels = ("z", "y", "x")  # the slider reads "z", not "-3"
@@ -101,11 +115,12 @@ class VolumeView:
         self.proposals.set_items(items)
 
     def show_proposal(self, item: ProposalItem) -> None:
-        """Jump to the proposal's best slice, centre it and highlight it."""
+        """Jump to the proposal's best slice, centre it and highlight it (world coordinates:
+        right whatever other layers are open)."""
         proposal = item.proposal
         z = proposal.best_slice
         x1, y1, x2, y2 = proposal.best_box
-        self.viewer.dims.set_current_step(0, z)
+        show_slice(self.viewer, self.image_layer, z)
         centre = self.image_layer.data_to_world([z, (y1 + y2) / 2.0, (x1 + x2) / 2.0])
         self.viewer.scene.camera.center = tuple(centre[1:])
         self.proposals.set_current(item.proposal_id)

@@ -1,0 +1,65 @@
+"""What a finished round did, in one or two sentences for the dock (Qt-free).
+
+Read from the round's stored metrics (``harvest``: ``threshold``,
+``threshold_precision_v_m``, ``scored``, ``P_pos_H``, ``P_neg_H``,
+``new_lesions``). A round that harvested nothing says why.
+"""
+
+from __future__ import annotations
+
+from napari_lesion_harvest.harvest.threshold import HARVEST_PRECISION
+
+
+def harvest_outcome(record) -> tuple[str, bool]:
+    """The dock's sentence about a finished round, and whether it harvested nothing.
+
+    Parameters
+    ----------
+    record : RoundRecord
+        A done round.
+
+    Returns
+    -------
+    text : str
+    nothing : bool
+        True when the round harvested no new lesion (the text says why).
+    """
+    harvest = record.metrics.get("harvest") or {}
+    number = record.number
+    precision = record.config.get("harvest_precision", HARVEST_PRECISION)
+    harvested, new = harvest.get("P_pos_H"), harvest.get("new_lesions")
+    threshold, scored = harvest.get("threshold"), harvest.get("scored")
+    if not scored:
+        return (
+            f"Round {number} harvested nothing: no proposal was left to score in the volumes "
+            "to harvest (V_H); every proposal hit a mark, or the detector proposed nothing "
+            "there. Import more volumes, or train the detector longer.",
+            True,
+        )
+    if threshold is None:
+        return (
+            f"Round {number} harvested nothing: no lesion-score threshold reached "
+            f"{precision:.0%} precision on the fully marked volumes (V_M), so the classifier "
+            f"cannot yet tell their lesions from the rest ({scored} proposals scored). Fully "
+            "mark more volumes, or train longer (more LPG steps or LPC epochs).",
+            True,
+        )
+    if not harvested:
+        return (
+            f"Round {number} harvested nothing: none of the {scored} scored proposals "
+            f"reached the threshold {threshold:.2f} (the lesion score with {precision:.0%} "
+            "precision on the fully marked volumes, V_M).",
+            True,
+        )
+    if not new:
+        return (
+            f"Round {number} harvested {harvested} lesions, none new: earlier rounds found "
+            "them all. Rounds stop here (as in the paper); mark more volumes to go on.",
+            True,
+        )
+    return (
+        f"Round {number} finished: {harvested} harvested lesions ({new} new) at threshold "
+        f"{threshold:.2f}, {harvest.get('P_neg_H', 0)} hard negatives. Review them in the "
+        "Volume tab.",
+        False,
+    )

@@ -1,0 +1,143 @@
+"""Running a round from the dock, in a real viewer: the expected duration before Run, the
+refusals said in the dock before any round process starts, and the question after a
+stopped round when another configuration is chosen (resume it, or discard it)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import torch
+
+from napari_lesion_harvest.geometry import RecistMark
+from napari_lesion_harvest.harvest.config import load_config
+from napari_lesion_harvest.ui.dock import HarvestDock
+from napari_lesion_harvest.ui.round_outcome import harvest_outcome
+from napari_lesion_harvest.ui.round_panel import PROBLEM_COLOUR
+from tests.harvest_project import TINY_CONFIG
+from tests.ui_helpers import answer_next_dialog, make_project
+
+pytestmark = pytest.mark.gui
+
+MARK = RecistMark.from_measurement_coordinates([30, 40, 44, 40, 37, 34, 37, 46], z=5)
+
+
+def _dock(make_napari_viewer, qtbot, folder):
+    viewer = make_napari_viewer(show=True)
+    dock = HarvestDock(viewer, author="radiologist")
+    viewer.window.add_dock_widget(dock, name="Lesion Harvest", area="right")
+    dock.open_project(folder)
+    dock.tabs.setCurrentWidget(dock.round_panel)
+    return viewer, dock, dock.round_panel
+
+
+def test_refusals_are_said_in_the_dock_before_a_round_process_starts(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("LESION_HARVEST_CONFIG", str(tmp_path / "config"))
+    make_project(tmp_path / "proj").close()  # two V_H volumes, nothing marked complete
+    _viewer, dock, panel = _dock(make_napari_viewer, qtbot, tmp_path / "proj")
+    panel.device_box.setCurrentText("cpu")
+    estimate = panel.estimate_label.text()
+    assert estimate.startswith("Round 1: about ")
+    assert estimate.endswith(" on cpu (an estimate until a round has run here).")
+    assert "train_lpg: " in panel.estimate_label.toolTip()
+
+    panel.run_button.click()
+    status = panel.status_label.text()
+    assert status.startswith("The round cannot start: no fully annotated volumes (V_M): ")
+    assert PROBLEM_COLOUR in panel.status_label.styleSheet()
+    dock.project.set_volume_complete("vol_b", author="radiologist")
+    panel.run_button.click()
+    assert panel.status_label.text() == (
+        "The round cannot start: the 1 fully annotated volume(s) (V_M) have no marks; "
+        "a round learns what a lesion is from them"
+    )
+    panel.set_config(str(tmp_path / "missing.json"))
+    assert panel.estimate_label.text().startswith("Configuration not usable: config ")
+    panel.run_button.click()
+    assert "missing.json" in panel.status_label.text()
+    assert panel.status_label.text().startswith("The round cannot start: config ")
+
+    dock.project.add_mark("vol_b", MARK, author="radiologist")
+    panel.set_config("lite")
+    if not torch.cuda.is_available():  # asked in a `round --check` subprocess
+        panel.device_box.setCurrentText("cuda")
+        panel.run_button.click()
+        assert panel.status_label.text() == "Checking the device (cuda) before the round starts..."
+        assert not panel.run_button.isEnabled()
+        qtbot.waitUntil(lambda: "cannot start" in panel.status_label.text(), timeout=180_000)
+        assert panel.status_label.text() == (
+            "The round cannot start: --device cuda was asked for, but torch sees no usable "
+            "CUDA GPU on this machine; use --device cpu or auto"
+        )
+        assert panel.run_button.isEnabled()
+    assert not panel.runner.running and panel.runner.log_path is None
+    assert dock.project.rounds.list() == []  # no round was created
+    assert not (tmp_path / "proj" / "logs").exists()
+    dock.close_project()
+
+
+def _stopped_round(project, config: dict) -> int:
+    """A round started with ``config`` and stopped before its first stage."""
+    number = project.rounds.next_number()
+    with project.rounds.lock(number) as lock:
+        project.rounds.create(config, lock=lock)
+        project.rounds.start(number, lock=lock)
+    project.rounds.fail(number, "stopped on request; run the round again to resume")
+    return number
+
+
+def _round_command_line(log_path) -> str:
+    return Path(log_path).read_text(encoding="utf-8").splitlines()[0]
+
+
+@pytest.mark.slow
+def test_after_a_stop_another_configuration_asks_resume_or_discard(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("LESION_HARVEST_CONFIG", str(tmp_path / "config"))
+    project = make_project(tmp_path / "proj")
+    project.add_mark("vol_b", MARK, author="radiologist")
+    project.set_volume_complete("vol_b", author="radiologist")
+    _stopped_round(project, asdict(load_config("paper")))
+    project.close()
+    tiny = tmp_path / "tiny.json"
+    tiny.write_text(json.dumps(TINY_CONFIG))
+    _viewer, dock, panel = _dock(make_napari_viewer, qtbot, tmp_path / "proj")
+    panel.device_box.setCurrentText("cpu")
+    panel.set_config(str(tiny))
+    assert panel.estimate_label.text().startswith("Round 1 (resumes after its start): about ")
+
+    asked = answer_next_dialog("Cancel")
+    assert not panel.start_round()
+    assert asked[0] == "Round 1 stopped after its start, with another configuration than " + (
+        f"{str(tiny)!r}."
+    )
+    assert "Differences: folds 5 -> 2, lpc_epochs 30 -> 3, " in asked[1]
+    assert panel.status_label.text() == "Not started: neither resumed nor discarded."
+    assert not panel.runner.running
+
+    answer_next_dialog("Discard it, start with tiny.json")
+    assert panel.start_round()
+    assert _round_command_line(panel.runner.log_path).endswith("--discard --author radiologist")
+    qtbot.waitUntil(lambda: panel.clock.stage == "train_lpg", timeout=180_000)
+    assert panel.stop_and_wait(60)
+    old, new = dock.project.rounds.list()
+    assert (old.status, old.error) == ("cancelled", "cancelled by radiologist")
+    assert new.status == "failed" and new.config["lpg_train_steps"] == 40
+
+    panel.set_config("lite")  # round 2 stopped with tiny.json; lite differs
+    answer_next_dialog("Resume round 2")
+    assert panel.start_round()
+    assert "--discard" not in _round_command_line(panel.runner.log_path)
+    qtbot.waitUntil(lambda: not panel.runner.running, timeout=300_000)
+    (record,) = [r for r in dock.project.rounds.list() if r.number == 2]
+    assert record.status == "done" and record.config["lpg_train_steps"] == 40
+    # the outcome is said in the dock; a round that harvested nothing says why
+    text, nothing = harvest_outcome(record)
+    assert panel.status_label.text() == text and text.startswith("Round 2 ")
+    assert (PROBLEM_COLOUR in panel.status_label.styleSheet()) is nothing
+    dock.close_project()
