@@ -3,7 +3,8 @@
 The rule (:mod:`napari_lesion_harvest.ui.annotation_priority`): each unreviewed
 proposal of the latest finished round on a V_H volume that is not complete adds
 ``max(0, 1 - |s_gc - t| / 0.25)`` (``t``: the round's harvest threshold); the
-button opens the volume with the highest sum.
+button opens the volume with the highest sum (equal sums: the volume holding the
+proposal nearest to ``t``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.gui
 VOLUMES = ("vol_a", "vol_b", "vol_c", "vol_d", "vol_e")
 #: Lesion scores s_gc per volume in the latest round (threshold 0.5):
 #: vol_a: 3 proposals near the threshold -> 0.8 + 0.8 + 0.6 = 2.2 (the most uncertain);
-#: vol_b: the most proposals, all clearly decided (|s_gc - t| >= 0.4) -> 0;
+#: vol_b: the most proposals, all clearly decided (|s_gc - t| >= 0.4) -> 0, offered last;
 #: vol_c: one at the threshold -> 1.0, plus one that an expert already accepted;
 #: vol_d: complete (V_M) and vol_e: held out (V_H_test) -> never offered.
 LATEST_SCORES = {
@@ -104,8 +105,8 @@ def test_next_volume_button_opens_the_most_uncertain_vh_volume(
         {"vol_a", "vol_b", "vol_c"},
         0.5,
     )
-    assert [volume_id for volume_id, _ in ranked] == ["vol_a", "vol_c"]
-    assert [priority for _, priority in ranked] == pytest.approx([2.2, 1.0])
+    assert [volume_id for volume_id, _ in ranked] == ["vol_a", "vol_c", "vol_b"]
+    assert [priority for _, priority in ranked] == pytest.approx([2.2, 1.0, 0.0])
 
     assert _click_next(dock, qtbot) == "vol_a"
     assert dock.volume_view.volume_id == "vol_a" and "vol_a" in viewer.layers

@@ -161,23 +161,33 @@ def test_real_round_from_the_dock_refreshes_worklist_overlays_and_results(
     dock.close_project()
 
 
-def _documented_priorities(project, record) -> dict[str, float]:
+def _documented_priorities(project, record) -> dict[str, tuple[float, float]]:
     """The rule of :mod:`annotation_priority`, written out from its docstring.
 
     Each unreviewed proposal of a V_H volume that is not complete adds
     ``max(0, 1 - |s_gc - t| / 0.25)``, with ``t`` the round's harvest threshold;
     proposals a mark decides (P_RM, P_neg_M, P_RH) are settled and add nothing.
+    Equal sums go to the volume with the proposal nearest to ``t``.
+
+    Returns
+    -------
+    dict
+        Volume id -> (summed uncertainty, minus the nearest proposal's distance to ``t``):
+        the volume offered first has the largest pair.
     """
     threshold = record.metrics["threshold"]
     open_vh = {v.volume_id for v in project.volumes(split="V_H") if not v.complete}
     totals: dict[str, float] = {}
+    nearest: dict[str, float] = {}
     for stored in project.proposals(record.number):
         settled = stored.role in ("P_RM", "P_neg_M", "P_RH")
         if stored.volume_id in open_vh and stored.verdict is None and not settled:
             score = stored.s_gc if stored.s_gc is not None else stored.s_g
             near = max(0.0, 1.0 - abs(score - threshold) / 0.25)
             totals[stored.volume_id] = totals.get(stored.volume_id, 0.0) + near
-    return totals
+            distance = abs(score - threshold)
+            nearest[stored.volume_id] = min(distance, nearest.get(stored.volume_id, distance))
+    return {volume_id: (total, -nearest[volume_id]) for volume_id, total in totals.items()}
 
 
 def _check_next_volume_to_annotate(dock, qtbot, record) -> None:
@@ -186,7 +196,7 @@ def _check_next_volume_to_annotate(dock, qtbot, record) -> None:
 
     assert BAND == 0.25  # the band the documented rule names
     priorities = _documented_priorities(dock.project, record)
-    assert priorities, "the round left no V_H proposal near its threshold"
+    assert priorities, "the round left no unsettled V_H proposal"
     expected = max(sorted(priorities), key=priorities.get)
     with qtbot.waitSignal(dock.volume_opened, timeout=20_000) as opened:
         dock.worklist.next_button.click()

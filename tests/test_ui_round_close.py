@@ -12,7 +12,7 @@ import pytest
 
 from napari_lesion_harvest.store import HarvestProject
 from napari_lesion_harvest.ui.dock import HarvestDock
-from tests.harvest_project import make_blob_project
+from tests.harvest_project import TINY_CONFIG, make_blob_project
 from tests.ui_helpers import answer_next_dialog
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
@@ -37,7 +37,10 @@ def test_progress_time_left_in_the_dock_and_closing_napari_stops_the_round(
 
     assert panel.start_round()
     qtbot.waitUntil(lambda: panel.clock.stage == "train_lpg", timeout=ROUND_TIMEOUT_MS)
-    qtbot.waitUntil(lambda: panel.stage_bar.maximum() == 40, timeout=ROUND_TIMEOUT_MS)
+    qtbot.waitUntil(
+        lambda: panel.stage_bar.maximum() == TINY_CONFIG["lpg_train_steps"],
+        timeout=ROUND_TIMEOUT_MS,
+    )
     assert panel.stage_label.text() == "Stage 1 of 6: train_lpg"
     assert panel.stage_bar.isVisible() and panel.stop_button.isEnabled()
     assert panel.eta_label.text().startswith("About ")

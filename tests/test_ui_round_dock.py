@@ -4,7 +4,6 @@ stopped round when another configuration is chosen (resume it, or discard it).""
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -13,14 +12,16 @@ import torch
 
 from napari_lesion_harvest.geometry import RecistMark
 from napari_lesion_harvest.harvest.config import load_config
+from napari_lesion_harvest.store.project import HarvestProject
 from napari_lesion_harvest.ui.dock import HarvestDock
 from napari_lesion_harvest.ui.round_outcome import harvest_outcome
 from napari_lesion_harvest.ui.round_panel import PROBLEM_COLOUR
-from tests.harvest_project import TINY_CONFIG
+from tests.harvest_project import TINY_CONFIG, make_blob_project
 from tests.ui_helpers import answer_next_dialog, make_project
 
 pytestmark = pytest.mark.gui
 
+TINY_STEPS = TINY_CONFIG["lpg_train_steps"]
 MARK = RecistMark.from_measurement_coordinates([30, 40, 44, 40, 37, 34, 37, 46], z=5)
 
 
@@ -99,14 +100,11 @@ def test_after_a_stop_another_configuration_asks_resume_or_discard(
     make_napari_viewer, qtbot, tmp_path, monkeypatch
 ):
     monkeypatch.setenv("LESION_HARVEST_CONFIG", str(tmp_path / "config"))
-    project = make_project(tmp_path / "proj")
-    project.add_mark("vol_b", MARK, author="radiologist")
-    project.set_volume_complete("vol_b", author="radiologist")
-    _stopped_round(project, asdict(load_config("paper")))
-    project.close()
+    project_dir = make_blob_project(tmp_path)  # writes tiny.json; its rounds find lesions
+    with HarvestProject.open(project_dir) as project:
+        _stopped_round(project, asdict(load_config("paper")))
     tiny = tmp_path / "tiny.json"
-    tiny.write_text(json.dumps(TINY_CONFIG))
-    _viewer, dock, panel = _dock(make_napari_viewer, qtbot, tmp_path / "proj")
+    _viewer, dock, panel = _dock(make_napari_viewer, qtbot, project_dir)
     panel.device_box.setCurrentText("cpu")
     panel.set_config(str(tiny))
     assert panel.estimate_label.text().startswith("Round 1 (resumes after its start): about ")
@@ -127,7 +125,7 @@ def test_after_a_stop_another_configuration_asks_resume_or_discard(
     assert panel.stop_and_wait(60)
     old, new = dock.project.rounds.list()
     assert (old.status, old.error) == ("cancelled", "cancelled by radiologist")
-    assert new.status == "failed" and new.config["lpg_train_steps"] == 40
+    assert new.status == "failed" and new.config["lpg_train_steps"] == TINY_STEPS
 
     panel.set_config("lite")  # round 2 stopped with tiny.json; lite differs
     answer_next_dialog("Resume round 2")
@@ -135,7 +133,7 @@ def test_after_a_stop_another_configuration_asks_resume_or_discard(
     assert "--discard" not in _round_command_line(panel.runner.log_path)
     qtbot.waitUntil(lambda: not panel.runner.running, timeout=300_000)
     (record,) = [r for r in dock.project.rounds.list() if r.number == 2]
-    assert record.status == "done" and record.config["lpg_train_steps"] == 40
+    assert record.status == "done" and record.config["lpg_train_steps"] == TINY_STEPS
     # the outcome is said in the dock; a round that harvested nothing says why
     text, nothing = harvest_outcome(record)
     assert panel.status_label.text() == text and text.startswith("Round 2 ")

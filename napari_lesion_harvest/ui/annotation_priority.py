@@ -4,9 +4,11 @@ Rule: a volume helps most when many of its proposals are *uncertain*, i.e. their
 lesion score ``s_gc`` lies near the harvest threshold ``t`` of the latest round:
 fully annotating it settles those decisions and adds them to V_M as positives
 or negatives. Each unreviewed proposal contributes
-``max(0, 1 - |s_gc - t| / BAND)``; the volume's priority is the sum. Volumes
-already complete, held out for testing, or without proposals are not ranked;
-proposals with an expert verdict count no more (they are settled).
+``max(0, 1 - |s_gc - t| / BAND)``; the volume's priority is the sum. Equal sums
+(0 included, when no proposal lies within the band) go to the volume holding the
+proposal nearest to ``t``. Volumes already complete, held out for testing, or
+without unsettled proposals are not ranked; proposals with an expert verdict or
+decided by a RECIST mark count no more (they are settled).
 """
 
 from __future__ import annotations
@@ -39,11 +41,14 @@ def rank_volumes(proposals, candidate_ids, threshold: float) -> list[tuple[str, 
     Returns
     -------
     list of (volume_id, priority)
-        Highest priority first; ties by volume id. Volumes with priority 0 are left out.
+        Highest priority first; equal priorities by the distance of the volume's
+        nearest proposal to ``threshold``, then by volume id. Every candidate volume
+        with an unsettled proposal is listed, priority 0 included.
     """
     from napari_lesion_harvest.store.project import MARK_DECIDED_ROLES
 
     totals: dict[str, float] = defaultdict(float)
+    nearest: dict[str, float] = {}
     for stored in proposals:
         if (
             stored.volume_id not in candidate_ids
@@ -53,9 +58,9 @@ def rank_volumes(proposals, candidate_ids, threshold: float) -> list[tuple[str, 
             continue
         score = stored.s_gc if stored.s_gc is not None else stored.s_g
         totals[stored.volume_id] += proposal_uncertainty(score, threshold)
-    ranked = [(volume_id, total) for volume_id, total in totals.items() if total > 0]
-    ranked.sort(key=lambda pair: (-pair[1], pair[0]))
-    return ranked
+        distance = abs(float(score) - float(threshold))
+        nearest[stored.volume_id] = min(distance, nearest.get(stored.volume_id, distance))
+    return sorted(totals.items(), key=lambda pair: (-pair[1], nearest[pair[0]], pair[0]))
 
 
 def next_volume_to_annotate(project) -> str | None:

@@ -585,9 +585,15 @@ class HarvestDock(QWidget):
 
         if self.project is None:
             return
+        if self.project.latest_done_round() is None:
+            show_info("No finished round yet: run a round first, then its proposals rank V_H.")
+            return
         volume_id = next_volume_to_annotate(self.project)
         if volume_id is None:
-            show_info("No V_H volume with proposals to rank yet; run a round first.")
+            show_info(
+                "No V_H volume to offer: the latest round left no proposal without a verdict "
+                "on a V_H volume that is not complete."
+            )
             return
         self.open_volume(volume_id)
 
