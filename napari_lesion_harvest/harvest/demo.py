@@ -144,6 +144,7 @@ def run_demo(
     progress,
     say=lambda message: None,
     complete_v_h: int = 0,
+    phantom_options: dict | None = None,
 ) -> list:
     """Synthesise, import, annotate, hold out (:func:`build_demo_project`), and run
     ``config.max_rounds`` rounds.
@@ -153,7 +154,7 @@ def run_demo(
     out : Path
         Gets ``dataset/`` and ``project/`` (which must not exist yet).
     config : RoundConfig
-    volumes, size, seed, split_fractions, say, complete_v_h
+    volumes, size, seed, split_fractions, say, complete_v_h, phantom_options
         As :func:`build_demo_project`.
     device : str
         ``auto``, ``cpu`` or ``cuda``; checked before anything is synthesised.
@@ -178,6 +179,7 @@ def run_demo(
         split_fractions=split_fractions,
         say=say,
         complete_v_h=complete_v_h,
+        phantom_options=phantom_options,
     )
     with HarvestProject.open(project_dir) as project:
         say(f"4/5 running {config.max_rounds} harvest round(s)")
@@ -196,6 +198,7 @@ def build_demo_project(
     split_fractions: tuple[float, float],
     say=lambda message: None,
     complete_v_h: int = 0,
+    phantom_options: dict | None = None,
 ) -> Path:
     """Synthesise a phantom set into ``out/dataset``, import it into ``out/project``,
     give V_M its full truth (complete) and V_H_test its hidden full marks.
@@ -215,6 +218,10 @@ def build_demo_project(
         their full truth and mark them complete, so they join V_M: a larger V_M on
         the same V_H_test (``benchmarks/harvest_bench.py --complete-v-h``).
         Checked before anything is synthesised.
+    phantom_options : dict, optional
+        Other :class:`~napari_lesion_harvest.synthetic.phantom.PhantomConfig` fields
+        (``slices``, ``lesions``, ``mark_fraction``, ...), as ``lesion-harvest synth``'s
+        options set them.
 
     Returns
     -------
@@ -226,9 +233,6 @@ def build_demo_project(
     ValueError
         ``complete_v_h`` outside ``[0, number of V_H volumes]``.
     """
-    from napari_lesion_harvest.harvest.importing import import_sources
-    from napari_lesion_harvest.io.annotations import read_marks
-    from napari_lesion_harvest.store import HarvestProject
     from napari_lesion_harvest.synthetic.dataset import generate_dataset
     from napari_lesion_harvest.synthetic.phantom import PhantomConfig
     from napari_lesion_harvest.synthetic.split import part_sizes
@@ -239,26 +243,66 @@ def build_demo_project(
             f"complete_v_h must be in [0, {volumes - n_m - n_h_test}] (the V_H volumes of "
             f"{volumes}), got {complete_v_h}"
         )
-    project_dir = out / "project"
     say(f"1/5 synthesising {volumes} phantom volumes ({size} px) in {out / 'dataset'}")
     dataset = generate_dataset(
         out / "dataset",
         volumes=volumes,
         seed=seed,
-        config=PhantomConfig(size=size),
+        config=PhantomConfig(size=size, **(phantom_options or {})),
         split_fractions=(*split_fractions, 0.0),
     )
-    split = dataset.split.as_dict()
-    split["V_M"] = [*split["V_M"], *split["V_H"][:complete_v_h]]
     say(
         f"    {dataset.lesion_count} lesions, {dataset.mark_count} with an original mark "
         f"({dataset.mark_count / max(dataset.lesion_count, 1):.0%})"
     )
-    truth, _ = read_marks(dataset.truth_marks)
+    return import_demo_project(out / "project", dataset.root, complete_v_h=complete_v_h, say=say)
+
+
+def import_demo_project(
+    project_dir: Path, dataset_root: Path, *, complete_v_h: int = 0, say=lambda message: None
+) -> Path:
+    """Create ``project_dir`` from a phantom dataset (``lesion-harvest synth``'s folder):
+    import it, hold out its V_H_test, give V_M its full truth (complete) and V_H_test its
+    full marks, flagged complete (the evaluation's truth, hidden from the rounds).
+
+    Parameters
+    ----------
+    project_dir : Path
+        The project folder to create (must not hold a project yet).
+    dataset_root : Path
+        Holds ``DL_info.csv``, ``Images_png/``, ``split.json`` and ``truth/marks.csv``.
+    complete_v_h : int
+        As :func:`build_demo_project`.
+    say : callable
+        Receives one line per step for the user.
+
+    Returns
+    -------
+    Path
+        ``project_dir``.
+
+    Raises
+    ------
+    ValueError
+        ``complete_v_h`` outside ``[0, number of V_H volumes]``.
+    """
+    from napari_lesion_harvest.harvest.importing import import_sources
+    from napari_lesion_harvest.io.annotations import read_marks
+    from napari_lesion_harvest.store import HarvestProject
+    from napari_lesion_harvest.synthetic.split import DatasetSplit
+
+    split = DatasetSplit.read(Path(dataset_root) / "split.json").as_dict()
+    if not 0 <= complete_v_h <= len(split["V_H"]):
+        raise ValueError(
+            f"complete_v_h must be in [0, {len(split['V_H'])}] (the V_H volumes of "
+            f"{dataset_root}), got {complete_v_h}"
+        )
+    split["V_M"] = [*split["V_M"], *split["V_H"][:complete_v_h]]
+    truth, _ = read_marks(Path(dataset_root) / "truth" / "marks.csv")
 
     say(f"2/5 importing into the project {project_dir}")
     with HarvestProject.open(project_dir, create=True) as project:
-        import_sources(project, [dataset.root], author=DEMO_AUTHOR)
+        import_sources(project, [dataset_root], author=DEMO_AUTHOR)
         for volume_id in split["V_H_test"]:
             project.set_split(volume_id, "V_H_test", author=DEMO_AUTHOR)
         say(

@@ -1,0 +1,165 @@
+"""Harvest quality with intervals: rounds on one phantom, several training seeds.
+
+Issue 24's quality benchmark. One phantom dataset (``lesion-harvest synth``) is
+synthesised once under ``OUT/dataset``; for every training seed a project
+``OUT/seed-K/project`` imports it (V_M and V_H_test fully annotated, V_H_test
+flagged complete and held out) and runs up to ``--rounds`` harvest rounds with the
+``lite`` configuration as the demo sets it for a CPU (``demo_config``) and any
+``--set FIELD=JSON`` changes. Then, from the stored projects alone, per round and
+seed: Table I rows on V_H_test (cumulative and per round), the s_g-only ranking
+beside s_gc, the ceiling (recall of every proposal), stage times, and 95%
+bootstrap intervals over V_H_test volumes for R@90P and for its gain over the
+original marks. Written to ``OUT/quality.json`` and ``OUT/quality.png``.
+
+Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/quality_bench.py --out DIR
+[--seeds 0 1 2] [--set FIELD=JSON ...]``. Re-running with the same ``--out``
+reuses the dataset, skips the seeds whose run finished, resumes an unfinished one,
+and recomputes the report. ``benchmarks/quality_compare.py A/quality.json
+B/quality.json`` gives the paired difference of two runs. Protocol and figures:
+``docs/experiments/quality-benchmark.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from harvest_bench import StageClock, add_set_option, with_set_fields
+
+from napari_lesion_harvest.harvest.demo import demo_config, import_demo_project
+from napari_lesion_harvest.store import HarvestProject
+from napari_lesion_harvest.workers.progress import Cancelled
+
+#: The benchmark's phantom (see docs/experiments/quality-benchmark.md for why).
+DEFAULTS = {
+    "volumes": 180,
+    "size": 128,
+    "slices": (20, 36),
+    "lesions": (2, 7),
+    "fraction_m": 0.075,
+    "fraction_h_test": 0.4,
+}
+#: What a seed's finished run writes beside its project.
+RUN_FILE = "run.json"
+
+
+def phantom_dataset(out: Path, args, parser) -> Path:
+    """``OUT/dataset``: synthesised once; a dataset already there must have been made
+    with the same phantom options (else the program ends naming the option)."""
+    from napari_lesion_harvest.synthetic.dataset import generate_dataset
+    from napari_lesion_harvest.synthetic.phantom import PhantomConfig
+
+    root = out / "dataset"
+    config = PhantomConfig(size=args.size, slices=tuple(args.slices), lesions=tuple(args.lesions))
+    wanted = {"seed": args.phantom_seed, "volumes": args.volumes, "config": asdict(config)}
+    manifest_path = root / "synth.json"
+    if manifest_path.exists():
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        stored = {"seed": manifest["seed"], "volumes": manifest["volumes"]}
+        stored["config"] = json.loads(json.dumps(manifest["config"]))
+        for key, value in json.loads(json.dumps(wanted)).items():
+            if stored[key] != value:
+                parser.error(f"{root} was made with {key} {stored[key]}, not {value}")
+        return root
+    print(f"synthesising {args.volumes} phantom volumes ({args.size} px) in {root}", flush=True)
+    dataset = generate_dataset(
+        root,
+        volumes=args.volumes,
+        seed=args.phantom_seed,
+        config=config,
+        split_fractions=(args.fraction_m, args.fraction_h_test, 0.0),
+        workers=args.workers,
+    )
+    print(f"{dataset.lesion_count} lesions, {dataset.mark_count} with an original mark")
+    return root
+
+
+def run_seed(out: Path, dataset: Path, config, *, device: str) -> dict:
+    """Run (or resume) the rounds of one training seed; ``OUT/seed-K/run.json``."""
+    from napari_lesion_harvest.harvest.cli import run_rounds_stoppably
+
+    folder = out / f"seed-{config.seed}"
+    run_file = folder / RUN_FILE
+    if run_file.exists():
+        return json.loads(run_file.read_text(encoding="utf-8"))
+    project_dir = folder / "project"
+    if not project_dir.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        import_demo_project(project_dir, dataset, say=print)
+    clock = StageClock()
+    load_before = os.getloadavg()
+    started = time.monotonic()
+    with HarvestProject.open(project_dir) as project:
+        done = sum(r.status == "done" for r in project.rounds.list())
+        try:
+            run_rounds_stoppably(
+                project, config, rounds=config.max_rounds - done, device=device, progress=clock
+            )
+        except Cancelled:
+            print("stopped; the unfinished round is left resumable (re-run to resume)")
+            raise
+    record = {
+        "seed": config.seed,
+        "resumed_after_rounds": done,
+        "seconds": round(time.monotonic() - started, 1),
+        "stage_seconds": {
+            str(number): {stage: round(t, 1) for stage, t in stages.items()}
+            for number, stages in clock.seconds().items()
+        },
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "threads": os.environ.get("OMP_NUM_THREADS"),
+        "commit": _commit(),
+    }
+    run_file.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    return record
+
+
+def _commit() -> str | None:
+    """The code's git commit (None outside a checkout)."""
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="runs and report go here")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds")
+    parser.add_argument("--phantom-seed", type=int, default=0)
+    parser.add_argument("--volumes", type=int, default=DEFAULTS["volumes"])
+    parser.add_argument("--size", type=int, default=DEFAULTS["size"])
+    parser.add_argument("--slices", type=int, nargs=2, default=DEFAULTS["slices"])
+    parser.add_argument("--lesions", type=int, nargs=2, default=DEFAULTS["lesions"])
+    parser.add_argument("--fraction-m", type=float, default=DEFAULTS["fraction_m"])
+    parser.add_argument("--fraction-h-test", type=float, default=DEFAULTS["fraction_h_test"])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--config", default="lite")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--workers", type=int, default=1, help="synthesis processes")
+    add_set_option(parser)
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    dataset = phantom_dataset(args.out, args, parser)
+    for seed in args.seeds:
+        config = demo_config(args.config, rounds=args.rounds, seed=seed, size=args.size)
+        config = with_set_fields(config, args.set, parser)
+        record = run_seed(args.out, dataset, config, device=args.device)
+        print(f"seed {seed}: {record['seconds'] / 60:.1f} min", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
