@@ -5,11 +5,13 @@ Steps (each one a public command a user would run on real data):
 1. synthesise a phantom dataset in DeepLesion's layout (``lesion-harvest synth``),
    with DeepLesion-like incomplete original marks and the full truth beside it;
 2. create a project and import the dataset (``init``, ``import``);
-3. hold out V_H_test and V_D_test volumes (``split``), give V_H_test its full
-   marks, hidden from the rounds (``annotate``);
+3. hold out V_H_test volumes (``split``), give them their full marks, hidden
+   from the rounds, and flag them complete: the evaluation's truth
+   (``annotate --complete``);
 4. annotate V_M with its full truth and mark it complete (``annotate --complete``);
 5. run harvest rounds with the ``lite`` configuration (``round``);
-6. print the paper's Table I rows for V_H_test and save the PR / FROC plot.
+6. print the paper's Table I rows for V_H_test (cumulative ``R + P_H,1..i``, then
+   each round's proposals alone) and save the PR / FROC plot.
 
 A tiny dataset has too few volumes for the paper's 5% V_M, so the demo
 fully annotates a larger share (``--fraction-m``, default 0.25).
@@ -200,8 +202,8 @@ def build_demo_project(
     complete_v_h: int = 0,
     phantom_options: dict | None = None,
 ) -> Path:
-    """Synthesise a phantom set into ``out/dataset``, import it into ``out/project``,
-    give V_M its full truth (complete) and V_H_test its hidden full marks.
+    """Synthesise a phantom set into ``out/dataset`` and import it into ``out/project``
+    (:func:`import_demo_project`).
 
     Parameters
     ----------
@@ -315,6 +317,6 @@ def import_demo_project(
             author=DEMO_AUTHOR,
             origin="expert",
         )
-        for volume_id in split["V_M"]:
+        for volume_id in [*split["V_M"], *split["V_H_test"]]:
             project.set_volume_complete(volume_id, author=DEMO_AUTHOR)
     return project_dir

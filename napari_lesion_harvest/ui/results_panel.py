@@ -5,9 +5,13 @@ keys of ``RoundRecord.metrics`` (each optional):
 
 ``table_i``
     list of rows ``{"label": str, "R@80": float, "R@85": float, "R@90": float,
-    "R@95": float, "AP": float}`` (any other numeric keys are shown too);
+    "R@95": float, "AP": float}`` (any other numeric keys are shown too): the
+    original marks, then the round's cumulative row ``R + P_H,1..i``, the paper's
+    Table I row (:mod:`napari_lesion_harvest.harvest.report`);
 ``pr``
-    ``{"recall": [...], "precision": [...]}`` on ``V_H^test``;
+    ``{"recall": [...], "precision": [...]}`` of that row on ``V_H^test``;
+``evaluation_note``
+    why the round has no evaluation (shown instead of the table);
 ``froc``
     ``{"fp_per_volume": [...], "sensitivity": [...]}``;
 ``threshold``, ``n_harvested``
@@ -22,6 +26,11 @@ from qtpy.QtWidgets import QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, 
 
 #: How many recent finished rounds are plotted.
 MAX_ROUNDS_SHOWN = 4
+#: What the table and the curves show.
+ROWS_SHOWN = (
+    "Rows: V_H_test recall at precision of R + P_H,1..i, the original marks plus every "
+    "lesion harvested by rounds 1 to i (the paper's cumulative Table I rows)."
+)
 
 
 def table_rows(rounds) -> tuple[str, list[str], list[list[str]]]:
@@ -155,7 +164,12 @@ class ResultsPanel(QWidget):
                 parts.append(f"{last.metrics['n_harvested']} lesions harvested")
             if _is_number(last.metrics.get("threshold")):
                 parts.append(f"threshold {last.metrics['threshold']:.3f}")
-            self.summary.setText(", ".join(parts) + "." + (f"\n{baseline}" if baseline else ""))
+            lines = [", ".join(parts) + "."]
+            if baseline:
+                lines += [baseline, ROWS_SHOWN]
+            if last.metrics.get("evaluation_note"):
+                lines.append(f"Not evaluated: {last.metrics['evaluation_note']}")
+            self.summary.setText("\n".join(lines))
         else:
             self.summary.setText("No finished round yet.")
         self._pending = done[-MAX_ROUNDS_SHOWN:]
