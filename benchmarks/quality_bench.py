@@ -25,13 +25,17 @@ import argparse
 import json
 import os
 import subprocess
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 from harvest_bench import StageClock, add_set_option, with_set_fields
+from quality_figures import format_summary, over_seeds, project_rounds, save_plot, test_set
 
 from napari_lesion_harvest.harvest.demo import demo_config, import_demo_project
+from napari_lesion_harvest.harvest.stages import STAGES
 from napari_lesion_harvest.store import HarvestProject
 from napari_lesion_harvest.workers.progress import Cancelled
 
@@ -134,6 +138,88 @@ def _commit() -> str | None:
         return None
 
 
+def report(out: Path, args, runs: dict[int, dict]) -> dict:
+    """Figures of the finished seeds' projects; ``OUT/quality.json`` and ``quality.png``."""
+    from napari_lesion_harvest.evaluation.bootstrap import volume_resamples
+
+    projects = {seed: out / f"seed-{seed}" / "project" for seed in runs}
+    truths = {seed: test_set(project)[0] for seed, project in projects.items()}
+    volumes = list(next(iter(truths.values())))
+    if any(list(truth) != volumes for truth in truths.values()):
+        raise SystemExit("the seeds' projects differ in their V_H_test volumes (not one phantom)")
+    counts = volume_resamples(len(volumes), args.resamples, seed=args.bootstrap_seed)
+    seed_rounds = {seed: project_rounds(project, counts) for seed, project in projects.items()}
+    summary, draws = over_seeds(seed_rounds, args.rounds)
+    baseline = next(iter(seed_rounds.values()))[0]["baseline"]
+    n_lesions = sum(map(len, next(iter(truths.values())).values()))
+    stage_seconds = {
+        number: {
+            stage: float(np.mean(times))
+            for stage in STAGES
+            if (times := [t for r in runs.values() if (t := _stage(r, number, stage)) is not None])
+        }
+        for number in range(1, args.rounds + 1)
+    }
+    result = {
+        "protocol": {
+            "command": "benchmarks/quality_bench.py " + " ".join(sys.argv[1:]),
+            "phantom": {
+                "seed": args.phantom_seed,
+                "volumes": args.volumes,
+                "size": args.size,
+                "slices": list(args.slices),
+                "lesions": list(args.lesions),
+                "fraction_m": args.fraction_m,
+                "fraction_h_test": args.fraction_h_test,
+            },
+            "config": args.config,
+            "set": args.set,
+            "rounds": args.rounds,
+            "seeds": sorted(runs),
+            "bootstrap": {"resamples": args.resamples, "seed": args.bootstrap_seed},
+        },
+        "volumes": volumes,
+        "n_lesions": n_lesions,
+        "n_unmarked": n_lesions - round(baseline["recall"] * n_lesions),
+        "baseline": baseline,
+        "seeds": {
+            str(seed): {
+                "run": runs[seed],
+                "rounds": [{k: v for k, v in e.items() if k != "draws"} for e in found],
+            }
+            for seed, found in seed_rounds.items()
+        },
+        "summary": summary,
+        "stage_seconds": {str(k): v for k, v in stage_seconds.items()},
+        "draws": {
+            str(number): {
+                key: {stat: np.round(values, 5).tolist() for stat, values in by_stat.items()}
+                for key, by_stat in by_key.items()
+            }
+            for number, by_key in draws.items()
+        },
+    }
+    (out / "quality.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    save_plot(summary, stage_seconds, baseline, out / "quality.png")
+    print(
+        f"V_H_test: {len(volumes)} fully annotated volumes, {n_lesions} lesions, "
+        f"{result['n_unmarked']} without an original mark; seeds {sorted(runs)}"
+    )
+    print(format_summary(summary, baseline))
+    for number, stages in stage_seconds.items():
+        print(
+            f"round {number} stage minutes (mean over seeds): "
+            + ", ".join(f"{stage} {seconds / 60:.1f}" for stage, seconds in stages.items())
+        )
+    print(f"written: {out / 'quality.json'}, {out / 'quality.png'}")
+    return result
+
+
+def _stage(run: dict, number: int, stage: str) -> float | None:
+    """Seconds of one stage of one round in a seed's run (None: not run, or an earlier run)."""
+    return run["stage_seconds"].get(str(number), {}).get(stage)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="runs and report go here")
@@ -149,15 +235,32 @@ def main(argv=None) -> int:
     parser.add_argument("--config", default="lite")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--workers", type=int, default=1, help="synthesis processes")
+    parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
+    parser.add_argument("--bootstrap-seed", type=int, default=0)
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing: report the seeds whose run has finished",
+    )
     add_set_option(parser)
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    dataset = phantom_dataset(args.out, args, parser)
-    for seed in args.seeds:
-        config = demo_config(args.config, rounds=args.rounds, seed=seed, size=args.size)
-        config = with_set_fields(config, args.set, parser)
-        record = run_seed(args.out, dataset, config, device=args.device)
-        print(f"seed {seed}: {record['seconds'] / 60:.1f} min", flush=True)
+    runs = {}
+    if args.report_only:
+        for seed in args.seeds:
+            run_file = args.out / f"seed-{seed}" / RUN_FILE
+            if run_file.exists():
+                runs[seed] = json.loads(run_file.read_text(encoding="utf-8"))
+        if not runs:
+            parser.error(f"no finished seed of {args.seeds} under {args.out}")
+    else:
+        dataset = phantom_dataset(args.out, args, parser)
+        for seed in args.seeds:
+            config = demo_config(args.config, rounds=args.rounds, seed=seed, size=args.size)
+            config = with_set_fields(config, args.set, parser)
+            runs[seed] = run_seed(args.out, dataset, config, device=args.device)
+            print(f"seed {seed}: {runs[seed]['seconds'] / 60:.1f} min", flush=True)
+    report(args.out, args, runs)
     return 0
 
 
