@@ -7,8 +7,10 @@ from qtpy.QtCore import QSize
 from qtpy.QtGui import QResizeEvent
 from qtpy.QtWidgets import QApplication
 
-from napari_lesion_harvest.store.records import RoundRecord
-from napari_lesion_harvest.ui.results_panel import ResultsPanel
+from napari_lesion_harvest.evaluation.harvest import round_evaluation
+from napari_lesion_harvest.harvest.report import summary_metrics
+from napari_lesion_harvest.store.records import RoundRecord, VolumeRecord
+from napari_lesion_harvest.ui.results_panel import ROWS_SHOWN, ResultsPanel
 
 pytestmark = pytest.mark.gui
 
@@ -44,7 +46,7 @@ def test_hidden_results_panel_draws_its_curves_once_when_shown(qtbot):
     panel.show_rounds([_done_round(1)])
     assert panel.summary.text() == (
         "Round 1 finished, 5 lesions harvested, threshold 0.620.\n"
-        "R (original marks): R 0.40 @ 100% P"
+        f"R (original marks): R 0.40 @ 100% P\n{ROWS_SHOWN}"
     )
     assert panel.table.rowCount() == 1 and panel.table.item(0, 0).text() == "R + P_H,1"
     # hidden: layout changes (resizes) do not make matplotlib draw the figure
@@ -69,7 +71,23 @@ def test_hidden_results_panel_draws_its_curves_once_when_shown(qtbot):
     # Table I: the original marks once, then a row per round
     labels = [panel.table.item(r, 0).text() for r in range(panel.table.rowCount())]
     assert labels == ["R + P_H,1", "R + P_H,2"]
-    assert panel.summary.text().endswith("\nR (original marks): R 0.40 @ 100% P")
+    assert panel.summary.text().endswith(f"\nR (original marks): R 0.40 @ 100% P\n{ROWS_SHOWN}")
     header = [panel.table.horizontalHeaderItem(c).text() for c in range(3)]
     assert header == ["set", "AP", "R@80"]
     assert [panel.table.item(1, c).text() for c in range(3)] == ["R + P_H,2", "0.80", "0.70"]
+
+
+def test_a_round_without_fully_annotated_test_volumes_says_why_it_has_no_table(qtbot):
+    test_volumes = [VolumeRecord("t1", "simpleitk", "t1.nii.gz", "V_H_test", complete=False)]
+    stage_metrics = round_evaluation(test_volumes, marks={}, proposals={}, pool=[], threshold=0.5)
+    metrics = summary_metrics(1, {"harvest": {"threshold": 0.5, "P_pos_H": 3}, **stage_metrics})
+    panel = ResultsPanel()
+    qtbot.addWidget(panel)
+    panel.show_rounds([RoundRecord(1, "done", "evaluate", (), {}, metrics, 0.0, 0.0, 1.0, None)])
+    assert panel.table.rowCount() == 0
+    assert panel.summary.text() == (
+        "Round 1 finished, 3 lesions harvested, threshold 0.500.\n"
+        "Not evaluated: none of the 1 V_H_test volumes is flagged fully annotated, so there is "
+        "nothing to evaluate against (add every lesion's mark, then `lesion-harvest annotate "
+        "PROJECT --marks FILE --complete` or 'Mark volume complete' in napari)"
+    )

@@ -97,7 +97,7 @@ def evaluation_truth(test_volumes, marks: Mapping[str, Sequence]) -> tuple[dict,
         return {}, (
             f"none of the {len(test_volumes)} V_H_test volumes is flagged fully annotated, so "
             "there is nothing to evaluate against (add every lesion's mark, then `lesion-harvest "
-            "annotate PROJECT MARKS --complete` or 'Mark volume complete' in napari)"
+            "annotate PROJECT --marks FILE --complete` or 'Mark volume complete' in napari)"
         )
     truth = {v: full_annotation(marks.get(v, [])) for v in complete}
     if not any(truth.values()):

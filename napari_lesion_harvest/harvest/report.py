@@ -31,9 +31,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 BASELINE_LABEL = "R (original marks)"
-#: The rows' labels after round ``i``: the cumulative row (shown) and the per-round one.
-CUMULATIVE_LABEL = "R + P_H,1..{i}"
+#: Label of the per-round row of round ``i`` (its proposals alone).
 PER_ROUND_LABEL = "R + P_H,{i} alone"
+
+
+def cumulative_label(number: int) -> str:
+    """``R + P_H,1`` after round 1, ``R + P_H,1..i`` after round i (the shown row)."""
+    return "R + P_H,1" if number == 1 else f"R + P_H,1..{number}"
 
 
 def summary_metrics(number: int, metrics: dict) -> dict:
@@ -51,7 +55,7 @@ def summary_metrics(number: int, metrics: dict) -> dict:
         return summary
     cumulative = evaluation["cumulative"]
     baseline = {"label": BASELINE_LABEL, **evaluation["baseline"]}
-    summary["table_i"] = [baseline, table_row(CUMULATIVE_LABEL.format(i=number), cumulative)]
+    summary["table_i"] = [baseline, table_row(cumulative_label(number), cumulative)]
     summary["table_i_per_round"] = table_row(
         PER_ROUND_LABEL.format(i=number), evaluation["per_round"]
     )
@@ -127,7 +131,7 @@ def save_round_curves(rounds: Sequence, path: str | Path) -> Path:
     for record in evaluated:
         m = record.metrics
         (line,) = pr.plot(
-            m["pr"]["recall"], m["pr"]["precision"], label=f"R + P_H,1..{record.number}"
+            m["pr"]["recall"], m["pr"]["precision"], label=cumulative_label(record.number)
         )
         point = m.get("harvested_on_test") or {}
         if point.get("precision") is not None:
