@@ -8,15 +8,17 @@ flagged complete and held out) and runs up to ``--rounds`` harvest rounds with t
 ``--set FIELD=JSON`` changes. Then, from the stored projects alone, per round and
 seed: Table I rows on V_H_test (cumulative and per round), the s_g-only ranking
 beside s_gc, the ceiling (recall of every proposal), stage times, and 95%
-bootstrap intervals over V_H_test volumes for R@90P and for its gain over the
-original marks. Written to ``OUT/quality.json`` and ``OUT/quality.png``.
+bootstrap intervals (V_H_test volumes and training seeds resampled) for R@90P,
+AP and the gain of R@90P over the original marks. Written to
+``OUT/quality.json`` and ``OUT/quality.png``.
 
 Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/quality_bench.py --out DIR
 [--seeds 0 1 2] [--set FIELD=JSON ...]``. Re-running with the same ``--out``
 reuses the dataset, skips the seeds whose run finished, resumes an unfinished one,
-and recomputes the report. ``benchmarks/quality_compare.py A/quality.json
-B/quality.json`` gives the paired difference of two runs. Protocol and figures:
-``docs/experiments/quality-benchmark.md``.
+and recomputes the report; ``--report-only`` runs nothing and reports the finished
+seeds (the phantom, preset and changes are read from ``OUT``).
+``benchmarks/quality_compare.py A/quality.json B/quality.json`` gives the paired
+difference of two runs. Protocol and figures: ``docs/experiments/quality-benchmark.md``.
 """
 
 from __future__ import annotations
@@ -32,7 +34,14 @@ from pathlib import Path
 
 import numpy as np
 from harvest_bench import StageClock, add_set_option, with_set_fields
-from quality_figures import format_summary, over_seeds, project_rounds, save_plot, test_set
+from quality_figures import (
+    format_summary,
+    over_seeds,
+    project_rounds,
+    save_plot,
+    seed_weights,
+    test_set,
+)
 
 from napari_lesion_harvest.harvest.demo import demo_config, import_demo_project
 from napari_lesion_harvest.harvest.stages import STAGES
@@ -83,8 +92,9 @@ def phantom_dataset(out: Path, args, parser) -> Path:
     return root
 
 
-def run_seed(out: Path, dataset: Path, config, *, device: str) -> dict:
-    """Run (or resume) the rounds of one training seed; ``OUT/seed-K/run.json``."""
+def run_seed(out: Path, dataset: Path, config, *, device: str, settings: dict) -> dict:
+    """Run (or resume) the rounds of one training seed; ``OUT/seed-K/run.json`` (with
+    ``settings``: the preset's name and the ``--set`` changes)."""
     from napari_lesion_harvest.harvest.cli import run_rounds_stoppably
 
     folder = out / f"seed-{config.seed}"
@@ -109,6 +119,9 @@ def run_seed(out: Path, dataset: Path, config, *, device: str) -> dict:
             raise
     record = {
         "seed": config.seed,
+        "config": settings["config"],
+        "set": settings["set"],
+        "rounds": config.max_rounds,
         "resumed_after_rounds": done,
         "seconds": round(time.monotonic() - started, 1),
         "stage_seconds": {
@@ -149,7 +162,9 @@ def report(out: Path, args, runs: dict[int, dict]) -> dict:
         raise SystemExit("the seeds' projects differ in their V_H_test volumes (not one phantom)")
     counts = volume_resamples(len(volumes), args.resamples, seed=args.bootstrap_seed)
     seed_rounds = {seed: project_rounds(project, counts) for seed, project in projects.items()}
-    summary, draws = over_seeds(seed_rounds, args.rounds)
+    weights = seed_weights(len(seed_rounds), args.resamples, seed=args.bootstrap_seed)
+    rounds = run_settings(runs, args)["rounds"]
+    summary, draws = over_seeds(seed_rounds, rounds, weights)
     baseline = next(iter(seed_rounds.values()))[0]["baseline"]
     n_lesions = sum(map(len, next(iter(truths.values())).values()))
     stage_seconds = {
@@ -158,23 +173,13 @@ def report(out: Path, args, runs: dict[int, dict]) -> dict:
             for stage in STAGES
             if (times := [t for r in runs.values() if (t := _stage(r, number, stage)) is not None])
         }
-        for number in range(1, args.rounds + 1)
+        for number in range(1, rounds + 1)
     }
     result = {
         "protocol": {
             "command": "benchmarks/quality_bench.py " + " ".join(sys.argv[1:]),
-            "phantom": {
-                "seed": args.phantom_seed,
-                "volumes": args.volumes,
-                "size": args.size,
-                "slices": list(args.slices),
-                "lesions": list(args.lesions),
-                "fraction_m": args.fraction_m,
-                "fraction_h_test": args.fraction_h_test,
-            },
-            "config": args.config,
-            "set": args.set,
-            "rounds": args.rounds,
+            "phantom": phantom_of(out / "dataset"),
+            **run_settings(runs, args),
             "seeds": sorted(runs),
             "bootstrap": {"resamples": args.resamples, "seed": args.bootstrap_seed},
         },
@@ -213,6 +218,30 @@ def report(out: Path, args, runs: dict[int, dict]) -> dict:
         )
     print(f"written: {out / 'quality.json'}, {out / 'quality.png'}")
     return result
+
+
+def phantom_of(dataset: Path) -> dict:
+    """The phantom's options and split sizes, from the dataset folder itself."""
+    manifest = json.loads((dataset / "synth.json").read_text(encoding="utf-8"))
+    split = json.loads((dataset / "split.json").read_text(encoding="utf-8"))
+    return {
+        "seed": manifest["seed"],
+        "volumes": manifest["volumes"],
+        "config": {k: manifest["config"][k] for k in ("size", "slices", "lesions")},
+        "split": {part: len(ids) for part, ids in split.items()},
+    }
+
+
+def run_settings(runs: dict[int, dict], args) -> dict:
+    """``config``, ``set`` and ``rounds`` the seeds ran with (as their run.json records
+    them); the program ends when two seeds differ."""
+    found = {}
+    for name, default in (("config", args.config), ("set", args.set), ("rounds", args.rounds)):
+        values = {json.dumps(run.get(name, default)) for run in runs.values()}
+        if len(values) > 1:
+            raise SystemExit(f"the seeds ran with different {name}: {sorted(values)}")
+        found[name] = json.loads(values.pop())
+    return found
 
 
 def _stage(run: dict, number: int, stage: str) -> float | None:
@@ -258,7 +287,13 @@ def main(argv=None) -> int:
         for seed in args.seeds:
             config = demo_config(args.config, rounds=args.rounds, seed=seed, size=args.size)
             config = with_set_fields(config, args.set, parser)
-            runs[seed] = run_seed(args.out, dataset, config, device=args.device)
+            runs[seed] = run_seed(
+                args.out,
+                dataset,
+                config,
+                device=args.device,
+                settings={"config": args.config, "set": args.set},
+            )
             print(f"seed {seed}: {runs[seed]['seconds'] / 60:.1f} min", flush=True)
     report(args.out, args, runs)
     return 0

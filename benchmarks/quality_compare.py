@@ -2,11 +2,13 @@
 
 Both runs must come from ``quality_bench.py`` on the same phantom (same
 V_H_test volumes), the same training seeds and the same bootstrap resamples.
-Each resample draws the same volumes for both arms, so the difference of the
-two arms' seed means, resample by resample, is the paired bootstrap of the
-difference: it removes the spread that comes from which lesions the test set
-holds. A default changes only when the interval of its R@90P (or gain)
-difference excludes zero (docs/experiments/quality-benchmark.md).
+Each resample draws the same volumes and the same seeds for both arms, and the
+difference is taken seed by seed (same seed, same volumes) before the seeds are
+averaged: the paired bootstrap of the difference. Pairing removes the spread
+that comes from which lesions the test set holds; what is left is each arm's
+own training noise, which the seed level of the resample keeps in the interval.
+A default changes only when the interval of its R@90P (or gain) difference
+excludes zero (docs/experiments/quality-benchmark.md).
 
 Run: ``.venv/bin/python benchmarks/quality_compare.py A/quality.json B/quality.json
 [--json OUT]``.
@@ -19,7 +21,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from quality_figures import KEYS, STATISTICS
+from quality_figures import KEYS, STATISTICS, combine, seed_weights
 
 from napari_lesion_harvest.evaluation.bootstrap import percentile_interval
 
@@ -64,6 +66,10 @@ def paired_differences(a: dict, b: dict) -> list[dict]:
         ``{"round", "rows": {key: {statistic: {"a", "b", "difference", "low",
         "high", "excludes_zero"}}}}``.
     """
+    bootstrap = a["protocol"]["bootstrap"]
+    weights = seed_weights(
+        len(a["protocol"]["seeds"]), bootstrap["resamples"], seed=bootstrap["seed"]
+    )
     found = []
     for number in sorted(set(a["draws"]) & set(b["draws"]), key=int):
         summary_a = a["summary"][int(number) - 1]
@@ -72,10 +78,10 @@ def paired_differences(a: dict, b: dict) -> list[dict]:
         for key in COMPARED_KEYS:
             rows[key] = {}
             for stat in STATISTICS:
-                draws = np.asarray(b["draws"][number][key][stat], dtype=np.float64) - np.asarray(
-                    a["draws"][number][key][stat], dtype=np.float64
+                per_seed = np.asarray(b["draws"][number][key][stat]) - np.asarray(
+                    a["draws"][number][key][stat]
                 )
-                low, high = percentile_interval(draws)
+                low, high = percentile_interval(combine(per_seed, weights))
                 mean_a = summary_a["figures"][key][stat]["mean"]
                 mean_b = summary_b["figures"][key][stat]["mean"]
                 rows[key][stat] = {

@@ -22,6 +22,7 @@ import numpy as np
 from napari_lesion_harvest.evaluation.bootstrap import (
     percentile_interval,
     resampled_figures,
+    volume_resamples,
     volume_steps,
 )
 from napari_lesion_harvest.evaluation.harvest import (
@@ -145,11 +146,28 @@ def _round(record, truth, original, ruler, proposals, pool, counts) -> dict:
     return entry
 
 
-def over_seeds(seed_rounds: dict[int, list[dict]], rounds: int) -> tuple[list[dict], dict]:
-    """Rounds 1..``rounds`` over seeds: the mean of each figure, its 95% interval over
-    resamples of the V_H_test volumes (the seed mean of each resample), and the values
-    of each seed. A seed whose run stopped earlier (a round harvested nothing new)
-    keeps its last round's figures: its label set no longer changes.
+def seed_weights(n_seeds: int, n_resamples: int, *, seed: int) -> np.ndarray:
+    """Weight of each training seed in each resample, shape ``(B, S)``: the seeds drawn
+    with replacement (``seed + 1`` seeds the draw; ``seed`` draws the volumes)."""
+    return volume_resamples(n_seeds, n_resamples, seed=seed + 1) / n_seeds
+
+
+def combine(per_seed: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Per resample, the weighted mean over seeds: ``per_seed`` (S, B), ``weights`` (B, S)
+    -> (B,)."""
+    return np.einsum("bs,sb->b", weights, np.asarray(per_seed, dtype=np.float64))
+
+
+def over_seeds(
+    seed_rounds: dict[int, list[dict]], rounds: int, weights: np.ndarray
+) -> tuple[list[dict], dict]:
+    """Rounds 1..``rounds`` over seeds: the mean of each figure, its 95% interval, and
+    the values of each seed. The interval is a two-level bootstrap: each resample
+    draws the V_H_test volumes (the same draw for every seed) and the seeds, both
+    with replacement (``weights``, :func:`seed_weights`), so it holds both the
+    test set's and the training seed's spread. A seed whose run stopped earlier (a
+    round harvested nothing new) keeps its last round's figures: its label set no
+    longer changes.
 
     Returns
     -------
@@ -159,14 +177,14 @@ def over_seeds(seed_rounds: dict[int, list[dict]], rounds: int) -> tuple[list[di
         statistic -> same), ``ceiling`` (key -> mean), ``harvested`` (key -> mean
         recall and precision at the threshold).
     draws : dict
-        ``{round: {key: {statistic: ndarray (B,)}}}``, seed means (for comparisons).
+        ``{round: {key: {statistic: ndarray (S, B)}}}``, per seed (for comparisons).
     """
     summary, draws = [], {}
     for number in range(1, rounds + 1):
         chosen = {s: found[min(number, len(found)) - 1] for s, found in seed_rounds.items()}
-        mean_draws = {
+        per_seed = {
             key: {
-                stat: np.mean([e["draws"][key][stat] for e in chosen.values()], axis=0)
+                stat: np.array([e["draws"][key][stat] for e in chosen.values()])
                 for stat in STATISTICS
             }
             for key in KEYS
@@ -174,7 +192,8 @@ def over_seeds(seed_rounds: dict[int, list[dict]], rounds: int) -> tuple[list[di
         figures = {
             key: {
                 stat: _summary(
-                    [e["rows"][key][stat] for e in chosen.values()], mean_draws[key][stat]
+                    [e["rows"][key][stat] for e in chosen.values()],
+                    combine(per_seed[key][stat], weights),
                 )
                 for stat in STATISTICS
             }
@@ -187,7 +206,7 @@ def over_seeds(seed_rounds: dict[int, list[dict]], rounds: int) -> tuple[list[di
                         e["rows"][f"{row}/s_gc"][stat] - e["rows"][f"{row}/s_g"][stat]
                         for e in chosen.values()
                     ],
-                    mean_draws[f"{row}/s_gc"][stat] - mean_draws[f"{row}/s_g"][stat],
+                    combine(per_seed[f"{row}/s_gc"][stat] - per_seed[f"{row}/s_g"][stat], weights),
                 )
                 for stat in STATISTICS
             }
@@ -212,12 +231,12 @@ def over_seeds(seed_rounds: dict[int, list[dict]], rounds: int) -> tuple[list[di
                 },
             }
         )
-        draws[number] = mean_draws
+        draws[number] = per_seed
     return summary, draws
 
 
 def _summary(per_seed, draws) -> dict:
-    """Mean over seeds, 95% interval of the seed-mean over resamples, each seed's value."""
+    """Mean over seeds, 95% interval of the resampled seed means, each seed's value."""
     low, high = percentile_interval(draws)
     return {"mean": _mean(per_seed), "low": low, "high": high, "per_seed": list(per_seed)}
 
@@ -281,7 +300,7 @@ def save_plot(summary: list[dict], stage_seconds: dict, baseline: dict, path: Pa
     recall.set(xlabel="round", ylabel="V_H_test recall at 90% precision", ylim=(0, 1))
     recall.set_xticks(rounds)
     recall.legend(fontsize=7)
-    recall.set_title("R@90P, mean over seeds, 95% CI over volumes")
+    recall.set_title("R@90P, mean over seeds, 95% CI over volumes and seeds")
     bottom = np.zeros(len(rounds))
     for stage in sorted({s for by_stage in stage_seconds.values() for s in by_stage}):
         minutes = np.array([stage_seconds.get(r, {}).get(stage, 0.0) / 60 for r in rounds])
