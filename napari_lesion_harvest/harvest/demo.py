@@ -146,7 +146,6 @@ def run_demo(
     progress,
     say=lambda message: None,
     complete_v_h: int = 0,
-    phantom_options: dict | None = None,
 ) -> list:
     """Synthesise, import, annotate, hold out (:func:`build_demo_project`), and run
     ``config.max_rounds`` rounds.
@@ -156,7 +155,7 @@ def run_demo(
     out : Path
         Gets ``dataset/`` and ``project/`` (which must not exist yet).
     config : RoundConfig
-    volumes, size, seed, split_fractions, say, complete_v_h, phantom_options
+    volumes, size, seed, split_fractions, say, complete_v_h
         As :func:`build_demo_project`.
     device : str
         ``auto``, ``cpu`` or ``cuda``; checked before anything is synthesised.
@@ -181,7 +180,6 @@ def run_demo(
         split_fractions=split_fractions,
         say=say,
         complete_v_h=complete_v_h,
-        phantom_options=phantom_options,
     )
     with HarvestProject.open(project_dir) as project:
         say(f"4/5 running {config.max_rounds} harvest round(s)")
@@ -200,7 +198,6 @@ def build_demo_project(
     split_fractions: tuple[float, float],
     say=lambda message: None,
     complete_v_h: int = 0,
-    phantom_options: dict | None = None,
 ) -> Path:
     """Synthesise a phantom set into ``out/dataset`` and import it into ``out/project``
     (:func:`import_demo_project`).
@@ -220,10 +217,6 @@ def build_demo_project(
         their full truth and mark them complete, so they join V_M: a larger V_M on
         the same V_H_test (``benchmarks/harvest_bench.py --complete-v-h``).
         Checked before anything is synthesised.
-    phantom_options : dict, optional
-        Other :class:`~napari_lesion_harvest.synthetic.phantom.PhantomConfig` fields
-        (``slices``, ``lesions``, ``mark_fraction``, ...), as ``lesion-harvest synth``'s
-        options set them.
 
     Returns
     -------
@@ -250,7 +243,7 @@ def build_demo_project(
         out / "dataset",
         volumes=volumes,
         seed=seed,
-        config=PhantomConfig(size=size, **(phantom_options or {})),
+        config=PhantomConfig(size=size),
         split_fractions=(*split_fractions, 0.0),
     )
     say(
