@@ -212,8 +212,10 @@ def report(out: Path, args, runs: dict[int, dict]) -> dict:
     )
     print(format_summary(summary, baseline))
     for number, stages in stage_seconds.items():
+        if not stages:
+            continue  # no seed ran this round
         print(
-            f"round {number} stage minutes (mean over seeds): "
+            f"round {number} stage minutes (mean over the seeds that ran it): "
             + ", ".join(f"{stage} {seconds / 60:.1f}" for stage, seconds in stages.items())
         )
     print(f"written: {out / 'quality.json'}, {out / 'quality.png'}")
