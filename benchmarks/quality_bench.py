@@ -107,7 +107,7 @@ def run_seed(out: Path, dataset: Path, config, *, device: str, settings: dict) -
         import_demo_project(project_dir, dataset, say=print)
     clock = StageClock()
     load_before = os.getloadavg()
-    started = time.monotonic()
+    started, cpu_started = time.monotonic(), time.process_time()
     with HarvestProject.open(project_dir) as project:
         done = sum(r.status == "done" for r in project.rounds.list())
         try:
@@ -124,6 +124,9 @@ def run_seed(out: Path, dataset: Path, config, *, device: str, settings: dict) -
         "rounds": config.max_rounds,
         "resumed_after_rounds": done,
         "seconds": round(time.monotonic() - started, 1),
+        # CPU seconds of this process: about the wall time of an unshared machine
+        # (with OMP_NUM_THREADS=1), whatever else ran beside it
+        "cpu_seconds": round(time.process_time() - cpu_started, 1),
         "stage_seconds": {
             str(number): {stage: round(t, 1) for stage, t in stages.items()}
             for number, stages in clock.seconds().items()
