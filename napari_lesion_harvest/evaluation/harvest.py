@@ -268,9 +268,7 @@ def evaluate_harvest(
         ranking=ranking,
         match_iou=match_iou,
     )
-    marks_only = {
-        v: first[: len(original.get(v, []))] for v, first in sets["per_round"].first.items()
-    }
+    marks_only = sets["per_round"].first  # the original marks alone
     baseline = _final_point(_evaluate(full, marks_only, match_iou).curve)
     rows = {name: _row(full, label_set, threshold, match_iou) for name, label_set in sets.items()}
     first = sets["cumulative"].first
