@@ -154,12 +154,12 @@ def main(argv=None) -> int:
             f"on V_H_test: {m.get('harvested_on_test')}"
         )
         evaluation = m.get("evaluation") or {}
-        curve = evaluation.get("pr_curve") or {"recall": [float("nan")]}
+        ceiling = (evaluation.get("per_round") or {}).get("ceiling", float("nan"))
         print(
             f"  scan {m['scan']['proposals']} proposals at {m['scan']['slices_per_second']} "
             f"slices/s; V_M {m['verify']['P_RM']} P_RM / {m['verify']['P_neg_M']} P_neg_M; "
             f"P_neg_H {m['harvest']['P_neg_H']}; V_H_test recall of R + every proposal "
-            f"{curve['recall'][-1]:.3f} (the round's ceiling)"
+            f"{ceiling:.3f} (the round's ceiling)"
         )
     if rounds:
         print(format_round_table(rounds))

@@ -31,12 +31,9 @@ from dataclasses import replace
 import torch
 from harvest_bench import add_set_option, with_set_fields
 
+from napari_lesion_harvest.evaluation.harvest import evaluate_harvest, full_annotation
 from napari_lesion_harvest.harvest.config import RoundConfig
-from napari_lesion_harvest.harvest.stages import (
-    evaluate_harvest,
-    full_annotation,
-    lpc_training_options,
-)
+from napari_lesion_harvest.harvest.stages import lpc_training_options
 from napari_lesion_harvest.io.sources import open_volume
 from napari_lesion_harvest.lpc.score import classify_proposals
 from napari_lesion_harvest.lpc.train import proposal_sets, train_classifier
@@ -45,8 +42,8 @@ from napari_lesion_harvest.tracking.marks import proposals_touching_marked_lesio
 
 
 def table_row(evaluation: dict) -> str:
-    """AP and recall at each precision target of an evaluation's ``p3d`` figures."""
-    p3d = evaluation["p3d"]
+    """AP and recall at each precision target of an evaluation's per-round row."""
+    p3d = evaluation["per_round"]["p3d"]
     recalls = "  ".join(
         f"R@{p['precision_target'] * 100:.0f} {p['recall']:.3f}"
         for p in p3d["recall_at_precision"]
@@ -151,7 +148,7 @@ def main() -> None:
     for name, proposals in (("s_gc", rescored), ("s_c alone", s_c_only)):
         evaluation = evaluate_harvest(full, original=original, proposals=proposals, threshold=None)
         print(f"retrained, by {name:9s} {table_row(evaluation)}")
-        figures[name] = evaluation["p3d"]
+        figures[name] = evaluation["per_round"]["p3d"]
     print(
         f"trained in {train_s:.0f} s, best epoch {result.best_epoch} of {options.epochs}, "
         f"{result.counts}, {dropped} touching negatives dropped"

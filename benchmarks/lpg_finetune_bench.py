@@ -38,14 +38,9 @@ import numpy as np
 from harvest_bench import add_set_option, with_set_fields
 from harvest_inspect import hitting_proposals, lesions_with_original_marks
 
+from napari_lesion_harvest.evaluation.harvest import evaluate_harvest, full_annotation
 from napari_lesion_harvest.harvest.config import RoundConfig
-from napari_lesion_harvest.harvest.stages import (
-    RoundState,
-    evaluate_harvest,
-    full_annotation,
-    train_lpg_stage,
-    volume_proposals,
-)
+from napari_lesion_harvest.harvest.stages import RoundState, train_lpg_stage, volume_proposals
 from napari_lesion_harvest.lpg.checkpoint import load_model
 from napari_lesion_harvest.store import HarvestProject
 
@@ -100,8 +95,8 @@ def compare_with_truth(state: RoundState, proposals: dict[str, list]) -> dict:
         "hit": sum(r.hit for r in records),
         "unmarked": len(unmarked),
         "unmarked_hit": sum(r.hit for r in unmarked),
-        "p3d": evaluation["p3d"],
-        "ceiling": evaluation["pr_curve"]["recall"][-1],
+        "p3d": evaluation["per_round"]["p3d"],
+        "ceiling": evaluation["per_round"]["ceiling"],
     }
 
 

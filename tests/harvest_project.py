@@ -94,8 +94,8 @@ def make_blob_project(folder: Path, *, n_volumes: int = 8, n_test: int = 1) -> P
     """Write the volumes and marks to ``folder/data`` and build ``folder/project``.
 
     V_M (4 volumes) gets its full marks and is complete; V_H_test (the last
-    ``n_test`` volumes) gets its full marks as hidden expert marks; the rest is
-    V_H with original marks.
+    ``n_test`` volumes) gets its full marks as hidden expert marks and is flagged
+    complete (the evaluation's truth); the rest is V_H with original marks.
     Writes ``folder/tiny.json`` (:data:`TINY_CONFIG`).
     """
     data = folder / "data"
@@ -116,7 +116,7 @@ def make_blob_project(folder: Path, *, n_volumes: int = 8, n_test: int = 1) -> P
             project.set_split(volume_id, "V_H_test", author="test")
         hidden = [(r.volume_id, r.mark) for r in truth if r.volume_id in V_M + test_ids]
         project.add_marks(hidden, author="radiologist", origin="expert")
-        for volume_id in V_M:
+        for volume_id in V_M + test_ids:  # V_H_test: flagged complete, split kept
             project.set_volume_complete(volume_id, author="radiologist")
     (folder / "tiny.json").write_text(json.dumps(TINY_CONFIG))
     return project_dir

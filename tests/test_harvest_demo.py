@@ -56,7 +56,7 @@ def test_too_many_completed_v_h_volumes_are_refused_before_synthesis(tmp_path):
     assert not (tmp_path / "dataset").exists()
 
 
-def test_completed_v_h_volumes_join_v_m_with_their_full_truth(tmp_path):
+def test_completed_v_h_volumes_join_v_m_and_v_h_test_is_the_evaluations_truth(tmp_path):
     project_dir = build_demo_project(tmp_path, complete_v_h=2, **SMALL_DEMO)
     split = json.loads((tmp_path / "dataset" / "split.json").read_text())
     truth, _ = read_marks(tmp_path / "dataset" / "truth" / "marks.csv")
@@ -66,6 +66,9 @@ def test_completed_v_h_volumes_join_v_m_with_their_full_truth(tmp_path):
         assert sorted(v_m) == sorted(split["V_M"] + joined)
         assert all(v.complete for v in v_m.values())
         assert {v.volume_id for v in project.volumes(split="V_H")} == set(split["V_H"][2:])
+        # V_H_test: held out with its full marks, flagged complete (the evaluation's truth)
+        test = project.volumes(split="V_H_test")
+        assert [v.volume_id for v in test] == split["V_H_test"] and all(v.complete for v in test)
         for volume_id in joined:
             expert = [m.mark.z for m in project.marks(volume_id) if m.origin == "expert"]
             assert sorted(expert) == sorted(r.mark.z for r in truth if r.volume_id == volume_id)

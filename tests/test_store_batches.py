@@ -217,14 +217,15 @@ def test_splits_and_completion_in_one_batch_are_safe_to_re_run(project):
     )
     first = project.add_batch(batch, author="rad")
     assert (first.completed, first.held_out, first.split_changed) == (["v1"], ["t1"], ["v2"])
-    assert {v.volume_id: v.split for v in project.volumes()} == {
-        "v1": "V_M",
-        "v2": "V_D_test",
-        "t1": "V_H_test",
+    assert {v.volume_id: (v.split, v.complete) for v in project.volumes()} == {
+        "v1": ("V_M", True),
+        "v2": ("V_D_test", False),
+        "t1": ("V_H_test", True),  # held out: flagged complete, never moved to V_M
     }
     before = _state(project)
     again = project.add_batch(batch, author="rad")
-    assert (again.completed, again.already_complete, again.split_unchanged) == ([], ["v1"], ["v2"])
+    assert (again.completed, again.held_out, again.split_unchanged) == ([], [], ["v2"])
+    assert again.already_complete == ["v1", "t1"]
     assert again.marks_present == 2 and _state(project) == before
     # a failure late in the batch (an unknown volume to complete) takes back every part
     with pytest.raises(NotFoundError, match="'gone'"):

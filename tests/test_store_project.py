@@ -151,8 +151,14 @@ def test_complete_moves_volume_to_v_m_and_back(project):
     assert [v.volume_id for v in project.volumes(split="V_M")] == ["vol_b"]
     record = project.set_volume_complete("vol_b", author="rad", complete=False)
     assert record.split == "V_H" and not record.complete and record.completed_by is None
-    with pytest.raises(InvalidValueError, match="held out"):
-        project.set_volume_complete("vol_t", author="rad")
+
+
+def test_complete_flags_a_held_out_volume_without_moving_it(project):
+    record = project.set_volume_complete("vol_t", author="rad")
+    assert (record.split, record.complete, record.completed_by) == ("V_H_test", True, "rad")
+    assert [v.volume_id for v in project.volumes(split="V_M")] == []
+    record = project.set_volume_complete("vol_t", author="rad", complete=False)
+    assert (record.split, record.complete, record.completed_by) == ("V_H_test", False, None)
 
 
 def test_summaries_count_live_marks_by_origin(project):

@@ -7,7 +7,9 @@ from qtpy.QtCore import QSize
 from qtpy.QtGui import QResizeEvent
 from qtpy.QtWidgets import QApplication
 
-from napari_lesion_harvest.store.records import RoundRecord
+from napari_lesion_harvest.evaluation.harvest import round_evaluation
+from napari_lesion_harvest.harvest.report import summary_metrics
+from napari_lesion_harvest.store.records import RoundRecord, VolumeRecord
 from napari_lesion_harvest.ui.results_panel import ResultsPanel
 
 pytestmark = pytest.mark.gui
@@ -82,3 +84,19 @@ def test_hidden_results_panel_draws_its_curves_once_when_shown(qtbot):
         "0.80",
         "0.70",
     ]
+
+
+def test_a_round_without_fully_annotated_test_volumes_says_why_it_has_no_table(qtbot):
+    test_volumes = [VolumeRecord("t1", "simpleitk", "t1.nii.gz", "V_H_test", complete=False)]
+    stage_metrics = round_evaluation(test_volumes, marks={}, proposals={}, pool=[], threshold=0.5)
+    metrics = summary_metrics(1, {"harvest": {"threshold": 0.5, "P_pos_H": 3}, **stage_metrics})
+    panel = ResultsPanel()
+    qtbot.addWidget(panel)
+    panel.show_rounds([RoundRecord(1, "done", "evaluate", (), {}, metrics, 0.0, 0.0, 1.0, None)])
+    assert panel.table.rowCount() == 0
+    assert panel.summary.text() == (
+        "Round 1 finished, 3 harvested lesions, threshold 0.500.\n"
+        "Not evaluated: none of the 1 V_H_test volumes is flagged fully annotated, so there is "
+        "nothing to evaluate against (add every lesion's mark, then `lesion-harvest annotate "
+        "PROJECT --marks FILE --complete` or 'Mark volume complete' in napari)"
+    )

@@ -79,6 +79,65 @@ class DetectionCurve:
         return found / np.maximum(found + self.voc_false_positives, np.finfo(np.float64).eps)
 
 
+@dataclass(frozen=True)
+class RankedSteps:
+    """What each detection adds to the curve, detections in curve order.
+
+    Attributes
+    ----------
+    order : ndarray of int64, shape (D,)
+        Detection indices by decreasing score, equal scores in reverse input order.
+    scores : ndarray, shape (D,)
+        Their scores (non-increasing).
+    found : ndarray of int64, shape (D,)
+        Lesions that each detection is the first to hit.
+    misses : ndarray of int64, shape (D,)
+        1 for a detection that hits no lesion (a FROC false positive).
+    repeat_hits : ndarray of int64, shape (D,)
+        Hits on lesions found earlier (false positives for AP and PR).
+    """
+
+    order: np.ndarray
+    scores: np.ndarray
+    found: np.ndarray
+    misses: np.ndarray
+    repeat_hits: np.ndarray
+
+    def last_of_each_score(self) -> np.ndarray:
+        """Positions (into the curve order) of the last detection of each distinct score:
+        the operating points a threshold can reach."""
+        if len(self.scores) == 0:
+            return np.zeros(0, dtype=np.int64)
+        return np.flatnonzero(np.r_[self.scores[1:] != self.scores[:-1], True])
+
+
+def ranked_steps(matches: Matches) -> RankedSteps:
+    """Order the detections of ``matches`` as the curve takes them, and count what each adds.
+
+    A lesion is found by the first detection (in this order) that hits it; that
+    depends only on the detections of the lesion's own volume, so the steps also
+    serve a bootstrap over volumes (:mod:`~napari_lesion_harvest.evaluation.bootstrap`).
+    """
+    scores = np.asarray(matches.scores, dtype=np.float64)
+    n_det = len(scores)
+    # Decreasing score, equal scores in reverse input order (stable ascending, reversed).
+    order = np.argsort(scores, kind="stable")[::-1]
+    rank = np.empty(n_det, dtype=np.int64)
+    rank[order] = np.arange(n_det)
+    pairs_per_detection = np.bincount(matches.hit_detection, minlength=n_det)[order]
+    # A lesion is found at the lowest rank among the detections hitting it.
+    first_rank = np.full(matches.n_lesions, n_det, dtype=np.int64)
+    np.minimum.at(first_rank, matches.hit_lesion, rank[matches.hit_detection])
+    found = np.bincount(first_rank[first_rank < n_det], minlength=n_det)
+    return RankedSteps(
+        order=order,
+        scores=scores[order],
+        found=found,
+        misses=(pairs_per_detection == 0).astype(np.int64),
+        repeat_hits=pairs_per_detection - found,
+    )
+
+
 def detection_curve(matches: Matches, *, collapse_ties: bool = True) -> DetectionCurve:
     """Cumulative TP / FP counts of ``matches`` over a decreasing score threshold.
 
@@ -96,28 +155,13 @@ def detection_curve(matches: Matches, *, collapse_ties: bool = True) -> Detectio
     """
     if matches.n_images <= 0:
         raise ValueError("the test set has no volumes (no images to count false positives on)")
-    scores = np.asarray(matches.scores, dtype=np.float64)
-    n_det = len(scores)
-    # Decreasing score, equal scores in reverse input order (stable ascending, reversed).
-    order = np.argsort(scores, kind="stable")[::-1]
-    rank = np.empty(n_det, dtype=np.int64)
-    rank[order] = np.arange(n_det)
-
-    pairs_per_detection = np.bincount(matches.hit_detection, minlength=n_det)
-    # A lesion is found at the lowest rank among the detections hitting it.
-    first_rank = np.full(matches.n_lesions, n_det, dtype=np.int64)
-    np.minimum.at(first_rank, matches.hit_lesion, rank[matches.hit_detection])
-    found_at_rank = np.bincount(first_rank[first_rank < n_det], minlength=n_det)
-
-    true_positives = np.cumsum(found_at_rank)
-    misses = np.cumsum(pairs_per_detection[order] == 0)
-    repeat_hits = np.cumsum(pairs_per_detection[order]) - true_positives
-    sorted_scores = scores[order]
-    points = np.arange(n_det)
-    if collapse_ties and n_det:
-        points = np.flatnonzero(np.r_[sorted_scores[1:] != sorted_scores[:-1], True])
+    steps = ranked_steps(matches)
+    true_positives = np.cumsum(steps.found)
+    misses = np.cumsum(steps.misses)
+    repeat_hits = np.cumsum(steps.repeat_hits)
+    points = steps.last_of_each_score() if collapse_ties else np.arange(len(steps.scores))
     return DetectionCurve(
-        thresholds=sorted_scores[points],
+        thresholds=steps.scores[points],
         n_selected=points + 1,
         true_positives=true_positives[points],
         false_positives=misses[points],

@@ -52,7 +52,8 @@ def register(subparsers) -> None:
     p.set_defaults(func=run_import)
 
     p = subparsers.add_parser(
-        "annotate", help="add expert marks from a file; --complete puts their volumes in V_M"
+        "annotate",
+        help="add expert marks from a file; --complete flags their volumes fully annotated",
     )
     _add_project(p)
     p.add_argument("--marks", type=Path, required=True, help="DL_info CSV, marks CSV/JSON, .pkl")
@@ -60,7 +61,8 @@ def register(subparsers) -> None:
     choice.add_argument(
         "--complete",
         action="store_true",
-        help="mark the volumes of the file fully annotated (held-out volumes are not moved)",
+        help="mark the volumes of the file fully annotated: training volumes join V_M; "
+        "held-out volumes keep their split and become the evaluation's truth",
     )
     _add_skip_invalid(choice)
     p.set_defaults(func=run_annotate)
@@ -207,8 +209,10 @@ def run_annotate(args) -> int:
             f"{len(result.already_complete)} already were"
         )
     if result.held_out:
-        held_out = len(result.held_out)
-        print(f"  {held_out} held-out volume(s) keep their split (marks hidden from rounds)")
+        print(
+            f"{len(result.held_out)} held-out volume(s) now fully annotated: they keep their "
+            "split, and their marks (hidden from rounds) are the evaluation's truth"
+        )
     _print_skipped(plan.skipped)
     return 0
 
@@ -396,8 +400,17 @@ def run_rounds_stoppably(project, config, *, rounds, device, progress) -> list:
 
 
 def _round_summary(record) -> dict:
+    """A round's harvest counts and its V_H_test recall at precision: the cumulative
+    row ``R + P_H,1..i`` (the paper's Table I) and the round's proposals alone."""
     harvest = record.metrics.get("harvest", {})
     evaluation = record.metrics.get("evaluation") or {}
+
+    def recalls(row: str) -> dict:
+        return {
+            f"R@{100 * r['precision_target']:g}P": r["recall"]
+            for r in evaluation.get(row, {}).get("p3d", {}).get("recall_at_precision", [])
+        }
+
     return {
         "round": record.number,
         "status": record.status,
@@ -405,10 +418,9 @@ def _round_summary(record) -> dict:
         "new_lesions": harvest.get("new_lesions"),
         "hard_negatives": harvest.get("P_neg_H"),
         "threshold": harvest.get("threshold"),
-        "test_recall_at_precision": {
-            f"R@{100 * r['precision_target']:g}P": r["recall"]
-            for r in evaluation.get("p3d", {}).get("recall_at_precision", [])
-        },
+        "test_recall_at_precision": recalls("cumulative"),
+        "test_recall_at_precision_this_round": recalls("per_round"),
+        "evaluation_note": record.metrics.get("evaluation_note"),
     }
 
 
@@ -440,6 +452,7 @@ def run_status(args) -> int:
         "marks": sum(s.n_marks for s in summaries),
         "expert_marks": sum(s.n_expert_marks for s in summaries),
         "complete_volumes": sum(s.complete for s in summaries),
+        "complete_v_h_test": sum(s.complete and s.split == "V_H_test" for s in summaries),
         "rounds": [
             {"number": r.number, "status": r.status, "stage": r.stage, "error": r.error}
             | _round_summary(r)
@@ -454,7 +467,8 @@ def run_status(args) -> int:
     )
     print(
         f"{status['marks']} marks ({status['expert_marks']} expert), "
-        f"{status['complete_volumes']} complete volumes"
+        f"{status['complete_volumes']} complete volumes ({status['complete_v_h_test']} of them "
+        "in V_H_test: the evaluation's truth)"
     )
     for r in rounds:
         line = _round_summary(r)
@@ -463,9 +477,15 @@ def run_status(args) -> int:
             f"new {line['new_lesions']}, threshold {line['threshold']}"
             + (f"; error: {r.error}" if r.error else "")
         )
-        if line["test_recall_at_precision"]:
-            print(
-                "  V_H_test "
-                + "  ".join(f"{k} {v:.3f}" for k, v in line["test_recall_at_precision"].items())
-            )
+        for key, label in (
+            ("test_recall_at_precision", f"R + P_H,1..{r.number} (cumulative, Table I)"),
+            ("test_recall_at_precision_this_round", f"R + P_H,{r.number} alone"),
+        ):
+            if line[key]:
+                print(
+                    f"  V_H_test {label}: "
+                    + "  ".join(f"{k} {v:.3f}" for k, v in line[key].items())
+                )
+        if line["evaluation_note"]:
+            print(f"  not evaluated: {line['evaluation_note']}")
     return 0

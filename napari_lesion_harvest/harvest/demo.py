@@ -5,11 +5,13 @@ Steps (each one a public command a user would run on real data):
 1. synthesise a phantom dataset in DeepLesion's layout (``lesion-harvest synth``),
    with DeepLesion-like incomplete original marks and the full truth beside it;
 2. create a project and import the dataset (``init``, ``import``);
-3. hold out V_H_test and V_D_test volumes (``split``), give V_H_test its full
-   marks, hidden from the rounds (``annotate``);
+3. hold out V_H_test volumes (``split``), give them their full marks, hidden
+   from the rounds, and flag them complete: the evaluation's truth
+   (``annotate --complete``);
 4. annotate V_M with its full truth and mark it complete (``annotate --complete``);
 5. run harvest rounds with the ``lite`` configuration (``round``);
-6. print the paper's Table I rows for V_H_test and save the PR / FROC plot.
+6. print the paper's Table I rows for V_H_test (cumulative ``R + P_H,1..i``, then
+   each round's proposals alone) and save the PR / FROC plot.
 
 A tiny dataset has too few volumes for the paper's 5% V_M, so the demo
 fully annotates a larger share (``--fraction-m``, default 0.25).
@@ -197,8 +199,8 @@ def build_demo_project(
     say=lambda message: None,
     complete_v_h: int = 0,
 ) -> Path:
-    """Synthesise a phantom set into ``out/dataset``, import it into ``out/project``,
-    give V_M its full truth (complete) and V_H_test its hidden full marks.
+    """Synthesise a phantom set into ``out/dataset`` and import it into ``out/project``
+    (:func:`import_demo_project`).
 
     Parameters
     ----------
@@ -226,9 +228,6 @@ def build_demo_project(
     ValueError
         ``complete_v_h`` outside ``[0, number of V_H volumes]``.
     """
-    from napari_lesion_harvest.harvest.importing import import_sources
-    from napari_lesion_harvest.io.annotations import read_marks
-    from napari_lesion_harvest.store import HarvestProject
     from napari_lesion_harvest.synthetic.dataset import generate_dataset
     from napari_lesion_harvest.synthetic.phantom import PhantomConfig
     from napari_lesion_harvest.synthetic.split import part_sizes
@@ -239,7 +238,6 @@ def build_demo_project(
             f"complete_v_h must be in [0, {volumes - n_m - n_h_test}] (the V_H volumes of "
             f"{volumes}), got {complete_v_h}"
         )
-    project_dir = out / "project"
     say(f"1/5 synthesising {volumes} phantom volumes ({size} px) in {out / 'dataset'}")
     dataset = generate_dataset(
         out / "dataset",
@@ -248,17 +246,58 @@ def build_demo_project(
         config=PhantomConfig(size=size),
         split_fractions=(*split_fractions, 0.0),
     )
-    split = dataset.split.as_dict()
-    split["V_M"] = [*split["V_M"], *split["V_H"][:complete_v_h]]
     say(
         f"    {dataset.lesion_count} lesions, {dataset.mark_count} with an original mark "
         f"({dataset.mark_count / max(dataset.lesion_count, 1):.0%})"
     )
-    truth, _ = read_marks(dataset.truth_marks)
+    return import_demo_project(out / "project", dataset.root, complete_v_h=complete_v_h, say=say)
+
+
+def import_demo_project(
+    project_dir: Path, dataset_root: Path, *, complete_v_h: int = 0, say=lambda message: None
+) -> Path:
+    """Create ``project_dir`` from a phantom dataset (``lesion-harvest synth``'s folder):
+    import it, hold out its V_H_test, give V_M its full truth (complete) and V_H_test its
+    full marks, flagged complete (the evaluation's truth, hidden from the rounds).
+
+    Parameters
+    ----------
+    project_dir : Path
+        The project folder to create (must not hold a project yet).
+    dataset_root : Path
+        Holds ``DL_info.csv``, ``Images_png/``, ``split.json`` and ``truth/marks.csv``.
+    complete_v_h : int
+        As :func:`build_demo_project`.
+    say : callable
+        Receives one line per step for the user.
+
+    Returns
+    -------
+    Path
+        ``project_dir``.
+
+    Raises
+    ------
+    ValueError
+        ``complete_v_h`` outside ``[0, number of V_H volumes]``.
+    """
+    from napari_lesion_harvest.harvest.importing import import_sources
+    from napari_lesion_harvest.io.annotations import read_marks
+    from napari_lesion_harvest.store import HarvestProject
+    from napari_lesion_harvest.synthetic.split import DatasetSplit
+
+    split = DatasetSplit.read(Path(dataset_root) / "split.json").as_dict()
+    if not 0 <= complete_v_h <= len(split["V_H"]):
+        raise ValueError(
+            f"complete_v_h must be in [0, {len(split['V_H'])}] (the V_H volumes of "
+            f"{dataset_root}), got {complete_v_h}"
+        )
+    split["V_M"] = [*split["V_M"], *split["V_H"][:complete_v_h]]
+    truth, _ = read_marks(Path(dataset_root) / "truth" / "marks.csv")
 
     say(f"2/5 importing into the project {project_dir}")
     with HarvestProject.open(project_dir, create=True) as project:
-        import_sources(project, [dataset.root], author=DEMO_AUTHOR)
+        import_sources(project, [dataset_root], author=DEMO_AUTHOR)
         for volume_id in split["V_H_test"]:
             project.set_split(volume_id, "V_H_test", author=DEMO_AUTHOR)
         say(
@@ -271,6 +310,6 @@ def build_demo_project(
             author=DEMO_AUTHOR,
             origin="expert",
         )
-        for volume_id in split["V_M"]:
+        for volume_id in [*split["V_M"], *split["V_H_test"]]:
             project.set_volume_complete(volume_id, author=DEMO_AUTHOR)
     return project_dir

@@ -2,15 +2,27 @@
 
 The stage metrics are nested by stage (``harvest``, ``evaluation``, ...);
 :func:`summary_metrics` adds the flat keys that the napari results panel and
-the ``status`` / ``demo`` commands read:
+the ``status`` / ``demo`` commands read. They show the **cumulative** rows, as
+the paper's Table I does: after round i, the label set ``R + P_H,1..i`` (the
+original marks, every lesion harvested by rounds 1 to i, and round i's
+proposals ranked by lesion score; :mod:`napari_lesion_harvest.evaluation.harvest`
+defines the ranking).
 
 ``threshold``, ``n_harvested``, ``new_lesions``
     the harvest threshold on s_gc, the size of P_pos_H, and how many are new;
 ``table_i``
     rows ``{"label", "R@80", "R@85", "R@90", "R@95", "AP"}`` on V_H_test, after a
-    baseline row for the original marks ``{"label", "recall", "precision"}``;
+    baseline row for the original marks ``{"label", "recall", "precision"}``: the
+    cumulative row ``R + P_H,1..i``;
+``table_i_per_round``
+    the same row for this round's proposals alone, ``R + P_H,i``;
 ``pr``, ``froc``
-    ``{"recall", "precision"}`` and ``{"fp_per_volume", "sensitivity"}`` on V_H_test.
+    ``{"recall", "precision"}`` and ``{"fp_per_volume", "sensitivity"}`` of the
+    cumulative row on V_H_test;
+``harvested_on_test``
+    recall and precision of the cumulative label set at the harvest threshold;
+``evaluation_note``
+    why the round has no evaluation (no V_H_test volume flagged fully annotated).
 """
 
 from __future__ import annotations
@@ -19,6 +31,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 BASELINE_LABEL = "R (original marks)"
+#: Label of the per-round row of round ``i`` (its proposals alone).
+PER_ROUND_LABEL = "R + P_H,{i} alone"
+
+
+def cumulative_label(number: int) -> str:
+    """``R + P_H,1`` after round 1, ``R + P_H,1..i`` after round i (the shown row)."""
+    return "R + P_H,1" if number == 1 else f"R + P_H,1..{number}"
 
 
 def summary_metrics(number: int, metrics: dict) -> dict:
@@ -31,52 +50,72 @@ def summary_metrics(number: int, metrics: dict) -> dict:
     }
     evaluation = metrics.get("evaluation")
     if not evaluation:
+        if metrics.get("evaluation_note"):
+            summary["evaluation_note"] = metrics["evaluation_note"]
         return summary
-    p3d = evaluation["p3d"]
-    row = {"label": f"R + P_H,{number}"}
-    for point in p3d["recall_at_precision"]:
-        row[f"R@{100 * point['precision_target']:g}"] = point["recall"]
-    row["AP"] = p3d["ap"]
+    cumulative = evaluation["cumulative"]
     baseline = {"label": BASELINE_LABEL, **evaluation["baseline"]}
-    summary["table_i"] = [baseline, row]
-    summary["pr"] = {k: evaluation["pr_curve"][k] for k in ("recall", "precision")}
+    summary["table_i"] = [baseline, table_row(cumulative_label(number), cumulative)]
+    summary["table_i_per_round"] = table_row(
+        PER_ROUND_LABEL.format(i=number), evaluation["per_round"]
+    )
+    summary["pr"] = {k: cumulative["pr_curve"][k] for k in ("recall", "precision")}
     summary["froc"] = {
-        "fp_per_volume": [p["fp_per_image"] for p in p3d["froc"]],
-        "sensitivity": [p["sensitivity"] for p in p3d["froc"]],
+        "fp_per_volume": [p["fp_per_image"] for p in cumulative["p3d"]["froc"]],
+        "sensitivity": [p["sensitivity"] for p in cumulative["p3d"]["froc"]],
     }
-    summary["harvested_on_test"] = evaluation["harvested"]
+    summary["harvested_on_test"] = cumulative["harvested"]
     return summary
 
 
+def table_row(label: str, row: dict) -> dict:
+    """``{"label", "R@80", ..., "R@95", "AP"}`` of one evaluated row."""
+    p3d = row["p3d"]
+    table = {"label": label}
+    for point in p3d["recall_at_precision"]:
+        table[f"R@{100 * point['precision_target']:g}"] = point["recall"]
+    table["AP"] = p3d["ap"]
+    return table
+
+
 def format_round_table(rounds: Sequence) -> str:
-    """The paper's Table I over finished rounds (V_H_test), as fixed-width text.
+    """The paper's Table I over finished rounds (V_H_test), as fixed-width text: the
+    original marks, each round's cumulative row ``R + P_H,1..i``, then each round's
+    per-round row ``R + P_H,i alone``.
 
     Parameters
     ----------
     rounds : sequence of RoundRecord
-        Finished rounds; those without an evaluation are left out.
+        Finished rounds; those without an evaluation are left out (the latest one's
+        ``evaluation_note`` says why when none has one).
     """
-    rows = [r.metrics["table_i"] for r in rounds if r.metrics.get("table_i")]
-    if not rows:
-        return (
-            "no V_H_test evaluation (hold out fully annotated volumes with `split --as V_H_test`)"
+    evaluated = [r.metrics for r in rounds if r.metrics.get("table_i")]
+    if not evaluated:
+        notes = [r.metrics["evaluation_note"] for r in rounds if r.metrics.get("evaluation_note")]
+        return "no V_H_test evaluation: " + (
+            notes[-1] if notes else "no round has finished its evaluation"
         )
-    baseline = rows[0][0]
+    baseline = evaluated[0]["table_i"][0]
     precision = baseline.get("precision")
     shown = "--" if precision is None else f"{100 * precision:.0f}"
-    lines = [f"{BASELINE_LABEL}: R {baseline['recall']:.3f}@{shown}P"]
-    keys = [k for k in rows[0][1] if k != "label"]
-    lines.append(f"{'label set':<14}" + "".join(f"{k:>8}" for k in keys))
-    for _, row in rows:
+    rows = [m["table_i"][1] for m in evaluated]
+    rows += [m["table_i_per_round"] for m in evaluated if m.get("table_i_per_round")]
+    keys = [k for k in rows[0] if k != "label"]
+    lines = [
+        f"{BASELINE_LABEL}: R {baseline['recall']:.3f}@{shown}P",
+        f"{'label set':<18}" + "".join(f"{k:>8}" for k in keys),
+    ]
+    for row in rows:
         lines.append(
-            f"{row['label']:<14}"
+            f"{row['label']:<18}"
             + "".join(f"{row[k]:>8.3f}" if row[k] is not None else f"{'--':>8}" for k in keys)
         )
     return "\n".join(lines)
 
 
 def save_round_curves(rounds: Sequence, path: str | Path) -> Path:
-    """Save the PR and FROC curves of the finished rounds on V_H_test to a PNG.
+    """Save the PR and FROC curves of the finished rounds' cumulative rows
+    (``R + P_H,1..i``) on V_H_test to a PNG.
 
     The original marks are drawn as one point (their recall at their precision);
     each round's harvest operating point is marked on its PR curve.
@@ -91,7 +130,9 @@ def save_round_curves(rounds: Sequence, path: str | Path) -> Path:
     evaluated = [r for r in rounds if r.metrics.get("pr")]
     for record in evaluated:
         m = record.metrics
-        (line,) = pr.plot(m["pr"]["recall"], m["pr"]["precision"], label=f"round {record.number}")
+        (line,) = pr.plot(
+            m["pr"]["recall"], m["pr"]["precision"], label=cumulative_label(record.number)
+        )
         point = m.get("harvested_on_test") or {}
         if point.get("precision") is not None:
             pr.plot(point["recall"], point["precision"], "o", color=line.get_color())
@@ -106,7 +147,7 @@ def save_round_curves(rounds: Sequence, path: str | Path) -> Path:
         if baseline.get("precision") is not None:
             pr.plot(baseline["recall"], baseline["precision"], "k*", ms=12, label="original marks")
     pr.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
-    pr.set_title("R + harvested lesions on V_H_test (dots: harvest threshold)")
+    pr.set_title("R + lesions harvested by round i, V_H_test (dots: threshold)")
     froc.set(xlabel="false positives per volume", ylabel="sensitivity", ylim=(0, 1.02))
     froc.set_xscale("log", base=2)
     froc.set_title("FROC (P3D) on V_H_test")

@@ -16,7 +16,7 @@ stage          what it does
 ``train_lpc``  train the LPC on P_RM, P_neg_M, P_RH; V_M scores for the threshold
 ``harvest``    s_c and s_gc of the rest; P_pos_H above the 95%-precision threshold;
                hard negatives P_neg_H; the pool P_i
-``evaluate``   Table I row, PR and FROC on V_H_test against its hidden full marks
+``evaluate``   Table I rows, PR and FROC on the V_H_test volumes flagged complete
 =============  =====================================================================
 
 Under ``torchrun`` (``RoundState.context`` with several ranks) the stages of
@@ -41,7 +41,6 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_lesion_harvest.geometry import Proposal3D, iou_2d
 from napari_lesion_harvest.harvest.config import RoundConfig
 from napari_lesion_harvest.harvest.distributed import from_main, merged_from_ranks, per_rank_batch
 from napari_lesion_harvest.harvest.errors import HarvestInputError
@@ -72,11 +71,6 @@ from napari_lesion_harvest.workers.progress import Progress, check_cancelled
 STAGES = ("train_lpg", "scan", "verify", "train_lpc", "harvest", "evaluate")
 #: Stages every ``torchrun`` rank runs (the others run on rank 0 only).
 RANK_SHARED_STAGES = frozenset({"train_lpg", "scan", "harvest"})
-#: Score given to original marks when they join the detections of the Table I rows:
-#: above every lesion score, so they come first (they are known lesions).
-ORIGINAL_MARK_SCORE = 2.0
-#: Points kept of the PR curve stored with a round (for plots).
-CURVE_POINTS = 200
 
 
 @dataclass
@@ -666,117 +660,20 @@ def _count_new_lesions(state: RoundState, harvested) -> int:
 
 
 def evaluate_stage(state: RoundState) -> StageResult:
-    """Table I row, PR curve and FROC of ``R + P_H`` on V_H_test (hidden full marks)."""
-    test = [r.volume_id for r in state.snapshot.volumes.get("V_H_test", [])]
-    full = {v: full_annotation(state.snapshot.marks.get(v, [])) for v in test}
-    if not test or not any(full.values()):
-        return StageResult(metrics={"evaluation": None})
-    evaluation = evaluate_harvest(
-        full,
-        original={
-            v: [s.mark for s in state.snapshot.marks.get(v, []) if s.origin == "original"]
-            for v in test
-        },
-        proposals={v: stored for v, stored in state.proposals().items() if v in full},
-        threshold=state.project.rounds.get(state.number).metrics["harvest"]["threshold"],
-        match_iou=state.config.match_iou,
+    """Table I rows (per round and cumulative), PR and FROC on the fully annotated
+    V_H_test volumes (:func:`~napari_lesion_harvest.evaluation.harvest.round_evaluation`)."""
+    from napari_lesion_harvest.evaluation.harvest import round_evaluation
+
+    return StageResult(
+        metrics=round_evaluation(
+            state.snapshot.volumes.get("V_H_test", []),
+            marks=state.snapshot.marks,
+            proposals=state.proposals(),
+            pool=state.snapshot.previous_pool,
+            threshold=state.project.rounds.get(state.number).metrics["harvest"]["threshold"],
+            match_iou=state.config.match_iou,
+        )
     )
-    return StageResult(metrics={"evaluation": evaluation})
-
-
-def full_annotation(stored_marks, *, same_lesion_iou: float = 0.5) -> list:
-    """The lesions of a fully annotated volume: its expert marks, plus any original
-    mark that no expert mark repeats (same slice, box IoU >= ``same_lesion_iou``).
-
-    A radiologist's full annotation usually re-marks the lesions the dataset
-    already had; counting both would count one lesion twice.
-    """
-    expert = [s.mark for s in stored_marks if s.origin == "expert"]
-    original = [s.mark for s in stored_marks if s.origin != "expert"]
-    kept = list(expert)
-    for mark in original:
-        same_slice = [e.box() for e in expert if e.z == mark.z]
-        if not same_slice or iou_2d([mark.box()], same_slice).max() < same_lesion_iou:
-            kept.append(mark)
-    return kept
-
-
-def _as_detections(marks) -> list[Proposal3D]:
-    return [Proposal3D([m.z], [m.box()], [ORIGINAL_MARK_SCORE]) for m in marks]
-
-
-def evaluate_harvest(full, *, original, proposals, threshold, match_iou: float = 0.5) -> dict:
-    """Evaluate ``R + P_H`` against fully annotated volumes.
-
-    Parameters
-    ----------
-    full : mapping volume_id -> list of RecistMark
-        Every lesion of each test volume (the truth).
-    original : mapping volume_id -> list of RecistMark
-        The original (incomplete) marks, counted as detections that come first.
-    proposals : mapping volume_id -> list of StoredProposal
-        The round's proposals; those not matching an original mark (role other
-        than ``P_RH``) join the detections ranked by lesion score ``s_gc``.
-    threshold : float or None
-        The round's harvest threshold (None: nothing harvested).
-
-    Returns
-    -------
-    dict
-        ``baseline`` (recall / precision of the original marks), ``p3d`` (FROC,
-        AP, recall at 80/85/90/95% precision of R + P_H), ``harvested``
-        (recall / precision of R + P_pos_H at the threshold) and ``pr_curve``.
-    """
-    from napari_lesion_harvest.evaluation.pr import final_point
-    from napari_lesion_harvest.evaluation.report import evaluate
-    from napari_lesion_harvest.evaluation.tables import ProposalTable, RecistTruth
-
-    volume_ids = list(full)
-    truth = RecistTruth.from_mapping(full)
-
-    def result(detections):
-        table = ProposalTable.from_proposals(detections, volume_ids)
-        return evaluate(truth, table, metric="p3d", iou_threshold=match_iou)
-
-    marks_only = {v: _as_detections(original.get(v, [])) for v in volume_ids}
-    ranked = {v: list(marks_only[v]) for v in volume_ids}
-    harvested = {v: list(marks_only[v]) for v in volume_ids}
-    for volume_id, stored in proposals.items():
-        for s in stored:
-            if s.role == "P_RH" or s.s_gc is None:
-                continue
-            # Ranked by lesion score: every slice carries s_gc.
-            scored = Proposal3D(
-                s.proposal.slices, s.proposal.boxes, np.full(len(s.proposal.slices), s.s_gc)
-            )
-            ranked[volume_id].append(scored)
-            if threshold is not None and s.s_gc >= threshold:
-                harvested[volume_id].append(scored)
-    baseline = final_point(result(marks_only).curve)
-    combined = result(ranked)
-    at_threshold = final_point(result(harvested).curve)
-    curve = combined.curve
-    keep = (
-        np.unique(np.linspace(0, len(curve.thresholds) - 1, CURVE_POINTS).astype(int))
-        if len(curve.thresholds)
-        else []
-    )
-    return {
-        "n_volumes": len(volume_ids),
-        "n_lesions": truth.n_lesions,
-        "baseline": {"recall": baseline[0], "precision": _number(baseline[1])},
-        "harvested": {"recall": at_threshold[0], "precision": _number(at_threshold[1])},
-        "p3d": combined.to_dict(),
-        "pr_curve": {
-            "recall": [float(curve.recall[i]) for i in keep],
-            "precision": [float(curve.precision[i]) for i in keep],
-            "threshold": [min(float(curve.thresholds[i]), 1.0) for i in keep],
-        },
-    }
-
-
-def _number(value: float) -> float | None:
-    return float(value) if np.isfinite(value) else None
 
 
 STAGE_FUNCTIONS = {

@@ -46,13 +46,11 @@ def write_batch(conn: sqlite3.Connection, batch: DataBatch, *, author: str) -> B
         split, complete = conn.execute(
             "SELECT split, complete FROM volumes WHERE id = ?", (pk,)
         ).fetchone()
-        if split in HELD_OUT_SPLITS:
-            result.held_out.append(volume_id)
-        elif complete:
+        if complete:
             result.already_complete.append(volume_id)
         else:
             write_complete(conn, pk, complete=True, author=author)
-            result.completed.append(volume_id)
+            (result.held_out if split in HELD_OUT_SPLITS else result.completed).append(volume_id)
     return result
 
 
@@ -220,21 +218,23 @@ def move_to_split(conn, volume_pk: int, split: str, *, author: str) -> bool:
 
 
 def write_complete(conn, volume_pk: int, *, complete: bool, author: str) -> None:
-    """Mark a volume fully annotated (it joins ``V_M``) or withdraw that (back to its
-    imported split); the caller has refused held-out volumes."""
+    """Mark a volume fully annotated or withdraw that. A training volume joins ``V_M``
+    (withdrawn: back to its imported split); a held-out volume keeps its split (its
+    marks become the evaluation's truth)."""
     split = conn.execute("SELECT split FROM volumes WHERE id = ?", (volume_pk,)).fetchone()[0]
     at = rows.now()
+    moved = split not in HELD_OUT_SPLITS
     if complete:
         conn.execute(
-            "UPDATE volumes SET split = 'V_M', complete = 1, completed_by = ?, "
-            "completed_at = ? WHERE id = ?",
-            (author, at, volume_pk),
+            "UPDATE volumes SET split = CASE WHEN ? THEN 'V_M' ELSE split END, complete = 1, "
+            "completed_by = ?, completed_at = ? WHERE id = ?",
+            (moved, author, at, volume_pk),
         )
     else:
         conn.execute(
-            "UPDATE volumes SET split = imported_split, complete = 0, completed_by = NULL, "
-            "completed_at = NULL WHERE id = ?",
-            (volume_pk,),
+            "UPDATE volumes SET split = CASE WHEN ? THEN imported_split ELSE split END, "
+            "complete = 0, completed_by = NULL, completed_at = NULL WHERE id = ?",
+            (moved, volume_pk),
         )
     rows.append_audit(
         conn,

@@ -314,24 +314,17 @@ class HarvestProject:
     def set_volume_complete(
         self, volume_id: str, *, author: str, complete: bool = True
     ) -> VolumeRecord:
-        """Mark a volume fully annotated (it joins ``V_M``), or withdraw that.
+        """Mark a volume fully annotated (every lesion marked), or withdraw that.
 
-        Withdrawing returns the volume to the split it had before.
-
-        Raises
-        ------
-        InvalidValueError
-            The volume is held out for testing (``V_H_test``, ``V_D_test``).
+        A training volume joins ``V_M`` (withdrawing returns it to the split it
+        had before). A held-out volume (``V_H_test``, ``V_D_test``) keeps its
+        split: the flag makes its marks the evaluation's truth, and it never
+        joins training.
         """
         with self._db.write(f"completing {volume_id}") as conn:
-            pk = rows.volume_pk(conn, volume_id)
-            split = conn.execute("SELECT split FROM volumes WHERE id = ?", (pk,)).fetchone()[0]
-            if split in batches.HELD_OUT_SPLITS:
-                raise InvalidValueError(
-                    f"volume {volume_id} is held out ({split}); completing it would move "
-                    "test data into training"
-                )
-            batches.write_complete(conn, pk, complete=complete, author=author)
+            batches.write_complete(
+                conn, rows.volume_pk(conn, volume_id), complete=complete, author=author
+            )
         return self.volume(volume_id)
 
     def set_display_window(self, volume_id: str, low: float, high: float, *, author: str) -> None:

@@ -160,8 +160,9 @@ class DataBatch:
     splits : mapping of str to str
         Volume id to its new split.
     complete : sequence of str
-        Volumes the expert has fully annotated (they join ``V_M``); held-out
-        volumes (``V_H_test``, ``V_D_test``) keep their split and are reported.
+        Volumes the expert has fully annotated: training volumes join ``V_M``;
+        held-out volumes (``V_H_test``, ``V_D_test``) keep their split, flagged
+        complete (their marks are the evaluation's truth).
     """
 
     volumes: Sequence[VolumeRecord] = ()
@@ -188,7 +189,8 @@ class BatchResult:
     split_changed, split_unchanged : list of str
         Volumes moved to their new split, and those already in it.
     completed, already_complete, held_out : list of str
-        Volumes now complete, those complete before, and held-out volumes left as they were.
+        Training volumes now complete (moved to ``V_M``), volumes complete before,
+        and held-out volumes now flagged complete (their split kept).
     """
 
     volumes_added: list[str] = field(default_factory=list)

@@ -8,6 +8,12 @@ released, so a file written by an older release migrates by running the
 missing steps, in one transaction. A file whose version is newer than
 :data:`SCHEMA_VERSION` is refused.
 
+``volumes.complete`` = 1 says that every lesion of the volume is marked. On a
+training volume it comes with split ``V_M`` (the volume teaches the rounds); on a
+held-out volume (``V_H_test``, ``V_D_test``) the split stays, and a complete
+``V_H_test`` volume's marks are the evaluation's truth. Rounds choose their
+training volumes by split alone, so the flag never moves test data into training.
+
 Version history
 ---------------
 1. volumes, marks (RECIST, soft delete), append-only audit log.

@@ -600,7 +600,7 @@ class HarvestDock(QWidget):
     def _set_complete(self, complete: bool) -> None:
         if self.project is None or self.volume_view is None:
             return
-        from napari.utils.notifications import show_error
+        from napari.utils.notifications import show_error, show_info
 
         from napari_lesion_harvest.store.errors import StoreError
 
@@ -608,6 +608,11 @@ class HarvestDock(QWidget):
             record = self.project.set_volume_complete(
                 self.volume_view.volume_id, author=self.author, complete=complete
             )
+            if complete and record.split != "V_M":  # held out: flagged, not moved
+                show_info(
+                    f"{record.volume_id} stays in {record.split}; its marks are now the "
+                    "evaluation's truth"
+                )
         except StoreError as error:
             show_error(str(error))
             self.complete_button.blockSignals(True)

@@ -127,7 +127,7 @@ def summary_text(project, *, counts: ProjectCounts | None = None) -> str:
             f"{_number(last.get('n_harvested'))} harvested ({_number(last.get('new_lesions'))} "
             "new).",
             "Table I on the held-out volumes V_H_test (P3D matching; R: the original marks,",
-            "P_H,i: the lesions harvested up to round i; R@80: recall at 80% precision):",
+            "P_H,1..i: the lesions harvested by rounds 1 to i; R@80: recall at 80% precision):",
             format_round_table(done),
         ]
     return "\n".join(lines) + "\n"

@@ -5,9 +5,13 @@ keys of ``RoundRecord.metrics`` (each optional):
 
 ``table_i``
     list of rows ``{"label": str, "R@80": float, "R@85": float, "R@90": float,
-    "R@95": float, "AP": float}`` (any other numeric keys are shown too);
+    "R@95": float, "AP": float}`` (any other numeric keys are shown too): the
+    original marks, then the round's cumulative row ``R + P_H,1..i``, the paper's
+    Table I row (:mod:`napari_lesion_harvest.harvest.report`);
 ``pr``
-    ``{"recall": [...], "precision": [...]}`` on ``V_H^test``;
+    ``{"recall": [...], "precision": [...]}`` of that row on ``V_H^test``;
+``evaluation_note``
+    why the round has no evaluation (shown instead of the table);
 ``froc``
     ``{"fp_per_volume": [...], "sensitivity": [...]}``;
 ``threshold``, ``n_harvested``
@@ -25,13 +29,14 @@ from qtpy.QtWidgets import QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, 
 MAX_ROUNDS_SHOWN = 4
 #: What the Table I symbols mean (tooltips; the cells say it in plain words).
 BASELINE_TOOLTIP = "R: the original marks alone, on the held-out volumes V_H_test (Table I)"
-ROUND_ROW = re.compile(r"^R \+ P_H,(\d+)$")
+#: A cumulative row's label: ``R + P_H,1`` after round 1, ``R + P_H,1..i`` after round i.
+ROUND_ROW = re.compile(r"^R \+ P_H,(?:1\.\.)?(\d+)$")
 
 
 def plain_label(label: str) -> tuple[str, str]:
     """A Table I row label in plain words, and the paper's symbol with its meaning.
 
-    ``"R + P_H,2"`` -> ``("round 2: marks + harvested", "R + P_H,2: ...")``.
+    ``"R + P_H,1..2"`` -> ``("round 2: marks + harvested", "R + P_H,1..2: ...")``.
     """
     match = ROUND_ROW.match(label)
     if match is None:
@@ -39,8 +44,8 @@ def plain_label(label: str) -> tuple[str, str]:
     number = match.group(1)
     return (
         f"round {number}: marks + harvested",
-        f"{label}: the original marks R plus the lesions harvested up to round {number} "
-        f"(P_H,{number}), on the held-out volumes V_H_test (Table I)",
+        f"{label}: the original marks R plus every lesion harvested by rounds 1 to {number}, "
+        f"on the held-out volumes V_H_test (the paper's cumulative Table I row)",
     )
 
 
@@ -49,7 +54,7 @@ def table_rows(rounds) -> tuple[str, list[str], list[list[str]]]:
 
     As in the paper's Table I: the original marks' recall and precision once (each
     round stores the same row first; the oldest round's is used), then each round's
-    ``R + P_H,i`` row with its AP and recall at 80-95% precision.
+    cumulative row ``R + P_H,1..i`` with its AP and recall at 80-95% precision.
 
     Parameters
     ----------
@@ -186,7 +191,12 @@ class ResultsPanel(QWidget):
                 parts.append(f"{last.metrics['n_harvested']} harvested lesions")
             if _is_number(last.metrics.get("threshold")):
                 parts.append(f"threshold {last.metrics['threshold']:.3f}")
-            self.summary.setText(", ".join(parts) + "." + (f"\n{baseline}" if baseline else ""))
+            lines = [", ".join(parts) + "."]
+            if baseline:
+                lines.append(baseline)
+            if last.metrics.get("evaluation_note"):
+                lines.append(f"Not evaluated: {last.metrics['evaluation_note']}")
+            self.summary.setText("\n".join(lines))
             self.summary.setToolTip(BASELINE_TOOLTIP if baseline else "")
         else:
             self.summary.setText("No finished round yet.")
