@@ -155,26 +155,42 @@ def make_example(
         if rng.uniform() < augmentation.edge_probability:
             ends = edge_ends(sample.z, volume, config, interval_mm=interval, rng=rng)
     stack = prepare_stack(volume, sample.z, transform, config, interval_mm=interval, ends=ends)
+    if flip:
+        stack = stack.flip(-1)
+    return stack, sample_targets(sample, transform, config, flip=flip)
+
+
+def sample_targets(
+    sample: LPGSample, transform, config: LPGConfig, *, flip: bool = False
+) -> CenterNetTargets:
+    """The targets of ``sample`` on the canvas of ``transform`` (a
+    :class:`~napari_lesion_harvest.lpg.preprocess.SliceTransform`), mirrored left to
+    right with ``flip``; boxes whose centre falls off the canvas are left out, ignore
+    boxes are kept wherever they reach.
+
+    Returns
+    -------
+    CenterNetTargets
+        On the ``(H / stride, W / stride)`` output grid of the ``(H, W)`` canvas.
+    """
+    canvas_shape = transform.canvas_shape
     positives, negatives, ignored = (
         transform.boxes_to_network(boxes)
         for boxes in (sample.positive_boxes, sample.hard_negative_boxes, sample.ignore_boxes)
     )
     if flip:
-        stack = stack.flip(-1)
         positives, negatives, ignored = (
             _mirror(b, canvas_shape[1]) for b in (positives, negatives, ignored)
         )
-    output_shape = (canvas_shape[0] // config.stride, canvas_shape[1] // config.stride)
-    targets = build_targets(
+    return build_targets(
         _visible(positives, canvas_shape),
         _visible(negatives, canvas_shape),
-        output_shape,
+        (canvas_shape[0] // config.stride, canvas_shape[1] // config.stride),
         stride=config.stride,
         min_overlap=config.min_overlap,
         background_known=sample.background_known,
         ignore_boxes=ignored,
     )
-    return stack, targets
 
 
 def edge_ends(
