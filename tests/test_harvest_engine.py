@@ -152,6 +152,18 @@ def test_a_round_runs_every_stage_and_leaves_a_consistent_project(finished_round
     assert all(s.s_gc >= threshold for s in harvested)
 
 
+def positive_boxes_off_their_best_slice(snapshot, slices):
+    """``(training slice, box)`` for each pooled positive proposal's box on every other
+    training slice it crosses; ``slices`` by ``(volume_id, z)``."""
+    for stored in snapshot.previous_pool:
+        if stored.role not in ("P_RM", "P_RH", "P_pos_H"):
+            continue
+        for z, box in zip(stored.proposal.slices, stored.proposal.boxes, strict=True):
+            training = slices.get((stored.volume_id, int(z)))
+            if training is not None and z != stored.proposal.best_slice:
+                yield training, box
+
+
 def test_fine_tuning_adds_each_pooled_proposals_best_slice(finished_round, tmp_path):
     """Round 2's LPG slices (paper, Sec. III-E): the marks' slices, plus the
     highest-objectness slice of every pooled proposal, with its box there as a
@@ -182,14 +194,9 @@ def test_fine_tuning_adds_each_pooled_proposals_best_slice(finished_round, tmp_p
     n_marks = sum(len(m) for m in usable_marks(snapshot).values())
     assert sum(len(s.positive_boxes) for s in paper_slices) == n_marks + positives_in_pool
     crossed = 0
-    for stored in snapshot.previous_pool:
-        if stored.role not in ("P_RM", "P_RH", "P_pos_H"):
-            continue
-        for z, box in zip(stored.proposal.slices, stored.proposal.boxes, strict=True):
-            training = slices.get((stored.volume_id, int(z)))
-            if training is not None and z != stored.proposal.best_slice:
-                crossed += 1
-                assert iou_2d(box[None], training.positive_boxes).max() >= 0.5
+    for training, box in positive_boxes_off_their_best_slice(snapshot, slices):
+        crossed += 1
+        assert iou_2d(box[None], training.positive_boxes).max() >= 0.5
     assert crossed
 
 
@@ -236,14 +243,9 @@ def test_known_lesions_are_ignored_on_the_fine_tuning_slices_they_cross(finished
         dropped += int(lying.sum())
     slices = {(s.volume_id, s.z): s for s in ignoring}
     crossed = 0
-    for stored in snapshot.previous_pool:
-        if stored.role not in ("P_RM", "P_RH", "P_pos_H"):
-            continue
-        for z, box in zip(stored.proposal.slices, stored.proposal.boxes, strict=True):
-            training = slices.get((stored.volume_id, int(z)))
-            if training is not None and z != stored.proposal.best_slice:
-                assert (training.ignore_boxes == box).all(axis=1).any()
-                crossed += 1
+    for training, box in positive_boxes_off_their_best_slice(snapshot, slices):
+        assert (training.ignore_boxes == box).all(axis=1).any()
+        crossed += 1
     assert crossed and dropped
     assert sum(len(s.ignore_boxes) for s in ignoring) > crossed  # the marks' regions too
 

@@ -153,6 +153,10 @@ def known_lesion_region(mark: RecistMark, spacing, num_slices: int):
       its widest, but a lesion tilted against the body axis shifts them sideways,
       so the box does not shrink away from the key slice.
 
+    (:func:`~napari_lesion_harvest.tracking.marks.proposals_touching_marked_lesions`
+    answers another question, whether a given proposal sits on the lesion, with
+    half the diameter along z: a likely extent, not a bound.)
+
     Parameters
     ----------
     mark : RecistMark
