@@ -3,7 +3,8 @@
 For a target slice ``z`` of a :class:`~napari_lesion_harvest.io.volume.CTVolume`:
 
 1. :func:`stack_positions`: 9 z positions at a fixed physical interval (2 mm)
-   around ``z``, in (fractional) slice indices, clamped to the volume.
+   around ``z``, in (fractional) slice indices, clamped to the volume (or, for
+   training's edge stacks, to a part of it ending near ``z``).
 2. :func:`interpolate_slices`: linear interpolation between the two real
    slices around each position, shape ``(9, Y, X)`` in HU.
 3. :func:`window_hu`: HU window [-1024, 3071] -> [0, 255], minus the mean 50.
