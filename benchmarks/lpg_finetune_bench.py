@@ -10,6 +10,8 @@ its configuration changed by ``--set``, then scans the V_H_test volumes as the
   original marks this is the round's ceiling (the recall of R + every proposal);
 * the Table I row of R + the proposals ranked by objectness s_g alone (the LPC
   is not re-trained, so this is the LPG's part of the ranking);
+* the top 50 of that ranking: proposals hitting no lesion (false positives), and
+  how many of them peak within 2 slices of a sub-volume's end;
 * with ``--truth`` (the phantom's ``dataset/truth/lesions.json``), the unmarked
   lesions hit and missed per lesion kind, with their sizes and contrasts.
 
@@ -61,14 +63,20 @@ def compare_with_truth(state: RoundState, proposals: dict[str, list]) -> dict:
 
     ``lesions`` holds one record per full mark: volume id, mark, whether an
     original mark hits it, whether a proposal hits it, and the highest s_g of
-    the proposals that do (0 when none does).
+    the proposals that do (0 when none does). ``top`` holds, for the
+    :data:`TOP` proposals of highest s_g, how many hit no lesion and how many
+    of those peak within :data:`NEAR_END_SLICES` slices of their volume's end.
     """
     marks = state.snapshot.marks
     full = {v: full_annotation(marks.get(v, [])) for v in proposals}
     original = {v: [s.mark for s in marks.get(v, []) if s.origin == "original"] for v in full}
-    records, ranked = [], {}
+    records, ranked, by_s_g = [], {}, []
     for volume_id, found in proposals.items():
         lesions = full[volume_id]
+        depth = state.record(volume_id).shape[0]
+        for proposal, hit in zip(found, hitting_proposals(found, volume_id, lesions), strict=True):
+            to_end = min(proposal.best_slice, depth - 1 - proposal.best_slice)
+            by_s_g.append((proposal.s_g, bool(hit), to_end <= NEAR_END_SLICES))
         marked = lesions_with_original_marks(volume_id, lesions, original[volume_id])
         for mark, on_original in zip(lesions, marked, strict=True):
             hits = hitting_proposals(found, volume_id, [mark])
@@ -89,7 +97,10 @@ def compare_with_truth(state: RoundState, proposals: dict[str, list]) -> dict:
         ]
     evaluation = evaluate_harvest(full, original=original, proposals=ranked, threshold=None)
     unmarked = [r for r in records if not r.marked]
+    top = sorted(by_s_g, key=lambda item: -item[0])[:TOP]
+    false = [near for _, hit, near in top if not hit]
     return {
+        "top": {"proposals": len(top), "false": len(false), "false_near_end": sum(false)},
         "lesions": records,
         "proposals": sum(map(len, proposals.values())),
         "hit": sum(r.hit for r in records),
@@ -98,6 +109,12 @@ def compare_with_truth(state: RoundState, proposals: dict[str, list]) -> dict:
         "p3d": evaluation["per_round"]["p3d"],
         "ceiling": evaluation["per_round"]["ceiling"],
     }
+
+
+#: Length of the s_g ranking's top inspected for false positives.
+TOP = 50
+#: A proposal whose best slice is this many slices or fewer from its volume's end.
+NEAR_END_SLICES = 2
 
 
 def print_lesions_by_kind(records, truth_path: Path) -> None:
@@ -188,6 +205,11 @@ def main(argv=None) -> int:
         for point in p3d["recall_at_precision"]
     )
     print(f"R + proposals ranked by s_g: AP {p3d['ap']:.3f} {recalls}")
+    top = result["top"]
+    print(
+        f"top {top['proposals']} by s_g: {top['false']} hit no lesion, "
+        f"{top['false_near_end']} of them peak within {NEAR_END_SLICES} slices of an end"
+    )
     if args.truth:
         print_lesions_by_kind(result["lesions"], args.truth)
     return 0

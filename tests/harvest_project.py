@@ -120,3 +120,13 @@ def make_blob_project(folder: Path, *, n_volumes: int = 8, n_test: int = 1) -> P
             project.set_volume_complete(volume_id, author="radiologist")
     (folder / "tiny.json").write_text(json.dumps(TINY_CONFIG))
     return project_dir
+
+
+def next_round_snapshot(project_dir):
+    """The inputs a next round of the project would get (a round started and cancelled)."""
+    with HarvestProject.open(project_dir) as project:
+        number = project.rounds.create({}).number
+        with project.rounds.lock(number) as lock:
+            snapshot = project.rounds.start(number, lock=lock)
+            project.rounds.cancel(number, author="test")
+    return snapshot

@@ -120,6 +120,8 @@ BAD_VALUES = {
     "match_iou": [0, 1.01],
     "lpg_crossing_positives": [1, "yes", None],
     "lpg_ignore_unmarked_background": ["false", 0],
+    "lpg_ignore_known_lesions": ["true", 1, None],
+    "lpg_edge_stack_probability": [-0.1, 1.5, "often", None, float("nan")],
     "lpg_finetune_slices": ["most", None],
     "exclude_lesion_pieces": ["yes", 1],
     "lpc_variant": ["2.5d", None],

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from harvest_project import V_M, make_blob_project
+from harvest_project import V_M, make_blob_project, next_round_snapshot
 
 from napari_lesion_harvest.geometry import iou_2d
 from napari_lesion_harvest.harvest.config import load_config
@@ -20,6 +20,7 @@ from napari_lesion_harvest.harvest.training_sets import (
     drawn_fine_tuning_slices,
     lesion_pieces,
     lpg_training_slices,
+    on_regions,
     usable_marks,
 )
 from napari_lesion_harvest.lpc.checkpoint import load_checkpoint as load_classifier
@@ -56,16 +57,6 @@ def finished_round(tmp_path_factory):
             progress=lambda *event: events.append(event),
         )
     return project_dir, events
-
-
-def next_round_snapshot(project_dir):
-    """The inputs a next round of the project would get (a round started and cancelled)."""
-    with HarvestProject.open(project_dir) as project:
-        number = project.rounds.create({}).number
-        with project.rounds.lock(number) as lock:
-            snapshot = project.rounds.start(number, lock=lock)
-            project.rounds.cancel(number, author="test")
-    return snapshot
 
 
 def test_import_brings_volumes_splits_and_marks(blob_project):
@@ -161,6 +152,18 @@ def test_a_round_runs_every_stage_and_leaves_a_consistent_project(finished_round
     assert all(s.s_gc >= threshold for s in harvested)
 
 
+def positive_boxes_off_their_best_slice(snapshot, slices):
+    """``(training slice, box)`` for each pooled positive proposal's box on every other
+    training slice it crosses; ``slices`` by ``(volume_id, z)``."""
+    for stored in snapshot.previous_pool:
+        if stored.role not in ("P_RM", "P_RH", "P_pos_H"):
+            continue
+        for z, box in zip(stored.proposal.slices, stored.proposal.boxes, strict=True):
+            training = slices.get((stored.volume_id, int(z)))
+            if training is not None and z != stored.proposal.best_slice:
+                yield training, box
+
+
 def test_fine_tuning_adds_each_pooled_proposals_best_slice(finished_round, tmp_path):
     """Round 2's LPG slices (paper, Sec. III-E): the marks' slices, plus the
     highest-objectness slice of every pooled proposal, with its box there as a
@@ -191,14 +194,9 @@ def test_fine_tuning_adds_each_pooled_proposals_best_slice(finished_round, tmp_p
     n_marks = sum(len(m) for m in usable_marks(snapshot).values())
     assert sum(len(s.positive_boxes) for s in paper_slices) == n_marks + positives_in_pool
     crossed = 0
-    for stored in snapshot.previous_pool:
-        if stored.role not in ("P_RM", "P_RH", "P_pos_H"):
-            continue
-        for z, box in zip(stored.proposal.slices, stored.proposal.boxes, strict=True):
-            training = slices.get((stored.volume_id, int(z)))
-            if training is not None and z != stored.proposal.best_slice:
-                crossed += 1
-                assert iou_2d(box[None], training.positive_boxes).max() >= 0.5
+    for training, box in positive_boxes_off_their_best_slice(snapshot, slices):
+        crossed += 1
+        assert iou_2d(box[None], training.positive_boxes).max() >= 0.5
     assert crossed
 
 
@@ -225,6 +223,31 @@ def test_unmarked_background_is_ignored_only_on_v_h_slices_without_a_positive(
             unknown.add(with_option.volume_id)
     assert unknown and not unknown & set(V_M)
     assert any(s.volume_id in V_M and not len(s.positive_boxes) for s in ignoring)
+
+
+def test_known_lesions_are_ignored_on_the_fine_tuning_slices_they_cross(finished_round, tmp_path):
+    """With ``ignore_known_lesions``, a positive proposal's tracked box on every other
+    training slice it crosses is an ignore box there, the positives are the paper's,
+    and exactly the paper's hard negatives that lie on an ignore box are left out."""
+    snapshot = next_round_snapshot(shutil.copytree(finished_round[0], tmp_path / "project"))
+    paper = lpg_training_slices(snapshot, use_pool=True)
+    ignoring = lpg_training_slices(snapshot, use_pool=True, ignore_known_lesions=True)
+    assert [(s.volume_id, s.z) for s in ignoring] == [(s.volume_id, s.z) for s in paper]
+    dropped = 0
+    for with_paper, with_option in zip(paper, ignoring, strict=True):
+        np.testing.assert_array_equal(with_option.positive_boxes, with_paper.positive_boxes)
+        lying = on_regions(with_paper.hard_negative_boxes, with_option.ignore_boxes)
+        np.testing.assert_array_equal(
+            with_option.hard_negative_boxes, with_paper.hard_negative_boxes[~lying]
+        )
+        dropped += int(lying.sum())
+    slices = {(s.volume_id, s.z): s for s in ignoring}
+    crossed = 0
+    for training, box in positive_boxes_off_their_best_slice(snapshot, slices):
+        assert (training.ignore_boxes == box).all(axis=1).any()
+        crossed += 1
+    assert crossed and dropped
+    assert sum(len(s.ignore_boxes) for s in ignoring) > crossed  # the marks' regions too
 
 
 def test_fine_tuning_draws_slices_with_a_positive_as_chosen(finished_round, tmp_path):
@@ -265,6 +288,7 @@ def test_fine_tuning_options_reach_the_lpg_training(finished_round, tmp_path):
             {"lpg_finetune_learning_rate": base.lpg_learning_rate / 4},
             {"lpg_finetune_slices": "balanced"},
             {"lpg_crop_px": 32},
+            {"lpg_ignore_known_lesions": True, "lpg_edge_stack_probability": 0.5},
         ):
             state = RoundState(
                 project,
@@ -287,6 +311,11 @@ def test_fine_tuning_options_reach_the_lpg_training(finished_round, tmp_path):
     assert rate > 0 and runs["lpg_finetune_slices",]["final_loss"]["lr"] == rate
     assert runs["lpg_finetune_learning_rate",]["final_loss"]["lr"] == pytest.approx(rate / 4)
     assert runs[()]["canvas_px"] == base.lpg_max_side and runs["lpg_crop_px",]["canvas_px"] == 32
+    ignoring = lpg_training_slices(snapshot, use_pool=True, ignore_known_lesions=True)
+    assert runs[()]["ignore_boxes"] == 0
+    assert runs["lpg_ignore_known_lesions", "lpg_edge_stack_probability"]["ignore_boxes"] == sum(
+        len(s.ignore_boxes) for s in ignoring
+    )
 
 
 def test_status_and_export_commands_read_the_round(finished_round, tmp_path):

@@ -144,6 +144,8 @@ FIELD_RULES = {
     "match_iou": _FRACTION,
     "lpg_crossing_positives": _flag,
     "lpg_ignore_unmarked_background": _flag,
+    "lpg_ignore_known_lesions": _flag,
+    "lpg_edge_stack_probability": _real(0.0, 1.0),
     "lpg_finetune_slices": _choice(*FINE_TUNING_SLICE_CHOICES),
     "exclude_lesion_pieces": _flag,
     "lpc_variant": _choice("multiview", "axial", "3d"),
@@ -224,6 +226,20 @@ class RoundConfig:
         hard negatives) supervises the LPG only on its hard negatives: its
         other pixels may show lesions nobody marked, so they are not taught as
         background (not in the paper, which teaches them as background).
+    lpg_ignore_known_lesions : bool
+        On every LPG training slice, leave unsupervised (neither background nor hard
+        negative) the regions where a known lesion may show away from its own
+        training slice: for each usable mark, its box widened to its long diameter
+        on the slices within one long diameter of its key slice; when fine-tuning,
+        each positive proposal's tracked boxes (not in the paper, which teaches
+        them as background; see
+        :func:`~napari_lesion_harvest.harvest.training_sets.known_lesion_region`).
+        Hard negatives on those regions are left out.
+    lpg_edge_stack_probability : float
+        Probability that an LPG training stack is built as if the volume ended
+        a few slices above or below the training slice, so that training sees
+        the clamped stacks (the edge slice repeated) that scanning builds near
+        each volume's ends (not in the paper; 0 never).
     lpg_finetune_slices : str
         Which fine-tuning slices the LPG draws, and how often: ``"all"`` once
         each (the paper); ``"balanced"``: those with a positive repeated until
@@ -286,6 +302,8 @@ class RoundConfig:
     match_iou: float = 0.5
     lpg_crossing_positives: bool = False
     lpg_ignore_unmarked_background: bool = False
+    lpg_ignore_known_lesions: bool = False
+    lpg_edge_stack_probability: float = 0.0
     lpg_finetune_slices: str = "all"
     exclude_lesion_pieces: bool = False
     lpc_variant: str = "multiview"

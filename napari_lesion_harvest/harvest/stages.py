@@ -199,6 +199,7 @@ def train_lpg_stage(state: RoundState) -> StageResult:
         crossing_positives=state.config.lpg_crossing_positives,
         exclude_lesion_pieces=state.config.exclude_lesion_pieces,
         ignore_unmarked_background=state.config.lpg_ignore_unmarked_background,
+        ignore_known_lesions=state.config.lpg_ignore_known_lesions,
     )
     if not slices:
         raise HarvestInputError(
@@ -215,6 +216,7 @@ def train_lpg_stage(state: RoundState) -> StageResult:
             s.positive_boxes,
             s.hard_negative_boxes,
             background_known=s.background_known,
+            ignore_boxes=s.ignore_boxes,
         )
         for s in drawn
     ]
@@ -249,6 +251,7 @@ def train_lpg_stage(state: RoundState) -> StageResult:
                 scale_range=config.lpg_zoom_range,
                 flip_probability=config.lpg_flip_probability,
                 box_centred_crop=config.lpg_crop_px is not None,
+                edge_probability=config.lpg_edge_stack_probability,
             ),
         ),
         init_checkpoint=init,
@@ -284,6 +287,7 @@ def train_lpg_stage(state: RoundState) -> StageResult:
                 "drawn_slices": len(samples),
                 "canvas_px": result.canvas_size,
                 "hard_negative_boxes": int(sum(len(s.hard_negative_boxes) for s in slices)),
+                "ignore_boxes": int(sum(len(s.ignore_boxes) for s in slices)),
                 "final_loss": {k: float(v) for k, v in last.items()},
                 "seconds": round(time.monotonic() - started, 2),
             }

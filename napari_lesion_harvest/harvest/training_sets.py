@@ -19,14 +19,16 @@ as slices whose background is unknown (config field
 ``lpg_ignore_unmarked_background``, not in the paper), and draw the fine-tuning
 slices that hold a positive more often, or only those
 (:func:`drawn_fine_tuning_slices`; config field ``lpg_finetune_slices``, not in the
-paper).
+paper). And it may keep the LPG from learning known lesions as background on the
+training slices they cross away from their own (:func:`known_lesion_region`; config
+field ``lpg_ignore_known_lesions``, not in the paper).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -60,6 +62,10 @@ class TrainingSlice:
     background_known : bool
         Whether every pixel outside the boxes is background (see
         :class:`~napari_lesion_harvest.lpg.data.LPGSample`).
+    ignore_boxes : ndarray, shape (K, 4)
+        ``xyxy`` regions where a known lesion may show without a box of its own on
+        this slice: not taught as background (none of the hard negatives lies on one,
+        :func:`on_regions`).
     """
 
     volume_id: str
@@ -67,6 +73,7 @@ class TrainingSlice:
     positive_boxes: np.ndarray
     hard_negative_boxes: np.ndarray
     background_known: bool = True
+    ignore_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
 
 
 def usable_marks(snapshot) -> dict[str, list[RecistMark]]:
@@ -123,6 +130,123 @@ def lesion_pieces(snapshot, stored_proposals) -> set[int]:
     return pieces
 
 
+def known_lesion_region(mark: RecistMark, spacing, num_slices: int):
+    """The slices and the ``xyxy`` box where the lesion of a RECIST mark may show.
+
+    A RECIST mark tells the lesion's longest axial diameter ``d`` on its key slice
+    and nothing about its extent along z. The bound is meant to hold for real
+    lesions, so it is generous; what it costs is only the background that a box
+    around a known lesion no longer teaches.
+
+    * Along z: the lesion reaches at most ``d`` above and below the key slice, plus
+      half a slice (a slice images a slab of its thickness). Lesions are compact:
+      a lesion no longer craniocaudally than its longest axial diameter ends within
+      ``d`` of any slice through it, wherever the radiologist's key slice lies in it
+      (it need not be the widest level); one whose key slice is its widest level,
+      as RECIST asks, may be up to ``2 d`` long (an ovoid lymph node along the body
+      axis).
+    * In-plane: the key slice's section has longest diameter ``d``. An elliptical
+      section of long diameter ``d``, whatever its orientation, fits in the
+      axis-aligned square of side ``d`` (in mm) around the long axis's midpoint;
+      the box is that square joined with the mark's own box (DeepLesion's
+      endpoint box, padded). A compact lesion's other sections are no wider than
+      its widest, but a lesion tilted against the body axis shifts them sideways,
+      so the box does not shrink away from the key slice.
+
+    (:func:`~napari_lesion_harvest.tracking.marks.proposals_touching_marked_lesions`
+    answers another question, whether a given proposal sits on the lesion, with
+    half the diameter along z: a likely extent, not a bound.)
+
+    Parameters
+    ----------
+    mark : RecistMark
+    spacing : (float, float, float)
+        Voxel spacing ``(sz, sy, sx)`` in mm.
+    num_slices : int
+        ``Z`` of the volume.
+
+    Returns
+    -------
+    slices : ndarray of int, shape (S,)
+        Increasing slice indices within ``0..Z - 1``, the key slice among them.
+    box : ndarray, shape (4,)
+        ``xyxy``, pixel coordinates (not clipped to the image).
+    """
+    sz, sy, sx = (float(s) for s in spacing)
+    diameter_mm = mark.diameters_mm((sy, sx))[0]
+    reach = int(np.floor((diameter_mm + sz / 2) / sz))
+    slices = np.arange(max(0, mark.z - reach), min(num_slices - 1, mark.z + reach) + 1)
+    centre_x, centre_y = mark.long_axis.mean(axis=0)
+    half_x, half_y = diameter_mm / 2 / sx, diameter_mm / 2 / sy
+    square = np.array([centre_x - half_x, centre_y - half_y, centre_x + half_x, centre_y + half_y])
+    own = mark.box()
+    box = np.concatenate([np.minimum(square[:2], own[:2]), np.maximum(square[2:], own[2:])])
+    return slices, box
+
+
+def on_regions(boxes: np.ndarray, regions: np.ndarray) -> np.ndarray:
+    """Which ``boxes`` lie on one of ``regions``: centre inside it, or IoU above
+    :data:`NEGATIVE_CONFLICT_IOU` (the rule that keeps hard negatives off positives).
+
+    Parameters
+    ----------
+    boxes : ndarray, shape (N, 4)
+    regions : ndarray, shape (K, 4)
+        Both ``xyxy``.
+
+    Returns
+    -------
+    ndarray of bool, shape (N,)
+    """
+    if not len(boxes) or not len(regions):
+        return np.zeros(len(boxes), dtype=bool)
+    centres = (boxes[:, None, :2] + boxes[:, None, 2:]) / 2
+    inside = ((centres >= regions[None, :, :2]) & (centres <= regions[None, :, 2:])).all(-1)
+    return inside.any(1) | (iou_2d(boxes, regions).max(axis=1) > NEGATIVE_CONFLICT_IOU)
+
+
+def known_lesion_boxes(snapshot, stored_positives) -> dict[tuple[str, int], list[np.ndarray]]:
+    """Where known lesions show away from their own training slice, by ``(volume, z)``.
+
+    A usable mark's lesion may show on the slices and in the box of
+    :func:`known_lesion_region` (spacing 1 mm on every axis where the volume record
+    has none). A positive proposal's lesion shows in its tracked boxes: its
+    extent is known there, and its box on each slice is where it is, so that box
+    is used as is. Those boxes are the LPG's own detections, with sizes it
+    guessed and, for ``P_pos_H``, on proposals of which about one in twenty is no
+    lesion at the harvest's precision, so they are ignored there rather than
+    taught as positives (``lpg_crossing_positives`` teaches them).
+
+    Parameters
+    ----------
+    snapshot : RoundSnapshot
+    stored_positives : iterable of StoredProposal
+        Positive proposals (pool or judged) of harvested volumes.
+
+    Returns
+    -------
+    dict
+        ``(volume_id, z)`` to the ``xyxy`` boxes, never on the mark's key slice or
+        the proposal's best slice (there they are positives).
+    """
+    records = {r.volume_id: r for r in volume_records(snapshot)}
+    regions: dict[tuple[str, int], list[np.ndarray]] = defaultdict(list)
+    for volume_id, marks in usable_marks(snapshot).items():
+        record = records[volume_id]
+        for mark in marks:
+            slices, box = known_lesion_region(
+                mark, record.spacing or (1.0, 1.0, 1.0), record.shape[0]
+            )
+            for z in slices[slices != mark.z]:
+                regions[volume_id, int(z)].append(box)
+    for stored in stored_positives:
+        proposal = stored.proposal
+        for z, box in zip(proposal.slices, proposal.boxes, strict=True):
+            if z != proposal.best_slice:
+                regions[stored.volume_id, int(z)].append(box)
+    return regions
+
+
 def lpg_training_slices(
     snapshot,
     *,
@@ -130,6 +254,7 @@ def lpg_training_slices(
     crossing_positives: bool = False,
     exclude_lesion_pieces: bool = False,
     ignore_unmarked_background: bool = False,
+    ignore_known_lesions: bool = False,
 ) -> list[TrainingSlice]:
     """The LPG's training slices: every slice with a usable mark, plus, when
     fine-tuning (``use_pool``), the highest-objectness slice of every pooled
@@ -147,6 +272,12 @@ def lpg_training_slices(
     With ``ignore_unmarked_background``, a slice outside ``V_M`` (not fully
     annotated) that holds no positive has ``background_known`` False.
 
+    With ``ignore_known_lesions``, each slice's ``ignore_boxes`` are the
+    :func:`known_lesion_boxes` of the usable marks and (fine-tuning) of the positive
+    proposals, and a hard negative that lies on one of them (:func:`on_regions`) is
+    left out: what a known lesion shows away from its own slice is taught neither
+    as background nor as a hard negative.
+
     Returns
     -------
     list of TrainingSlice
@@ -155,6 +286,7 @@ def lpg_training_slices(
     positives: dict[tuple[str, int], list[np.ndarray]] = {}
     negatives: dict[tuple[str, int], list[np.ndarray]] = {}
     crossing: dict[tuple[str, int], list[np.ndarray]] = defaultdict(list)  # off best slice
+    positive_proposals = []
     for volume_id, marks in usable_marks(snapshot).items():
         for mark in marks:
             positives.setdefault((volume_id, mark.z), []).append(mark.box())
@@ -177,10 +309,15 @@ def lpg_training_slices(
             proposal = stored.proposal
             key = (stored.volume_id, proposal.best_slice)
             (positives if polarity else negatives).setdefault(key, []).append(proposal.best_box)
+            if polarity:
+                positive_proposals.append(stored)
             if polarity and crossing_positives:
                 for z, box in zip(proposal.slices, proposal.boxes, strict=True):
                     if z != proposal.best_slice:
                         crossing[stored.volume_id, int(z)].append(box)
+    known_lesions = (
+        known_lesion_boxes(snapshot, positive_proposals) if ignore_known_lesions else {}
+    )
     complete = {r.volume_id for r in volume_records(snapshot, ("V_M",))}
     slices = []
     for key in sorted(set(positives) | set(negatives)):
@@ -191,8 +328,10 @@ def lpg_training_slices(
         neg = np.array(negatives.get(key, []), dtype=np.float64).reshape(-1, 4)
         if len(pos) and len(neg):
             neg = neg[iou_2d(neg, pos).max(axis=1) <= NEGATIVE_CONFLICT_IOU]
+        ignored = np.array(known_lesions.get(key, []), dtype=np.float64).reshape(-1, 4)
+        neg = neg[~on_regions(neg, ignored)]
         known = not (ignore_unmarked_background and key[0] not in complete and not len(pos))
-        slices.append(TrainingSlice(key[0], key[1], pos, neg, known))
+        slices.append(TrainingSlice(key[0], key[1], pos, neg, known, ignored))
     return slices
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from napari_lesion_harvest.geometry import as_boxes
 from napari_lesion_harvest.io.volume import CTVolume
 from napari_lesion_harvest.lpg.config import LPGConfig
-from napari_lesion_harvest.lpg.preprocess import make_transform, prepare_stack
+from napari_lesion_harvest.lpg.preprocess import make_transform, prepare_stack, stack_reach
 from napari_lesion_harvest.lpg.targets import CenterNetTargets, build_targets
 
 if TYPE_CHECKING:
@@ -34,6 +34,10 @@ class LPGSample:
         True (default): every pixel outside the boxes is background. False: the
         slice may show lesions that nobody marked, so only the neighbourhoods
         of its boxes are supervised.
+    ignore_boxes : array_like, shape (K, 4)
+        ``xyxy`` regions (original pixel coordinates) that may show a known lesion
+        whose extent there is unknown: the heatmap is not supervised on them,
+        except on the positives' Gaussians (may be empty).
     """
 
     volume: CTVolume
@@ -41,13 +45,14 @@ class LPGSample:
     positive_boxes: np.ndarray
     hard_negative_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
     background_known: bool = True
+    ignore_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
 
     def __post_init__(self):
         where = f"{self.volume.volume_id} slice {self.z}"
         if not 0 <= int(self.z) < self.volume.num_slices:
             raise ValueError(f"{where}: slice outside 0..{self.volume.num_slices - 1}")
         self.z = int(self.z)
-        for name in ("positive_boxes", "hard_negative_boxes"):
+        for name in ("positive_boxes", "hard_negative_boxes", "ignore_boxes"):
             raw = np.asarray(getattr(self, name), dtype=np.float64)
             if raw.size and (raw.ndim != 2 or raw.shape[1] != 4):
                 raise ValueError(f"{where}: {name} must have shape (N, 4), got {raw.shape}")
@@ -80,6 +85,12 @@ class Augmentation:
         a window in which a random positive box (else a random hard-negative box,
         else nothing in particular) lies at a random spot, instead of the slice's
         centre, so that a crop rarely misses the lesions.
+    edge_probability : float
+        Probability of building the stack as if the volume ended ``k`` slices above
+        or below the training slice (side and ``k`` uniform, ``k`` from 0 to one
+        less than the stack's reach, :func:`~napari_lesion_harvest.lpg.preprocess.stack_reach`):
+        the stack then repeats the edge slice exactly as scanning's stacks do at a
+        volume's ends (:func:`edge_ends`). 0 (default): never.
     """
 
     scale_range: tuple[float, float] = (0.6, 1.4)
@@ -87,6 +98,7 @@ class Augmentation:
     interval_range: tuple[float, float] = (0.8, 1.2)
     flip_probability: float = 0.5
     box_centred_crop: bool = False
+    edge_probability: float = 0.0
 
 
 def make_example(
@@ -104,8 +116,10 @@ def make_example(
     canvas_shape : tuple of int
         ``(H, W)``, multiples of ``config.size_divisor``.
     rng, augmentation : optional
-        Both given: random zoom, shift, z-interval jitter and left-right flip, and
-        with ``augmentation.box_centred_crop`` a window around a random box.
+        Both given: random zoom, shift, z-interval jitter and left-right flip, with
+        ``augmentation.box_centred_crop`` a window around a random box, and with
+        ``augmentation.edge_probability`` a stack clamped at a random near end
+        (drawn last, so the other draws do not depend on it).
 
     Returns
     -------
@@ -136,22 +150,70 @@ def make_example(
     if augmentation is not None and augmentation.box_centred_crop and rng is not None:
         centred = transform_shifted((0, 0))
         transform = transform_shifted(_box_centred_shift(centred, sample, rng, jitter=shift))
-    stack = prepare_stack(volume, sample.z, transform, config, interval_mm=interval)
-    positives = transform.boxes_to_network(sample.positive_boxes)
-    negatives = transform.boxes_to_network(sample.hard_negative_boxes)
+    ends = None
+    if augmentation is not None and rng is not None and augmentation.edge_probability > 0:
+        if rng.uniform() < augmentation.edge_probability:
+            ends = edge_ends(sample.z, volume, config, interval_mm=interval, rng=rng)
+    stack = prepare_stack(volume, sample.z, transform, config, interval_mm=interval, ends=ends)
     if flip:
         stack = stack.flip(-1)
-        positives, negatives = (_mirror(b, canvas_shape[1]) for b in (positives, negatives))
-    output_shape = (canvas_shape[0] // config.stride, canvas_shape[1] // config.stride)
-    targets = build_targets(
+    return stack, sample_targets(sample, transform, config, flip=flip)
+
+
+def sample_targets(
+    sample: LPGSample, transform, config: LPGConfig, *, flip: bool = False
+) -> CenterNetTargets:
+    """The targets of ``sample`` on the canvas of ``transform`` (a
+    :class:`~napari_lesion_harvest.lpg.preprocess.SliceTransform`), mirrored left to
+    right with ``flip``; boxes whose centre falls off the canvas are left out, ignore
+    boxes are kept wherever they reach.
+
+    Returns
+    -------
+    CenterNetTargets
+        On the ``(H / stride, W / stride)`` output grid of the ``(H, W)`` canvas.
+    """
+    canvas_shape = transform.canvas_shape
+    positives, negatives, ignored = (
+        transform.boxes_to_network(boxes)
+        for boxes in (sample.positive_boxes, sample.hard_negative_boxes, sample.ignore_boxes)
+    )
+    if flip:
+        positives, negatives, ignored = (
+            _mirror(b, canvas_shape[1]) for b in (positives, negatives, ignored)
+        )
+    return build_targets(
         _visible(positives, canvas_shape),
         _visible(negatives, canvas_shape),
-        output_shape,
+        (canvas_shape[0] // config.stride, canvas_shape[1] // config.stride),
         stride=config.stride,
         min_overlap=config.min_overlap,
         background_known=sample.background_known,
+        ignore_boxes=ignored,
     )
-    return stack, targets
+
+
+def edge_ends(
+    z: int, volume: CTVolume, config: LPGConfig, *, interval_mm: float, rng: np.random.Generator
+) -> tuple[int, int]:
+    """Slices ``(first, last)`` of a volume cut ``k`` slices above or below ``z``.
+
+    The side is drawn with even odds and ``k`` uniformly from ``0`` to one less
+    than the stack's reach (:func:`~napari_lesion_harvest.lpg.preprocess.stack_reach`),
+    so that the cut always clamps the stack of ``z``; a real end nearer than the cut
+    stays where it is.
+
+    Returns
+    -------
+    tuple of int
+        For :func:`~napari_lesion_harvest.lpg.preprocess.prepare_stack`'s ``ends``.
+    """
+    reach = stack_reach(volume.spacing[0], interval_mm=interval_mm, count=config.num_slices)
+    k = int(rng.integers(0, reach))
+    last = volume.num_slices - 1
+    if rng.uniform() < 0.5:
+        return max(0, z - k), last
+    return 0, min(last, z + k)
 
 
 def _box_centred_shift(

@@ -11,8 +11,10 @@ Job file (paths relative to the job file's folder)::
      "config": "lite",                                   # train from scratch
      "samples": [{"volume": "v1", "z": 3, "positive_boxes": [[x1, y1, x2, y2]],
                   "hard_negative_boxes": [],
-                  "background_known": true}, ...],       # train
-     "options": {"steps": 100, "batch_size": 4, ...},    # TrainOptions fields
+                  "background_known": true,
+                  "ignore_boxes": []}, ...],              # train
+     "options": {"steps": 100, "batch_size": 4, ...,     # TrainOptions fields
+                 "augmentation": {"edge_probability": 0.25, ...}},  # or null: none
      "init_checkpoint": null,                            # train: fine-tune from
      "checkpoint": "lpg.pt",                             # train: output; detect: model
      "detect": {"batch_size": 8, "min_score": 0.1},      # detect_volume options
@@ -72,11 +74,31 @@ def _samples(job: dict, volumes: dict[str, CTVolume], job_path: Path) -> list:
                     np.asarray(entry.get("positive_boxes", []), dtype=np.float64),
                     np.asarray(entry.get("hard_negative_boxes", []), dtype=np.float64),
                     background_known=background_known,
+                    ignore_boxes=np.asarray(entry.get("ignore_boxes", []), dtype=np.float64),
                 )
             )
         except (KeyError, ValueError) as error:
             raise JobError(f"{job_path}: samples[{i}]: {error}") from error
     return samples
+
+
+def _train_options(job: dict, job_path: Path):
+    """``TrainOptions`` of the job's ``options`` (``augmentation``: an object of
+    :class:`~napari_lesion_harvest.lpg.data.Augmentation` fields, or null)."""
+    from napari_lesion_harvest.lpg.data import Augmentation
+    from napari_lesion_harvest.lpg.train import TrainOptions
+
+    options = dict(job.get("options", {}))
+    fields = options.get("augmentation", {})
+    try:
+        if fields is not None and not isinstance(fields, dict):
+            raise TypeError(f"augmentation must be an object or null, got {fields!r}")
+        if fields is not None:
+            ranges = {k: tuple(v) for k, v in fields.items() if k.endswith("_range")}
+            options["augmentation"] = Augmentation(**(fields | ranges))
+        return TrainOptions(**options)
+    except TypeError as error:
+        raise JobError(f"{job_path}: options: {error}") from error
 
 
 def _weights_in_sync(model, context) -> bool:
@@ -94,7 +116,7 @@ def run_job(job_path: str | Path) -> dict | None:
     from napari_lesion_harvest.lpg.checkpoint import load_model
     from napari_lesion_harvest.lpg.distributed import init_distributed
     from napari_lesion_harvest.lpg.infer import detect_volumes
-    from napari_lesion_harvest.lpg.train import TrainOptions, train_lpg
+    from napari_lesion_harvest.lpg.train import train_lpg
 
     job_path = Path(job_path)
     try:
@@ -110,7 +132,7 @@ def run_job(job_path: str | Path) -> dict | None:
         result = train_lpg(
             _samples(job, volumes, job_path),
             config=job.get("config", "lite"),
-            options=TrainOptions(**job.get("options", {})),
+            options=_train_options(job, job_path),
             init_checkpoint=folder / init if init else None,
             checkpoint_path=folder / job["checkpoint"],
             device=context.device,

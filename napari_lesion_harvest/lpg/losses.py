@@ -68,17 +68,20 @@ def focal_loss(
     """Focal loss summed over the batch and divided by the number of objects (at least 1).
 
     ``weight`` (shape of ``target``; 1 supervised, 0 ignored) masks the pixels
-    whose target is unknown.
+    whose target is unknown; an object is a peak (``target == 1``) with a weight,
+    so an ignored peak neither adds loss nor counts.
 
     Under ``DistributedDataParallel`` (which averages the ranks' gradients), pass
     ``count`` summing a count over the ranks and ``world_size``: the rank's sum is
     then divided by the global number of objects over ``world_size``, so the
     averaged gradient is that of one process holding the global batch.
     """
-    num_objects = count(target.eq(1).sum()).clamp(min=1) / world_size
+    peaks = target.eq(1)
     losses = focal_loss_map(logits, target, alpha=alpha, beta=beta)
     if weight is not None:
+        peaks = peaks & (weight > 0)
         losses = losses * weight.float()
+    num_objects = count(peaks.sum()).clamp(min=1) / world_size
     return losses.sum() / num_objects
 
 

@@ -3,7 +3,8 @@
 For a target slice ``z`` of a :class:`~napari_lesion_harvest.io.volume.CTVolume`:
 
 1. :func:`stack_positions`: 9 z positions at a fixed physical interval (2 mm)
-   around ``z``, in (fractional) slice indices, clamped to the volume.
+   around ``z``, in (fractional) slice indices, clamped to the volume (or, for
+   training's edge stacks, to a part of it ending near ``z``).
 2. :func:`interpolate_slices`: linear interpolation between the two real
    slices around each position, shape ``(9, Y, X)`` in HU.
 3. :func:`window_hu`: HU window [-1024, 3071] -> [0, 255], minus the mean 50.
@@ -33,9 +34,18 @@ if TYPE_CHECKING:
 
 
 def stack_positions(
-    z: float, num_volume_slices: int, slice_spacing_mm: float, *, interval_mm: float, count: int
+    z: float,
+    num_volume_slices: int,
+    slice_spacing_mm: float,
+    *,
+    interval_mm: float,
+    count: int,
+    ends: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """Fractional slice indices of a stack centred on ``z`` at a physical interval.
+
+    Scanning and training both take their stacks from here, so a stack clamped at
+    a volume's end is built one way only.
 
     Parameters
     ----------
@@ -49,16 +59,38 @@ def stack_positions(
         Wanted interval between the stack's slices (2 mm for MSCN).
     count : int
         Number of slices (odd; 9 for MSCN).
+    ends : (int, int), optional
+        ``(first, last)``: clamp as if the volume held only slices ``first..last``
+        (training's edge augmentation); the stack of slice ``z`` is then that of
+        slice ``z - first`` of the cut volume, shifted by ``first``. Default
+        ``(0, Z - 1)``.
 
     Returns
     -------
     ndarray, shape (count,), float64
         ``z + k * interval_mm / slice_spacing_mm`` for ``k = -(count//2) .. count//2``,
-        clamped to ``[0, Z - 1]`` (the edge slices repeat).
+        clamped to ``[first, last]`` (the edge slices repeat).
     """
+    first, last = (0, num_volume_slices - 1) if ends is None else ends
+    if ends is not None and not 0 <= first <= z <= last <= num_volume_slices - 1:
+        raise ValueError(
+            f"stack ends {first}..{last} must hold slice {z} within 0..{num_volume_slices - 1}"
+        )
     half = count // 2
     steps = np.arange(-half, half + 1, dtype=np.float64) * (interval_mm / slice_spacing_mm)
-    return np.clip(z + steps, 0.0, num_volume_slices - 1.0)
+    return np.clip(z + steps, float(first), float(last))
+
+
+def stack_reach(slice_spacing_mm: float, *, interval_mm: float, count: int) -> int:
+    """How many slices beyond its target a stack reaches on each side: a volume
+    ending fewer slices than this above (or below) the target clamps its stack.
+
+    Returns
+    -------
+    int
+        ``ceil((count // 2) * interval_mm / slice_spacing_mm)``, at least 1.
+    """
+    return max(1, int(np.ceil((count // 2) * interval_mm / slice_spacing_mm - 1e-9)))
 
 
 def slice_brackets(positions, volume_id: str, num_slices: int):
@@ -352,6 +384,7 @@ def prepare_stack(
     config: LPGConfig,
     *,
     interval_mm: float | None = None,
+    ends: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """The 9-slice network input of target slice ``z``.
 
@@ -359,6 +392,8 @@ def prepare_stack(
     ----------
     interval_mm : float, optional
         Stack interval (default ``config.slice_interval_mm``; training jitters it).
+    ends : (int, int), optional
+        Clamp as if the volume held only these slices (see :func:`stack_positions`).
 
     Returns
     -------
@@ -370,5 +405,6 @@ def prepare_stack(
         volume.spacing[0],
         interval_mm=config.slice_interval_mm if interval_mm is None else interval_mm,
         count=config.num_slices,
+        ends=ends,
     )
     return prepare_slices(volume, positions, transform, config)

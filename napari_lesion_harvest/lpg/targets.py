@@ -12,6 +12,13 @@ A slice whose background is not known (a fine-tuning slice of an incompletely
 marked volume that holds only hard negatives, see
 :class:`~napari_lesion_harvest.lpg.data.LPGSample`) supervises the heatmap only
 on its boxes and their Gaussians: ``heatmap_weight`` is 0 elsewhere.
+
+Ignore boxes (regions that may show a known lesion whose extent there is not
+known) get ``heatmap_weight`` 0 on every cell they cover, except where a
+positive's Gaussian is (``Y_p > 0`` wins): no background and no hard-negative
+Gaussian is taught there. Positive peaks therefore always keep weight 1, and
+the focal loss's count of objects (the peaks with a weight) stays the number of
+positives.
 """
 
 from __future__ import annotations
@@ -133,7 +140,8 @@ class CenterNetTargets:
     heatmap_weight : ndarray, shape (1, h, w), float32
         1 where the heatmap is supervised: everywhere when the background is
         known, else only on the cells that a box covers or where ``heatmap`` is
-        not 0 (a box's Gaussian).
+        not 0 (a box's Gaussian); in both cases 0 on the cells of the ignore
+        boxes where ``heatmap`` is not positive.
     """
 
     heatmap: np.ndarray
@@ -152,6 +160,7 @@ def build_targets(
     stride: int,
     min_overlap: float,
     background_known: bool = True,
+    ignore_boxes=(),
 ) -> CenterNetTargets:
     """Targets of one image from canvas-pixel ``xyxy`` boxes.
 
@@ -165,6 +174,8 @@ def build_targets(
         ``(h, w)`` of the heads' output.
     background_known : bool
         False: cells outside every box and its Gaussian are not supervised.
+    ignore_boxes : array_like, shape (K, 4)
+        Regions (same coordinates) not supervised outside the positives' Gaussians.
     """
     positive = gaussian_heatmap(
         positive_boxes, output_shape, stride=stride, min_overlap=min_overlap
@@ -189,4 +200,6 @@ def build_targets(
         weight = (heatmap != 0).astype(np.float32)
         for boxes in (positive_boxes, hard_negative_boxes):
             weight[0] = np.maximum(weight[0], box_cells(boxes, output_shape, stride))
+    ignored = box_cells(ignore_boxes, output_shape, stride) > 0
+    weight[0][ignored & (positive <= 0)] = 0
     return CenterNetTargets(heatmap, indices, size, offset, mask, weight)
