@@ -41,6 +41,12 @@ TINY = TrainingOptions(
 )
 
 
+#: Rotation and shift only: what the patch border brings in shows.
+JITTER_ONLY = Augmentation(
+    max_rotation_deg=30, max_shift=0.5, intensity_offset=0, intensity_gain=0
+)
+
+
 def _flipped_volume(hu, flips, swap):
     out = hu[:, ::-1] if "y" in flips else hu
     out = out[:, :, ::-1] if "x" in flips else out
@@ -84,9 +90,7 @@ def test_jitter_keeps_shape_and_pads_with_air():
     out = augment_patches(
         batch,
         spec,
-        augmentation=Augmentation(
-            max_rotation_deg=30, max_shift=0.5, intensity_offset=0, intensity_gain=0
-        ),
+        augmentation=JITTER_ONLY,
         generator=torch.Generator().manual_seed(0),
     )
     assert out.shape == batch.shape
@@ -100,9 +104,7 @@ def test_jitter_pads_with_the_air_of_the_specs_window():
     out = augment_patches(
         torch.full((4, 3, 16, 16), 100.0),
         spec,
-        augmentation=Augmentation(
-            max_rotation_deg=30, max_shift=0.5, intensity_offset=0, intensity_gain=0
-        ),
+        augmentation=JITTER_ONLY,
         generator=torch.Generator().manual_seed(0),
     )
     air = 6 * 255 / 4095 - 50
@@ -116,9 +118,7 @@ def test_jitter_of_mirrored_patches_brings_in_no_air():
     out = augment_patches(
         batch,
         spec,
-        augmentation=Augmentation(
-            max_rotation_deg=30, max_shift=0.5, intensity_offset=0, intensity_gain=0
-        ),
+        augmentation=JITTER_ONLY,
         generator=torch.Generator().manual_seed(0),
     )
     assert out.min() >= -1e-4 and out.max() <= 100.0 + 1e-4  # the patch's own values only

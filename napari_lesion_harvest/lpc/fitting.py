@@ -313,7 +313,8 @@ class FittedLPC:
         Each compared candidate's out-of-fold ``ap`` and ``auc`` on V_M (empty
         without out-of-fold scores).
     training : dict
-        The chosen final model's :attr:`Trained.info` and the fold models' best epochs.
+        The chosen final model's :attr:`Trained.info` and, for a CNN, the fold
+        models' best epochs (``fold_best_epochs``).
     """
 
     chosen: str
@@ -380,8 +381,8 @@ def fit_round_lpc(
     selection = {name: v_m_ranking(sets, o.scores) for name, o in oof.items()}
     chosen = chosen_candidate(candidates, selection)
     training = {}
-    if oof:
-        training["fold_best_epochs"] = [i.get("best_epoch") for i in oof[chosen].infos]
+    if oof and any("best_epoch" in info for info in oof[chosen].infos):
+        training["fold_best_epochs"] = [info["best_epoch"] for info in oof[chosen].infos]
     final = None
     if threshold_mode == "in_sample" or v_h_scoring == "final_model":
         trained = train_candidate(
