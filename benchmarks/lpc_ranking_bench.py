@@ -19,7 +19,9 @@ options given:
    precision on V_M's out-of-fold s_gc, and the share of negatives (and positives)
    above it among V_M's proposals and among V_H_test's (a proposal is a positive when
    it hits a lesion of the full annotation; P_RH aside). On one scale, the two shares
-   of negatives agree.
+   of negatives agree. ``end AUC`` tells how much s_c says about place: the ROC AUC
+   of s_c for telling V_H_test's negatives within 8 mm of a sub-volume end (where the
+   LPG's 9-slice stack repeats the edge slice) from the others (0.5: nothing).
 
 Run::
 
@@ -57,6 +59,7 @@ from napari_lesion_harvest.lpc.fitting import (
     train_candidate,
     v_m_ranking,
 )
+from napari_lesion_harvest.lpc.metrics import roc_auc
 from napari_lesion_harvest.lpc.train import proposal_sets
 from napari_lesion_harvest.store import HarvestProject
 from napari_lesion_harvest.tracking.marks import proposals_hitting_marks
@@ -90,6 +93,12 @@ def scale_figures(v_m_s_gc, v_m_labels, test_s_gc, test_labels, precision: float
         "test_harvested": int(harvested.sum()),
         "test_harvested_lesions": int((harvested & np.asarray(test_labels, dtype=bool)).sum()),
     }
+
+
+def near_volume_end(proposal, volume, *, reach_mm: float = 8.0) -> bool:
+    """Whether the proposal comes within ``reach_mm`` of the first or last slice."""
+    first, last = int(proposal.slices[0]), int(proposal.slices[-1])
+    return min(first, volume.shape[0] - 1 - last) * volume.spacing[0] < reach_mm
 
 
 def main() -> None:
@@ -157,6 +166,12 @@ def main() -> None:
     )
     test_labels = np.concatenate([hits[v] for v in candidates_of])
     test_s_g = np.concatenate([[s.s_g for s in chosen] for chosen in candidates_of.values()])
+    near_end = np.concatenate(
+        [
+            [near_volume_end(s.proposal, test_volumes[v]) for s in chosen]
+            for v, chosen in candidates_of.items()
+        ]
+    )
     v_m_labels = np.concatenate([s.labels for s in v_m_sets])
     v_m_s_g = np.concatenate([[p.s_g for p in s.proposals] for s in v_m_sets])
 
@@ -194,6 +209,8 @@ def main() -> None:
             scale = scale_figures(
                 v_m_s_g * v_m_s_c, v_m_labels, test_s_gc, test_labels, config.harvest_precision
             )
+            test_s_c = np.concatenate(list(s_c.values()))
+            scale["end_auc"] = roc_auc(test_s_c[~test_labels], near_end[~test_labels])
             key = f"{name},{scoring}"
             figures["runs"][key] = {
                 "oof_v_m": selection[name],
@@ -210,7 +227,8 @@ def main() -> None:
                 f"{scale['v_m_negatives_above']:.4f} / V_H_test "
                 f"{scale['test_negatives_above']:.4f}; positives above "
                 f"{scale['v_m_positives_above']:.3f} / {scale['test_positives_above']:.3f}; "
-                f"harvested {scale['test_harvested']} ({scale['test_harvested_lesions']} lesions)"
+                f"harvested {scale['test_harvested']} ({scale['test_harvested_lesions']} "
+                f"lesions); end AUC {scale['end_auc']:.3f}"
             )
     figures["chosen"] = chosen_candidate(candidates, selection)
     print(f"chosen by out-of-fold AP on V_M: {figures['chosen']}")
