@@ -60,6 +60,8 @@ from napari_lesion_harvest.lpc.fitting import (
     v_m_ranking,
 )
 from napari_lesion_harvest.lpc.metrics import roc_auc
+from napari_lesion_harvest.lpc.models import build_classifier
+from napari_lesion_harvest.lpc.patches import proposal_field_of_view
 from napari_lesion_harvest.lpc.train import proposal_sets
 from napari_lesion_harvest.store import HarvestProject
 from napari_lesion_harvest.tracking.marks import proposals_hitting_marks
@@ -99,6 +101,14 @@ def near_volume_end(proposal, volume, *, reach_mm: float = 8.0) -> bool:
     """Whether the proposal comes within ``reach_mm`` of the first or last slice."""
     first, last = int(proposal.slices[0]), int(proposal.slices[-1])
     return min(first, volume.shape[0] - 1 - last) * volume.spacing[0] < reach_mm
+
+
+def outside_share(proposal, volume, spec) -> float:
+    """Share of a coronal or sagittal patch's rows that lie beyond the volume's end slices."""
+    centre, half_mm = proposal_field_of_view(proposal, volume.spacing, pad_px=spec.pad_px)
+    offsets_mm = ((np.arange(spec.size) + 0.5) / spec.size * 2.0 - 1.0) * half_mm
+    rows = centre[0] + offsets_mm / volume.spacing[0]
+    return float(np.mean((rows < 0) | (rows > volume.shape[0] - 1)))
 
 
 def main() -> None:
@@ -175,7 +185,18 @@ def main() -> None:
     v_m_labels = np.concatenate([s.labels for s in v_m_sets])
     v_m_s_g = np.concatenate([[p.s_g for p in s.proposals] for s in v_m_sets])
 
+    spec = build_classifier(
+        width=options.width,
+        patch_size=options.patch_size,
+        pad_px=options.pad_px,
+        pretrained=False,
+    ).spec
+    shares = [outside_share(p, s.volume, spec) for s in sets for p in s.proposals]
     print(f"round {args.round} as stored:   {table_row(record.metrics['evaluation'])}")
+    print(
+        f"coronal / sagittal rows beyond the volume's ends: median {np.median(shares):.2f} "
+        f"of a patch ({len(shares)} verified proposals, context {spec.pad_px:g} px)"
+    )
     print(
         f"seed {seed}; {len(v_m_sets)} V_M volumes in {folds} folds; V_H_test: "
         f"{len(test_labels)} proposals to rank, {int(test_labels.sum())} hit a lesion"
