@@ -192,7 +192,10 @@ def main() -> None:
         pretrained=False,
     ).spec
     shares = [outside_share(p, s.volume, spec) for s in sets for p in s.proposals]
-    print(f"round {args.round} as stored:   {table_row(record.metrics['evaluation'])}")
+    if record.metrics.get("evaluation"):
+        print(f"round {args.round} as stored:   {table_row(record.metrics['evaluation'])}")
+    else:  # a round stopped after its verify stage still has all this needs
+        print(f"round {args.round} is {record.status}, not evaluated")
     print(
         f"coronal / sagittal rows beyond the volume's ends: median {np.median(shares):.2f} "
         f"of a patch ({len(shares)} verified proposals, context {spec.pad_px:g} px)"
