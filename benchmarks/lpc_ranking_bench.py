@@ -19,7 +19,9 @@ options given:
    precision on V_M's out-of-fold s_gc, and the share of negatives (and positives)
    above it among V_M's proposals and among V_H_test's (a proposal is a positive when
    it hits a lesion of the full annotation; P_RH aside). On one scale, the two shares
-   of negatives agree. ``end AUC`` tells how much s_c says about place: the ROC AUC
+   of negatives agree. ``proposal AP`` ranks V_H_test's proposals themselves (a
+   finer measure than recall at 90% precision, which moves by whole lesions of 55).
+   ``end AUC`` tells how much s_c says about place: the ROC AUC
    of s_c for telling V_H_test's negatives within 8 mm of a sub-volume end (where the
    LPG's 9-slice stack repeats the edge slice) from the others (0.5: nothing).
 
@@ -27,6 +29,7 @@ Run::
 
     .venv/bin/python benchmarks/lpc_ranking_bench.py DIR/project --round 1 \\
         [--candidates multiview,features,s_g] [--seed N] [--set FIELD=JSON] \\
+        [--feature-l2 0.03] \\
         [--epochs 12] [--patch-size 64] [--pad-px 32] [--width lite] \\
         [--holdout 0.2] [--patience 5] [--threads 1] [--json FILE]
 
@@ -51,6 +54,8 @@ from napari_lesion_harvest.harvest.stages import evaluate_harvest, full_annotati
 from napari_lesion_harvest.harvest.threshold import threshold_at_precision
 from napari_lesion_harvest.io.sources import open_volume
 from napari_lesion_harvest.lpc.choices import CLASSIFIER_NAMES
+from napari_lesion_harvest.lpc.feature_model import DEFAULT_L2
+from napari_lesion_harvest.lpc.features import FEATURE_NAMES
 from napari_lesion_harvest.lpc.fitting import (
     FoldMean,
     chosen_candidate,
@@ -59,7 +64,7 @@ from napari_lesion_harvest.lpc.fitting import (
     train_candidate,
     v_m_ranking,
 )
-from napari_lesion_harvest.lpc.metrics import roc_auc
+from napari_lesion_harvest.lpc.metrics import average_precision, roc_auc
 from napari_lesion_harvest.lpc.models import build_classifier
 from napari_lesion_harvest.lpc.patches import proposal_field_of_view
 from napari_lesion_harvest.lpc.train import proposal_sets
@@ -77,8 +82,14 @@ def table_row(evaluation: dict) -> str:
     return f"AP {p3d['ap']:.3f}  {recalls}"
 
 
-def scale_figures(v_m_s_gc, v_m_labels, test_s_gc, test_labels, precision: float) -> dict:
-    """The harvest threshold on V_M's s_gc and the shares of each side above it."""
+#: Quantiles (%) of the negatives' s_c compared between V_M and V_H_test.
+NEGATIVE_QUANTILES = (50, 90, 99)
+
+
+def scale_figures(v_m_s_c, v_m_s_g, v_m_labels, test_s_c, test_s_g, test_labels, precision):
+    """The harvest threshold on V_M's s_gc, the shares of each side above it, and
+    quantiles of the negatives' s_c on each side."""
+    v_m_s_gc, test_s_gc = v_m_s_g * v_m_s_c, test_s_g * test_s_c
     threshold, _ = threshold_at_precision(v_m_s_gc, v_m_labels, target_precision=precision)
 
     def above(scores, labels, positive):
@@ -94,6 +105,12 @@ def scale_figures(v_m_s_gc, v_m_labels, test_s_gc, test_labels, precision: float
         "test_positives_above": above(test_s_gc, test_labels, True),
         "test_harvested": int(harvested.sum()),
         "test_harvested_lesions": int((harvested & np.asarray(test_labels, dtype=bool)).sum()),
+        "v_m_negative_s_c_quantiles": np.percentile(
+            v_m_s_c[~v_m_labels.astype(bool)], NEGATIVE_QUANTILES
+        ).tolist(),
+        "test_negative_s_c_quantiles": np.percentile(
+            test_s_c[~test_labels.astype(bool)], NEGATIVE_QUANTILES
+        ).tolist(),
     }
 
 
@@ -123,7 +140,15 @@ def main() -> None:
     parser.add_argument("--holdout", type=float, default=0.2, help="V_M part held out (0.2)")
     parser.add_argument("--patience", type=int, default=5)
     parser.add_argument("--seed", type=int, help="default: the round's, config seed + round")
+    parser.add_argument(
+        "--feature-l2", type=float, default=DEFAULT_L2, help="the feature model's L2 penalty"
+    )
     add_set_option(parser)
+    parser.add_argument(
+        "--without-p-rh",
+        action="store_true",
+        help="train on V_M alone (P_RM, P_neg_M): no V_H positives",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
@@ -156,7 +181,7 @@ def main() -> None:
     )
     pools = {"P_RM": {}, "P_neg_M": {}, "P_RH": {}}  # as the train_lpc stage gathers them
     for s in stored:
-        if s.role in pools:
+        if s.role in pools and not (args.without_p_rh and s.role == "P_RH"):
             pools[s.role].setdefault(s.volume_id, []).append(s.proposal)
     volumes = {v: open_volume(records[v]) for pool in pools.values() for v in pool}
     sets = proposal_sets(volumes, p_rm=pools["P_RM"], p_neg_m=pools["P_neg_M"], p_rh=pools["P_RH"])
@@ -204,13 +229,23 @@ def main() -> None:
         f"seed {seed}; {len(v_m_sets)} V_M volumes in {folds} folds; V_H_test: "
         f"{len(test_labels)} proposals to rank, {int(test_labels.sum())} hit a lesion"
     )
-    figures = {"seed": seed, "options": {k: str(v) for k, v in vars(options).items()}, "runs": {}}
+    figures = {
+        "seed": seed,
+        "options": {k: str(v) for k, v in vars(options).items()},
+        "v_m": {"labels": v_m_labels.tolist(), "s_g": v_m_s_g.tolist()},
+        "test": {
+            "labels": test_labels.tolist(),
+            "s_g": test_s_g.tolist(),
+            "near_end": near_end.tolist(),
+        },
+        "runs": {},
+    }
     selection = {}
     for name in candidates:
         started = time.perf_counter()
-        oof = out_of_fold(name, sets, options, folds=folds)
+        oof = out_of_fold(name, sets, options, folds=folds, feature_l2=args.feature_l2)
         selection[name] = v_m_ranking(sets, oof.scores)
-        final = train_candidate(name, sets, options)
+        final = train_candidate(name, sets, options, feature_l2=args.feature_l2)
         seconds = time.perf_counter() - started
         v_m_s_c = np.concatenate([oof.scores[s.volume.volume_id] for s in v_m_sets])
         scorers = {"final_model": final.model, "fold_mean": FoldMean(tuple(oof.models))}
@@ -229,23 +264,44 @@ def main() -> None:
             evaluation = evaluate_harvest(
                 full, original=original, proposals=rescored, threshold=None
             )
-            test_s_gc = test_s_g * np.concatenate(list(s_c.values()))
-            scale = scale_figures(
-                v_m_s_g * v_m_s_c, v_m_labels, test_s_gc, test_labels, config.harvest_precision
-            )
             test_s_c = np.concatenate(list(s_c.values()))
+            test_s_gc = test_s_g * test_s_c
+            scale = scale_figures(
+                v_m_s_c,
+                v_m_s_g,
+                v_m_labels,
+                test_s_c,
+                test_s_g,
+                test_labels,
+                config.harvest_precision,
+            )
             scale["end_auc"] = roc_auc(test_s_c[~test_labels], near_end[~test_labels])
+            ranking = {  # proposal level: finer than recall at 90% precision
+                "ap": average_precision(test_s_gc, test_labels),
+                "auc": roc_auc(test_s_gc, test_labels),
+            }
             key = f"{name},{scoring}"
             figures["runs"][key] = {
                 "oof_v_m": selection[name],
                 "p3d": evaluation["p3d"],
+                "test_proposals": ranking,
+                "v_m_s_c": v_m_s_c.tolist(),
+                "test_s_c": test_s_c.tolist(),
                 "scale": scale,
                 "seconds": round(seconds, 1),
                 "final_info": final.info,
+                "final_coef": (
+                    dict(zip(FEATURE_NAMES, map(float, final.model.coef), strict=True))
+                    if name == "features"
+                    else None
+                ),
                 "fold_infos": oof.infos,
             }
             oof_ap = selection[name]["ap"]
-            print(f"{key:24s} OOF AP(V_M) {oof_ap:.3f}  V_H_test {table_row(evaluation)}")
+            print(
+                f"{key:24s} OOF AP(V_M) {oof_ap:.3f}  V_H_test {table_row(evaluation)}  "
+                f"proposal AP {ranking['ap']:.3f} AUC {ranking['auc']:.3f}"
+            )
             print(
                 f"{'':24s} threshold {scale['threshold']}: negatives above V_M "
                 f"{scale['v_m_negatives_above']:.4f} / V_H_test "
@@ -253,6 +309,11 @@ def main() -> None:
                 f"{scale['v_m_positives_above']:.3f} / {scale['test_positives_above']:.3f}; "
                 f"harvested {scale['test_harvested']} ({scale['test_harvested_lesions']} "
                 f"lesions); end AUC {scale['end_auc']:.3f}"
+            )
+            print(
+                f"{'':24s} negatives' s_c at {NEGATIVE_QUANTILES}%: V_M "
+                f"{np.round(scale['v_m_negative_s_c_quantiles'], 3).tolist()} / V_H_test "
+                f"{np.round(scale['test_negative_s_c_quantiles'], 3).tolist()}"
             )
     figures["chosen"] = chosen_candidate(candidates, selection)
     print(f"chosen by out-of-fold AP on V_M: {figures['chosen']}")

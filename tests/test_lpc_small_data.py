@@ -61,23 +61,20 @@ def test_features_of_a_hand_built_proposal():
         "hu_contrast": (LESION_HU - BACKGROUND_HU) / 100,
         "hu_spread": 0.0,
         "continuation": 0.0,  # the block ends where the track ends
-        "end_distance": 0.5,  # 4 slices (8 mm) to the last slice, over the 16 mm cap
-        "touches_end": 0.0,
     }
     for name, value in expected.items():
         assert features[name] == pytest.approx(value, abs=1e-9), name
 
 
-def test_a_structure_that_goes_on_beyond_the_track_continues_and_one_at_the_end_touches_it():
+def test_a_structure_that_goes_on_beyond_the_track_continues_even_at_the_volume_end():
     tube = _cuboid_volume((0, 16))  # the block runs through every slice
-    at_start = _hand_built_proposal(first=0)
+    at_start = _hand_built_proposal(first=0)  # nothing beyond its first slice
     middle, start = proposal_features(tube, [_hand_built_proposal(), at_start])
-    continuation, end_distance, touches = (
-        FEATURE_NAMES.index(n) for n in ("continuation", "end_distance", "touches_end")
-    )
+    continuation = FEATURE_NAMES.index("continuation")
     assert middle[continuation] == pytest.approx(1.0)
-    assert (start[end_distance], start[touches]) == (0.0, 1.0)
-    assert start[continuation] == pytest.approx(1.0)  # one side beyond exists
+    assert start[continuation] == pytest.approx(1.0)  # read on the side that exists
+    ended = proposal_features(_cuboid_volume((0, 4)), [at_start])[0]
+    assert ended[continuation] == pytest.approx(0.0)
     # the order of the proposals does not change a proposal's features
     np.testing.assert_array_equal(proposal_features(tube, [at_start])[0], start)
 

@@ -2,11 +2,11 @@
 
 About a hundred positives are too few to train a ResNet-18 per view from random
 weights; a linear model on the :mod:`~napari_lesion_harvest.lpc.features` of a
-proposal has 15 parameters. Features are standardised with the training
-proposals' mean and standard deviation and clipped to +-5 standard deviations
-(one odd proposal cannot dominate a score); both classes weigh the same, as in
-the CNN's balanced sampling; the fit is Newton's method on the convex loss, so
-it is deterministic and needs no learning rate.
+proposal has one weight per feature and an intercept (13 parameters). Features are
+standardised with the training proposals' mean and standard deviation and clipped
+to +-5 standard deviations (one odd proposal cannot dominate a score); both classes
+weigh the same, as in the CNN's balanced sampling; the fit is Newton's method on the
+convex loss, so it is deterministic and needs no learning rate.
 
 Works on numpy alone (no torch): training and scoring take milliseconds.
 """

@@ -1,4 +1,4 @@
-"""Proposal features for the small-data LPC: shape of the track, HU contrast, place, s_g.
+"""Proposal features for the small-data LPC: shape of the track, HU contrast, s_g.
 
 A few numbers per 3D proposal that a radiologist would also look at, read from
 the proposal's boxes and objectness scores and from at most three slices of
@@ -27,16 +27,13 @@ feature                    what it measures
 ``continuation``           how much of the contrast persists on the slices just beyond
                            the track's ends (same ellipse, end boxes): about 1 for a
                            structure that goes on (vessel), about 0 for one that ends
-``end_distance``           distance of the track to the nearer sub-volume end in mm,
-                           capped at :data:`END_DISTANCE_CAP_MM`, over that cap
-``touches_end``            1 when the track reaches the first or last slice
 =========================  ==========================================================
 
-The distance to the volume end is capped: near an end the LPG reads a 9-slice
-stack that repeats the edge slice (its own false positives gather there), but
-farther in, the place says nothing about the image, and an uncapped distance
-would teach that marked lesions lie mid-volume (DeepLesion's sub-volumes are
-cut around the marked key slice).
+The proposal's place in the sub-volume is left out on purpose: on DeepLesion the
+sub-volumes are cut around the marked key slice, so the marked lesions a round
+trains on lie mid-volume and unmarked ones anywhere, and a place feature would
+teach that (on the 60-volume phantom the distance to the nearer end, capped at
+16 mm, changed nothing: docs/experiments/lpc-small-data.md).
 """
 
 from __future__ import annotations
@@ -62,12 +59,7 @@ FEATURE_NAMES = (
     "hu_contrast",
     "hu_spread",
     "continuation",
-    "end_distance",
-    "touches_end",
 )
-#: Distances to the sub-volume end beyond this (mm) count as this: twice the 8 mm
-#: that the LPG's 9-slice stack (2 mm interval) reaches on each side.
-END_DISTANCE_CAP_MM = 16.0
 #: Half-axes of the inner ellipse, as a fraction of the box's half-sides.
 INNER_FRACTION = 0.6
 #: The ring around the box: between these multiples of the box's half-sides.
@@ -116,7 +108,6 @@ def _features(proposal: Proposal3D, volume: CTVolume, slices: SliceWindow) -> np
     best = proposal.best_index
     first, last = int(proposal.slices[0]), int(proposal.slices[-1])
     n_slices = volume.shape[0]
-    to_end_mm = min(first, n_slices - 1 - last) * sz
 
     image = slices.get(proposal.best_slice)
     inside, ring, spread = _inside_and_ring(image, boxes[best])
@@ -145,8 +136,6 @@ def _features(proposal: Proposal3D, volume: CTVolume, slices: SliceWindow) -> np
             np.clip(contrast / _HU_SCALE, -10, 10),
             min(spread / _HU_SCALE, 10),
             np.clip(continuation, -2, 2),
-            min(to_end_mm, END_DISTANCE_CAP_MM) / END_DISTANCE_CAP_MM,
-            float(first == 0 or last == n_slices - 1),
         ]
     )
 
