@@ -65,6 +65,27 @@ def test_the_lpc_reads_the_papers_hu_window_unless_given_its_own():
         RoundConfig(lpc_hu_window=(0, 0))
 
 
+def test_the_lpc_choice_fields_round_trip_and_stay_the_papers_by_default(tmp_path):
+    paper = load_config("paper")
+    assert (paper.lpc_variant, paper.lpc_candidates) == ("multiview", None)
+    assert (paper.lpc_v_h_scoring, paper.lpc_outside) == ("final_model", "air")
+    path = tmp_path / "lpc.json"
+    path.write_text(
+        json.dumps(
+            {
+                "preset": "lite",
+                "lpc_candidates": ["multiview", "features", "s_g"],
+                "lpc_v_h_scoring": "fold_mean",
+                "lpc_outside": "mirror",
+            }
+        )
+    )
+    config = load_config(str(path))
+    assert config.lpc_candidates == ("multiview", "features", "s_g")
+    assert RoundConfig(**json.loads(config.to_json())) == config
+    assert RoundConfig(lpc_variant="features").lpc_variant == "features"
+
+
 def test_bad_configs_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match="neither a preset"):
         load_config(str(tmp_path / "missing.json"))
@@ -125,6 +146,9 @@ BAD_VALUES = {
     "lpg_finetune_slices": ["most", None],
     "exclude_lesion_pieces": ["yes", 1],
     "lpc_variant": ["2.5d", None],
+    "lpc_candidates": [[], ["features", "features"], ["resnet"], "features", [1]],
+    "lpc_v_h_scoring": ["ensemble", None],
+    "lpc_outside": ["zero", None],
     "lpc_epochs": [0, 1.5, None],
     "lpc_patch_size": [8, 32.0, None],
     "lpc_pad_px": [-1, "wide", None],

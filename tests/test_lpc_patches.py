@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -159,6 +161,8 @@ def test_patch_spec_rejects_bad_values():
         PatchSpec(size=1)
     with pytest.raises(ValueError, match="hu_window"):
         PatchSpec(hu_window=(300, -200))
+    with pytest.raises(ValueError, match="outside must be one of"):
+        PatchSpec(outside="zero")
 
 
 def test_a_soft_tissue_window_spreads_a_faint_lesion_over_more_grey_levels():
@@ -182,3 +186,42 @@ def test_a_soft_tissue_window_spreads_a_faint_lesion_over_more_grey_levels():
         volume, [cube_proposal(17, 0, 50)], PatchSpec(size=48, pad_px=16, hu_window=(-200, 300))
     )
     assert far.min() == pytest.approx(-50.0)  # air clips to the window's low end
+
+
+def _layered_volume(hu, volume_id="layered"):
+    return CTVolume.from_array(volume_id, hu, (2.0, 0.8, 0.8))
+
+
+def test_mirrored_patches_do_not_tell_how_near_the_volume_end_a_proposal_lies():
+    # every slice the same textured image: a proposal's surroundings look alike at
+    # any depth, so only the padding could tell an end from the middle
+    rng = np.random.default_rng(0)
+    image = rng.integers(-100, 200, size=(48, 48)).astype(np.int16)
+    volume = _layered_volume(np.repeat(image[None], 20, axis=0))
+    boxes = [[18, 18, 28, 28]] * 3
+    near_end = Proposal3D([0, 1, 2], boxes, [0.5] * 3)
+    middle = Proposal3D([9, 10, 11], boxes, [0.5] * 3)
+    mirrored = PatchSpec(size=24, pad_px=12, outside="mirror")
+    end_patch, middle_patch = extract_patches(volume, [near_end, middle], mirrored)
+    np.testing.assert_allclose(end_patch, middle_patch, atol=1e-3)
+    with_air = extract_patches(volume, [near_end, middle], PatchSpec(size=24, pad_px=12))
+    coronal = VIEW_NAMES.index("coronal")
+    assert np.isclose(with_air[0, coronal], lpc_window(np.float32(-1024))).any()
+    assert not np.allclose(with_air[0], with_air[1], atol=1e-3)
+
+
+@pytest.mark.parametrize("kind", ["views", "cube"])
+def test_mirrored_patches_are_those_of_the_volume_mirrored_at_its_faces(kind):
+    rng = np.random.default_rng(1)
+    hu = rng.integers(-300, 300, size=(10, 30, 30)).astype(np.int16)
+    corner = Proposal3D([0, 1], [[1, 2, 7, 9], [0, 1, 8, 8]], [0.6, 0.7])
+    spec = PatchSpec(kind=kind, size=12, pad_px=10)
+    pad = 40  # more than the patch reaches beyond the volume on every side
+    mirrored = np.pad(hu, pad, mode="reflect")  # whole-sample symmetric, repeated
+    shifted = Proposal3D(corner.slices + pad, corner.boxes + pad, corner.scores)
+    expected = extract_patches(_layered_volume(mirrored, "big"), [shifted], spec, windowed=False)
+    got = extract_patches(
+        _layered_volume(hu), [corner], replace(spec, outside="mirror"), windowed=False
+    )
+    np.testing.assert_allclose(got, expected, atol=1e-3)
+    assert got.min() >= -300  # no air anywhere

@@ -13,14 +13,10 @@ from napari_lesion_harvest.geometry import Proposal3D
 from napari_lesion_harvest.io.volume import CTVolume
 from napari_lesion_harvest.lpc.augment import Augmentation, augment_patches
 from napari_lesion_harvest.lpc.checkpoint import load_checkpoint
-from napari_lesion_harvest.lpc.metrics import precision_recall, roc_auc
+from napari_lesion_harvest.lpc.fitting import LPCPlan, fit_round_lpc, out_of_fold
+from napari_lesion_harvest.lpc.metrics import average_precision, precision_recall, roc_auc
 from napari_lesion_harvest.lpc.patches import PatchSpec, extract_patches
-from napari_lesion_harvest.lpc.score import (
-    classify_proposals,
-    fold_of_volumes,
-    lesion_scores,
-    v_m_scores,
-)
+from napari_lesion_harvest.lpc.score import classify_proposals, fold_of_volumes, lesion_scores
 from napari_lesion_harvest.lpc.train import (
     ProposalSet,
     TrainingOptions,
@@ -42,6 +38,12 @@ TINY = TrainingOptions(
     batch_size=4,
     holdout_fraction=0.34,
     patience=1,
+)
+
+
+#: Rotation and shift only: what the patch border brings in shows.
+JITTER_ONLY = Augmentation(
+    max_rotation_deg=30, max_shift=0.5, intensity_offset=0, intensity_gain=0
 )
 
 
@@ -88,9 +90,7 @@ def test_jitter_keeps_shape_and_pads_with_air():
     out = augment_patches(
         batch,
         spec,
-        augmentation=Augmentation(
-            max_rotation_deg=30, max_shift=0.5, intensity_offset=0, intensity_gain=0
-        ),
+        augmentation=JITTER_ONLY,
         generator=torch.Generator().manual_seed(0),
     )
     assert out.shape == batch.shape
@@ -104,14 +104,25 @@ def test_jitter_pads_with_the_air_of_the_specs_window():
     out = augment_patches(
         torch.full((4, 3, 16, 16), 100.0),
         spec,
-        augmentation=Augmentation(
-            max_rotation_deg=30, max_shift=0.5, intensity_offset=0, intensity_gain=0
-        ),
+        augmentation=JITTER_ONLY,
         generator=torch.Generator().manual_seed(0),
     )
     air = 6 * 255 / 4095 - 50
     assert torch.isclose(out, torch.tensor(air)).any()
     assert not torch.isclose(out, torch.tensor(-50.0)).any()
+
+
+def test_jitter_of_mirrored_patches_brings_in_no_air():
+    spec = PatchSpec(size=16, outside="mirror")
+    batch = torch.linspace(0, 100, 16).repeat(4, 3, 16, 1)  # a ramp along each row
+    out = augment_patches(
+        batch,
+        spec,
+        augmentation=JITTER_ONLY,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert out.min() >= -1e-4 and out.max() <= 100.0 + 1e-4  # the patch's own values only
+    assert not torch.allclose(out, batch)
 
 
 def test_metrics_on_known_rankings():
@@ -123,6 +134,10 @@ def test_metrics_on_known_rankings():
     np.testing.assert_allclose(thresholds, [0.9, 0.7, 0.2])
     np.testing.assert_allclose(precision, [1.0, 2 / 3, 0.5])
     np.testing.assert_allclose(recall, [0.5, 1.0, 1.0])
+    assert average_precision([0.9, 0.7, 0.7, 0.2], [1, 0, 1, 0]) == pytest.approx(
+        0.5 * 1.0 + 0.5 * 2 / 3
+    )
+    assert np.isnan(average_precision([0.3], [0]))
 
 
 def test_proposal_sets_group_pools_by_volume():
@@ -179,9 +194,6 @@ def test_training_reports_progress_saves_the_best_epoch_and_scores(tmp_path):
     np.testing.assert_allclose(
         classify_proposals(loaded, sets[0].volume, sets[0].proposals), s_c, rtol=1e-5
     )
-    in_sample = v_m_scores(sets, mode="in_sample", model=result.model)
-    assert sorted(in_sample) == sorted(s.volume.volume_id for s in sets)
-    np.testing.assert_allclose(in_sample[sets[0].volume.volume_id], s_c)
     s_gc = lesion_scores(sets[0].proposals, s_c)
     np.testing.assert_allclose(s_gc, [p.s_g for p in sets[0].proposals] * s_c)
 
@@ -209,15 +221,29 @@ def test_a_sets_patches_are_extracted_once_per_spec_and_reused_by_every_fold_mod
 
 def test_out_of_fold_scores_each_v_m_volume_with_a_model_that_did_not_see_it():
     sets = phantom_sets(range(4))
-    sets[3].fully_annotated = False  # a V_H volume: always in training
-    sets[3] = ProposalSet(sets[3].volume, sets[3].proposals[:2], [1, 1], False)
+    sets[3] = ProposalSet(sets[3].volume, sets[3].proposals[:2], [1, 1], False)  # V_H
     folds = fold_of_volumes(sets, 3, seed=0)
     assert sorted(folds[:3].tolist()) == [0, 1, 2] and folds[3] == -1
     options = TrainingOptions(**{**TINY.__dict__, "epochs": 1, "holdout_fraction": 0.0})
-    scores = v_m_scores(sets, mode="out_of_fold", folds=3, options=options)
-    assert sorted(scores) == sorted(s.volume.volume_id for s in sets[:3])
-    assert all(scores[s.volume.volume_id].shape == (5,) for s in sets[:3])
+    result = out_of_fold("axial", sets, options, folds=3)
+    assert sorted(result.scores) == sorted(s.volume.volume_id for s in sets[:3])
+    for k, proposal_set in enumerate(sets[:3]):
+        # the model of the fold that held this volume out gives exactly its scores
+        model = result.models[folds[k]]
+        expected = classify_proposals(model, proposal_set.volume, proposal_set.proposals)
+        np.testing.assert_allclose(result.scores[proposal_set.volume.volume_id], expected)
+    # every fold model trained on the other two V_M volumes and the V_H positives
+    assert [info["train_pos"] for info in result.infos] == [4 + 2] * 3
     with pytest.raises(ValueError, match="needs >= 5 V_M volumes"):
-        v_m_scores(sets, folds=5, options=options)
-    with pytest.raises(ValueError, match="trained model"):
-        v_m_scores(sets, mode="in_sample")
+        out_of_fold("axial", sets, options, folds=5)
+
+
+def test_in_sample_v_m_scores_come_from_the_final_model():
+    sets = phantom_sets(range(3))
+    options = TrainingOptions(**{**TINY.__dict__, "epochs": 1, "holdout_fraction": 0.0})
+    fitted = fit_round_lpc(sets, LPCPlan(("axial",), options, threshold_mode="in_sample"))
+    assert (fitted.threshold_mode, fitted.folds, fitted.selection) == ("in_sample", None, {})
+    assert list(fitted.stored) == ["lpc"] and fitted.stored["lpc"] is fitted.scorer
+    for proposal_set in sets:
+        expected = classify_proposals(fitted.scorer, proposal_set.volume, proposal_set.proposals)
+        np.testing.assert_allclose(fitted.v_m_scores[proposal_set.volume.volume_id], expected)

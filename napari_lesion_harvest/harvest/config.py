@@ -15,7 +15,8 @@ from napari_lesion_harvest.harvest.hard_negatives import (
 )
 from napari_lesion_harvest.harvest.threshold import HARVEST_PRECISION
 from napari_lesion_harvest.harvest.training_sets import FINE_TUNING_SLICE_CHOICES
-from napari_lesion_harvest.lpc.patches import DEFAULT_PAD_PX
+from napari_lesion_harvest.lpc.choices import CLASSIFIER_NAMES, V_H_SCORINGS
+from napari_lesion_harvest.lpc.patches import DEFAULT_PAD_PX, OUTSIDE_FILLS
 from napari_lesion_harvest.lpg.data import Augmentation
 from napari_lesion_harvest.lpg.preprocess import checked_hu_window
 
@@ -121,6 +122,23 @@ def _zoom(name: str, value):
     return (low, high)
 
 
+def _names(*allowed: str):
+    """Rule: null, or a non-empty list of distinct names from ``allowed`` (as a tuple)."""
+
+    def check(name: str, value):
+        if value is None:
+            return None
+        names = tuple(value) if isinstance(value, list | tuple) else ()
+        if not names or len(set(names)) != len(names) or any(n not in allowed for n in names):
+            raise RoundConfigError(
+                f"config field {name!r} must be null or a list of distinct names from "
+                f"{', '.join(allowed)}, got {value!r}"
+            )
+        return names
+
+    return check
+
+
 _FRACTION = _real(0.0, 1.0, low_open=True)
 
 #: How each :class:`RoundConfig` field is checked (and normalised: floats, tuples).
@@ -148,7 +166,10 @@ FIELD_RULES = {
     "lpg_edge_stack_probability": _real(0.0, 1.0),
     "lpg_finetune_slices": _choice(*FINE_TUNING_SLICE_CHOICES),
     "exclude_lesion_pieces": _flag,
-    "lpc_variant": _choice("multiview", "axial", "3d"),
+    "lpc_variant": _choice(*CLASSIFIER_NAMES),
+    "lpc_candidates": _names(*CLASSIFIER_NAMES),
+    "lpc_v_h_scoring": _choice(*V_H_SCORINGS),
+    "lpc_outside": _choice(*OUTSIDE_FILLS),
     "lpc_epochs": _whole(1),
     "lpc_patch_size": _whole(MIN_LPC_PATCH_PX),
     "lpc_pad_px": _real(0.0),
@@ -252,7 +273,24 @@ class RoundConfig:
         not in the paper, which trains on them as negatives). Such proposals
         also stay out of the V_M scores that set the harvest threshold.
     lpc_variant : str
-        ``"multiview"`` (paper), ``"axial"`` or ``"3d"``.
+        The round's LPC when ``lpc_candidates`` is null: ``"multiview"`` (paper),
+        ``"axial"`` or ``"3d"`` (CNNs), ``"features"`` (logistic regression on
+        proposal features, :mod:`~napari_lesion_harvest.lpc.feature_model`) or
+        ``"s_g"`` (no classifier: s_c = 1, the LPG's objectness alone).
+    lpc_candidates : tuple of str or None
+        When set, the round trains each of these LPCs on the same out-of-fold V_M
+        folds and uses the one whose lesion scores s_gc rank V_M best (average
+        precision; ties to the earlier name), recording every candidate's figures
+        in the round's metrics (not in the paper). None: ``lpc_variant`` alone.
+    lpc_v_h_scoring : str
+        How V_H proposals get s_c: ``"final_model"``, one more model trained on
+        every verified proposal (the paper), or ``"fold_mean"``, the mean s_c of the
+        out-of-fold models whose V_M scores set the harvest threshold, so both
+        sides of the threshold come from the same models (not in the paper).
+    lpc_outside : str
+        What an LPC patch shows where it reaches outside the volume: ``"air"``
+        (the paper's crops) or ``"mirror"`` (the volume mirrored at its faces, so a
+        patch does not tell how near a sub-volume end the proposal lies).
     lpc_epochs : int
         Maximum LPC training epochs (early stopping may end sooner).
     lpc_patch_size : int
@@ -307,6 +345,9 @@ class RoundConfig:
     lpg_finetune_slices: str = "all"
     exclude_lesion_pieces: bool = False
     lpc_variant: str = "multiview"
+    lpc_candidates: tuple[str, ...] | None = None
+    lpc_v_h_scoring: str = "final_model"
+    lpc_outside: str = "air"
     lpc_epochs: int = 30
     lpc_patch_size: int = 128
     lpc_pad_px: float = DEFAULT_PAD_PX

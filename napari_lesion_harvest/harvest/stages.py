@@ -432,7 +432,8 @@ def _judged_targets(snapshot):
 
 
 def lpc_training_options(config: RoundConfig, seed: int):
-    """The LPC's :class:`~napari_lesion_harvest.lpc.train.TrainingOptions` of a round."""
+    """The LPC's :class:`~napari_lesion_harvest.lpc.train.TrainingOptions` of a round
+    (the CNN settings; ``variant`` is the round's ``lpc_variant``)."""
     from napari_lesion_harvest.lpc.train import TrainingOptions
 
     return TrainingOptions(
@@ -441,8 +442,24 @@ def lpc_training_options(config: RoundConfig, seed: int):
         patch_size=config.lpc_patch_size,
         pad_px=config.lpc_pad_px,
         hu_window=config.lpc_hu_window,
+        outside=config.lpc_outside,
         epochs=config.lpc_epochs,
         seed=seed,
+    )
+
+
+def lpc_plan(config: RoundConfig, seed: int):
+    """How a round fits its LPC (:class:`~napari_lesion_harvest.lpc.fitting.LPCPlan`):
+    ``lpc_candidates`` (or ``lpc_variant`` alone), the folds, the threshold's V_M
+    scores and the V_H scoring of ``config``."""
+    from napari_lesion_harvest.lpc.fitting import LPCPlan
+
+    return LPCPlan(
+        candidates=config.lpc_candidates or (config.lpc_variant,),
+        options=lpc_training_options(config, seed),
+        folds=config.folds,
+        threshold_mode=config.threshold_mode,
+        v_h_scoring=config.lpc_v_h_scoring,
     )
 
 
@@ -478,22 +495,26 @@ def _verified_sets(state: RoundState):
 
 
 def train_lpc_stage(state: RoundState) -> StageResult:
-    """Train the LPC on P_RM, P_neg_M and P_RH; score V_M for the harvest threshold."""
+    """Fit the LPC on P_RM, P_neg_M and P_RH (choosing among ``lpc_candidates`` when
+    set); score V_M for the harvest threshold; keep the models that score V_H."""
     from napari_lesion_harvest.lpc.checkpoint import checkpoint_payload
-    from napari_lesion_harvest.lpc.score import v_m_scores
-    from napari_lesion_harvest.lpc.train import MissingClassError, train_classifier
+    from napari_lesion_harvest.lpc.fitting import fit_round_lpc
+    from napari_lesion_harvest.lpc.train import MissingClassError
 
     config = state.config
     sets, v_m_ids = _verified_sets(state)
-    options = lpc_training_options(config, config.seed + state.number)
 
     def report(stage, step, total, message="", metrics=None):
         state.progress(stage, step, total, message, metrics)
 
     started = time.monotonic()
     try:
-        result = train_classifier(
-            sets, options, device=state.device, progress=report, cancelled=state.cancelled
+        fitted = fit_round_lpc(
+            sets,
+            lpc_plan(config, config.seed + state.number),
+            device=state.device,
+            progress=report,
+            cancelled=state.cancelled,
         )
     except MissingClassError as error:
         raise HarvestInputError(
@@ -501,39 +522,15 @@ def train_lpc_stage(state: RoundState) -> StageResult:
             "matched too few marks: train it longer (lpg_train_steps) or annotate more volumes "
             "fully (V_M), then run a new round"
         ) from error
-    checkpoint = state.project.rounds.save_checkpoint(
-        state.number,
-        "lpc",
-        checkpoint_payload(result.model, meta={"best_epoch": result.best_epoch, **result.counts}),
-    )
-    n_v_m = sum(s.fully_annotated for s in sets)
-    mode, folds = config.threshold_mode, min(config.folds, n_v_m)
-    note = None
-    if mode == "out_of_fold" and folds < 2:
-        mode, note = "in_sample", f"only {n_v_m} V_M volume(s) with proposals"
-
-    def score(mode):
-        return v_m_scores(
-            sets,
-            mode=mode,
-            folds=folds,
-            options=options,
-            model=result.model,
-            device=state.device,
-            progress=report,
-            cancelled=state.cancelled,
+    checkpoints = [
+        state.project.rounds.save_checkpoint(
+            state.number, name, checkpoint_payload(model, meta={"classifier": fitted.chosen})
         )
-
-    try:
-        scores = score(mode)
-    except MissingClassError as error:
-        if mode == "in_sample":
-            raise
-        mode, note = "in_sample", f"out-of-fold scoring impossible: {error}"
-        scores = score(mode)
+        for name, model in fitted.stored.items()
+    ]
     updates = []
     proposal_of = {s.volume.volume_id: s.proposals for s in sets if s.fully_annotated}
-    for volume_id, s_c in scores.items():
+    for volume_id, s_c in fitted.v_m_scores.items():
         labels = next(s.labels for s in sets if s.volume.volume_id == volume_id)
         for proposal_id, proposal, label, score in zip(
             v_m_ids[volume_id], proposal_of[volume_id], labels, s_c, strict=True
@@ -544,15 +541,20 @@ def train_lpc_stage(state: RoundState) -> StageResult:
             )
     return StageResult(
         updates=updates,
-        checkpoints=[checkpoint],
+        checkpoints=checkpoints,
         metrics={
             "lpc": {
-                **result.counts,
-                "best_epoch": result.best_epoch,
-                "stopped_early": result.stopped_early,
-                "threshold_mode": mode,
-                "threshold_mode_note": note,
-                "folds": folds if mode == "out_of_fold" else None,
+                **fitted.training,
+                "classifier": fitted.chosen,
+                "candidates": {
+                    name: {f"oof_{k}": _number(v) for k, v in figures.items()}
+                    for name, figures in fitted.selection.items()
+                },
+                "v_h_scoring": fitted.v_h_scoring,
+                "scorer_checkpoints": sorted(fitted.stored),
+                "threshold_mode": fitted.threshold_mode,
+                "threshold_mode_note": fitted.note,
+                "folds": fitted.folds,
                 "seconds": round(time.monotonic() - started, 2),
             }
         },
@@ -564,12 +566,10 @@ def train_lpc_stage(state: RoundState) -> StageResult:
 
 def harvest_stage(state: RoundState) -> StageResult:
     """Score unverified proposals, harvest P_pos_H, mine P_neg_H, and form the pool P_i."""
-    from napari_lesion_harvest.lpc.checkpoint import load_checkpoint
-    from napari_lesion_harvest.lpc.score import classify_proposals
+    from napari_lesion_harvest.lpc.fitting import probabilities
 
     config = state.config
-    path, sha256 = state.checkpoint("lpc")
-    model, _ = load_checkpoint(path, sha256=sha256, device=state.device)
+    scorer = _round_scorer(state)
     todo = {}  # volume_id -> its unverified V_H / V_H_test proposals (rank 0)
     if state.context.is_main:
         stored_by_volume = state.proposals()
@@ -584,8 +584,8 @@ def harvest_stage(state: RoundState) -> StageResult:
     for done, volume_id in enumerate(mine):
         check_cancelled(state.cancelled)
         state.progress("harvest", done, len(mine), volume_id)
-        classified[volume_id] = classify_proposals(
-            model, state.open(volume_id), to_score[volume_id], device=state.device
+        classified[volume_id] = probabilities(
+            scorer, state.open(volume_id), to_score[volume_id], device=state.device
         )
     state.progress("harvest", len(mine), len(mine), "done")
     classified = merged_from_ranks(classified, state.context)
@@ -646,6 +646,27 @@ def harvest_stage(state: RoundState) -> StageResult:
     )
 
 
+def _round_scorer(state: RoundState):
+    """The model that scores this round's V_H proposals, as ``train_lpc`` recorded it:
+    the final model ``lpc``, the mean of the fold models ``lpc_fold_K``, or s_g alone."""
+    from napari_lesion_harvest.lpc.checkpoint import load_any_classifier
+    from napari_lesion_harvest.lpc.fitting import FoldMean, ObjectnessOnly
+
+    recorded = from_main(
+        lambda: state.project.rounds.get(state.number).metrics.get("lpc", {}), state.context
+    )
+    names = recorded.get("scorer_checkpoints", ["lpc"])  # absent before the field: "lpc"
+    models = []
+    for name in names:
+        path, sha256 = state.checkpoint(name)
+        models.append(load_any_classifier(path, sha256=sha256, device=state.device)[0])
+    if recorded.get("classifier") == "s_g":
+        return ObjectnessOnly()
+    if recorded.get("v_h_scoring") == "fold_mean":
+        return FoldMean(tuple(models))
+    return models[0]
+
+
 def _count_new_lesions(state: RoundState, harvested) -> int:
     """Harvested proposals that hit no positive of the previous pool (P3D on best slices)."""
     known = defaultdict(list)
@@ -678,6 +699,11 @@ def evaluate_stage(state: RoundState) -> StageResult:
             match_iou=state.config.match_iou,
         )
     )
+
+
+def _number(value: float) -> float | None:
+    """A finite float, or None (JSON has no NaN): an undefined AP or AUC is stored as null."""
+    return float(value) if np.isfinite(value) else None
 
 
 STAGE_FUNCTIONS = {

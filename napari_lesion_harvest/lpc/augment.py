@@ -6,7 +6,8 @@ volume had been flipped: flipping x flips the axial and coronal columns,
 swapping x and y transposes the axial view and exchanges coronal and sagittal.
 On top, each proposal gets a small rotation about z (axial view, cube), a
 translation of its centre applied consistently to all views, and an intensity
-jitter (offset and gain).
+jitter (offset and gain). What the rotation and translation bring in at the
+patch border follows the spec's ``outside``: air, or the patch mirrored.
 """
 
 from __future__ import annotations
@@ -77,20 +78,24 @@ def _swap_xy(batch, mask, spec: PatchSpec):
 
 
 def _spatial_jitter(batch, spec: PatchSpec, aug: Augmentation, generator):
-    """Rotation about z and a consistent translation, resampled with air outside."""
+    """Rotation about z and a consistent translation, resampled with air or the
+    mirrored patch outside (``spec.outside``)."""
     n = batch.shape[0]
     device = batch.device
     angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(aug.max_rotation_deg)
     shift = (torch.rand(n, 3, generator=generator) * 2 - 1) * aug.max_shift  # (dz, dy, dx)
     cos, sin = angle.cos(), angle.sin()
     air = float(lpc_window(AIR_HU, spec.hu_window))
+    padding = "reflection" if spec.outside == "mirror" else "zeros"  # zeros: air, below
     if spec.kind == "cube":
         theta = torch.zeros(n, 3, 4)
         theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin, sin, cos
         theta[:, 2, 2] = 1
         theta[:, :, 3] = shift.flip(1)  # affine_grid's last axis order is (x, y, z)
         grid = F.affine_grid(theta.to(device), (n, 1, *batch.shape[1:]), align_corners=False)
-        moved = F.grid_sample(batch.unsqueeze(1) - air, grid, align_corners=False)
+        moved = F.grid_sample(
+            batch.unsqueeze(1) - air, grid, padding_mode=padding, align_corners=False
+        )
         return moved.squeeze(1) + air
     out = torch.empty_like(batch)
     for i, view in enumerate(spec.views):
@@ -104,7 +109,9 @@ def _spatial_jitter(batch, spec: PatchSpec, aug: Augmentation, generator):
         theta[:, 1, 2] = shift[:, _AXIS_INDEX[rows_axis]]
         view_batch = batch[:, i : i + 1]
         grid = F.affine_grid(theta.to(device), view_batch.shape, align_corners=False)
-        out[:, i : i + 1] = F.grid_sample(view_batch - air, grid, align_corners=False) + air
+        out[:, i : i + 1] = (
+            F.grid_sample(view_batch - air, grid, padding_mode=padding, align_corners=False) + air
+        )
     return out
 
 

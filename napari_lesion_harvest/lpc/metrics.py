@@ -1,4 +1,4 @@
-"""Proposal-level classification metrics: ROC AUC and precision-recall points.
+"""Proposal-level classification metrics: ROC AUC, precision-recall points and AP.
 
 Each proposal is one sample with a binary label (lesion or not), unlike the
 lesion-level detection curves of :mod:`napari_lesion_harvest.evaluation`.
@@ -56,3 +56,18 @@ def precision_recall(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray
     precision = true_pos[points] / (points + 1.0)
     recall = true_pos[points] / max(int(labels.sum()), 1)
     return precision, recall, sorted_scores[points]
+
+
+def average_precision(scores, labels) -> float:
+    """Area under the proposal-level precision-recall steps: sum of ``precision * d recall``
+    over the distinct thresholds, highest first (tied scores are selected together).
+
+    Returns
+    -------
+    float
+        ``nan`` when there is no positive.
+    """
+    precision, recall, _ = precision_recall(scores, labels)
+    if not int(np.asarray(labels).astype(bool).sum()):
+        return float("nan")
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))

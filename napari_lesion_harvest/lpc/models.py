@@ -209,6 +209,7 @@ def build_classifier(
     patch_size: int = DEFAULT_PATCH_SIZE,
     pad_px: float = DEFAULT_PAD_PX,
     hu_window: tuple[float, float] | None = None,
+    outside: str = "air",
     pretrained=True,
 ):
     """Build a lesion proposal classifier.
@@ -224,6 +225,8 @@ def build_classifier(
         Context around the proposal in in-plane pixels (paper: 64).
     hu_window : (float, float), optional
         HU window of the patches; None: the paper's [-1024, 3071].
+    outside : {"air", "mirror"}
+        What the patches show outside the volume (:class:`PatchSpec`).
     pretrained : bool or path
         Local pretrained trunk weights (see the module docstring).
 
@@ -241,6 +244,7 @@ def build_classifier(
         "patch_size": int(patch_size),
         "pad_px": float(pad_px),
         "hu_window": [float(v) for v in (hu_window or PAPER_HU_WINDOW)],
+        "outside": outside,
     }
     return ProposalClassifier(config, pretrained=pretrained)
 
@@ -248,7 +252,11 @@ def build_classifier(
 def patch_spec_for(config: dict) -> PatchSpec:
     """The :class:`PatchSpec` a classifier configuration reads."""
     variant, size = config["variant"], config["patch_size"]
-    common = {"pad_px": config["pad_px"], "hu_window": tuple(config["hu_window"])}
+    common = {
+        "pad_px": config["pad_px"],
+        "hu_window": tuple(config["hu_window"]),
+        "outside": config.get("outside", "air"),  # absent before the field: the paper's air
+    }
     if variant == "3d":
         return PatchSpec(kind="cube", size=default_cube_size(size), **common)
     views = ("axial",) if variant == "axial" else ("axial", "coronal", "sagittal")
@@ -261,8 +269,8 @@ class ProposalClassifier(nn.Module):
     Attributes
     ----------
     config : dict
-        ``variant``, ``width``, ``patch_size``, ``pad_px``, ``hu_window`` (stored in
-        checkpoints).
+        ``variant``, ``width``, ``patch_size``, ``pad_px``, ``hu_window``, ``outside``
+        (stored in checkpoints).
     spec : PatchSpec
         What :func:`~napari_lesion_harvest.lpc.patches.extract_patches` must produce.
     pretrained_source : str

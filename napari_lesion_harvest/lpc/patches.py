@@ -6,7 +6,18 @@ z the same physical distance, ``pad_px`` times the in-plane spacing), made
 cubic by taking the largest half-width of the three axes. The cube is sampled
 on an isotropic grid of ``size`` points per axis, so a lesion keeps its
 physical proportions in every view although the slice interval differs from the
-in-plane spacing. Outside the volume the patch is air (-1024 HU). Intensities go
+in-plane spacing. Where the cube reaches outside the volume, ``PatchSpec.outside``
+says what the patch shows there:
+
+``air``     -1024 HU (the paper's crops). Near a sub-volume end the coronal and
+            sagittal views show a band of air whose height is the distance to
+            the end, so the patch tells the classifier where the proposal lies.
+``mirror``  the volume mirrored at its faces (whole-sample symmetric, repeated
+            as often as needed): the patch shows tissue whatever the proposal's
+            place, and a proposal near an end differs from one in the middle
+            only by what the volume holds around it.
+
+Intensities go
 through the LPG's :func:`~napari_lesion_harvest.lpg.preprocess.window_hu` with the
 spec's HU window (by default the paper's [-1024, 3071]) and the LPG's mean
 (:func:`lpc_window`).
@@ -39,6 +50,8 @@ PAPER_HU_WINDOW = tuple(float(v) for v in _LPG_CONFIG.hu_window)
 #: HU written outside the volume: the low end of the paper's window (air).
 AIR_HU = PAPER_HU_WINDOW[0]
 
+#: What a patch shows outside the volume (see the module docstring), the paper's first.
+OUTSIDE_FILLS = ("air", "mirror")
 #: The three planes, in the order the multi-view model stacks them.
 VIEW_NAMES = ("axial", "coronal", "sagittal")
 #: Default side of a 2D patch in pixels.
@@ -83,6 +96,8 @@ class PatchSpec:
     hu_window : (float, float)
         HU window of the intensities (:func:`lpc_window`); a soft-tissue window
         spreads the 10-80 HU contrast of organ lesions over more grey levels.
+    outside : {"air", "mirror"}
+        What the patch shows where it reaches outside the volume (module docstring).
     """
 
     kind: str = "views"
@@ -90,10 +105,13 @@ class PatchSpec:
     size: int = DEFAULT_PATCH_SIZE
     pad_px: float = DEFAULT_PAD_PX
     hu_window: tuple[float, float] = PAPER_HU_WINDOW
+    outside: str = "air"
 
     def __post_init__(self):
         if self.kind not in ("views", "cube"):
             raise ValueError(f"patch kind must be 'views' or 'cube', got {self.kind!r}")
+        if self.outside not in OUTSIDE_FILLS:
+            raise ValueError(f"outside must be one of {OUTSIDE_FILLS}, got {self.outside!r}")
         views = tuple(self.views)
         unknown = [v for v in views if v not in VIEW_NAMES]
         if self.kind == "views" and (not views or unknown):
@@ -165,6 +183,20 @@ def _sample_grids(centre, half_mm, spacing, spec: PatchSpec) -> list[np.ndarray]
     return grids
 
 
+def _mirrored_into(grid: np.ndarray, shape) -> np.ndarray:
+    """``grid`` (voxel coordinates, ``(3, ...)``) reflected into the volume: each axis
+    folded whole-sample symmetrically about its first and last voxel, repeatedly."""
+    folded = np.empty_like(grid)
+    for axis, n in enumerate(shape):
+        if n == 1:
+            folded[axis] = 0.0
+            continue
+        period = 2.0 * (n - 1)
+        phase = np.mod(grid[axis], period)
+        folded[axis] = np.where(phase <= n - 1, phase, period - phase)
+    return folded
+
+
 def _grid_bounds(grids: Sequence[np.ndarray], shape) -> list:
     """Per grid, the ``(lo, hi)`` voxel block (``(3,)`` int arrays, inclusive) its
     trilinear samples read, or None when the grid lies wholly outside the volume."""
@@ -179,7 +211,7 @@ def _grid_bounds(grids: Sequence[np.ndarray], shape) -> list:
     return bounds
 
 
-class _SliceWindow:
+class SliceWindow:
     """The slices of a volume that the remaining proposals need, each read once.
 
     Proposals are visited in the order of the first slice they read; a slice
@@ -200,7 +232,7 @@ class _SliceWindow:
             del self.held[held]
 
 
-def _sample_blocks(slices: _SliceWindow, grids, bounds) -> list[np.ndarray]:
+def _sample_blocks(slices: SliceWindow, grids, bounds) -> list[np.ndarray]:
     """Trilinear samples (HU, float32) at each coordinate grid, from its block of voxels."""
     from scipy.ndimage import map_coordinates
 
@@ -239,7 +271,7 @@ def extract_patches(
         The (lazily loaded) volume the proposals belong to.
     proposals : sequence of Proposal3D
     spec : PatchSpec, optional
-        Views or cube, patch size, context and HU window.
+        Views or cube, patch size, context, HU window and what lies outside the volume.
     windowed : bool, optional
         Apply :func:`lpc_window` (default); otherwise return HU.
 
@@ -254,11 +286,14 @@ def extract_patches(
     grids = []
     for proposal in proposals:
         centre, half_mm = proposal_field_of_view(proposal, spacing, pad_px=spec.pad_px)
-        grids.append(_sample_grids(centre, half_mm, spacing, spec))
+        proposal_grids = _sample_grids(centre, half_mm, spacing, spec)
+        if spec.outside == "mirror":
+            proposal_grids = [_mirrored_into(g, volume.shape) for g in proposal_grids]
+        grids.append(proposal_grids)
     bounds = [_grid_bounds(g, volume.shape) for g in grids]
     first_slice = [min((b[0][0] for b in bs if b is not None), default=0) for bs in bounds]
     order = sorted(range(len(proposals)), key=first_slice.__getitem__)
-    slices = _SliceWindow(volume)
+    slices = SliceWindow(volume)
     for rank, i in enumerate(order):
         samples = _sample_blocks(slices, grids[i], bounds[i])
         out[i] = samples[0] if spec.kind == "cube" else np.stack(samples)

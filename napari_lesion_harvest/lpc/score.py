@@ -1,16 +1,16 @@
-"""Scoring proposals with a trained LPC: s_c, the lesion score s_gc = s_g * s_c, and V_M scores.
+"""Scoring proposals with a trained CNN classifier: s_c, the lesion score s_gc = s_g * s_c,
+and the folds of V_M volumes for out-of-fold scores.
 
 V_M scores choose the harvest threshold. The paper scores V_M with the LPC
 trained on those very proposals (``in_sample``), which makes the threshold
-optimistic; ``out_of_fold`` trains one LPC per fold of V_M volumes (all V_H
-positives always in training) and scores each fold with the model that did not
-see it.
+optimistic; out-of-fold scores (:func:`~napari_lesion_harvest.lpc.fitting.out_of_fold`)
+come from one model per fold of V_M volumes (all V_H positives always in training),
+each scoring the fold it did not see.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import replace
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -19,16 +19,7 @@ from napari_lesion_harvest.geometry import Proposal3D
 from napari_lesion_harvest.io.volume import CTVolume
 from napari_lesion_harvest.lpc.models import ProposalClassifier
 from napari_lesion_harvest.lpc.patches import extract_patches
-from napari_lesion_harvest.lpc.train import (
-    ProposalSet,
-    TrainingOptions,
-    predict_logits,
-    train_classifier,
-)
-from napari_lesion_harvest.workers.progress import Progress, check_cancelled, no_progress
-
-#: How V_M proposals can be scored for the threshold.
-V_M_SCORE_MODES = ("out_of_fold", "in_sample")
+from napari_lesion_harvest.lpc.train import ProposalSet, predict_logits
 
 
 def classify_proposals(
@@ -91,68 +82,3 @@ def fold_of_volumes(sets: Sequence[ProposalSet], folds: int, seed: int) -> np.nd
     shuffled = np.random.default_rng(seed).permutation(v_m)
     assignment[shuffled] = np.arange(len(v_m)) % folds
     return assignment
-
-
-def v_m_scores(
-    sets: Sequence[ProposalSet],
-    *,
-    mode: str = "out_of_fold",
-    folds: int = 5,
-    options: TrainingOptions | None = None,
-    model: ProposalClassifier | None = None,
-    device=None,
-    progress: Progress = no_progress,
-    cancelled: Callable[[], bool] | None = None,
-) -> dict[str, np.ndarray]:
-    """LPC scores s_c of every V_M proposal, for choosing the harvest threshold.
-
-    Parameters
-    ----------
-    sets : sequence of ProposalSet
-        All verified proposals (V_M and V_H), as for :func:`train_classifier`.
-    mode : {"out_of_fold", "in_sample"}
-        ``out_of_fold``: train ``folds`` models, each without one fold of V_M
-        volumes, and score that fold. ``in_sample`` (the paper): score with
-        ``model``, the LPC trained on all of them.
-    folds : int
-    options : TrainingOptions, optional
-        Training settings of the fold models (``seed`` also picks the folds).
-    model : ProposalClassifier, optional
-        Required for ``in_sample``.
-    device, progress, cancelled
-        As for :func:`train_classifier`; stages are ``lpc-fold`` and the fold
-        model's own.
-
-    Returns
-    -------
-    dict volume_id -> ndarray, shape (K,)
-        s_c of each V_M volume's proposals, in the set's order.
-    """
-    if mode not in V_M_SCORE_MODES:
-        raise ValueError(f"V_M score mode must be one of {V_M_SCORE_MODES}, got {mode!r}")
-    options = options or TrainingOptions()
-    v_m = [s for s in sets if s.fully_annotated]
-    if mode == "in_sample":
-        if model is None:
-            raise ValueError("in-sample V_M scores need the trained model")
-        return {s.volume.volume_id: classify_proposals(model, s.volume, s.proposals) for s in v_m}
-    assignment = fold_of_volumes(sets, folds, options.seed)
-    scores: dict[str, np.ndarray] = {}
-    for fold in range(folds):
-        check_cancelled(cancelled)
-        progress("lpc-fold", fold, folds, f"fold {fold + 1} of {folds}")
-        training = [s for s, f in zip(sets, assignment, strict=True) if f != fold]
-        result = train_classifier(
-            training,
-            replace(options, seed=options.seed + fold),
-            device=device,
-            progress=progress,
-            cancelled=cancelled,
-        )
-        for s, f in zip(sets, assignment, strict=True):
-            if f == fold:
-                scores[s.volume.volume_id] = classify_proposals(
-                    result.model, s.volume, s.proposals, device=device
-                )
-    progress("lpc-fold", folds, folds)
-    return scores

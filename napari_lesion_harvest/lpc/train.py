@@ -23,6 +23,7 @@ from napari_lesion_harvest.geometry import Proposal3D
 from napari_lesion_harvest.io.volume import CTVolume
 from napari_lesion_harvest.lpc.augment import Augmentation, augment_patches
 from napari_lesion_harvest.lpc.checkpoint import save_checkpoint
+from napari_lesion_harvest.lpc.features import proposal_features
 from napari_lesion_harvest.lpc.metrics import roc_auc
 from napari_lesion_harvest.lpc.models import ProposalClassifier, build_classifier
 from napari_lesion_harvest.lpc.patches import (
@@ -53,15 +54,15 @@ class ProposalSet:
 
     Notes
     -----
-    :meth:`patches` keeps the patches it extracts, so the out-of-fold models
-    of a round read each volume once.
+    :meth:`patches` and :meth:`features` keep what they extract, so the
+    out-of-fold models of a round read each volume once.
     """
 
     volume: CTVolume
     proposals: list[Proposal3D]
     labels: np.ndarray
     fully_annotated: bool = True
-    _patches: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         self.proposals = list(self.proposals)
@@ -81,10 +82,22 @@ class ProposalSet:
         -------
         Tensor, float16, shape (K, *spec.shape)
         """
-        if spec not in self._patches:
+        if spec not in self._cache:
             extracted = extract_patches(self.volume, self.proposals, spec)
-            self._patches[spec] = torch.from_numpy(extracted).to(torch.float16)
-        return self._patches[spec]
+            self._cache[spec] = torch.from_numpy(extracted).to(torch.float16)
+        return self._cache[spec]
+
+    def features(self) -> np.ndarray:
+        """The proposals' :func:`~napari_lesion_harvest.lpc.features.proposal_features`
+        (extracted once).
+
+        Returns
+        -------
+        ndarray, float64, shape (K, F)
+        """
+        if "features" not in self._cache:
+            self._cache["features"] = proposal_features(self.volume, self.proposals)
+        return self._cache["features"]
 
 
 def proposal_sets(
@@ -135,7 +148,7 @@ class TrainingOptions:
 
     Attributes
     ----------
-    variant, width, patch_size, pad_px, hu_window, pretrained
+    variant, width, patch_size, pad_px, hu_window, outside, pretrained
         Passed to :func:`~napari_lesion_harvest.lpc.models.build_classifier`.
     epochs : int
         Maximum epochs; an epoch draws as many balanced samples as there are
@@ -157,6 +170,7 @@ class TrainingOptions:
     patch_size: int = DEFAULT_PATCH_SIZE
     pad_px: float = DEFAULT_PAD_PX
     hu_window: tuple[float, float] | None = None
+    outside: str = "air"
     pretrained: object = True
     epochs: int = 30
     batch_size: int = 32
@@ -291,6 +305,7 @@ def train_classifier(
             patch_size=options.patch_size,
             pad_px=options.pad_px,
             hu_window=options.hu_window,
+            outside=options.outside,
             pretrained=options.pretrained,
         )
     model = model.to(device)
