@@ -45,5 +45,18 @@ test: venv system-deps
 lint: venv
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
-bench: venv
-	for script in benchmarks/*_bench.py; do $(BIN)/python $$script || exit 1; done
+# The repeatable benchmarks of benchmarks/: each builds its own data and prints its figures
+# (docs/performance.md), here at its default settings, one after the other, on the CPU.
+# Left out, to run alone: harvest_bench.py (3 rounds on 60 phantom volumes: about 33 min on
+# 2 cores), quality_bench.py (several seeds of 3 rounds: hours; --out DIR) and
+# lpg_gpu_bench.py (CUDA; tools/gpu_checks.sh runs it with harvest_bench.py on a GPU).
+# Scripts that read an existing project or take required arguments are in tools/.
+BENCH_SCRIPTS := import_bench pickle_bench io_bench slice_check_bench synth_bench \
+	eval_bench tracking_bench store_bench lpc_bench lpg_bench torchrun_exit_bench \
+	kill_soak_bench metric_agreement_bench lpg_phantom_bench
+
+bench: venv system-deps
+	for script in $(BENCH_SCRIPTS); do \
+		OMP_NUM_THREADS=1 $(BIN)/python benchmarks/$$script.py || exit 1; \
+	done
+	QT_QPA_PLATFORM=xcb $(XVFB) $(BIN)/python benchmarks/ui_bench.py

@@ -20,13 +20,13 @@ stopped by SIGTERM (``timeout``), it still prints the rounds that finished.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
+from napari_lesion_harvest.harvest.config_overrides import add_set_option, with_set_fields
 from napari_lesion_harvest.harvest.demo import demo_config, run_demo
 from napari_lesion_harvest.harvest.report import format_round_table, save_round_curves
 from napari_lesion_harvest.harvest.stages import STAGES
@@ -61,35 +61,6 @@ class StageClock:
         for (t, key), (t_next, _) in zip(starts, ends, strict=True):
             table[key[0]][key[1]] = t_next - t
         return table
-
-
-def add_set_option(parser: argparse.ArgumentParser) -> None:
-    """``--set FIELD=JSON`` (repeatable): change one round-configuration field."""
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="FIELD=JSON",
-        help="change one round-configuration field (repeatable), e.g. exclude_lesion_pieces=true",
-    )
-
-
-def with_set_fields(config, texts: list[str], parser: argparse.ArgumentParser):
-    """``config`` with the ``--set`` changes ``texts``; an unknown field or a bad value
-    ends the program with a message that names it."""
-    try:
-        return replace(config, **dict(_field_value(text, parser) for text in texts))
-    except (TypeError, ValueError) as error:
-        parser.error(f"--set: {error}")
-
-
-def _field_value(text: str, parser: argparse.ArgumentParser) -> tuple[str, object]:
-    """``FIELD=JSON`` of ``--set`` as ``(field, value)``."""
-    name, _, value = text.partition("=")
-    try:
-        return name, json.loads(value)
-    except json.JSONDecodeError:
-        parser.error(f"--set {text}: the value after '=' must be JSON (true, 0.5, [1, 2])")
 
 
 def main(argv=None) -> int:

@@ -22,29 +22,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import torch
 
-# The slow detection test's phantom and FROC helpers, so the benchmark measures
-# exactly what that test asserts.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_lpg_detection_slow import (  # noqa: E402
+from napari_lesion_harvest.geometry import iou_2d
+from napari_lesion_harvest.lpg.config import get_config
+from napari_lesion_harvest.lpg.data import Augmentation, LPGSample
+from napari_lesion_harvest.lpg.infer import detect_volume
+from napari_lesion_harvest.lpg.phantom_froc import (
     detection_froc,
     full_marks,
     key_slice_samples,
     synthetic_ct,
 )
-
-from napari_lesion_harvest.geometry import iou_2d  # noqa: E402
-from napari_lesion_harvest.lpg.config import get_config  # noqa: E402
-from napari_lesion_harvest.lpg.data import Augmentation, LPGSample  # noqa: E402
-from napari_lesion_harvest.lpg.infer import detect_volume  # noqa: E402
-from napari_lesion_harvest.lpg.train import TrainOptions, train_lpg  # noqa: E402
+from napari_lesion_harvest.lpg.train import TrainOptions, train_lpg
 
 #: First phantom index of the held-out volumes (the training volumes start at 0).
 HELD_OUT_START = 500

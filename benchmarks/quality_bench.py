@@ -17,7 +17,7 @@ Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/quality_bench.py --out DIR
 reuses the dataset, skips the seeds whose run finished, resumes an unfinished one,
 and recomputes the report; ``--report-only`` runs nothing and reports the finished
 seeds (the phantom, preset and changes are read from ``OUT``).
-``benchmarks/quality_compare.py A/quality.json B/quality.json`` gives the paired
+``tools/quality_compare.py A/quality.json B/quality.json`` gives the paired
 difference of two runs. Protocol and figures: ``docs/experiments/quality-benchmark.md``.
 """
 
@@ -33,8 +33,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-from harvest_bench import StageClock, add_set_option, with_set_fields
-from quality_figures import (
+from harvest_bench import StageClock
+
+from napari_lesion_harvest.harvest.config_overrides import add_set_option, with_set_fields
+from napari_lesion_harvest.harvest.demo import demo_config, import_demo_project
+from napari_lesion_harvest.harvest.quality import (
     format_summary,
     over_seeds,
     project_rounds,
@@ -42,8 +45,6 @@ from quality_figures import (
     seed_weights,
     test_set,
 )
-
-from napari_lesion_harvest.harvest.demo import demo_config, import_demo_project
 from napari_lesion_harvest.harvest.stages import STAGES
 from napari_lesion_harvest.store import HarvestProject
 from napari_lesion_harvest.workers.progress import Cancelled

@@ -136,11 +136,9 @@ def real_round_stalls(work: Path, *, rounds: int = 2) -> list[dict]:
     from qtpy.QtCore import QElapsedTimer, QTimer
     from qtpy.QtWidgets import QApplication
 
+    from napari_lesion_harvest.harvest.blob_project import make_blob_project
     from napari_lesion_harvest.ui.dock import HarvestDock
     from napari_lesion_harvest.ui.round_panel import prepare_napari_progress
-
-    sys.path.insert(0, str(REPO))
-    from tests.harvest_project import make_blob_project
 
     def run_until(condition) -> None:
         while not condition():

@@ -1,4 +1,10 @@
-"""Shared fixtures (paths to the real reference data in ``../shared/data``) and import order."""
+"""Shared fixtures (paths to the real reference data in ``../shared/data``, a tiny
+synthetic DeepLesion dataset) and import order.
+
+Helper modules of the tests are imported as ``from tests.NAME import ...``; the
+project builders that benchmarks and tools use too live in the package
+(:mod:`napari_lesion_harvest.harvest.blob_project`).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,9 @@ import pytest
 # so without this a UI test followed by a torch test segfaults (see
 # test_napari_contributions_load_and_make_sample_data_without_torch for the plugin).
 import torchvision.models  # noqa: F401
+
+from napari_lesion_harvest.synthetic.dataset import generate_dataset
+from napari_lesion_harvest.synthetic.phantom import PhantomConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -34,3 +43,16 @@ def dl_info_rows_csv(shared_data) -> Path:
 def annotation_dir(shared_data) -> Path:
     """The paper's released DeepLesionAnnotation pickles."""
     return shared_data / "deeplesion_annotation"
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """A synthetic DeepLesion-layout dataset of 3 volumes (64 px, 8-10 slices, seed 1)
+    with NIfTI copies, one per test module.
+
+    Returns the :class:`~napari_lesion_harvest.synthetic.dataset.SyntheticDataset`:
+    ``root`` (``Images_png/`` + ``DL_info.csv``), ``root / "nifti"``, ``truth_marks``.
+    """
+    config = PhantomConfig(size=64, slices=(8, 10))
+    folder = tmp_path_factory.mktemp("data") / "synth"
+    return generate_dataset(folder, volumes=3, seed=1, config=config, write_nifti=True)

@@ -1,4 +1,4 @@
-"""Helpers for the data-entry tests: a tiny synthetic DeepLesion dataset and a project's state."""
+"""Helpers for the data-entry tests: a project's state, and CSV files changed row by row."""
 
 from __future__ import annotations
 
@@ -6,18 +6,6 @@ import csv
 from pathlib import Path
 
 from napari_lesion_harvest.store import HarvestProject
-from napari_lesion_harvest.synthetic.dataset import generate_dataset
-from napari_lesion_harvest.synthetic.phantom import PhantomConfig
-
-
-def tiny_dataset(folder: Path, *, volumes: int = 3, seed: int = 1):
-    """A synthetic DeepLesion-layout dataset (64 px, 8-10 slices) with NIfTI copies.
-
-    Returns the :class:`~napari_lesion_harvest.synthetic.dataset.SyntheticDataset`:
-    ``root`` (``Images_png/`` + ``DL_info.csv``), ``root / "nifti"``, ``truth_marks``.
-    """
-    config = PhantomConfig(size=64, slices=(8, 10))
-    return generate_dataset(folder, volumes=volumes, seed=seed, config=config, write_nifti=True)
 
 
 def project_state(folder: Path) -> dict:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from harvest_project import make_blob_project
 
+from napari_lesion_harvest.harvest.blob_project import make_blob_project
 from napari_lesion_harvest.harvest.config import load_config
 from napari_lesion_harvest.harvest.round import run_round, run_rounds
 from napari_lesion_harvest.lpc import checkpoint as lpc_checkpoint

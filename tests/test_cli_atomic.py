@@ -19,10 +19,10 @@ import time
 from collections import Counter
 
 import pytest
-from data_entry import project_state, tiny_dataset
 
 from napari_lesion_harvest.geometry import RecistMark
 from napari_lesion_harvest.io.annotations import MarkRecord, write_marks
+from tests.data_entry import project_state
 
 WRITING = "writing in one transaction"
 KILLS = 8
@@ -89,11 +89,6 @@ def _kill_series(tmp_path, project, argv, *, seed: int, write_window_s: float) -
     if not was_full:
         assert final.stdout == first_output
     return outcomes
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    return tiny_dataset(tmp_path_factory.mktemp("data") / "synth")
 
 
 @pytest.fixture

@@ -8,15 +8,10 @@ import re
 import shutil
 
 import pytest
-from data_entry import project_state, rewrite_csv, tiny_dataset
 
 from napari_lesion_harvest.cli import main
 from napari_lesion_harvest.io.annotations import read_marks
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    return tiny_dataset(tmp_path_factory.mktemp("data") / "synth")
+from tests.data_entry import project_state, rewrite_csv
 
 
 @pytest.fixture

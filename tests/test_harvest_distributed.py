@@ -21,16 +21,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from harvest_project import make_blob_project
-from launch import run_module
-from lpg_phantoms import TINY_JOB_CONFIG, job_inputs
 
+from napari_lesion_harvest.harvest.blob_project import make_blob_project
 from napari_lesion_harvest.harvest.config import load_config
 from napari_lesion_harvest.harvest.stages import RoundState, train_lpg_stage
 from napari_lesion_harvest.lpg.checkpoint import load_checkpoint
 from napari_lesion_harvest.lpg.job import run_job
 from napari_lesion_harvest.store import HarvestProject
 from napari_lesion_harvest.workers.progress import no_progress
+from tests.launch import run_module
+from tests.lpg_phantoms import TINY_JOB_CONFIG, job_inputs
 
 #: s_g: LPG forwards of identical weights (batching differs by rank); s_c: an LPC
 #: trained on rank 0 with the same seed and thread count as the single process.

@@ -11,8 +11,8 @@ import subprocess
 import sys
 
 import pytest
-from harvest_project import make_blob_project
 
+from napari_lesion_harvest.harvest.blob_project import make_blob_project
 from napari_lesion_harvest.harvest.config import load_config
 from napari_lesion_harvest.harvest.round import run_rounds
 from napari_lesion_harvest.store import HarvestProject

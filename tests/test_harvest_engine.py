@@ -10,9 +10,9 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from harvest_project import V_M, make_blob_project, next_round_snapshot
 
 from napari_lesion_harvest.geometry import iou_2d
+from napari_lesion_harvest.harvest.blob_project import V_M, make_blob_project
 from napari_lesion_harvest.harvest.config import load_config
 from napari_lesion_harvest.harvest.round import HarvestInputError, check_inputs, run_rounds
 from napari_lesion_harvest.harvest.stages import STAGES, RoundState, train_lpg_stage
@@ -28,6 +28,7 @@ from napari_lesion_harvest.store import HarvestProject, VolumeRecord
 from napari_lesion_harvest.store.checkpoints import sha256_file
 from napari_lesion_harvest.tracking.marks import proposals_touching_marked_lesions
 from napari_lesion_harvest.workers.progress import Cancelled
+from tests.round_snapshot import next_round_snapshot
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ import csv
 
 import numpy as np
 import pytest
-from io_layout import dl_info_row, write_dl_info, write_hu_png, write_series
 from PIL import Image
 
 from napari_lesion_harvest.io.deeplesion import (
@@ -19,6 +18,7 @@ from napari_lesion_harvest.io.deeplesion import (
     subvolume_id,
 )
 from napari_lesion_harvest.io.errors import FormatError, ImageFormatError, MissingSlicesError
+from tests.io_layout import dl_info_row, write_dl_info, write_hu_png, write_series
 
 MEASUREMENT = [30.5, 20.0, 40.5, 34.0, 31.0, 30.0, 39.0, 24.0]
 SPACING = (0.7, 0.7, 2.5)

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from io_layout import write_dicom_series
 from PIL import Image
 
 from napari_lesion_harvest.geometry import RecistMark
@@ -43,6 +42,7 @@ from napari_lesion_harvest.io.napari_readers import (
 )
 from napari_lesion_harvest.io.sitk_reader import read_sitk_volume, write_sitk_volume
 from napari_lesion_harvest.io.volume import CTVolume
+from tests.io_layout import write_dicom_series
 
 SERIES = "000001_01_01"
 VOLUME_ID = f"{SERIES}_001-006"

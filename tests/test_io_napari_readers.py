@@ -7,7 +7,6 @@ import sys
 
 import numpy as np
 import pytest
-from io_layout import dl_info_row, write_dl_info, write_series
 
 from napari_lesion_harvest.io.napari_readers import (
     get_deeplesion_reader,
@@ -16,6 +15,7 @@ from napari_lesion_harvest.io.napari_readers import (
 )
 from napari_lesion_harvest.io.sitk_reader import write_sitk_volume
 from napari_lesion_harvest.io.volume import CTVolume
+from tests.io_layout import dl_info_row, write_dl_info, write_series
 
 LONG_SHORT = [100.0, 60.0, 140.0, 80.0, 115.0, 82.0, 125.0, 58.0]
 SECOND = [20.0, 30.0, 40.0, 30.0, 30.0, 25.0, 30.0, 35.0]

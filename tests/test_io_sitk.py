@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from io_layout import write_dicom_series
 
 from napari_lesion_harvest.io.errors import FormatError, ImageFormatError
 from napari_lesion_harvest.io.sitk_reader import (
@@ -14,6 +13,7 @@ from napari_lesion_harvest.io.sitk_reader import (
     write_sitk_volume,
 )
 from napari_lesion_harvest.io.volume import CTVolume
+from tests.io_layout import write_dicom_series
 
 
 def _physical_zyx(volume: CTVolume, index_zyx) -> np.ndarray:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from harvest_project import make_blob_project
 
+from napari_lesion_harvest.harvest.blob_project import make_blob_project
 from napari_lesion_harvest.harvest.config import load_config
 from napari_lesion_harvest.harvest.round import run_rounds
 from napari_lesion_harvest.io.sources import open_volume

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from lpc_phantom import phantom_sets
 
 from napari_lesion_harvest.geometry import Proposal3D
 from napari_lesion_harvest.io.volume import CTVolume
@@ -23,6 +22,7 @@ from napari_lesion_harvest.lpc.fitting import (
 from napari_lesion_harvest.lpc.metrics import average_precision, roc_auc
 from napari_lesion_harvest.lpc.train import ProposalSet, TrainingOptions
 from napari_lesion_harvest.store.checkpoints import CheckpointError
+from tests.lpc_phantom import phantom_sets
 
 SPACING = (2.0, 0.8, 0.8)
 BACKGROUND_HU, LESION_HU = 40, 140

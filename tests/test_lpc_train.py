@@ -7,7 +7,6 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from lpc_phantom import phantom_sets, phantom_volume
 
 from napari_lesion_harvest.geometry import Proposal3D
 from napari_lesion_harvest.io.volume import CTVolume
@@ -25,6 +24,7 @@ from napari_lesion_harvest.lpc.train import (
     train_classifier,
 )
 from napari_lesion_harvest.workers.progress import Cancelled
+from tests.lpc_phantom import phantom_sets, phantom_volume
 
 torch.set_num_threads(1)
 

@@ -17,12 +17,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from lpc_phantom import phantom_sets, project_phantom_set
 
 from napari_lesion_harvest.lpc.metrics import roc_auc
 from napari_lesion_harvest.lpc.report import plot_score_pr
 from napari_lesion_harvest.lpc.score import classify_proposals
 from napari_lesion_harvest.lpc.train import TrainingOptions, train_classifier
+from tests.lpc_phantom import phantom_sets, project_phantom_set
 
 
 @pytest.mark.slow

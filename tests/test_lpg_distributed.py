@@ -10,12 +10,12 @@ import sys
 import numpy as np
 import pytest
 import torch
-from launch import run_module
-from lpg_phantoms import TINY_JOB_CONFIG, ellipsoid_phantom, job_inputs
 
 from napari_lesion_harvest.lpg.checkpoint import load_checkpoint, load_model
 from napari_lesion_harvest.lpg.infer import detect_volume
 from napari_lesion_harvest.lpg.job import run_job
+from tests.launch import run_module
+from tests.lpg_phantoms import TINY_JOB_CONFIG, ellipsoid_phantom, job_inputs
 
 torch.set_num_threads(1)
 

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
-from lpg_phantoms import decoy_phantom
 
 from napari_lesion_harvest.geometry import iou_2d
 from napari_lesion_harvest.lpg.config import get_config
 from napari_lesion_harvest.lpg.data import LPGSample
 from napari_lesion_harvest.lpg.infer import detect_volume
 from napari_lesion_harvest.lpg.train import TrainOptions, train_lpg
+from tests.lpg_phantoms import decoy_phantom
 
 CONFIG = get_config("lite", max_side=64)
 EMPTY = np.zeros((0, 4))

@@ -8,11 +8,15 @@ import json
 import numpy as np
 import pytest
 import torch
-from harvest_project import SHAPE, SPACING, V_M, blob_volumes, make_blob_project
-from harvest_project import next_round_snapshot as round_one_snapshot
-from lpg_phantoms import TINY_JOB_CONFIG, ellipsoid_phantom, job_inputs
 
 from napari_lesion_harvest.geometry import RecistMark
+from napari_lesion_harvest.harvest.blob_project import (
+    SHAPE,
+    SPACING,
+    V_M,
+    blob_volumes,
+    make_blob_project,
+)
 from napari_lesion_harvest.harvest.training_sets import (
     known_lesion_region,
     lpg_training_slices,
@@ -34,6 +38,8 @@ from napari_lesion_harvest.lpg.losses import focal_loss, focal_loss_map
 from napari_lesion_harvest.lpg.model import build_model
 from napari_lesion_harvest.lpg.preprocess import stack_reach
 from napari_lesion_harvest.lpg.targets import build_targets
+from tests.lpg_phantoms import TINY_JOB_CONFIG, ellipsoid_phantom, job_inputs
+from tests.round_snapshot import next_round_snapshot as round_one_snapshot
 
 torch.set_num_threads(1)
 

@@ -7,7 +7,6 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from lpg_phantoms import ellipsoid_phantom
 
 from napari_lesion_harvest.lpg.checkpoint import CheckpointError, load_checkpoint, load_model
 from napari_lesion_harvest.lpg.config import get_config
@@ -18,6 +17,7 @@ from napari_lesion_harvest.lpg.train import (
     learning_rate_at,
     train_lpg,
 )
+from tests.lpg_phantoms import ellipsoid_phantom
 
 torch.set_num_threads(1)
 CONFIG = get_config("lite", max_side=32)

@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from harvest_project import make_blob_project
-from test_round_failures import (
+
+from napari_lesion_harvest.harvest.blob_project import make_blob_project
+from napari_lesion_harvest.store import HarvestProject
+from tests.test_round_failures import (
     assert_one_line_error,
     lesion_harvest,
     round_command,
@@ -22,8 +24,6 @@ from test_round_failures import (
     wait_for_training,
     write_config,
 )
-
-from napari_lesion_harvest.store import HarvestProject
 
 
 def _stopped_round(tmp_path):

@@ -12,8 +12,8 @@ import subprocess
 import sys
 
 import pytest
-from harvest_project import TINY_CONFIG, make_blob_project
 
+from napari_lesion_harvest.harvest.blob_project import TINY_CONFIG, make_blob_project
 from napari_lesion_harvest.store import HarvestProject
 
 #: One thread per process; the worktree importable by the subprocesses.

@@ -21,7 +21,6 @@ import time
 
 import numpy as np
 import pytest
-from open_files import descriptors_of
 
 from napari_lesion_harvest.geometry import Proposal3D, RecistMark
 from napari_lesion_harvest.store import (
@@ -38,6 +37,7 @@ from napari_lesion_harvest.store import (
 )
 from napari_lesion_harvest.store.backup import check_project, restore_project
 from napari_lesion_harvest.store.schema import SCHEMA_VERSION
+from tests.open_files import descriptors_of
 
 
 def _mark(z: int) -> RecistMark:

@@ -21,7 +21,6 @@ import sys
 import textwrap
 
 import pytest
-from open_files import descriptors_of
 
 from napari_lesion_harvest.geometry import RecistMark
 from napari_lesion_harvest.store import (
@@ -30,6 +29,7 @@ from napari_lesion_harvest.store import (
     StoreError,
     VolumeRecord,
 )
+from tests.open_files import descriptors_of
 
 #: Holds the project open like napari's dock, opens a second handle (as an import
 #: does), then saves the number of marks read from each stdin line, acknowledging

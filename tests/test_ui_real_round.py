@@ -15,12 +15,12 @@ import time
 import pytest
 from qtpy.QtCore import QElapsedTimer, QTimer
 
+from napari_lesion_harvest.harvest.blob_project import V_M, make_blob_project
 from napari_lesion_harvest.harvest.stages import STAGES
 from napari_lesion_harvest.store import HarvestProject
 from napari_lesion_harvest.store.lock import is_stale
 from napari_lesion_harvest.ui.dock import HarvestDock
 from napari_lesion_harvest.ui.round_outcome import harvest_outcome
-from tests.harvest_project import V_M, make_blob_project
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from napari_lesion_harvest.harvest.blob_project import TINY_CONFIG, make_blob_project
 from napari_lesion_harvest.store import HarvestProject
 from napari_lesion_harvest.ui.dock import HarvestDock
-from tests.harvest_project import TINY_CONFIG, make_blob_project
 from tests.ui_helpers import answer_next_dialog
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]

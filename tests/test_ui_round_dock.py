@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from napari_lesion_harvest.geometry import RecistMark
+from napari_lesion_harvest.harvest.blob_project import TINY_CONFIG, make_blob_project
 from napari_lesion_harvest.harvest.config import load_config
 from napari_lesion_harvest.store.project import HarvestProject
 from napari_lesion_harvest.ui.dock import HarvestDock
 from napari_lesion_harvest.ui.round_outcome import harvest_outcome
 from napari_lesion_harvest.ui.round_panel import PROBLEM_COLOUR
-from tests.harvest_project import TINY_CONFIG, make_blob_project
 from tests.ui_helpers import answer_next_dialog, make_project
 
 pytestmark = pytest.mark.gui

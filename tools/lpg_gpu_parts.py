@@ -6,7 +6,7 @@ fusion + centre map, 3-way fusion + heads), so that their per-target sum is the
 network-only ceiling of the shared path, and prints torch's profiler table of
 the top CUDA kernels of one shared-path batch.
 
-    python benchmarks/lpg_gpu_parts.py [--batch 64]
+    python tools/lpg_gpu_parts.py [--batch 64]
 """
 
 from __future__ import annotations

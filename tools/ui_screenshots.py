@@ -4,15 +4,15 @@ real rounds.
 Usage (under Xvfb)::
 
     OMP_NUM_THREADS=1 QT_QPA_PLATFORM=xcb xvfb-run -a -s "-screen 0 1600x1000x24" \\
-        .venv/bin/python benchmarks/ui_screenshots.py WORK_DIR docs/images
+        .venv/bin/python tools/ui_screenshots.py WORK_DIR docs/images
 
-Builds the engine tests' blob project in WORK_DIR (``tests/harvest_project.py``:
-18 CT volumes of 12 x 64 x 64 voxels with bright ellipsoid lesions and vessel
-look-alikes; 4 volumes fully marked and complete (V_M), 6 held out (V_H_test),
-the rest V_H with one original mark each), runs two harvest rounds in
-subprocesses exactly as the dock's "Run harvest round" does (CPU; the
-configuration of ``tests/test_harvest_end_to_end.py``, under which the two
-rounds harvest lesions at precision 1.0; a few minutes), then saves:
+Builds the engine tests' blob project in WORK_DIR
+(:func:`napari_lesion_harvest.harvest.blob_project.make_blob_project`: 18 CT volumes of
+12 x 64 x 64 voxels with bright ellipsoid lesions and vessel look-alikes; 4 volumes
+fully marked and complete (V_M), 6 held out (V_H_test), the rest V_H with one original
+mark each), runs two harvest rounds in subprocesses exactly as the dock's "Run harvest
+round" does (CPU; the configuration of ``tests/test_harvest_end_to_end.py``, under which
+the two rounds harvest lesions at precision 1.0; a few minutes), then saves:
 
 ``ui_first_launch.png``
     the dock as a new user first sees it, with napari's sample open: no
@@ -31,12 +31,11 @@ rounds harvest lesions at precision 1.0; a few minutes), then saves:
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
 #: The engine test project's sizes and the overrides of tests/test_harvest_end_to_end.py.
 N_VOLUMES = 18
 N_TEST = 6
@@ -46,10 +45,8 @@ CONFIG_OVERRIDES = {"lpg_train_steps": 250, "lpc_epochs": 6}
 
 def build_project(work: Path) -> Path:
     """Write the blob project and run :data:`ROUNDS` rounds; returns the project folder."""
+    from napari_lesion_harvest.harvest.blob_project import TINY_CONFIG, make_blob_project
     from napari_lesion_harvest.ui.round_runner import round_command
-
-    sys.path.insert(0, str(REPO))
-    from tests.harvest_project import TINY_CONFIG, make_blob_project
 
     project_dir = make_blob_project(work, n_volumes=N_VOLUMES, n_test=N_TEST)
     config = work / "screenshots.json"
@@ -175,4 +172,8 @@ def main(work_dir: str, out_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("work_dir", help="the blob project is built (or found) here")
+    parser.add_argument("out_dir", help="the screenshots are saved here, e.g. docs/images")
+    args = parser.parse_args()
+    main(args.work_dir, args.out_dir)

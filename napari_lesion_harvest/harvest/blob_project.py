@@ -1,4 +1,6 @@
-"""A tiny harvest project for engine tests: NIfTI volumes with bright spherical lesions.
+"""A tiny harvest project: NIfTI volumes with bright spherical lesions, whose rounds
+train in seconds (the engine and UI tests, ``benchmarks/ui_bench.py``,
+``tools/ui_screenshots.py``).
 
 Built only through the package's public API (NIfTI writer, marks writer,
 ``import_sources``, the store), the way a user's data would come in.
@@ -120,13 +122,3 @@ def make_blob_project(folder: Path, *, n_volumes: int = 8, n_test: int = 1) -> P
             project.set_volume_complete(volume_id, author="radiologist")
     (folder / "tiny.json").write_text(json.dumps(TINY_CONFIG))
     return project_dir
-
-
-def next_round_snapshot(project_dir):
-    """The inputs a next round of the project would get (a round started and cancelled)."""
-    with HarvestProject.open(project_dir) as project:
-        number = project.rounds.create({}).number
-        with project.rounds.lock(number) as lock:
-            snapshot = project.rounds.start(number, lock=lock)
-            project.rounds.cancel(number, author="test")
-    return snapshot

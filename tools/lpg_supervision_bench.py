@@ -11,9 +11,9 @@ background. A lesion is *known* when a usable mark hits it (P3D) or, when
 fine-tuning, a positive proposal's best box does; a known lesion taught as
 background or as a hard negative is a contradiction.
 
-Run: ``.venv/bin/python benchmarks/lpg_supervision_bench.py PROJECT --round 1
+Run: ``.venv/bin/python tools/lpg_supervision_bench.py PROJECT --round 1
 --truth DATASET/truth/lesions.json [--set lpg_ignore_known_lesions=true]`` on the
-``project/`` and ``dataset/`` folders of ``harvest_bench.py --out DIR`` (seconds: no
+``project/`` and ``dataset/`` folders of ``benchmarks/harvest_bench.py --out DIR`` (seconds: no
 pixel is read).
 """
 
@@ -24,11 +24,11 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from harvest_bench import add_set_option, with_set_fields
 from harvest_inspect import hitting_proposals
 
 from napari_lesion_harvest.geometry import iou_2d
 from napari_lesion_harvest.harvest.config import RoundConfig
+from napari_lesion_harvest.harvest.config_overrides import add_set_option, with_set_fields
 from napari_lesion_harvest.harvest.stages import lpg_architecture
 from napari_lesion_harvest.harvest.training_sets import (
     lpg_training_slices,

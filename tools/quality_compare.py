@@ -1,6 +1,6 @@
 """Paired difference of two quality-benchmark runs (B minus A), with 95% intervals.
 
-Both runs must come from ``quality_bench.py`` on the same phantom (same
+Both runs must come from ``benchmarks/quality_bench.py`` on the same phantom (same
 V_H_test volumes), the same training seeds and the same bootstrap resamples.
 Each resample draws the same volumes and the same seeds for both arms, and the
 difference is taken seed by seed (same seed, same volumes) before the seeds are
@@ -10,7 +10,7 @@ own training noise, which the seed level of the resample keeps in the interval.
 A default changes only when the interval of its R@90P (or gain) difference
 excludes zero (docs/experiments/quality-benchmark.md).
 
-Run: ``.venv/bin/python benchmarks/quality_compare.py A/quality.json B/quality.json
+Run: ``.venv/bin/python tools/quality_compare.py A/quality.json B/quality.json
 [--json OUT]``.
 """
 
@@ -21,9 +21,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-from quality_figures import KEYS, STATISTICS, combine, seed_weights
 
 from napari_lesion_harvest.evaluation.bootstrap import percentile_interval
+from napari_lesion_harvest.harvest.quality import KEYS, STATISTICS, combine, seed_weights
 
 #: Rows compared (the method's ranking; the s_g rows are in each run's own report).
 COMPARED_KEYS = tuple(key for key in KEYS if key.endswith("/s_gc"))

@@ -1,6 +1,6 @@
 """How the tracker's IoU thresholds cut a phantom project's lesions into pieces.
 
-Reads the ``dataset/`` and ``project/`` folders that ``harvest_bench.py --out DIR``
+Reads the ``dataset/`` and ``project/`` folders that ``benchmarks/harvest_bench.py --out DIR``
 leaves, and prints:
 
 1. the 2D IoU of each true lesion's boxes on consecutive slices, by slice
@@ -15,7 +15,7 @@ leaves, and prints:
 3. of the round's proposals ranked by s_gc (the Table I ranking), how many of
    the top ``--top`` that hit no lesion are such pieces.
 
-Run: ``.venv/bin/python benchmarks/tracker_link_bench.py DIR [--round 1] [--top 40]``.
+Run: ``.venv/bin/python tools/tracker_link_bench.py DIR [--round 1] [--top 40]``.
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ def top_ranked_pieces(project, number: int, test_ids: list[str], lesions, full_m
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out", type=Path, help="harvest_bench.py --out folder")
+    parser.add_argument("out", type=Path, help="benchmarks/harvest_bench.py --out folder")
     parser.add_argument("--round", type=int, default=1)
     parser.add_argument("--top", type=int, default=40)
     args = parser.parse_args(argv)

@@ -2,7 +2,7 @@
 
 Table I figures (recall at 80-95% precision of ``R + P_H`` on V_H_test) depend only
 on how the lesion score ``s_gc = s_g * s_c`` ranks the V_H_test proposals. This
-benchmark takes one finished round of a project (e.g. ``harvest_bench.py --out DIR``
+benchmark takes one finished round of a project (e.g. ``benchmarks/harvest_bench.py --out DIR``
 leaves ``DIR/project``) and, with the round's own configuration changed by the
 options given:
 
@@ -27,7 +27,7 @@ options given:
 
 Run::
 
-    .venv/bin/python benchmarks/lpc_ranking_bench.py DIR/project --round 1 \\
+    .venv/bin/python tools/lpc_ranking_bench.py DIR/project --round 1 \\
         [--candidates multiview,features,s_g] [--seed N] [--set FIELD=JSON] \\
         [--feature-l2 0.03] \\
         [--epochs 12] [--patch-size 64] [--pad-px 32] [--width lite] \\
@@ -47,10 +47,10 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-from harvest_bench import add_set_option, with_set_fields
 
 from napari_lesion_harvest.evaluation.harvest import evaluate_harvest, full_annotation
 from napari_lesion_harvest.harvest.config import RoundConfig
+from napari_lesion_harvest.harvest.config_overrides import add_set_option, with_set_fields
 from napari_lesion_harvest.harvest.stages import lpc_plan
 from napari_lesion_harvest.harvest.threshold import threshold_at_precision
 from napari_lesion_harvest.io.sources import open_volume

@@ -3,7 +3,7 @@
 # PyTorch installed: the LPG benchmark (paper MSCN at 512 px), then the harvest
 # benchmark (60 phantom volumes at 256 px, lite, 3 rounds) on CUDA.
 #
-#   benchmarks/gpu_checks.sh OUTDIR [LPG_SECONDS] [HARVEST_SECONDS]
+#   tools/gpu_checks.sh OUTDIR [LPG_SECONDS] [HARVEST_SECONDS]
 #
 # Each part runs under its own time limit and prints as it goes, so a part cut
 # short still reports what it measured; the rounds the harvest finished are

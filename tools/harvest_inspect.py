@@ -13,8 +13,8 @@ slice), and how well the ``exclude_lesion_pieces`` rule
 (:func:`~napari_lesion_harvest.tracking.marks.proposals_touching_marked_lesions`)
 finds them from the marks alone.
 
-Run: ``.venv/bin/python benchmarks/harvest_inspect.py PROJECT [--truth LESIONS_JSON]``
-(e.g. the ``project/`` folder of ``harvest_bench.py --out DIR`` and
+Run: ``.venv/bin/python tools/harvest_inspect.py PROJECT [--truth LESIONS_JSON]``
+(e.g. the ``project/`` folder of ``benchmarks/harvest_bench.py --out DIR`` and
 ``DIR/dataset/truth/lesions.json``).
 """
 

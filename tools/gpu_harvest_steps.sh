@@ -5,7 +5,7 @@
 # shared machine; the second answers whether a longer-trained LPG finds more of the
 # unmarked lesions.
 #
-#   benchmarks/gpu_harvest_steps.sh OUTDIR [SECONDS [HARVEST_BENCH_OPTION...]]
+#   tools/gpu_harvest_steps.sh OUTDIR [SECONDS [HARVEST_BENCH_OPTION...]]
 #
 # Each run prints its stages as they start and is cut at SECONDS (default 480); the
 # rounds it finished are printed from its project store at the end. Options after

@@ -19,9 +19,9 @@ The project is copied to ``--work`` first (the stage writes its checkpoint into
 the project's ``models/`` folder), so the original is not touched.
 ``--stored`` skips the training and scans with the round's own LPG checkpoint.
 
-Run: ``.venv/bin/python benchmarks/lpg_finetune_bench.py PROJECT --round 2
+Run: ``.venv/bin/python tools/lpg_finetune_bench.py PROJECT --round 2
 [--set lpg_finetune_learning_rate=2e-4] [--stored]`` on the ``project/`` folder of
-``harvest_bench.py --out DIR`` (a 200-step fine-tune of the 60-volume phantom at
+``benchmarks/harvest_bench.py --out DIR`` (a 200-step fine-tune of the 60-volume phantom at
 256 px takes about 4 minutes on one core, the scan of its 15 V_H_test volumes about
 1 minute).
 """
@@ -37,11 +37,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-from harvest_bench import add_set_option, with_set_fields
 from harvest_inspect import hitting_proposals, lesions_with_original_marks
 
 from napari_lesion_harvest.evaluation.harvest import evaluate_harvest, full_annotation
 from napari_lesion_harvest.harvest.config import RoundConfig
+from napari_lesion_harvest.harvest.config_overrides import add_set_option, with_set_fields
 from napari_lesion_harvest.harvest.stages import RoundState, train_lpg_stage, volume_proposals
 from napari_lesion_harvest.lpg.checkpoint import load_model
 from napari_lesion_harvest.store import HarvestProject

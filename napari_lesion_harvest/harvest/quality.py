@@ -1,8 +1,8 @@
 """The quality benchmark's figures: per seed and round from the stored projects, then
 over seeds with bootstrap intervals over the V_H_test volumes.
 
-Used by ``quality_bench.py`` (which runs the rounds) and read back by
-``quality_compare.py``. Every figure is computed from a project's store with
+Used by ``benchmarks/quality_bench.py`` (which runs the rounds) and read back by
+``tools/quality_compare.py``. Every figure is computed from a project's store with
 the engine's own evaluation (:mod:`napari_lesion_harvest.evaluation.harvest`):
 the truth is the full annotation of the V_H_test volumes flagged complete.
 
