@@ -86,10 +86,25 @@ def test_mutated_dl_info_gives_rows_or_typed_errors(tmp_path, dl_info_rows_csv, 
     assert len(info.rows) + len(info.report.skipped) == info.report.rows_read
 
 
+_CELL_TEXT = st.one_of(
+    st.text(max_size=12),
+    st.from_regex(r"-?\d{1,4}(\.\d)?(,-?\d{1,4}(\.\d)?){0,8}", fullmatch=True),
+)
+
+
 @FUZZ
-@given(cells=st.lists(st.text(max_size=12), min_size=0, max_size=20), row=st.integers(1, 6))
+@given(
+    cells=st.one_of(  # a whole new row, or some cells of the real row replaced
+        st.lists(st.text(max_size=12), min_size=0, max_size=20),
+        st.dictionaries(st.integers(0, 17), _CELL_TEXT, min_size=1, max_size=6),
+    ),
+    row=st.integers(1, 6),
+)
 def test_random_cells_in_a_real_row_are_reported(tmp_path, dl_info_rows_csv, cells, row):
     lines = dl_info_rows_csv.read_text().splitlines()
+    if isinstance(cells, dict):
+        real = next(csv.reader([lines[row]]))
+        cells = [cells.get(k, cell) for k, cell in enumerate(real)]
     buffer = io.StringIO()
     csv.writer(buffer).writerow(cells)
     lines[row] = buffer.getvalue().strip("\r\n")
