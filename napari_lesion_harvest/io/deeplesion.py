@@ -272,26 +272,27 @@ class _Columns:
     def __init__(self, cells: list[list[str]]):
         self.cells = dict(zip(DL_INFO_COLUMNS, zip(*cells, strict=True), strict=True))
         self.names = [_FILE_NAME.match(t.strip()) for t in self.cells["File_name"]]
-        self.ages_known = [bool(t.strip()) for t in self.cells["Patient_age"]]
+        #: The slice number in each ``File_name`` (-1 where the name is malformed), ``(N,)``.
+        self.name_slices = np.array(
+            [int(m.group(2)) if m else -1 for m in self.names], dtype=np.float64
+        )
+        ages = [t.strip() for t in self.cells["Patient_age"]]
+        self.ages_known = list(map(bool, ages))
+        #: What is parsed of each column where it is not the cell itself (an unknown age: 0).
+        self.texts = {"Patient_age": [t or "0" for t in ages]}
         self.values: dict[str, np.ndarray] = {}
         self.codes: dict[str, np.ndarray] = {}
 
     def parse(self, column: str) -> np.ndarray:
         """Parse a numeric column; which rows' cells are refused, shape ``(N,)``."""
-        texts = self.cells[column]
-        if column == "Patient_age":
-            texts = [t.strip() or "0" for t in texts]
-        parsed = _parse_numbers(list(texts), *DL_INFO_NUMBERS[column])
+        texts = self.texts.get(column) or list(self.cells[column])
+        parsed = _parse_numbers(texts, *DL_INFO_NUMBERS[column])
         self.values[column], self.codes[column] = parsed
         return self.codes[column] != _CELL_OK
 
     def __getitem__(self, column: str) -> np.ndarray:
         """The numbers of a parsed column, shape ``(N, count)``."""
         return self.values[column]
-
-    def name_slices(self) -> np.ndarray:
-        """The slice number in each ``File_name`` (-1 where the name is malformed), ``(N,)``."""
-        return np.array([int(m.group(2)) if m else -1 for m in self.names], dtype=np.float64)
 
     def cell_reason(self, column: str, i: int) -> str:
         """Why row ``i``'s cell of ``column`` is refused."""
@@ -352,13 +353,13 @@ def _outside_image(points: np.ndarray, size: np.ndarray, pad: float = 0.0) -> np
 _DL_INFO_RULES = (
     _Rule(
         "File_name",
-        lambda c: c.name_slices() < 0,
+        lambda c: c.name_slices < 0,
         "{File_name!r} is not PPPPPP_SS_SS_KKK.png",
     ),
     _cells("Key_slice_index"),
     _Rule(
         "Key_slice_index",
-        lambda c: c.name_slices() != c["Key_slice_index"][:, 0],
+        lambda c: c.name_slices != c["Key_slice_index"][:, 0],
         "File_name slice {name_slice} differs from Key_slice_index {Key_slice_index}",
     ),
     _cells("Slice_range"),
@@ -498,14 +499,19 @@ def _rows(
         array = array.astype(np.int64) if whole else array
         return array[:, 0].tolist() if count == 1 else list(map(tuple, array.tolist()))
 
-    rows: dict[int, DLInfoRow] = {}
-    numbers = [values(column) for column in DL_INFO_NUMBERS]  # in DLInfoRow's order
-    for i, *fields, age, split in zip(keep.tolist(), *numbers, strict=True):
-        line, cells = records[i]
-        series, gender = columns.names[i].group(1), cells[15].strip()
-        age = age if columns.ages_known[i] else None
-        rows[i] = DLInfoRow(line, cells[0].strip(), series, *fields, gender, age, split)
-    return rows
+    keep = keep.tolist()
+    *numbers, ages, splits = (values(column) for column in DL_INFO_NUMBERS)  # DLInfoRow order
+    rows = map(
+        DLInfoRow,
+        [records[i][0] for i in keep],
+        [records[i][1][0].strip() for i in keep],
+        [columns.names[i].group(1) for i in keep],
+        *numbers,
+        [records[i][1][15].strip() for i in keep],
+        [age if columns.ages_known[i] else None for i, age in zip(keep, ages, strict=True)],
+        splits,
+    )
+    return dict(zip(keep, rows, strict=True))
 
 
 @contextlib.contextmanager
