@@ -194,8 +194,10 @@ def test_training_reports_progress_saves_the_best_epoch_and_scores(tmp_path):
     np.testing.assert_allclose(
         classify_proposals(loaded, sets[0].volume, sets[0].proposals), s_c, rtol=1e-5
     )
-    s_gc = lesion_scores(sets[0].proposals, s_c)
-    np.testing.assert_allclose(s_gc, [p.s_g for p in sets[0].proposals] * s_c)
+    s_g = [p.s_g for p in sets[0].proposals]
+    np.testing.assert_allclose(lesion_scores(s_g, s_c), np.array(s_g) * s_c)
+    with pytest.raises(ValueError, match="5 objectness scores but 4 LPC scores"):
+        lesion_scores(s_g, s_c[:4])
 
 
 def test_training_stops_on_cancellation_and_needs_both_classes():

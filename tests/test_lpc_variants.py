@@ -20,7 +20,7 @@ import torch
 
 from napari_lesion_harvest.lpc.metrics import roc_auc
 from napari_lesion_harvest.lpc.report import plot_score_pr
-from napari_lesion_harvest.lpc.score import classify_proposals
+from napari_lesion_harvest.lpc.score import classify_proposals, lesion_scores
 from napari_lesion_harvest.lpc.train import TrainingOptions, train_classifier
 from tests.lpc_phantom import phantom_sets, project_phantom_set
 
@@ -50,7 +50,7 @@ def test_multiview_lpc_separates_lesions_from_look_alikes_on_held_out_volumes(tm
         model = train_classifier(train_sets, options).model
         s_c = np.concatenate([classify_proposals(model, s.volume, s.proposals) for s in test_sets])
         scores[f"s_c,{variant}"] = s_c
-        scores[f"s_gc,{variant}"] = s_g * s_c
+        scores[f"s_gc,{variant}"] = lesion_scores(s_g, s_c)
         auc[variant] = roc_auc(s_c, labels)
     figure = tmp_path / "lpc_variants_pr.png"
     plot_score_pr(scores, labels, figure, title="LPC variants, held-out phantom volumes")

@@ -24,6 +24,7 @@ from napari_lesion_harvest.store import (
     StageResult,
     VolumeRecord,
 )
+from napari_lesion_harvest.store.checkpoints import CheckpointError, load_checkpoint, sha256_file
 
 
 def _mark(z=3):
@@ -349,9 +350,7 @@ def test_training_checkpoints_are_recorded_while_the_round_runs(project):
         assert final.path == ref.path and final.sha256 != ref.sha256
         project.rounds.write_stage(number, "train", StageResult(checkpoints=[final]), lock=lock)
     assert project.rounds.get(number).checkpoints == (final,)
-    assert torch.equal(
-        project.rounds.load_checkpoint("lpg", round_number=number)["w"], torch.ones(3)
-    )
+    assert torch.equal(_recorded(project, "lpg", round_number=number)["w"], torch.ones(3))
 
 
 def test_starting_a_round_removes_what_a_killed_checkpoint_write_left(project):
@@ -377,6 +376,13 @@ def test_a_zombie_writer_cannot_write_after_losing_its_lock(project):
         project.rounds.write_stage(number, "detect", StageResult(), lock=lock)
 
 
+def _recorded(project, name: str, **where):
+    """Checkpoint ``name`` read as a stage reads it: the project's record, then the file
+    checked against the sha256 recorded."""
+    ref = project.rounds.checkpoint(name, **where)
+    return load_checkpoint(project.folder / ref.path, sha256=ref.sha256)
+
+
 def test_checkpoints_are_verified_and_loaded_weights_only(project, tmp_path):
     torch = pytest.importorskip("torch")
     number = project.rounds.create().number
@@ -388,7 +394,7 @@ def test_checkpoints_are_verified_and_loaded_weights_only(project, tmp_path):
         project.rounds.finish(number, lock=lock)
     assert (project.folder / ref.path).is_file() and len(ref.sha256) == 64
     assert not list((project.folder / "models").rglob("*.tmp"))
-    loaded = project.rounds.load_checkpoint("lpg")
+    loaded = _recorded(project, "lpg")
     assert torch.equal(loaded["conv.weight"], state["conv.weight"]) and loaded["epoch"] == 3
     assert project.rounds.get(number).checkpoints == (ref,)
 
@@ -397,7 +403,7 @@ def test_checkpoints_are_verified_and_loaded_weights_only(project, tmp_path):
     original = path.read_bytes()
     path.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
     with pytest.raises(ChecksumMismatchError, match="sha256"):
-        project.rounds.load_checkpoint("lpg")
+        _recorded(project, "lpg")
 
     # a pickle with code in it is refused even with a matching checksum
     class Evil:
@@ -405,13 +411,7 @@ def test_checkpoints_are_verified_and_loaded_weights_only(project, tmp_path):
             return (print, ("pwned",))
 
     path.write_bytes(pickle.dumps(Evil()))
-    from napari_lesion_harvest.store.checkpoints import (
-        CheckpointError,
-        load_checkpoint,
-        sha256_file,
-    )
-
     with pytest.raises(CheckpointError, match="more than tensors"):
         load_checkpoint(path, sha256=sha256_file(path))
     with pytest.raises(NotFoundError):
-        project.rounds.load_checkpoint("lpc")
+        _recorded(project, "lpc")

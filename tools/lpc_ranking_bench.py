@@ -68,6 +68,7 @@ from napari_lesion_harvest.lpc.fitting import (
 from napari_lesion_harvest.lpc.metrics import average_precision, roc_auc
 from napari_lesion_harvest.lpc.models import build_classifier
 from napari_lesion_harvest.lpc.patches import proposal_field_of_view
+from napari_lesion_harvest.lpc.score import lesion_scores
 from napari_lesion_harvest.lpc.train import proposal_sets
 from napari_lesion_harvest.store import HarvestProject
 from napari_lesion_harvest.tracking.marks import proposals_hitting_marks
@@ -91,7 +92,7 @@ NEGATIVE_QUANTILES = (50, 90, 99)
 def scale_figures(v_m_s_c, v_m_s_g, v_m_labels, test_s_c, test_s_g, test_labels, precision):
     """The harvest threshold on V_M's s_gc, the shares of each side above it, and
     quantiles of the negatives' s_c on each side."""
-    v_m_s_gc, test_s_gc = v_m_s_g * v_m_s_c, test_s_g * test_s_c
+    v_m_s_gc, test_s_gc = lesion_scores(v_m_s_g, v_m_s_c), lesion_scores(test_s_g, test_s_c)
     threshold, _ = threshold_at_precision(v_m_s_gc, v_m_labels, target_precision=precision)
 
     def above(scores, labels, positive):
@@ -258,8 +259,10 @@ def main() -> None:
             }
             rescored = {
                 v: [
-                    replace(s, s_c=float(c), s_gc=float(c) * s.s_g)
-                    for s, c in zip(chosen, s_c[v], strict=True)
+                    replace(s, s_c=float(c), s_gc=float(gc))
+                    for s, c, gc in zip(
+                        chosen, s_c[v], lesion_scores([s.s_g for s in chosen], s_c[v]), strict=True
+                    )
                 ]
                 for v, chosen in candidates_of.items()
             }
@@ -267,7 +270,7 @@ def main() -> None:
                 full, original=original, proposals=rescored, threshold=None
             )
             test_s_c = np.concatenate(list(s_c.values()))
-            test_s_gc = test_s_g * test_s_c
+            test_s_gc = lesion_scores(test_s_g, test_s_c)
             scale = scale_figures(
                 v_m_s_c,
                 v_m_s_g,

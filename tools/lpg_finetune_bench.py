@@ -42,9 +42,10 @@ from harvest_inspect import hitting_proposals, lesions_with_original_marks
 from napari_lesion_harvest.evaluation.harvest import evaluate_harvest, full_annotation
 from napari_lesion_harvest.harvest.config import RoundConfig
 from napari_lesion_harvest.harvest.config_overrides import add_set_option, with_set_fields
-from napari_lesion_harvest.harvest.stages import RoundState, train_lpg_stage, volume_proposals
+from napari_lesion_harvest.harvest.stages import RoundState, scan_options, train_lpg_stage
 from napari_lesion_harvest.lpg.checkpoint import load_model
 from napari_lesion_harvest.store import HarvestProject
+from napari_lesion_harvest.tracking.scan import scan_volume
 
 
 def scan_test_volumes(state: RoundState, checkpoint: Path, sha256: str | None) -> dict[str, list]:
@@ -53,7 +54,9 @@ def scan_test_volumes(state: RoundState, checkpoint: Path, sha256: str | None) -
     model = load_model(checkpoint, sha256=sha256)
     test = [r.volume_id for r in state.snapshot.volumes.get("V_H_test", [])]
     return {
-        volume_id: volume_proposals(model, state.open(volume_id), state.config, "cpu")[0]
+        volume_id: scan_volume(
+            model, state.open(volume_id), **scan_options(state.config), device="cpu"
+        )[0]
         for volume_id in test
     }
 

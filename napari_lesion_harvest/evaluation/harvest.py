@@ -335,15 +335,10 @@ def _with_score(proposal: Proposal3D, score: float) -> Proposal3D:
     return Proposal3D(proposal.slices, proposal.boxes, np.full(len(proposal.slices), score))
 
 
-def _best_slice_boxes(proposals) -> tuple[list[int], list]:
-    """``(slices, boxes)`` of each proposal's highest-objectness slice."""
-    return [p.best_slice for p in proposals], [p.best_box for p in proposals]
-
-
 def _one_per_lesion(carried, volume_ids, match_iou) -> dict[str, list[Proposal3D]]:
     """Earlier harvested lesions as detections of score :data:`CARRIED_SCORE`, in id
     order, leaving out each one that hits the best-slice box of one kept before it."""
-    from napari_lesion_harvest.tracking.marks import proposals_hitting_marks
+    from napari_lesion_harvest.tracking.marks import best_slice_boxes, proposals_hitting_marks
 
     kept: dict[str, list[Proposal3D]] = {}
     for volume_id in volume_ids:
@@ -354,7 +349,7 @@ def _one_per_lesion(carried, volume_ids, match_iou) -> dict[str, list[Proposal3D
                 mine
                 and proposals_hitting_marks(
                     {volume_id: [proposal]},
-                    {volume_id: _best_slice_boxes(mine)},
+                    {volume_id: best_slice_boxes(mine)},
                     iou_threshold=match_iou,
                 )[volume_id].any()
             ):
@@ -367,11 +362,11 @@ def _one_per_lesion(carried, volume_ids, match_iou) -> dict[str, list[Proposal3D
 
 def _hitting_carried(scored, earlier, match_iou) -> dict[str, np.ndarray]:
     """Per volume, which of this round's detections hit an earlier lesion's best-slice box."""
-    from napari_lesion_harvest.tracking.marks import proposals_hitting_marks
+    from napari_lesion_harvest.tracking.marks import best_slice_boxes, proposals_hitting_marks
 
     hits = proposals_hitting_marks(
         {v: [d for d, _ in scored[v]] for v in scored},
-        {v: _best_slice_boxes(p) for v, p in earlier.items()},
+        {v: best_slice_boxes(p) for v, p in earlier.items()},
         iou_threshold=match_iou,
     )
     return {v: hits[v] for v in scored}

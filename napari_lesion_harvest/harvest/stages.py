@@ -65,6 +65,7 @@ from napari_lesion_harvest.store import (
 )
 from napari_lesion_harvest.store.lock import RoundLock
 from napari_lesion_harvest.store.rounds import checkpoint_location
+from napari_lesion_harvest.tracking.marks import best_slice_boxes
 from napari_lesion_harvest.tracking.marks import proposals_hitting_marks as proposals_hitting
 from napari_lesion_harvest.workers.progress import Progress, check_cancelled
 
@@ -298,13 +299,26 @@ def train_lpg_stage(state: RoundState) -> StageResult:
 # ---------------------------------------------------------------------------- scan
 
 
+def scan_options(config: RoundConfig) -> dict:
+    """The options of :func:`~napari_lesion_harvest.tracking.scan.scan_volume` of a round
+    (``score_threshold``, ``link_iou``, ``fuse_iou``, ``duplicate_iou``, ``scan_batch_size``)."""
+    return {
+        "score_threshold": config.score_threshold,
+        "link_iou": config.link_iou,
+        "fuse_iou": config.fuse_iou,
+        "duplicate_iou": config.duplicate_iou,
+        "batch_size": config.scan_batch_size,
+    }
+
+
 def scan_stage(state: RoundState) -> StageResult:
     """Detect on every slice of V_M, V_H, V_H_test and stack 3D proposals."""
     from napari_lesion_harvest.lpg.checkpoint import load_model
+    from napari_lesion_harvest.tracking.scan import scan_volume
 
-    config = state.config
     path, sha256 = state.checkpoint("lpg")
     model = load_model(path, sha256=sha256).to(state.device)
+    options = scan_options(state.config)
     records = volume_records(state.snapshot)
     started = time.monotonic()
     counts = {"volumes": len(records), "slices": 0, "boxes_2d": 0, "proposals": 0}
@@ -314,7 +328,7 @@ def scan_stage(state: RoundState) -> StageResult:
         check_cancelled(state.cancelled)
         state.progress("scan", done, len(mine), record.volume_id)
         volume = state.open(record.volume_id)
-        proposals, boxes_2d = volume_proposals(model, volume, config, state.device)
+        proposals, boxes_2d = scan_volume(model, volume, **options, device=state.device)
         scanned[record.volume_id] = (proposals, volume.num_slices, boxes_2d)
     state.progress("scan", len(mine), len(mine), "done")
     scanned = merged_from_ranks(scanned, state.context)
@@ -331,53 +345,6 @@ def scan_stage(state: RoundState) -> StageResult:
     counts["seconds"] = round(seconds, 2)
     counts["slices_per_second"] = round(counts["slices"] / max(seconds, 1e-9), 2)
     return StageResult(proposals=rows, metrics={"scan": counts})
-
-
-def volume_proposals(model, volume, config: RoundConfig, device: str):
-    """Scan one volume: the LPG's 2D boxes on every slice, stacked into 3D
-    proposals by the tracker, duplicates of one lesion dropped (the round's
-    ``score_threshold``, ``link_iou``, ``fuse_iou`` and ``duplicate_iou``).
-
-    Returns
-    -------
-    proposals : list of Proposal3D
-    boxes_2d : int
-        2D boxes the LPG gave (before tracking).
-    """
-    from napari_lesion_harvest.tracking import stack_proposals
-    from napari_lesion_harvest.tracking.suppression import suppress_duplicates
-
-    detections = _detect(model, volume, config, device)
-    proposals = suppress_duplicates(
-        stack_proposals(
-            {d.z: _proper_boxes(d) for d in detections},
-            score_threshold=config.score_threshold,
-            link_iou=config.link_iou,
-            fuse_iou=config.fuse_iou,
-        ),
-        iou_threshold=config.duplicate_iou,
-    )
-    return proposals, int(sum(len(d.scores) for d in detections))
-
-
-def _proper_boxes(detections) -> tuple[np.ndarray, np.ndarray]:
-    """A slice's boxes and scores without the degenerate ones (zero width or height
-    after clipping to the image), which cannot be tracked."""
-    boxes = detections.boxes
-    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    return boxes[keep], detections.scores[keep]
-
-
-def _detect(model, volume, config: RoundConfig, device: str):
-    from napari_lesion_harvest.lpg.infer import detect_volume
-
-    return detect_volume(
-        model,
-        volume,
-        min_score=config.score_threshold,
-        batch_size=config.scan_batch_size,
-        device=device,
-    )
 
 
 # ---------------------------------------------------------------------------- verify
@@ -409,13 +376,6 @@ def verify_stage(state: RoundState) -> StageResult:
             if role != proposal.role:
                 updates.append(ProposalUpdate(proposal.id, role))
     return StageResult(updates=updates, metrics={"verify": dict(counts)})
-
-
-def best_slice_boxes(proposals) -> tuple[np.ndarray, np.ndarray]:
-    """Each proposal's highest-objectness slice and box: shapes ``(P,)`` and ``(P, 4)``."""
-    slices = np.array([p.best_slice for p in proposals], dtype=np.int64)
-    boxes = np.array([p.best_box for p in proposals], dtype=np.float64).reshape(-1, 4)
-    return slices, boxes
 
 
 def _judged_targets(snapshot):
@@ -499,6 +459,7 @@ def train_lpc_stage(state: RoundState) -> StageResult:
     set); score V_M for the harvest threshold; keep the models that score V_H."""
     from napari_lesion_harvest.lpc.checkpoint import checkpoint_payload
     from napari_lesion_harvest.lpc.fitting import fit_round_lpc
+    from napari_lesion_harvest.lpc.score import lesion_scores
     from napari_lesion_harvest.lpc.train import MissingClassError
 
     config = state.config
@@ -532,13 +493,12 @@ def train_lpc_stage(state: RoundState) -> StageResult:
     proposal_of = {s.volume.volume_id: s.proposals for s in sets if s.fully_annotated}
     for volume_id, s_c in fitted.v_m_scores.items():
         labels = next(s.labels for s in sets if s.volume.volume_id == volume_id)
-        for proposal_id, proposal, label, score in zip(
-            v_m_ids[volume_id], proposal_of[volume_id], labels, s_c, strict=True
+        s_gc = lesion_scores([p.s_g for p in proposal_of[volume_id]], s_c)
+        for proposal_id, label, score, lesion_score in zip(
+            v_m_ids[volume_id], labels, s_c, s_gc, strict=True
         ):
             role = "P_RM" if label else "P_neg_M"
-            updates.append(
-                ProposalUpdate(proposal_id, role, float(score), float(score * proposal.s_g))
-            )
+            updates.append(ProposalUpdate(proposal_id, role, float(score), float(lesion_score)))
     return StageResult(
         updates=updates,
         checkpoints=checkpoints,
@@ -567,6 +527,7 @@ def train_lpc_stage(state: RoundState) -> StageResult:
 def harvest_stage(state: RoundState) -> StageResult:
     """Score unverified proposals, harvest P_pos_H, mine P_neg_H, and form the pool P_i."""
     from napari_lesion_harvest.lpc.fitting import probabilities
+    from napari_lesion_harvest.lpc.score import lesion_scores
 
     config = state.config
     scorer = _round_scorer(state)
@@ -605,7 +566,8 @@ def harvest_stage(state: RoundState) -> StageResult:
     scored = []  # (stored, s_c, s_gc) of unverified V_H / V_H_test proposals
     for volume_id, stored in todo.items():
         s_c = classified[volume_id]
-        scored.extend((s, float(c), float(c) * s.s_g) for s, c in zip(stored, s_c, strict=True))
+        s_gc = lesion_scores([s.s_g for s in stored], s_c)
+        scored.extend(zip(stored, map(float, s_c), map(float, s_gc), strict=True))
     harvested = np.array([s_gc >= threshold for _, _, s_gc in scored], dtype=bool)
     hard = select_hard_negatives(
         [s.volume_id for s, _, _ in scored],

@@ -33,13 +33,12 @@ from __future__ import annotations
 import contextlib
 import csv
 import gc
-import math
 import operator
 import os
 import re
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -195,154 +194,9 @@ class DLInfo:
         return {vid: [r.mark for r in rows] for vid, rows in self.by_volume().items()}
 
 
-def _floats(text: str, count: int, path: str, line: int, column: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(token) for token in text.split(","))
-    except ValueError:
-        reason = f"unparsable number in {text!r}"
-        raise FormatError(path, reason, row=line, column=column) from None
-    if len(values) != count:
-        reason = f"expected {count} numbers, got {len(values)} in {text!r}"
-        raise FormatError(path, reason, row=line, column=column)
-    if not all(math.isfinite(v) for v in values):
-        raise FormatError(path, f"non-finite number in {text!r}", row=line, column=column)
-    return values
-
-
-def _ints(text: str, count: int, path: str, line: int, column: str) -> tuple[int, ...]:
-    values = _floats(text, count, path, line, column)
-    if any(v != int(v) for v in values):
-        raise FormatError(path, f"expected whole numbers in {text!r}", row=line, column=column)
-    return tuple(int(v) for v in values)
-
-
-def _check_inside_image(measurement, box, image_size, path: str, line: int) -> None:
-    """Refuse RECIST endpoints off the image and boxes off it by more than their padding."""
-    width, height = image_size
-    xs, ys = measurement[0::2], measurement[1::2]
-    if not (all(0 <= x <= width for x in xs) and all(0 <= y <= height for y in ys)):
-        raise FormatError(
-            path,
-            f"an endpoint lies outside the {width} x {height} image (Image_size)",
-            row=line,
-            column="Measurement_coordinates",
-        )
-    x1, y1, x2, y2 = box
-    if not (x1 <= x2 and y1 <= y2):
-        reason = f"box {box} needs x1 <= x2 and y1 <= y2"
-        raise FormatError(path, reason, row=line, column="Bounding_boxes")
-    pad = RECIST_BOX_PADDING
-    if x1 < -pad or y1 < -pad or x2 > width + pad or y2 > height + pad:
-        raise FormatError(
-            path,
-            f"box {box} reaches outside the {width} x {height} image (Image_size) by more "
-            f"than the {pad:g} px padding",
-            row=line,
-            column="Bounding_boxes",
-        )
-
-
-def _parse_row(cells: list[str], path: str, line: int) -> DLInfoRow:
-    if len(cells) != len(DL_INFO_COLUMNS):
-        raise FormatError(
-            path, f"expected {len(DL_INFO_COLUMNS)} fields, got {len(cells)}", row=line
-        )
-    c = dict(zip(DL_INFO_COLUMNS, cells, strict=True))
-
-    def one_int(column: str) -> int:
-        return _ints(c[column], 1, path, line, column)[0]
-
-    def floats(column: str, count: int) -> tuple[float, ...]:
-        return _floats(c[column], count, path, line, column)
-
-    name = c["File_name"].strip()
-    match = _FILE_NAME.match(name)
-    if not match:
-        raise FormatError(
-            path, f"{name!r} is not PPPPPP_SS_SS_KKK.png", row=line, column="File_name"
-        )
-    key_slice = one_int("Key_slice_index")
-    if int(match.group(2)) != key_slice:
-        raise FormatError(
-            path,
-            f"File_name slice {match.group(2)} differs from Key_slice_index {key_slice}",
-            row=line,
-            column="Key_slice_index",
-        )
-    first, last = _ints(c["Slice_range"], 2, path, line, "Slice_range")
-    if not 1 <= first <= key_slice <= last:
-        raise FormatError(
-            path,
-            f"need 1 <= first <= key slice {key_slice} <= last, got range {first}-{last}",
-            row=line,
-            column="Slice_range",
-        )
-    spacing = floats("Spacing_mm_px_", 3)
-    if min(spacing) <= 0:
-        raise FormatError(
-            path, f"spacing must be positive, got {spacing}", row=line, column="Spacing_mm_px_"
-        )
-    if last - first + 1 > MAX_SUBVOLUME_SLICES:
-        raise FormatError(
-            path,
-            f"range {first}-{last} has {last - first + 1} slices; a sub-volume has at most "
-            f"{MAX_SUBVOLUME_SLICES}",
-            row=line,
-            column="Slice_range",
-        )
-    image_size = _ints(c["Image_size"], 2, path, line, "Image_size")
-    if not all(1 <= side <= MAX_SLICE_SIDE for side in image_size):
-        raise FormatError(
-            path,
-            f"image size {image_size} (width, height): each side must be 1 to {MAX_SLICE_SIDE}",
-            row=line,
-            column="Image_size",
-        )
-    measurement = floats("Measurement_coordinates", 8)
-    box = floats("Bounding_boxes", 4)
-    _check_inside_image(measurement, box, image_size, path, line)
-    window = floats("DICOM_windows", 2)
-    if window[0] >= window[1]:
-        raise FormatError(path, f"window min >= max: {window}", row=line, column="DICOM_windows")
-    noisy = one_int("Possibly_noisy")
-    if noisy not in (0, 1):
-        raise FormatError(path, f"expected 0 or 1, got {noisy}", row=line, column="Possibly_noisy")
-    split = one_int("Train_Val_Test")
-    if split not in (1, 2, 3):
-        reason = f"expected 1, 2 or 3, got {split}"
-        raise FormatError(path, reason, row=line, column="Train_Val_Test")
-    lesion_type = one_int("Coarse_lesion_type")
-    if lesion_type != -1 and not 1 <= lesion_type <= 8:
-        raise FormatError(
-            path, f"expected -1 or 1..8, got {lesion_type}", row=line, column="Coarse_lesion_type"
-        )
-    age_text = c["Patient_age"].strip()
-    return DLInfoRow(
-        line=line,
-        file_name=name,
-        series=match.group(1),
-        patient_index=one_int("Patient_index"),
-        study_index=one_int("Study_index"),
-        series_index=one_int("Series_ID"),
-        key_slice=key_slice,
-        measurement=measurement,
-        bounding_box=box,
-        diameters_px=floats("Lesion_diameters_Pixel_", 2),
-        normalized_location=floats("Normalized_lesion_location", 3),
-        lesion_type=lesion_type,
-        possibly_noisy=bool(noisy),
-        slice_range=(first, last),
-        spacing_xyz=spacing,
-        image_size=image_size,
-        dicom_window=window,
-        gender=c["Patient_gender"].strip(),
-        age=one_int("Patient_age") if age_text else None,
-        train_val_test=split,
-    )
-
-
-#: Numeric DL_info columns: (number count, whole numbers only).
-_NUMERIC_COLUMNS = {
+#: How each numeric column's cell reads: ``(numbers per cell, whole numbers only)``.
+#: ``Patient_age`` may be empty (age unknown).
+DL_INFO_NUMBERS = {
     "Patient_index": (1, True),
     "Study_index": (1, True),
     "Series_ID": (1, True),
@@ -357,150 +211,307 @@ _NUMERIC_COLUMNS = {
     "Spacing_mm_px_": (3, False),
     "Image_size": (2, True),
     "DICOM_windows": (2, False),
+    "Patient_age": (1, True),
     "Train_Val_Test": (1, True),
 }
 
+#: Why a numeric cell is refused, in the order the reasons are tested.
+_CELL_REASONS = (
+    None,
+    "unparsable number in {text!r}",
+    "expected {count} numbers, got {found} in {text!r}",
+    "non-finite number in {text!r}",
+    "expected whole numbers in {text!r}",
+)
+_CELL_OK, _UNPARSABLE, _WRONG_COUNT, _NON_FINITE, _NOT_WHOLE = range(len(_CELL_REASONS))
 
-def _parse_column(texts: list[str], count: int, whole: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Parse one numeric column of every row at once.
 
-    Returns the values ``(N, count)`` and a mask ``(N,)`` of rows whose cell has
-    exactly ``count`` finite numbers (whole numbers when ``whole``).
+def _parse_numbers(texts: list[str], count: int, whole: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Parse the cells of one numeric column, all rows at once.
+
+    Returns
+    -------
+    values : ndarray, shape (N, count), float64
+        NaN in the rows of a refused cell.
+    codes : ndarray, shape (N,), int
+        Index into :data:`_CELL_REASONS`: ``_CELL_OK`` or why the cell is refused.
     """
     n = len(texts)
-    commas = np.fromiter(map(operator.methodcaller("count", ","), texts), np.int64, n)
-    ok = commas == count - 1
+    tokens = np.fromiter(map(operator.methodcaller("count", ","), texts), np.int64, n) + 1
+    codes = np.where(tokens == count, _CELL_OK, _WRONG_COUNT)
+    ok = codes == _CELL_OK
     values = np.full((n, count), np.nan)
     try:
         if ok.all():
             values = np.array(",".join(texts).split(","), dtype=np.float64).reshape(n, count)
-        else:
+        elif ok.any():
             chosen = [t for t, good in zip(texts, ok, strict=True) if good]
-            if chosen:
-                parsed = np.array(",".join(chosen).split(","), dtype=np.float64)
-                values[ok] = parsed.reshape(-1, count)
+            values[ok] = np.array(",".join(chosen).split(","), dtype=np.float64).reshape(-1, count)
     except ValueError:  # some cell does not parse: find them one by one
         for i in np.flatnonzero(ok):
             try:
                 values[i] = [float(t) for t in texts[i].split(",")]
             except ValueError:
-                ok[i] = False
-    ok &= np.isfinite(values).all(axis=1)
+                codes[i] = _UNPARSABLE
+    for i in np.flatnonzero(codes == _WRONG_COUNT):  # an unparsable number is named first
+        try:
+            [float(t) for t in texts[i].split(",")]
+        except ValueError:
+            codes[i] = _UNPARSABLE
+    codes[(codes == _CELL_OK) & ~np.isfinite(values).all(axis=1)] = _NON_FINITE
     if whole:
         with np.errstate(invalid="ignore"):
-            ok &= (values == np.round(values)).all(axis=1)
-    return values, ok
+            codes[(codes == _CELL_OK) & ~(values == np.round(values)).all(axis=1)] = _NOT_WHOLE
+    return values, codes
 
 
-def _parse_rows_fast(records: list[tuple[int, list[str]]], path: str) -> list[DLInfoRow | None]:
-    """Column-wise parse of DL_info records; ``None`` for every row it does not accept.
+class _Columns:
+    """The cells of the DL_info records that have 18 fields, by column, and the numbers
+    parsed from them so far (:meth:`parse`), for the rules of :data:`_DL_INFO_RULES`."""
 
-    Accepts only rows that :func:`_parse_row` accepts too (same checks, vectorised),
-    so rejected rows can be handed to :func:`_parse_row` for the exact error.
+    def __init__(self, cells: list[list[str]]):
+        self.cells = dict(zip(DL_INFO_COLUMNS, zip(*cells, strict=True), strict=True))
+        self.names = [_FILE_NAME.match(t.strip()) for t in self.cells["File_name"]]
+        #: The slice number in each ``File_name`` (-1 where the name is malformed), ``(N,)``.
+        self.name_slices = np.array(
+            [int(m.group(2)) if m else -1 for m in self.names], dtype=np.float64
+        )
+        ages = [t.strip() for t in self.cells["Patient_age"]]
+        self.ages_known = list(map(bool, ages))
+        #: What is parsed of each column where it is not the cell itself (an unknown age: 0).
+        self.texts = {"Patient_age": [t or "0" for t in ages]}
+        self.values: dict[str, np.ndarray] = {}
+        self.codes: dict[str, np.ndarray] = {}
+
+    def parse(self, column: str) -> np.ndarray:
+        """Parse a numeric column; which rows' cells are refused, shape ``(N,)``."""
+        texts = self.texts.get(column) or list(self.cells[column])
+        parsed = _parse_numbers(texts, *DL_INFO_NUMBERS[column])
+        self.values[column], self.codes[column] = parsed
+        return self.codes[column] != _CELL_OK
+
+    def __getitem__(self, column: str) -> np.ndarray:
+        """The numbers of a parsed column, shape ``(N, count)``."""
+        return self.values[column]
+
+    def cell_reason(self, column: str, i: int) -> str:
+        """Why row ``i``'s cell of ``column`` is refused."""
+        text = self.cells[column][i]
+        return _CELL_REASONS[self.codes[column][i]].format(
+            text=text, count=DL_INFO_NUMBERS[column][0], found=text.count(",") + 1
+        )
+
+    def fields(self, i: int) -> dict:
+        """Row ``i``'s values as the error messages show them: the file name and its
+        slice, and each column parsed so far (a whole number, or a tuple)."""
+        fields = {"File_name": self.cells["File_name"][i].strip(), "pad": RECIST_BOX_PADDING}
+        if self.names[i]:
+            fields["name_slice"] = self.names[i].group(2)
+        for column, values in self.values.items():
+            count, whole = DL_INFO_NUMBERS[column]
+            row = tuple(int(v) for v in values[i]) if whole else tuple(values[i].tolist())
+            fields[column] = row[0] if count == 1 else row
+        if "Slice_range" in fields:
+            fields["first"], fields["last"] = fields["Slice_range"]
+            fields["slices"] = fields["last"] - fields["first"] + 1
+        if "Image_size" in fields:
+            fields["width"], fields["height"] = fields["Image_size"]
+        return fields
+
+
+class _Rule(NamedTuple):
+    """A check of DL_info rows: the column its error names, which rows break it
+    (``fails(columns)``, bool ``(N,)``) and why (a template of :meth:`_Columns.fields`,
+    or None: the cells of ``column`` do not hold their :data:`DL_INFO_NUMBERS`)."""
+
+    column: str
+    fails: Callable[[_Columns], np.ndarray]
+    reason: str | None = None
+
+    def reason_of(self, columns: _Columns, i: int) -> str:
+        """The error message of row ``i``."""
+        if self.reason is None:
+            return columns.cell_reason(self.column, i)
+        return self.reason.format_map(columns.fields(i))
+
+
+def _cells(column: str) -> _Rule:
+    """The rule that the cells of ``column`` hold their :data:`DL_INFO_NUMBERS`."""
+    return _Rule(column, lambda c: c.parse(column))
+
+
+def _outside_image(points: np.ndarray, size: np.ndarray, pad: float = 0.0) -> np.ndarray:
+    """Rows with a point ``(x, y)`` of ``points`` (N, 2K) off the image of ``size``
+    (N, 2: width, height) by more than ``pad``."""
+    xs, ys = points[:, 0::2], points[:, 1::2]
+    inside_x = (xs >= -pad) & (xs <= size[:, :1] + pad)
+    inside_y = (ys >= -pad) & (ys <= size[:, 1:] + pad)
+    return ~(inside_x.all(axis=1) & inside_y.all(axis=1))
+
+
+#: The checks of a DL_info row, in order: a row is refused for the first it breaks.
+_DL_INFO_RULES = (
+    _Rule(
+        "File_name",
+        lambda c: c.name_slices < 0,
+        "{File_name!r} is not PPPPPP_SS_SS_KKK.png",
+    ),
+    _cells("Key_slice_index"),
+    _Rule(
+        "Key_slice_index",
+        lambda c: c.name_slices != c["Key_slice_index"][:, 0],
+        "File_name slice {name_slice} differs from Key_slice_index {Key_slice_index}",
+    ),
+    _cells("Slice_range"),
+    _Rule(
+        "Slice_range",
+        lambda c: (
+            ~(
+                (c["Slice_range"][:, 0] >= 1)
+                & (c["Slice_range"][:, 0] <= c["Key_slice_index"][:, 0])
+                & (c["Key_slice_index"][:, 0] <= c["Slice_range"][:, 1])
+            )
+        ),
+        "need 1 <= first <= key slice {Key_slice_index} <= last, got range {first}-{last}",
+    ),
+    _cells("Spacing_mm_px_"),
+    _Rule(
+        "Spacing_mm_px_",
+        lambda c: (c["Spacing_mm_px_"] <= 0).any(axis=1),
+        "spacing must be positive, got {Spacing_mm_px_}",
+    ),
+    _Rule(
+        "Slice_range",
+        lambda c: c["Slice_range"][:, 1] - c["Slice_range"][:, 0] + 1 > MAX_SUBVOLUME_SLICES,
+        "range {first}-{last} has {slices} slices; a sub-volume has at most "
+        f"{MAX_SUBVOLUME_SLICES}",
+    ),
+    _cells("Image_size"),
+    _Rule(
+        "Image_size",
+        lambda c: ~((c["Image_size"] >= 1) & (c["Image_size"] <= MAX_SLICE_SIDE)).all(axis=1),
+        f"image size {{Image_size}} (width, height): each side must be 1 to {MAX_SLICE_SIDE}",
+    ),
+    _cells("Measurement_coordinates"),
+    _cells("Bounding_boxes"),
+    _Rule(
+        "Measurement_coordinates",
+        lambda c: _outside_image(c["Measurement_coordinates"], c["Image_size"]),
+        "an endpoint lies outside the {width} x {height} image (Image_size)",
+    ),
+    _Rule(
+        "Bounding_boxes",
+        lambda c: ~(c["Bounding_boxes"][:, :2] <= c["Bounding_boxes"][:, 2:]).all(axis=1),
+        "box {Bounding_boxes} needs x1 <= x2 and y1 <= y2",
+    ),
+    _Rule(
+        "Bounding_boxes",
+        lambda c: _outside_image(c["Bounding_boxes"], c["Image_size"], RECIST_BOX_PADDING),
+        "box {Bounding_boxes} reaches outside the {width} x {height} image (Image_size) by "
+        "more than the {pad:g} px padding",
+    ),
+    _cells("DICOM_windows"),
+    _Rule(
+        "DICOM_windows",
+        lambda c: c["DICOM_windows"][:, 0] >= c["DICOM_windows"][:, 1],
+        "window min >= max: {DICOM_windows}",
+    ),
+    _cells("Possibly_noisy"),
+    _Rule(
+        "Possibly_noisy",
+        lambda c: ~np.isin(c["Possibly_noisy"][:, 0], (0, 1)),
+        "expected 0 or 1, got {Possibly_noisy}",
+    ),
+    _cells("Train_Val_Test"),
+    _Rule(
+        "Train_Val_Test",
+        lambda c: ~np.isin(c["Train_Val_Test"][:, 0], (1, 2, 3)),
+        "expected 1, 2 or 3, got {Train_Val_Test}",
+    ),
+    _cells("Coarse_lesion_type"),
+    _Rule(
+        "Coarse_lesion_type",
+        lambda c: ~np.isin(c["Coarse_lesion_type"][:, 0], (-1, *range(1, 9))),
+        "expected -1 or 1..8, got {Coarse_lesion_type}",
+    ),
+    *(
+        _cells(column)
+        for column in (
+            "Patient_index",
+            "Study_index",
+            "Series_ID",
+            "Lesion_diameters_Pixel_",
+            "Normalized_lesion_location",
+            "Patient_age",
+        )
+    ),
+)
+
+
+def _parse_records(
+    records: list[tuple[int, list[str]]], path: str
+) -> list[DLInfoRow | FormatError]:
+    """Check and convert DL_info records ``(line, cells)``, column by column.
+
+    Returns
+    -------
+    list
+        Per record, in order: its :class:`DLInfoRow`, or the :class:`FormatError`
+        of the first rule of :data:`_DL_INFO_RULES` it breaks (naming line and column).
     """
     n_columns = len(DL_INFO_COLUMNS)
-    complete_records = [record for record in records if len(record[1]) == n_columns]
-    if not complete_records:
-        return [None] * len(records)
-    complete = [cells for _, cells in complete_records]
-    columns = dict(zip(DL_INFO_COLUMNS, zip(*complete, strict=True), strict=True))
-    values, ok = {}, np.ones(len(complete), dtype=bool)
-    for name, (count, whole) in _NUMERIC_COLUMNS.items():
-        values[name], column_ok = _parse_column(list(columns[name]), count, whole)
-        ok &= column_ok
-    ages_text = [t.strip() for t in columns["Patient_age"]]
-    ages, ages_ok = _parse_column([t or "0" for t in ages_text], 1, True)
-    ok &= ages_ok
-    names = [_FILE_NAME.match(t.strip()) for t in columns["File_name"]]
-    name_keys = np.array([int(m.group(2)) if m else -1 for m in names], dtype=np.float64)
-    key = values["Key_slice_index"][:, 0]
-    first, last = values["Slice_range"][:, 0], values["Slice_range"][:, 1]
-    lesion_type = values["Coarse_lesion_type"][:, 0]
-    with np.errstate(invalid="ignore"):
-        ok &= name_keys == key
-        ok &= (first >= 1) & (first <= key) & (key <= last)
-        ok &= last - first + 1 <= MAX_SUBVOLUME_SLICES
-        ok &= (values["Spacing_mm_px_"] > 0).all(axis=1)
-        size = values["Image_size"]
-        ok &= ((size >= 1) & (size <= MAX_SLICE_SIDE)).all(axis=1)
-        width, height = size[:, :1], size[:, 1:]
-        points = values["Measurement_coordinates"]
-        ok &= ((points[:, 0::2] >= 0) & (points[:, 0::2] <= width)).all(axis=1)
-        ok &= ((points[:, 1::2] >= 0) & (points[:, 1::2] <= height)).all(axis=1)
-        x1, y1, x2, y2 = values["Bounding_boxes"].T
-        pad = RECIST_BOX_PADDING
-        ok &= (x1 <= x2) & (y1 <= y2) & (x1 >= -pad) & (y1 >= -pad)
-        ok &= (x2 <= width[:, 0] + pad) & (y2 <= height[:, 0] + pad)
-        ok &= values["DICOM_windows"][:, 0] < values["DICOM_windows"][:, 1]
-        ok &= np.isin(values["Possibly_noisy"][:, 0], (0, 1))
-        ok &= np.isin(values["Train_Val_Test"][:, 0], (1, 2, 3))
-        ok &= (lesion_type == -1) | ((lesion_type >= 1) & (lesion_type <= 8))
-    keep = np.flatnonzero(ok)
-
-    def column(name: str, *, as_int: bool = False, single: bool = False) -> list:
-        array = values[name][keep]
-        array = array.astype(np.int64) if as_int else array
-        return (array[:, 0] if single else array).tolist()
-
-    def tuples(name: str, *, as_int: bool = False) -> list[tuple]:
-        return list(map(tuple, column(name, as_int=as_int)))
-
-    good_rows = zip(
-        keep.tolist(),
-        column("Patient_index", as_int=True, single=True),
-        column("Study_index", as_int=True, single=True),
-        column("Series_ID", as_int=True, single=True),
-        column("Key_slice_index", as_int=True, single=True),
-        tuples("Measurement_coordinates"),
-        tuples("Bounding_boxes"),
-        tuples("Lesion_diameters_Pixel_"),
-        tuples("Normalized_lesion_location"),
-        column("Coarse_lesion_type", as_int=True, single=True),
-        column("Possibly_noisy", as_int=True, single=True),
-        tuples("Slice_range", as_int=True),
-        tuples("Spacing_mm_px_"),
-        tuples("Image_size", as_int=True),
-        tuples("DICOM_windows"),
-        ages[keep, 0].astype(np.int64).tolist(),
-        column("Train_Val_Test", as_int=True, single=True),
-        strict=True,
-    )
-    by_position: dict[int, DLInfoRow] = {}
-    for i, patient, study, series_no, key_slice, *numbers, age, split in good_rows:
-        measurement, box, diameters, location, kind, noisy, *rest = numbers
-        slice_range, spacing, size, window = rest
-        line, cells = complete_records[i]
-        by_position[i] = DLInfoRow(
-            line,
-            cells[0].strip(),
-            names[i].group(1),
-            patient,
-            study,
-            series_no,
-            key_slice,
-            measurement,
-            box,
-            diameters,
-            location,
-            kind,
-            bool(noisy),
-            slice_range,
-            spacing,
-            size,
-            window,
-            cells[15].strip(),
-            age if ages_text[i] else None,
-            split,
-        )
-    parsed: list[DLInfoRow | None] = []
+    complete = [record for record in records if len(record[1]) == n_columns]
+    outcomes: dict[int, DLInfoRow | FormatError] = {}
+    if complete:
+        columns = _Columns([cells for _, cells in complete])
+        alive = np.ones(len(complete), dtype=bool)
+        with np.errstate(invalid="ignore"):
+            for rule in _DL_INFO_RULES:
+                broken = np.flatnonzero(alive & rule.fails(columns))
+                for i in broken.tolist():
+                    reason = rule.reason_of(columns, i)
+                    line = complete[i][0]
+                    outcomes[i] = FormatError(path, reason, row=line, column=rule.column)
+                alive[broken] = False
+        outcomes.update(_rows(columns, np.flatnonzero(alive), complete))
+    parsed: list[DLInfoRow | FormatError] = []
     position = 0
-    for _, cells in records:
+    for line, cells in records:
         if len(cells) == n_columns:
-            parsed.append(by_position.get(position))
+            parsed.append(outcomes[position])
             position += 1
         else:
-            parsed.append(None)
+            reason = f"expected {n_columns} fields, got {len(cells)}"
+            parsed.append(FormatError(path, reason, row=line))
     return parsed
+
+
+def _rows(
+    columns: _Columns, keep: np.ndarray, records: list[tuple[int, list[str]]]
+) -> dict[int, DLInfoRow]:
+    """The rows of the records at positions ``keep`` (which break no rule), by position."""
+
+    def values(column: str) -> list:
+        count, whole = DL_INFO_NUMBERS[column]
+        array = columns[column][keep]
+        if column == "Possibly_noisy":
+            return (array[:, 0] == 1).tolist()
+        array = array.astype(np.int64) if whole else array
+        return array[:, 0].tolist() if count == 1 else list(map(tuple, array.tolist()))
+
+    keep = keep.tolist()
+    *numbers, ages, splits = (values(column) for column in DL_INFO_NUMBERS)  # DLInfoRow order
+    rows = map(
+        DLInfoRow,
+        [records[i][0] for i in keep],
+        [records[i][1][0].strip() for i in keep],
+        [columns.names[i].group(1) for i in keep],
+        *numbers,
+        [records[i][1][15].strip() for i in keep],
+        [age if columns.ages_known[i] else None for i, age in zip(keep, ages, strict=True)],
+        splits,
+    )
+    return dict(zip(keep, rows, strict=True))
 
 
 @contextlib.contextmanager
@@ -567,15 +578,12 @@ def read_dl_info(path: str | PathLike, *, strict: bool = False) -> DLInfo:
         raise FormatError(path, f"cannot read as CSV: {error}") from error
     report.rows_read = len(records)
     with _gc_paused():
-        fast = _parse_rows_fast(records, path)
-    for (row_line, cells), row in zip(records, fast, strict=True):
-        if row is None:  # rejected by the fast path: the row-by-row parser names the fault
-            try:
-                row = _parse_row(cells, path, row_line)
-            except FormatError as error:
-                report.skip(error, strict=strict)
-                continue
-        rows.append(row)
+        parsed = _parse_records(records, path)
+    for row in parsed:
+        if isinstance(row, FormatError):
+            report.skip(row, strict=strict)
+        else:
+            rows.append(row)
     return DLInfo(path, rows, report)
 
 

@@ -36,7 +36,7 @@ from napari_lesion_harvest.io.volume import CTVolume
 from napari_lesion_harvest.lpc.choices import CLASSIFIER_NAMES, V_H_SCORINGS, V_M_SCORE_MODES
 from napari_lesion_harvest.lpc.feature_model import DEFAULT_L2, fit_feature_classifier
 from napari_lesion_harvest.lpc.metrics import average_precision, roc_auc
-from napari_lesion_harvest.lpc.score import classify_proposals, fold_of_volumes
+from napari_lesion_harvest.lpc.score import classify_proposals, fold_of_volumes, lesion_scores
 from napari_lesion_harvest.lpc.train import (
     MissingClassError,
     ProposalSet,
@@ -239,7 +239,7 @@ def v_m_ranking(sets: Sequence[ProposalSet], scores: dict[str, np.ndarray]) -> d
     """
     v_m = [s for s in sets if s.fully_annotated and s.volume.volume_id in scores]
     s_gc = np.concatenate(
-        [np.array([p.s_g for p in s.proposals]) * scores[s.volume.volume_id] for s in v_m]
+        [lesion_scores([p.s_g for p in s.proposals], scores[s.volume.volume_id]) for s in v_m]
     )
     labels = np.concatenate([s.labels for s in v_m])
     return {"ap": average_precision(s_gc, labels), "auc": roc_auc(s_gc, labels)}

@@ -58,12 +58,25 @@ def classify_proposals(
     return 1.0 / (1.0 + np.exp(-logits))
 
 
-def lesion_scores(proposals: Sequence[Proposal3D], s_c) -> np.ndarray:
-    """The paper's lesion score s_gc = s_g * s_c (Eq. 2), shape ``(N,)``."""
+def lesion_scores(s_g, s_c) -> np.ndarray:
+    """The paper's lesion score s_gc = s_g * s_c (Eq. 2).
+
+    Parameters
+    ----------
+    s_g : array_like, shape (N,)
+        The proposals' objectness (highest 2D score of the LPG).
+    s_c : array_like, shape (N,)
+        Their LPC scores.
+
+    Returns
+    -------
+    ndarray, shape (N,), float64
+    """
+    s_g = np.asarray(s_g, dtype=np.float64).ravel()
     s_c = np.asarray(s_c, dtype=np.float64).ravel()
-    if s_c.shape[0] != len(proposals):
-        raise ValueError(f"{len(proposals)} proposals but {s_c.shape[0]} LPC scores")
-    return np.array([p.s_g for p in proposals], dtype=np.float64) * s_c
+    if s_c.shape != s_g.shape:
+        raise ValueError(f"{s_g.shape[0]} objectness scores but {s_c.shape[0]} LPC scores")
+    return s_g * s_c
 
 
 def fold_of_volumes(sets: Sequence[ProposalSet], folds: int, seed: int) -> np.ndarray:

@@ -432,21 +432,6 @@ class RoundStore:
             raise NotFoundError(f"no checkpoint named {name!r} in {where}")
         return CheckpointRef(*row)
 
-    def load_checkpoint(self, name: str, *, round_number: int | None = None, map_location="cpu"):
-        """Load a registered checkpoint after checking its sha256 (weights only).
-
-        Raises
-        ------
-        NotFoundError
-            No such checkpoint is registered.
-        ChecksumMismatchError, CheckpointError
-            See :func:`~napari_lesion_harvest.store.checkpoints.load_checkpoint`.
-        """
-        ref = self.checkpoint(name, round_number=round_number)
-        return checkpoints.load_checkpoint(
-            self.folder / ref.path, sha256=ref.sha256, map_location=map_location
-        )
-
     def _register_checkpoint(self, conn, round_pk: int, ref: CheckpointRef) -> None:
         path = self.folder / ref.path
         if not path.is_file() or path.stat().st_size != ref.size:

@@ -2,7 +2,9 @@
 
 :func:`stack_proposals` (one volume) and :func:`stack_proposals_batch` (many)
 return :class:`~napari_lesion_harvest.geometry.Proposal3D` lists;
-:func:`proposal_to_training_box` gives the 2D box the LPG is fine-tuned on.
+:func:`proposal_to_training_box` gives the 2D box the LPG is fine-tuned on;
+:func:`~napari_lesion_harvest.tracking.scan.scan_volume` runs the LPG over every
+slice of a volume and stacks its boxes (it imports torch when called).
 """
 
 from napari_lesion_harvest.tracking.kalman import BoxKalmanModel, make_box_filter

@@ -57,6 +57,14 @@ def proposals_hitting_marks(
     return {v: hit[lo:hi] for v, lo, hi in zip(volume_ids, counts[:-1], counts[1:], strict=True)}
 
 
+def best_slice_boxes(proposals: Sequence[Proposal3D]) -> tuple[np.ndarray, np.ndarray]:
+    """Each proposal's highest-objectness slice and box, as marks for
+    :func:`proposals_hitting_marks`: shapes ``(P,)`` and ``(P, 4)`` (``xyxy``)."""
+    slices = np.array([p.best_slice for p in proposals], dtype=np.int64)
+    boxes = np.array([p.best_box for p in proposals], dtype=np.float64).reshape(-1, 4)
+    return slices, boxes
+
+
 def proposals_touching_marked_lesions(
     proposals: Sequence[Proposal3D],
     marks: Sequence,
