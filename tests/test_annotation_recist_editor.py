@@ -3,13 +3,10 @@ project file (presses and releases as the napari binding sends them)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from dataclasses import dataclass
-
 import numpy as np
 import pytest
 
+from napari_lesion_harvest.annotation.draw_assist import Suggestion
 from napari_lesion_harvest.annotation.recist_editor import RecistEditor, StoreMarkSink
 from napari_lesion_harvest.geometry import RecistMark
 from napari_lesion_harvest.store import HarvestProject, VolumeRecord
@@ -17,13 +14,6 @@ from napari_lesion_harvest.store import HarvestProject, VolumeRecord
 SHAPE = (20, 64, 64)
 #: Pick radius in image pixels (the binding converts 8 screen pixels at the zoom).
 RADIUS = 2.0
-
-
-@dataclass(frozen=True)
-class _Suggestion:
-    """What the draw assist hands the editor: a mark to accept."""
-
-    mark: RecistMark
 
 
 @pytest.fixture
@@ -200,7 +190,7 @@ def test_a_click_on_no_mark_asks_for_a_suggestion_and_enter_saves_it(project):
 
     def suggest(z, point):
         asked.append((z, tuple(point)))
-        return _Suggestion(suggested) if z == 5 else None
+        return Suggestion(suggested, proposal_id=1, score=0.9) if z == 5 else None
 
     editor = _editor(project, messages, suggest=suggest, on_suggestion=shown.append)
     _click(editor, 4, (37, 40))
@@ -226,19 +216,10 @@ def test_a_suggestion_off_the_image_is_refused(project):
     editor = _editor(
         project,
         messages,
-        suggest=lambda z, point: _Suggestion(RecistMark.from_box((50, 50, 70, 60), z=z)),
+        suggest=lambda z, point: Suggestion(RecistMark.from_box((50, 50, 70, 60), z=z), 1, 0.9),
     )
     _click(editor, 5, (60, 55))
     assert not editor.accept_suggestion()
     assert messages[-1].startswith("Suggested mark refused: volume 'vol_a', field ")
     assert messages[-1].endswith(". Draw the mark instead.")
     assert editor.suggestion is None and project.marks("vol_a") == []
-
-
-def test_the_editor_imports_without_napari_qt_or_torch():
-    code = (
-        "import sys, napari_lesion_harvest.annotation.recist_editor;"
-        "print(sorted(m for m in ('torch', 'napari', 'qtpy', 'vispy') if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"

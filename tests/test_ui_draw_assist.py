@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from qtpy.QtCore import Qt
 
+from napari_lesion_harvest.annotation.draw_assist import suggest_mark
 from napari_lesion_harvest.geometry import Proposal3D
 from napari_lesion_harvest.store.records import StoredProposal
 from napari_lesion_harvest.ui.dock import HarvestDock
-from napari_lesion_harvest.ui.draw_assist import suggest_mark
 from tests.test_ui_review import _write_round
 from tests.ui_helpers import click, drag, make_project
 

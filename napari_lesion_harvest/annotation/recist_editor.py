@@ -24,6 +24,7 @@ from typing import Protocol
 
 import numpy as np
 
+from napari_lesion_harvest.annotation.draw_assist import Suggestion
 from napari_lesion_harvest.geometry import RECIST_ANGLE_RANGE_DEG, RecistMark
 from napari_lesion_harvest.store.errors import InvalidValueError, StoreError
 from napari_lesion_harvest.store.rows import checked_mark_values
@@ -148,7 +149,7 @@ class RecistEditor:
         ``notify(message)`` for user-facing refusals.
     suggest : callable, optional
         Draw assist: ``suggest(z, point_xy) -> Suggestion | None`` for a click that
-        hits no mark (:func:`~napari_lesion_harvest.ui.draw_assist.suggest_mark`); the
+        hits no mark (:func:`~napari_lesion_harvest.annotation.draw_assist.suggest_mark`); the
         suggestion's ``mark`` is saved by :meth:`accept_suggestion`. None: no assist.
     on_suggestion : callable, optional
         ``on_suggestion(suggestion_or_None)`` whenever the suggestion changes.
@@ -182,7 +183,7 @@ class RecistEditor:
         self.on_guide = on_guide
         self.selected: int | None = None
         self.pending_long: tuple[int, np.ndarray] | None = None
-        self.suggestion = None
+        self.suggestion: Suggestion | None = None
         self._undo: list[_Edit] = []
 
     # ------------------------------------------------------------------ rules
@@ -296,7 +297,7 @@ class RecistEditor:
             return
         self._replace(mark_id, after, record=True, before=before)
 
-    def set_suggestion(self, suggestion) -> None:
+    def set_suggestion(self, suggestion: Suggestion | None) -> None:
         """Show ``suggestion`` (None: none)."""
         if suggestion is not self.suggestion:
             self.suggestion = suggestion

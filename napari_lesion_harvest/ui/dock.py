@@ -625,7 +625,7 @@ class HarvestDock(QWidget):
 
     def _suggest(self, z: int, point_xy):
         """Draw assist: the mark suggested by the shown round's box under a click."""
-        from napari_lesion_harvest.ui.draw_assist import suggest_mark
+        from napari_lesion_harvest.annotation.draw_assist import suggest_mark
 
         if not self.assist_box.isChecked():
             return None
