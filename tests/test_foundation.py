@@ -16,7 +16,8 @@ EXPECTED_COMMANDS = {
 
 def test_importing_the_package_loads_neither_torch_nor_qt():
     code = (
-        "import sys, napari_lesion_harvest.cli, napari_lesion_harvest.store;"
+        "import sys, napari_lesion_harvest.cli, napari_lesion_harvest.store,"
+        " napari_lesion_harvest.annotation.recist_editor;"
         "print(sorted(m for m in ('torch', 'torchvision', 'napari', 'qtpy') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -1,4 +1,4 @@
-"""HarvestProject: volumes, marks, undo, verdict-free overlays, audit log, opening rules."""
+"""HarvestProject: volumes, marks, verdict-free overlays, audit log, opening rules."""
 
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ def test_real_dl_info_marks_round_trip(tmp_path, dl_info_rows_csv):
             np.testing.assert_allclose(stored.mark.box(), mark.box())
 
 
-def test_add_edit_delete_restore_and_undo(project):
+def test_add_edit_delete_restore(project):
     added = project.add_mark("vol_a", _mark(z=3), author="rad")
     assert added.origin == "expert" and added.author == "rad" and not added.deleted
     edited = project.edit_mark(added.id, _mark(z=5, dx=2), author="rad")
@@ -98,23 +98,12 @@ def test_add_edit_delete_restore_and_undo(project):
     project.delete_mark(added.id, author="rad")
     assert project.marks("vol_a") == []
     assert [m.id for m in project.marks("vol_a", include_deleted=True)] == [added.id]
-    # undo, newest first: delete -> edit -> add
-    assert project.undo(author="rad").action == "mark.delete"
-    assert not project.mark(added.id).deleted
-    assert project.undo(author="rad").action == "mark.edit"
-    restored = project.mark(added.id).mark
-    assert restored.z == 3 and restored.long_axis[0, 0] == 10
-    assert project.undo(author="rad").action == "mark.add"
-    assert project.mark(added.id).deleted
-    assert project.undo(author="rad") is None
-
-
-def test_undo_is_per_author(project):
-    mine = project.add_mark("vol_a", _mark(), author="alice")
-    project.add_mark("vol_a", _mark(z=4), author="bob")
-    entry = project.undo(author="alice")
-    assert entry.target_id == mine.id and entry.volume_id == "vol_a"
-    assert [m.author for m in project.marks("vol_a")] == ["bob"]
+    restored = project.restore_mark(added.id, author="rad")
+    assert not restored.deleted and [m.id for m in project.marks("vol_a")] == [added.id]
+    assert restored.mark.z == 5 and restored.mark.long_axis[0, 0] == 12  # the edit kept
+    edit = project.audit_log(author="rad")[2]
+    assert edit.action == "mark.edit" and edit.target_id == added.id
+    assert edit.details["before"][0] == 3 and edit.details["after"][0] == 5
 
 
 def test_mark_errors_are_typed(project):

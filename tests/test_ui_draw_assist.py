@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from qtpy.QtCore import Qt
 
+from napari_lesion_harvest.annotation.draw_assist import suggest_mark
 from napari_lesion_harvest.geometry import Proposal3D
 from napari_lesion_harvest.store.records import StoredProposal
 from napari_lesion_harvest.ui.dock import HarvestDock
-from napari_lesion_harvest.ui.draw_assist import suggest_mark
 from tests.test_ui_review import _write_round
 from tests.ui_helpers import click, drag, make_project
 
@@ -65,9 +65,9 @@ def test_a_click_suggests_a_mark_enter_accepts_it_esc_drops_it(
     tool = dock.volume_view.recist
 
     click(qtbot, viewer, (80, 80))  # no box there: nothing suggested
-    assert tool.suggestion is None and not dock.accept_suggestion_button.isEnabled()
+    assert tool.editor.suggestion is None and not dock.accept_suggestion_button.isEnabled()
     click(qtbot, viewer, (37, 40))
-    assert tool.suggestion is not None
+    assert tool.editor.suggestion is not None
     assert dock.assist_label.text().startswith("Suggested mark (")
     assert "(LPG score 0.90)" in dock.assist_label.text()
     assert len(tool.guide_layer.data) == 2  # its two axes, not yet a mark
@@ -76,18 +76,18 @@ def test_a_click_suggests_a_mark_enter_accepts_it_esc_drops_it(
     canvas = viewer.window._qt_viewer.canvas.native
     canvas.setFocus()
     qtbot.keyClick(canvas, Qt.Key.Key_Escape)
-    assert tool.suggestion is None and len(tool.guide_layer.data) == 0
+    assert tool.editor.suggestion is None and len(tool.guide_layer.data) == 0
 
     click(qtbot, viewer, (37, 40))
     qtbot.keyClick(canvas, Qt.Key.Key_Return)
     (stored,) = dock.project.marks("vol_a")
     assert stored.origin == "expert" and stored.author == "radiologist" and stored.mark.z == 5
     np.testing.assert_allclose(stored.mark.box(), [28, 30, 46, 48])
-    assert tool.selected == stored.id and tool.suggestion is None
+    assert tool.editor.selected == stored.id and tool.editor.suggestion is None
     drag(qtbot, viewer, (41, 39), (44, 39))  # the long axis's right end onto the edge
     np.testing.assert_allclose(dock.project.mark(stored.id).mark.long_axis[1], [44, 39], atol=0.5)
 
     dock.assist_box.setChecked(False)  # assist off: a click only selects
     click(qtbot, viewer, (30, 46))
-    assert tool.suggestion is None
+    assert tool.editor.suggestion is None
     dock.close_project()

@@ -33,18 +33,18 @@ def test_a_mark_outside_the_image_is_refused_with_a_message(
     assert refusal.startswith("Long axis refused: volume 'vol_a', field long_x2 = ")
     assert "outside the image (x from -0.5 to 95.5)" in refusal
     assert any(m == refusal for m in _messages())
-    assert tool.pending_long is None and len(tool.guide_layer.data) == 0
+    assert tool.editor.pending_long is None and len(tool.guide_layer.data) == 0
     drag(qtbot, viewer, (104, 20), (124, 20))  # entirely beside the image: refused too
-    assert tool.pending_long is None and "field long_x1 = " in dock.drawing_message.text()
-    assert project.marks("vol_a") == [] and tool.marks == {}
+    assert tool.editor.pending_long is None and "field long_x1 = " in dock.drawing_message.text()
+    assert project.marks("vol_a") == [] and tool.editor.marks == {}
 
     drag(qtbot, viewer, (60, 90), (90, 90))  # a long axis on the image near its bottom...
     drag(qtbot, viewer, (75, 84), (75, 100))  # ...and a short axis leaving it
-    assert project.marks("vol_a") == [] and tool.pending_long is not None
+    assert project.marks("vol_a") == [] and tool.editor.pending_long is not None
     assert dock.drawing_message.text().startswith(
         "Short axis refused: volume 'vol_a', field short_y2 = "
     )
-    tool.cancel_pending()
+    tool.editor.cancel_pending()
 
     drag(qtbot, viewer, (50, 60), (74, 60))
     drag(qtbot, viewer, (62, 54), (62, 66))
@@ -52,5 +52,5 @@ def test_a_mark_outside_the_image_is_refused_with_a_message(
     drag(qtbot, viewer, (74, 60), (104, 60))  # drag an endpoint off the image: refused
     assert dock.drawing_message.text().startswith("Edit refused: volume 'vol_a', field long_x2")
     np.testing.assert_allclose(project.mark(stored.id).mark.long_axis[1], [74, 60], atol=0.5)
-    np.testing.assert_allclose(tool.marks[stored.id].long_axis[1], [74, 60], atol=0.5)
+    np.testing.assert_allclose(tool.editor.marks[stored.id].long_axis[1], [74, 60], atol=0.5)
     dock.close_project()

@@ -1,6 +1,6 @@
 """ "Next volume to annotate" in a real viewer, on a real project with stored rounds.
 
-The rule (:mod:`napari_lesion_harvest.ui.annotation_priority`): each unreviewed
+The rule (:mod:`napari_lesion_harvest.harvest.annotation_priority`): each unreviewed
 proposal of the latest finished round on a V_H volume that is not complete adds
 ``max(0, 1 - |s_gc - t| / 0.25)`` (``t``: the round's harvest threshold); the
 button opens the volume with the highest sum (equal sums: the volume holding the
@@ -13,8 +13,8 @@ import pytest
 from qtpy.QtCore import Qt
 
 from napari_lesion_harvest.geometry import Proposal3D
+from napari_lesion_harvest.harvest.annotation_priority import rank_volumes
 from napari_lesion_harvest.store import ProposalRow, ProposalUpdate, StageResult
-from napari_lesion_harvest.ui.annotation_priority import rank_volumes
 from napari_lesion_harvest.ui.dock import HarvestDock
 from tests.ui_helpers import make_project
 

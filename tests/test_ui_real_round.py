@@ -192,7 +192,7 @@ def _documented_priorities(project, record) -> dict[str, tuple[float, float]]:
 
 def _check_next_volume_to_annotate(dock, qtbot, record) -> None:
     """ "Next volume to annotate" offers the V_H volume with most proposals near the threshold."""
-    from napari_lesion_harvest.ui.annotation_priority import BAND
+    from napari_lesion_harvest.harvest.annotation_priority import BAND
 
     assert BAND == 0.25  # the band the documented rule names
     priorities = _documented_priorities(dock.project, record)

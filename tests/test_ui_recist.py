@@ -24,7 +24,7 @@ def test_drawn_mark_is_saved_at_once_and_restored_after_reopen(
     assert viewer.layers.selection.active is tool.marks_layer
 
     drag(qtbot, viewer, (26, 40), (46, 40))  # long axis
-    assert tool.pending_long is not None and dock.project.marks("vol_a") == []
+    assert tool.editor.pending_long is not None and dock.project.marks("vol_a") == []
     assert len(tool.guide_layer.data) == 2  # long axis + perpendicular guide
     drag(qtbot, viewer, (36, 34), (36, 46))  # short axis, perpendicular
     stored = dock.project.marks("vol_a")
@@ -44,8 +44,8 @@ def test_drawn_mark_is_saved_at_once_and_restored_after_reopen(
     assert dock.project is None
     viewer2, dock2 = open_dock(make_napari_viewer, qtbot, tmp_path / "proj", "vol_a")
     tool2 = dock2.volume_view.recist
-    assert list(tool2.marks) == [stored[0].id]
-    np.testing.assert_allclose(tool2.marks[stored[0].id].long_axis, mark.long_axis)
+    assert list(tool2.editor.marks) == [stored[0].id]
+    np.testing.assert_allclose(tool2.editor.marks[stored[0].id].long_axis, mark.long_axis)
     assert len(tool2.marks_layer.data) == 3
     layer_z = {int(round(z)) for shape in tool2.marks_layer.data for z in shape[:, 0]}
     assert layer_z == {5}  # drawn on its own slice only
@@ -64,30 +64,30 @@ def test_refusals_edit_delete_and_undo_follow_the_store(
 
     drag(qtbot, viewer, (50, 60), (74, 60))
     drag(qtbot, viewer, (52, 52), (70, 66))  # about 38 degrees: refused, long axis kept
-    assert project.marks("vol_a") == [] and tool.pending_long is not None
+    assert project.marks("vol_a") == [] and tool.editor.pending_long is not None
     drag(qtbot, viewer, (62, 46), (62, 76))  # longer than the long axis: refused
     assert project.marks("vol_a") == []
     drag(qtbot, viewer, (62, 54), (62, 66))
     (stored,) = project.marks("vol_a")
 
     click(qtbot, viewer, (68, 60))  # on the long axis: selects the mark
-    assert tool.selected == stored.id
+    assert tool.editor.selected == stored.id
     drag(qtbot, viewer, (74, 60), (78, 60))  # drag an endpoint: edit
     edited = project.mark(stored.id).mark
     np.testing.assert_allclose(edited.long_axis[1], [78, 60], atol=PIXEL_TOLERANCE)
     np.testing.assert_allclose(edited.long_axis[0], [50, 60], atol=PIXEL_TOLERANCE)
 
-    tool.delete_selected()
+    tool.editor.delete_selected()
     assert project.marks("vol_a") == [] and project.mark(stored.id).deleted
-    tool.undo()  # undo the delete
+    tool.editor.undo()  # undo the delete
     assert [m.id for m in project.marks("vol_a")] == [stored.id]
-    tool.undo()  # undo the edit
+    tool.editor.undo()  # undo the edit
     np.testing.assert_allclose(
         project.mark(stored.id).mark.long_axis[1], [74, 60], atol=PIXEL_TOLERANCE
     )
-    tool.undo()  # undo the add
+    tool.editor.undo()  # undo the add
     assert project.marks("vol_a") == []
-    assert tool.marks == {} and len(tool.marks_layer.data) == 0
+    assert tool.editor.marks == {} and len(tool.marks_layer.data) == 0
     dock.close_project()
 
 
@@ -109,10 +109,10 @@ def test_small_lesions_on_coarse_images_are_drawn_and_boxed_as_training_boxes_th
     qtbot.wait(300)  # the screen widths settle after the zoom
 
     drag(qtbot, viewer, (36.0, 40.0), (36.15, 40.0))  # 2.4 screen pixels: a click
-    assert tool.pending_long is None
+    assert tool.editor.pending_long is None
     assert 0.15 * 16 < MIN_AXIS_SCREEN_PX
     drag(qtbot, viewer, (35.2, 40.0), (36.8, 40.0))  # 1.6 image pixels, 5.9 mm
-    assert tool.pending_long is not None
+    assert tool.editor.pending_long is not None
     drag(qtbot, viewer, (36.0, 39.4), (36.0, 40.6))  # 1.2 image pixels, 4.4 mm
     (stored,) = dock.project.marks("vol_a")
     long_mm, short_mm = stored.mark.diameters_mm((3.7, 3.7))

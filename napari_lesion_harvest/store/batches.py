@@ -173,7 +173,7 @@ def insert_mark(
 ) -> int:
     """Insert one mark (checked :func:`~rows.checked_mark_values`); returns its id.
 
-    ``audit`` adds its own ``mark.add`` entry (undoable); batches write one
+    ``audit`` adds its own ``mark.add`` entry; batches write one
     ``mark.import`` entry instead.
     """
     at = rows.now()

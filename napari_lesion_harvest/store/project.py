@@ -2,7 +2,7 @@
 
 :class:`HarvestProject` is the one persistent state of the plugin. The GUI
 uses it for the volume table, the overlays of the shown volume, marks
-(add / edit / soft delete / undo), completing volumes and verdicts; the
+(add / edit / soft delete / restore), completing volumes and verdicts; the
 round engine uses :attr:`HarvestProject.rounds` (see
 :mod:`napari_lesion_harvest.store.rounds`). Several processes may open the
 same project at once: SQLite's WAL lets readers run beside one writer, and
@@ -66,9 +66,6 @@ MARK_DECIDED_ROLES: dict[str, str] = {
         "round, which decides; edit or delete the mark instead"
     ),
 }
-
-#: Actions that :meth:`HarvestProject.undo` can reverse.
-UNDOABLE_ACTIONS = ("mark.add", "mark.edit", "mark.delete", "mark.restore", "verdict.set")
 
 # Counts per volume; the proposal counts use the covering index proposals_round, and
 # verdicts (few) are joined from their side (CROSS JOIN fixes that loop order).
@@ -425,7 +422,7 @@ class HarvestProject:
         return ids
 
     def edit_mark(self, mark_id: int, mark: RecistMark, *, author: str) -> StoredMark:
-        """Replace a mark's slice and endpoints (undoable); the new mark must lie inside
+        """Replace a mark's slice and endpoints; the new mark must lie inside
         the volume (:class:`InvalidValueError` naming the field otherwise)."""
         with self._db.write(f"editing mark {mark_id}") as conn:
             before = rows.fetch_mark(conn, mark_id)
@@ -453,7 +450,7 @@ class HarvestProject:
         )
 
     def delete_mark(self, mark_id: int, *, author: str) -> StoredMark:
-        """Soft-delete a mark (kept; :meth:`restore_mark` or :meth:`undo` bring it back)."""
+        """Soft-delete a mark (kept; :meth:`restore_mark` brings it back)."""
         return self._set_deleted([mark_id], True, author=author)[0][0]
 
     def restore_mark(self, mark_id: int, *, author: str) -> StoredMark:
@@ -461,7 +458,7 @@ class HarvestProject:
         return self._set_deleted([mark_id], False, author=author)[0][0]
 
     def delete_marks(self, mark_ids: Iterable[int], *, author: str) -> list[int]:
-        """Soft-delete marks in one transaction (each undoable, or restored by id).
+        """Soft-delete marks in one transaction (:meth:`restore_marks` brings them back).
 
         Returns
         -------
@@ -531,7 +528,7 @@ class HarvestProject:
     # ----------------------------------------------------------------- verdicts
 
     def set_verdict(self, proposal_id: int, verdict: str | None, *, author: str) -> Verdict | None:
-        """Accept or reject a proposal (``None`` clears the verdict); undoable.
+        """Accept or reject a proposal (``None`` clears the verdict).
 
         A verdict settles what the classifier decided: ``accepted`` makes the
         proposal a lesion (exported as a harvested lesion, a positive for the
@@ -592,61 +589,6 @@ class HarvestProject:
                 "SELECT proposal_id, verdict, author, at FROM verdicts ORDER BY at"
             ).fetchall()
         return [Verdict(*row) for row in found]
-
-    # --------------------------------------------------------------------- undo
-
-    def undo(self, *, author: str) -> AuditEntry | None:
-        """Reverse ``author``'s latest not yet undone mark or verdict action.
-
-        Returns
-        -------
-        AuditEntry or None
-            The action undone (its ``volume_id`` tells the GUI what to redraw);
-            None when there is nothing left to undo.
-        """
-        with self._db.write("undoing") as conn:
-            row = conn.execute(
-                f"{rows.AUDIT_SELECT} WHERE a.author = ? AND a.action IN "
-                f"({', '.join('?' * len(UNDOABLE_ACTIONS))}) AND NOT EXISTS "
-                "(SELECT 1 FROM audit u WHERE u.action = 'undo' AND u.target_id = a.id) "
-                "ORDER BY a.id DESC LIMIT 1",
-                (author, *UNDOABLE_ACTIONS),
-            ).fetchone()
-            if row is None:
-                return None
-            entry = rows.row_to_audit(row)
-            self._reverse(conn, entry)
-            volume_pk = rows.volume_pk(conn, entry.volume_id) if entry.volume_id else None
-            rows.append_audit(
-                conn,
-                author=author,
-                action="undo",
-                volume_pk_=volume_pk,
-                target_id=entry.id,
-                details={"undid": entry.action},
-            )
-        return entry
-
-    def _reverse(self, conn, entry: AuditEntry) -> None:
-        target = entry.target_id
-        if entry.action == "mark.add":
-            conn.execute("UPDATE marks SET deleted_at = ? WHERE id = ?", (rows.now(), target))
-        elif entry.action == "mark.restore":
-            conn.execute("UPDATE marks SET deleted_at = ? WHERE id = ?", (rows.now(), target))
-        elif entry.action == "mark.delete":
-            conn.execute("UPDATE marks SET deleted_at = NULL WHERE id = ?", (target,))
-        elif entry.action == "mark.edit":
-            self._set_mark_values(conn, target, tuple(entry.details["before"]))
-        elif entry.action == "verdict.set":
-            before = entry.details["before"]
-            if before is None:
-                conn.execute("DELETE FROM verdicts WHERE proposal_id = ?", (target,))
-            else:
-                conn.execute(
-                    "INSERT OR REPLACE INTO verdicts (proposal_id, verdict, author, at) "
-                    "VALUES (?, ?, ?, ?)",
-                    (target, *before),
-                )
 
     def audit_log(
         self, *, author: str | None = None, limit: int | None = None

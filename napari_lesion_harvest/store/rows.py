@@ -436,10 +436,10 @@ class AuditEntry:
     author : str
     action : str
         e.g. ``mark.add``, ``mark.edit``, ``mark.delete``, ``mark.restore``,
-        ``verdict.set``, ``volume.complete``, ``volume.split``, ``undo``, ``round.cancel``.
+        ``verdict.set``, ``volume.complete``, ``volume.split``, ``round.cancel``.
     volume_id : str or None
     target_id : int or None
-        Mark id, proposal id, round number or (for ``undo``) the audit id undone.
+        Mark id, proposal id or round number.
     details : dict
     """
 

@@ -22,14 +22,15 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_lesion_harvest.annotation.recist_editor import StoreMarkSink
+from napari_lesion_harvest.ui.hu_windows import WINDOW_KEYS, WINDOW_PRESETS
 from napari_lesion_harvest.ui.project_panel import ProjectPanel, remember_recent
 from napari_lesion_harvest.ui.proposal_overlay import items_from_store
 from napari_lesion_harvest.ui.review import REVIEW_KEYS, ReviewPanel
 from napari_lesion_harvest.ui.round_panel import RoundPanel
 from napari_lesion_harvest.ui.summary_panel import SummaryPanel
 from napari_lesion_harvest.ui.volume_loading import load_record
-from napari_lesion_harvest.ui.volume_view import StoreMarkSink, VolumeView
-from napari_lesion_harvest.ui.windows import WINDOW_KEYS, WINDOW_PRESETS
+from napari_lesion_harvest.ui.volume_view import VolumeView
 from napari_lesion_harvest.ui.worklist import WorklistPanel
 
 #: Widest the dock gets (pixels), so that the CT canvas keeps most of the window.
@@ -581,7 +582,7 @@ class HarvestDock(QWidget):
         """Open the V_H volume ranked first by :func:`annotation_priority.rank_volumes`."""
         from napari.utils.notifications import show_info
 
-        from napari_lesion_harvest.ui.annotation_priority import next_volume_to_annotate
+        from napari_lesion_harvest.harvest.annotation_priority import next_volume_to_annotate
 
         if self.project is None:
             return
@@ -624,7 +625,7 @@ class HarvestDock(QWidget):
 
     def _suggest(self, z: int, point_xy):
         """Draw assist: the mark suggested by the shown round's box under a click."""
-        from napari_lesion_harvest.ui.draw_assist import suggest_mark
+        from napari_lesion_harvest.annotation.draw_assist import suggest_mark
 
         if not self.assist_box.isChecked():
             return None
@@ -646,7 +647,7 @@ class HarvestDock(QWidget):
 
     def _accept_suggestion(self) -> None:
         if self.volume_view is not None:
-            self.volume_view.recist.accept_suggestion()
+            self.volume_view.recist.editor.accept_suggestion()
 
     def _drawing_notice(self, message: str) -> None:
         """A drawing refusal: in the Volume tab (it stays until the next one) and as a

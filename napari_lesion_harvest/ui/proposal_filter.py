@@ -4,7 +4,7 @@ A V_H volume may hold a hundred proposals, most of them low-score candidates.
 The default view, :data:`DEFAULT_VIEW`, shows what a radiologist needs to
 check: the harvested lesions (and those accepted), plus the proposals the
 classifier was unsure about, those whose lesion score lies within
-:data:`~napari_lesion_harvest.ui.annotation_priority.BAND` of the round's
+:data:`~napari_lesion_harvest.harvest.annotation_priority.BAND` of the round's
 harvest threshold (whatever their verdict, so a verdict never hides the
 proposal it was given on). Qt-free.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from napari_lesion_harvest.ui.annotation_priority import BAND, DEFAULT_THRESHOLD
+from napari_lesion_harvest.harvest.annotation_priority import BAND, DEFAULT_THRESHOLD
 from napari_lesion_harvest.ui.proposal_overlay import ProposalItem
 
 #: Roles the classifier decides (the ones that take a verdict).

@@ -214,18 +214,14 @@ class ProposalOverlay:
                 labels.append(label)
                 label_colours.append(colour)
         layer = self.layer
-        # one layer refresh for the four changes below instead of one each (napari's own
-        # batching helper): 36 instead of 61 ms per slice change on a 2-core CPU
-        with layer._block_refresh():
-            layer.selected_data = set()
-            layer.data = []
-            if data:
-                layer.add_rectangles(data, edge_color=edges, face_color=faces, edge_width=widths)
-            layer.features = {
-                "label": np.array(labels, dtype=str),
-                "colour": np.array(label_colours, dtype=str),
-            }
-        layer.refresh()
+        layer.selected_data = set()
+        layer.data = []
+        if data:
+            layer.add_rectangles(data, edge_color=edges, face_color=faces, edge_width=widths)
+        layer.features = {
+            "label": np.array(labels, dtype=str),
+            "colour": np.array(label_colours, dtype=str),
+        }
 
 
 def _rectangle(z: int, x1: float, y1: float, x2: float, y2: float) -> np.ndarray:

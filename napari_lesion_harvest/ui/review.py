@@ -28,7 +28,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_lesion_harvest.ui.annotation_priority import BAND
+from napari_lesion_harvest.harvest.annotation_priority import BAND
 from napari_lesion_harvest.ui.proposal_filter import (
     DEFAULT_VIEW,
     VIEWS,

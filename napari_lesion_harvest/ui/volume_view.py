@@ -4,43 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_lesion_harvest.geometry import RecistMark
+from napari_lesion_harvest.ui.hu_windows import DEFAULT_WINDOW, WINDOW_KEYS, apply_window
 from napari_lesion_harvest.ui.proposal_overlay import ProposalItem, ProposalOverlay
 from napari_lesion_harvest.ui.recist_tool import RecistTool
 from napari_lesion_harvest.ui.slices import show_slice
-from napari_lesion_harvest.ui.windows import DEFAULT_WINDOW, WINDOW_KEYS, apply_window
-
-
-class StoreMarkSink:
-    """Saves the RECIST tool's changes to a :class:`HarvestProject` at once.
-
-    Parameters
-    ----------
-    project : HarvestProject
-    volume_id : str
-    author : str
-    """
-
-    def __init__(self, project, volume_id: str, *, author: str):
-        self.project = project
-        self.volume_id = volume_id
-        self.author = author
-
-    def add(self, mark: RecistMark) -> int:
-        """Save a new expert mark; returns its id."""
-        return self.project.add_mark(self.volume_id, mark, author=self.author).id
-
-    def replace(self, mark_id: int, mark: RecistMark) -> int:
-        """Save an edit of mark ``mark_id`` (same id)."""
-        return self.project.edit_mark(mark_id, mark, author=self.author).id
-
-    def delete(self, mark_id: int) -> None:
-        """Soft-delete a mark."""
-        self.project.delete_mark(mark_id, author=self.author)
-
-    def restore(self, mark_id: int) -> None:
-        """Bring a soft-deleted mark back."""
-        self.project.restore_mark(mark_id, author=self.author)
 
 
 class VolumeView:
@@ -56,7 +23,7 @@ class VolumeView:
         ``(sz, sy, sx)`` in mm (the layers' scale).
     display_window : tuple of float or None
         The volume's own DICOM window.
-    sink : MarkSink or None
+    sink : ~napari_lesion_harvest.annotation.recist_editor.MarkSink or None
         Where marks are saved.
     marks : dict of int -> RecistMark
         Marks already saved.
