@@ -90,14 +90,12 @@ def run(args) -> int:
 #: What the demo changes in a preset (not in a JSON file) for a CPU and minutes of
 #: training: a soft-tissue window for the LPG's input, since organ lesions of the
 #: phantom differ from their organ by 10-80 HU, under 5 of 255 grey levels in the
-#: paper's [-1024, 3071] window (a lite LPG trained 800 CPU steps on 128 px phantoms
-#: found 21% of held-out lesions at 1 FP per slice with it, 8% with the paper's window
-#: after 1,200 steps; docs/performance.md), 3 folds for the out-of-fold V_M scores
-#: instead of 5 (4 LPC trainings per round instead of 6), and a tracker that links
-#: and fuses boxes from IoU 0.5 instead of 0.8: on the phantom's 1-5 mm slices even
-#: the true boxes of consecutive slices overlap by more than 0.8 only 70% of the time
-#: (38% at 5 mm), so the paper's 0.8 cut lesions into pieces that miss their RECIST
-#: slice and count as lesion-like negatives (docs/performance.md, session 5).
+#: paper's [-1024, 3071] window (docs/experiments/lpg-hu-window.md), 3 folds for the
+#: out-of-fold V_M scores instead of 5 (4 LPC trainings per round instead of 6), and a
+#: tracker that links and fuses boxes from IoU 0.5 instead of 0.8: on thin slices the
+#: true boxes of consecutive slices often overlap by less than 0.8, so the paper's cut
+#: splits lesions into pieces that miss their RECIST slice and count as lesion-like
+#: negatives (docs/experiments/tracker-link-iou.md).
 DEMO_PRESET_CHANGES = {
     "lpg_hu_window": (-200.0, 300.0),
     "folds": 3,

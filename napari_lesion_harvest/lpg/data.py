@@ -68,7 +68,8 @@ class Augmentation:
 
     The zoom range and the left-right flip are CenterNet's (Zhou et al.), whose
     pipeline the paper follows; on the phantom (``benchmarks/lpg_phantom_bench.py``,
-    docs/performance.md) each raised the share of held-out lesions the LPG proposes.
+    docs/experiments/lpg-augmentation.md) each raised the share of held-out lesions the
+    LPG proposes.
 
     Attributes
     ----------

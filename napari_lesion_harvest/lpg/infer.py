@@ -37,7 +37,7 @@ from napari_lesion_harvest.lpg.preprocess import (
 _POSITION_DECIMALS = 6
 #: The shared-feature path runs when each distinct three-slice image serves at least
 #: this many (target, position) uses on average; below, the naive path is faster
-#: (on an H200: 2 mm slices, ~3 uses, shared 1.49x naive; 5 mm, 1 use, shared 0.86x).
+#: (docs/experiments/lpg-shared-features.md).
 MIN_IMAGE_REUSE = 1.2
 
 
@@ -124,8 +124,7 @@ class InferenceSettings:
     def resolve(cls, model, device=None, precision: str = "auto", channels_last: bool = False):
         """Settings for ``model``: ``precision`` ``"auto"`` (bfloat16 on CUDA, float32
         elsewhere), ``"float32"`` or ``"bfloat16"``. NCHW unless ``channels_last``:
-        it scanned faster than NHWC at batch 32 and 64 on an H200
-        (``docs/performance.md``)."""
+        it scans faster than NHWC on a GPU (``docs/experiments/lpg-gpu-scan.md``)."""
         import torch
 
         device = torch.device(device or next(model.parameters()).device)

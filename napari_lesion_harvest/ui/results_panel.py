@@ -105,7 +105,7 @@ def _visible_only_canvas_class():
 
     matplotlib redraws the whole figure after every resize, visible or not; the
     dock lays out its hidden tabs when a label elsewhere changes (a round
-    starting, say), and a figure draw takes 100-200 ms on a busy CPU: the GUI
+    starting, say), and a figure draw takes a tenth of a second or more: the GUI
     would stall for a panel nobody looks at. A hidden canvas only remembers
     that it is stale and draws once when it is shown.
     """

@@ -26,7 +26,7 @@ plugin's settings folder (:func:`~napari_lesion_harvest.ui.project_panel.config_
 per machine (host name) and device kind (``cpu``, ``cuda``); the median of
 the last :data:`RATES_KEPT` is used. Before a stage was measured here,
 :data:`DEFAULT_RATES` gives an estimate from the figures of
-``docs/performance.md`` (a shared 2-core CPU; an H100). Qt-free.
+``docs/performance.md`` (a shared 2-core CPU; an H200). Qt-free.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ RATES_FILE = "round_rates.json"
 #: ``(device kind, stage, model)``; from docs/performance.md: the 2-core CPU's
 #: lite LPG at 0.54 steps/s (batch 2, 256 px) and 5-10 slices/s scanning, the
 #: paper LPG at 0.04 steps/s and 0.2-0.4 slices/s; the demo's LPC (lite, 4
-#: trainings of 12 epochs on 18 volumes in 113-736 s); on an H100 the paper
+#: trainings of 12 epochs on 18 volumes in 113-736 s); on an H200 the paper
 #: LPG at 47 training slices/s and 533 scanned slices/s (512 px), the lite
 #: LPG at 12 steps/s (batch 8) and 121 slices/s, the LPC 68 s for 4 x 12 x 45.
 DEFAULT_RATES: dict[tuple[str, str, str], float] = {

@@ -699,10 +699,10 @@ def prepare_napari_progress() -> None:
 
     The first napari progress bar of a session builds the activity panel's
     widgets and shows the status-bar spinner; that re-lays out the window and
-    repaints the canvas twice inside napari's own ``processEvents`` (measured
-    215-267 ms on 2 busy cores with software OpenGL, against 34-40 ms for every
-    later bar: docs/performance.md, ``## ui``). A bar opened and closed right
-    away pays that while the dock opens. Does nothing without a napari window.
+    repaints the canvas twice inside napari's own ``processEvents``, several times
+    what every later bar costs (docs/experiments/ui-event-loop-stall.md). A bar
+    opened and closed right away pays that while the dock opens. Does nothing without
+    a napari window.
     """
     import napari
     from napari.utils import progress
