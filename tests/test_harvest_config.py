@@ -2,6 +2,7 @@
 
 import json
 from dataclasses import fields, replace
+from pathlib import Path
 
 import pytest
 
@@ -195,3 +196,71 @@ def test_demo_changes_presets_but_not_a_users_file(tmp_path):
     mine = demo_config(str(path), rounds=1, seed=0, size=64)
     assert (mine.folds, mine.lpg_hu_window, mine.lpg_max_side) == (4, None, 64)
     assert (mine.link_iou, mine.fuse_iou) == (0.8, 0.8)
+
+
+#: The fields the previous version had, at the value both its presets gave them, as its
+#: rounds stored them.
+OLD_FIELDS = {
+    "lpg_crossing_positives": False,
+    "lpg_ignore_unmarked_background": False,
+    "lpg_finetune_slices": "all",
+    "lpg_finetune_learning_rate": None,
+    "exclude_lesion_pieces": False,
+    "lpc_hu_window": None,
+}
+
+
+def test_a_removed_field_in_a_file_loads_at_its_old_value_and_is_refused_otherwise(tmp_path):
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"preset": "lite", "folds": 3, **OLD_FIELDS}))
+    assert load_config(str(path)) == replace(LITE, folds=3)
+    for name, value in (
+        ("lpg_crossing_positives", True),
+        ("lpg_finetune_slices", "with_positive"),
+        ("lpg_finetune_learning_rate", 2e-4),
+        ("lpc_hu_window", [-200, 300]),
+        ("exclude_lesion_pieces", 0),  # not the old value false
+    ):
+        path.write_text(json.dumps({"preset": "lite", **OLD_FIELDS, name: value}))
+        with pytest.raises(RoundConfigError) as raised:
+            load_config(str(path))
+        assert str(raised.value) == (
+            f"{path}: config field {name!r} is no longer in this version (the file sets it "
+            f"to {json.dumps(value)}); remove it from the file"
+        )
+
+
+def test_a_stored_configuration_with_a_removed_field_names_the_round():
+    from napari_lesion_harvest.harvest.config import stored_config
+
+    old = {**json.loads(LITE.to_json()), **OLD_FIELDS}
+    assert stored_config(4, old) == LITE
+    with pytest.raises(RoundConfigError) as raised:
+        stored_config(4, {**old, "lpg_ignore_unmarked_background": True})
+    assert str(raised.value) == (
+        "round 4 was run with lpg_ignore_unmarked_background=true, which this version no "
+        "longer has; discard it with `lesion-harvest round --discard`"
+    )
+
+
+def _docs_value(text: str):
+    """A value of docs/harvest.md's configuration table (JSON, or a name in backticks)."""
+    text = text.strip("`")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def test_the_docs_configuration_table_gives_every_field_its_preset_values():
+    docs = Path(__file__).parents[1] / "docs" / "harvest.md"
+    table = docs.read_text(encoding="utf-8").split("\n## Configuration\n")[1]
+    rows = {}
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip("|").split(" | ")]
+        if line.startswith("| `") and len(cells) == 4:
+            rows[cells[0].strip("`")] = (_docs_value(cells[1]), _docs_value(cells[2]))
+    assert list(rows) == [f.name for f in fields(RoundConfig)]
+    for name, (lite, paper) in rows.items():
+        as_json = json.loads(LITE.to_json())[name], json.loads(PAPER.to_json())[name]
+        assert (lite, paper) == as_json, name
