@@ -9,7 +9,7 @@ rows on V_H_test after each round.
 Run: ``.venv/bin/python benchmarks/harvest_bench.py [--volumes 60] [--size 256] [--out DIR]``
 (``--device cuda`` for a GPU; ``--lpg-steps N --lpg-finetune-steps M`` to train the
 LPG longer than the configuration says; ``--set FIELD=JSON`` to change any other field
-of the round configuration, e.g. ``--set lpg_ignore_unmarked_background=true``;
+of the round configuration, e.g. ``--set lpg_ignore_known_lesions=true``;
 ``--complete-v-h K`` to fully annotate K V_H volumes too, a larger V_M on the same
 V_H_test: with all of V_H, round 1 shows what full labels of the training volumes
 buy). Each

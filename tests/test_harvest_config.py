@@ -1,11 +1,12 @@
 """Round configuration: presets, JSON files, and errors that name the field."""
 
 import json
-from dataclasses import fields
+from dataclasses import fields, replace
+from pathlib import Path
 
 import pytest
 
-from napari_lesion_harvest.harvest.config import LITE, RoundConfig, load_config
+from napari_lesion_harvest.harvest.config import LITE, PAPER, RoundConfig, load_config
 from napari_lesion_harvest.harvest.errors import RoundConfigError
 
 
@@ -14,11 +15,7 @@ def test_presets_by_name_and_paper_defaults():
     assert (paper.score_threshold, paper.link_iou, paper.fuse_iou) == (0.1, 0.8, 0.8)
     assert paper.match_iou == 0.5
     assert paper.harvest_precision == 0.95 and paper.hard_negatives_per_volume == 5
-    # not in the paper, and no gain measured on the phantom: off in both presets
-    assert not (paper.exclude_lesion_pieces or LITE.exclude_lesion_pieces)
-    assert not (paper.lpg_crossing_positives or LITE.lpg_crossing_positives)
-    assert not (paper.lpg_ignore_unmarked_background or LITE.lpg_ignore_unmarked_background)
-    assert load_config("lite") == LITE
+    assert paper == PAPER and load_config("lite") == LITE
     assert load_config("lite", seed=3).seed == 3
 
 
@@ -44,25 +41,20 @@ def test_lpg_overrides_reach_the_architecture(tmp_path):
     assert (architecture.hu_window, architecture.max_side) == ((-200.0, 300.0), 96)
     assert architecture.growth_rate == lpg_architecture(LITE).growth_rate
     with pytest.raises(ValueError, match="lpg_hu_window"):
-        RoundConfig(lpg_hu_window=(300, -200))
+        replace(PAPER, lpg_hu_window=(300, -200))
 
 
-def test_the_lpc_reads_the_papers_hu_window_unless_given_its_own():
+def test_the_lpc_reads_the_papers_hu_window_whatever_the_lpgs():
     from napari_lesion_harvest.harvest.stages import lpc_training_options
     from napari_lesion_harvest.lpc.models import build_classifier
 
-    soft_lpg = RoundConfig(lpg_hu_window=[-200, 300])
+    soft_lpg = replace(PAPER, lpg_hu_window=[-200, 300])
     options = lpc_training_options(soft_lpg, seed=1)
     assert options.hu_window is None
     assert build_classifier(hu_window=options.hu_window, pretrained=False).spec.hu_window == (
         -1024.0,
         3071.0,
     )
-    own = RoundConfig(lpg_hu_window=[-200, 300], lpc_hu_window=[-100, 200])
-    assert lpc_training_options(own, seed=1).hu_window == (-100.0, 200.0)
-    assert RoundConfig(**json.loads(own.to_json())) == own
-    with pytest.raises(ValueError, match="lpc_hu_window"):
-        RoundConfig(lpc_hu_window=(0, 0))
 
 
 def test_the_lpc_choice_fields_round_trip_and_stay_the_papers_by_default(tmp_path):
@@ -83,7 +75,7 @@ def test_the_lpc_choice_fields_round_trip_and_stay_the_papers_by_default(tmp_pat
     config = load_config(str(path))
     assert config.lpc_candidates == ("multiview", "features", "s_g")
     assert RoundConfig(**json.loads(config.to_json())) == config
-    assert RoundConfig(lpc_variant="features").lpc_variant == "features"
+    assert replace(PAPER, lpc_variant="features").lpc_variant == "features"
 
 
 def test_bad_configs_name_the_problem(tmp_path):
@@ -94,30 +86,20 @@ def test_bad_configs_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match="unknown config field.*lpg_steps"):
         load_config(str(path))
     with pytest.raises(ValueError, match="threshold_mode"):
-        RoundConfig(threshold_mode="guess")
+        replace(PAPER, threshold_mode="guess")
     with pytest.raises(ValueError, match="match_iou"):
-        RoundConfig(match_iou=0)
+        replace(PAPER, match_iou=0)
     with pytest.raises(ValueError, match="fuse_iou"):
-        RoundConfig(fuse_iou=1.5)
+        replace(PAPER, fuse_iou=1.5)
     with pytest.raises(ValueError, match="lpg_zoom_range"):
-        RoundConfig(lpg_zoom_range=(1.4, 0.6))
+        replace(PAPER, lpg_zoom_range=(1.4, 0.6))
     with pytest.raises(ValueError, match="lpg_flip_probability"):
-        RoundConfig(lpg_flip_probability=2.0)
-    with pytest.raises(ValueError, match="exclude_lesion_pieces"):
-        RoundConfig(exclude_lesion_pieces="yes")
-    with pytest.raises(ValueError, match="lpg_crossing_positives"):
-        RoundConfig(lpg_crossing_positives=1)
-    with pytest.raises(ValueError, match="lpg_ignore_unmarked_background"):
-        RoundConfig(lpg_ignore_unmarked_background="false")
-    with pytest.raises(ValueError, match="lpg_finetune_slices"):
-        RoundConfig(lpg_finetune_slices="most")
-    with pytest.raises(ValueError, match="lpg_finetune_learning_rate"):
-        RoundConfig(lpg_finetune_learning_rate=0.0)
+        replace(PAPER, lpg_flip_probability=2.0)
     for crop in (16, 128.0, True):
         with pytest.raises(ValueError, match="'lpg_crop_px'.*>= 32"):
-            RoundConfig(lpg_crop_px=crop)
+            replace(PAPER, lpg_crop_px=crop)
     with pytest.raises(ValueError, match="'lpg_learning_rate' must be a number > 0"):
-        RoundConfig(lpg_learning_rate=-1e-3)
+        replace(PAPER, lpg_learning_rate=-1e-3)
 
 
 #: For each field, values of the wrong type or out of range (as JSON could give them).
@@ -131,7 +113,6 @@ BAD_VALUES = {
     "lpg_finetune_steps": [-1, 1.5, None],
     "lpg_batch_size": [0, "abc", 4.0, True, None],
     "lpg_learning_rate": [0, -1.0, "fast", float("inf"), None],
-    "lpg_finetune_learning_rate": [0, "slow"],
     "lpg_crop_px": [16, 128.0, True],
     "scan_batch_size": [0, "8", None],
     "score_threshold": [0, 1.5, "0.1", None],
@@ -139,12 +120,8 @@ BAD_VALUES = {
     "fuse_iou": [0, 1.5],
     "duplicate_iou": [0, -1, None],
     "match_iou": [0, 1.01],
-    "lpg_crossing_positives": [1, "yes", None],
-    "lpg_ignore_unmarked_background": ["false", 0],
     "lpg_ignore_known_lesions": ["true", 1, None],
     "lpg_edge_stack_probability": [-0.1, 1.5, "often", None, float("nan")],
-    "lpg_finetune_slices": ["most", None],
-    "exclude_lesion_pieces": ["yes", 1],
     "lpc_variant": ["2.5d", None],
     "lpc_candidates": [[], ["features", "features"], ["resnet"], "features", [1]],
     "lpc_v_h_scoring": ["ensemble", None],
@@ -153,7 +130,6 @@ BAD_VALUES = {
     "lpc_patch_size": [8, 32.0, None],
     "lpc_pad_px": [-1, "wide", None],
     "lpc_width": ["huge"],
-    "lpc_hu_window": [[0, 0], "soft"],
     "harvest_precision": [0, 1.2, None],
     "threshold_mode": ["guess", None],
     "folds": [1, 0, 2.5, None],
@@ -220,3 +196,71 @@ def test_demo_changes_presets_but_not_a_users_file(tmp_path):
     mine = demo_config(str(path), rounds=1, seed=0, size=64)
     assert (mine.folds, mine.lpg_hu_window, mine.lpg_max_side) == (4, None, 64)
     assert (mine.link_iou, mine.fuse_iou) == (0.8, 0.8)
+
+
+#: The fields the previous version had, at the value both its presets gave them, as its
+#: rounds stored them.
+OLD_FIELDS = {
+    "lpg_crossing_positives": False,
+    "lpg_ignore_unmarked_background": False,
+    "lpg_finetune_slices": "all",
+    "lpg_finetune_learning_rate": None,
+    "exclude_lesion_pieces": False,
+    "lpc_hu_window": None,
+}
+
+
+def test_a_removed_field_in_a_file_loads_at_its_old_value_and_is_refused_otherwise(tmp_path):
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"preset": "lite", "folds": 3, **OLD_FIELDS}))
+    assert load_config(str(path)) == replace(LITE, folds=3)
+    for name, value in (
+        ("lpg_crossing_positives", True),
+        ("lpg_finetune_slices", "with_positive"),
+        ("lpg_finetune_learning_rate", 2e-4),
+        ("lpc_hu_window", [-200, 300]),
+        ("exclude_lesion_pieces", 0),  # not the old value false
+    ):
+        path.write_text(json.dumps({"preset": "lite", **OLD_FIELDS, name: value}))
+        with pytest.raises(RoundConfigError) as raised:
+            load_config(str(path))
+        assert str(raised.value) == (
+            f"{path}: config field {name!r} is no longer in this version (the file sets it "
+            f"to {json.dumps(value)}); remove it from the file"
+        )
+
+
+def test_a_stored_configuration_with_a_removed_field_names_the_round():
+    from napari_lesion_harvest.harvest.config import stored_config
+
+    old = {**json.loads(LITE.to_json()), **OLD_FIELDS}
+    assert stored_config(4, old) == LITE
+    with pytest.raises(RoundConfigError) as raised:
+        stored_config(4, {**old, "lpg_ignore_unmarked_background": True})
+    assert str(raised.value) == (
+        "round 4 was run with lpg_ignore_unmarked_background=true, which this version no "
+        "longer has; discard it with `lesion-harvest round --discard`"
+    )
+
+
+def _docs_value(text: str):
+    """A value of docs/harvest.md's configuration table (JSON, or a name in backticks)."""
+    text = text.strip("`")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def test_the_docs_configuration_table_gives_every_field_its_preset_values():
+    docs = Path(__file__).parents[1] / "docs" / "harvest.md"
+    table = docs.read_text(encoding="utf-8").split("\n## Configuration\n")[1]
+    rows = {}
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip("|").split(" | ")]
+        if line.startswith("| `") and len(cells) == 4:
+            rows[cells[0].strip("`")] = (_docs_value(cells[1]), _docs_value(cells[2]))
+    assert list(rows) == [f.name for f in fields(RoundConfig)]
+    for name, (lite, paper) in rows.items():
+        as_json = json.loads(LITE.to_json())[name], json.loads(PAPER.to_json())[name]
+        assert (lite, paper) == as_json, name

@@ -17,8 +17,6 @@ from napari_lesion_harvest.harvest.config import load_config
 from napari_lesion_harvest.harvest.round import HarvestInputError, check_inputs, run_rounds
 from napari_lesion_harvest.harvest.stages import STAGES, RoundState, train_lpg_stage
 from napari_lesion_harvest.harvest.training_sets import (
-    drawn_fine_tuning_slices,
-    lesion_pieces,
     lpg_training_slices,
     on_regions,
     usable_marks,
@@ -26,7 +24,6 @@ from napari_lesion_harvest.harvest.training_sets import (
 from napari_lesion_harvest.lpc.checkpoint import load_checkpoint as load_classifier
 from napari_lesion_harvest.store import HarvestProject, VolumeRecord
 from napari_lesion_harvest.store.checkpoints import sha256_file
-from napari_lesion_harvest.tracking.marks import proposals_touching_marked_lesions
 from napari_lesion_harvest.workers.progress import Cancelled
 from tests.round_snapshot import next_round_snapshot
 
@@ -42,17 +39,14 @@ CONTEXT_PX = 48.0
 
 @pytest.fixture(scope="module")
 def finished_round(tmp_path_factory):
-    """A project after one complete round (lesion pieces excluded), and the progress
-    events it reported."""
+    """A project after one complete round, and the progress events it reported."""
     folder = tmp_path_factory.mktemp("round")
     project_dir = make_blob_project(folder)
     events = []
     with HarvestProject.open(project_dir) as project:
         run_rounds(
             project,
-            load_config(
-                str(folder / "tiny.json"), lpc_pad_px=CONTEXT_PX, exclude_lesion_pieces=True
-            ),
+            load_config(str(folder / "tiny.json"), lpc_pad_px=CONTEXT_PX),
             rounds=1,
             device="cpu",
             progress=lambda *event: events.append(event),
@@ -113,8 +107,6 @@ def test_a_round_runs_every_stage_and_leaves_a_consistent_project(finished_round
         (record,) = project.rounds.list()
         proposals = list(project.proposals(record.number))
         splits = {v.volume_id: v.split for v in project.volumes()}
-        spacing = {v.volume_id: v.spacing for v in project.volumes()}
-        marks = {v: [m.mark for m in project.marks(v)] for v in splits}
         checkpoints = {name: project.rounds.checkpoint(name) for name in ("lpg", "lpc")}
     assert record.status == "done" and record.completed_stages == STAGES
     assert {e[0] for e in events} >= {"train_lpg", "scan", "harvest", "evaluate"}
@@ -127,20 +119,8 @@ def test_a_round_runs_every_stage_and_leaves_a_consistent_project(finished_round
         roles.setdefault(splits[stored.volume_id], set()).add(stored.role)
     assert roles["V_M"] <= {"P_RM", "P_neg_M"} and "P_RM" in roles["V_M"]
     assert roles["V_H"] <= {"P_RH", "P_pos_H", "P_neg_H", "candidate"}
-    # With exclude_lesion_pieces, the V_M negatives on a marked lesion off its mark
-    # stay out of LPC training and the threshold, and so have no score.
-    negatives = [s for s in proposals if s.role == "P_neg_M"]
-    pieces = set()
-    for volume_id in splits:
-        mine = [s for s in negatives if s.volume_id == volume_id]
-        touching = proposals_touching_marked_lesions(
-            [s.proposal for s in mine], marks[volume_id], spacing[volume_id]
-        )
-        pieces.update(s.id for s, flag in zip(mine, touching, strict=True) if flag)
     for stored in proposals:
-        if stored.id in pieces:
-            assert stored.s_c is None and stored.s_gc is None
-        elif stored.role in ("P_RM", "P_neg_M", "P_pos_H", "P_neg_H", "candidate"):
+        if stored.role in ("P_RM", "P_neg_M", "P_pos_H", "P_neg_H", "candidate"):
             assert stored.s_c is not None and stored.s_gc == pytest.approx(stored.s_c * stored.s_g)
     metrics = record.metrics
     scanned = sum(1 for split in splits.values() if split != "V_D_test")
@@ -168,15 +148,11 @@ def positive_boxes_off_their_best_slice(snapshot, slices):
 def test_fine_tuning_adds_each_pooled_proposals_best_slice(finished_round, tmp_path):
     """Round 2's LPG slices (paper, Sec. III-E): the marks' slices, plus the
     highest-objectness slice of every pooled proposal, with its box there as a
-    positive (P_RM, P_RH, P_pos_H) or a hard negative (P_neg_M, P_neg_H); with
-    ``crossing_positives`` a positive proposal is also a positive on the other
-    training slices it crosses."""
+    positive (P_RM, P_RH, P_pos_H) or a hard negative (P_neg_M, P_neg_H); a lesion is
+    a positive only on its best slice."""
     snapshot = next_round_snapshot(shutil.copytree(finished_round[0], tmp_path / "project"))
     paper_slices = lpg_training_slices(snapshot, use_pool=True)
-    slices = {
-        (s.volume_id, s.z): s
-        for s in lpg_training_slices(snapshot, use_pool=True, crossing_positives=True)
-    }
+    slices = {(s.volume_id, s.z): s for s in paper_slices}
     assert len(slices) == len(paper_slices) > len(lpg_training_slices(snapshot, use_pool=False))
     roles = {p.role for p in snapshot.previous_pool}
     assert {"P_RM", "P_neg_M", "P_neg_H"} <= roles
@@ -187,43 +163,11 @@ def test_fine_tuning_adds_each_pooled_proposals_best_slice(finished_round, tmp_p
             assert iou_2d(box, training.positive_boxes).max() == 1.0
         elif not len(training.positive_boxes) or iou_2d(box, training.positive_boxes).max() <= 0.3:
             assert iou_2d(box, training.hard_negative_boxes).max() == 1.0
-    # With crossing_positives, a positive proposal's lesion stays a positive on every
-    # training slice it crosses; the paper's slices hold only the best-slice boxes.
     positives_in_pool = sum(
         1 for p in snapshot.previous_pool if p.role in ("P_RM", "P_RH", "P_pos_H")
     )
     n_marks = sum(len(m) for m in usable_marks(snapshot).values())
     assert sum(len(s.positive_boxes) for s in paper_slices) == n_marks + positives_in_pool
-    crossed = 0
-    for training, box in positive_boxes_off_their_best_slice(snapshot, slices):
-        crossed += 1
-        assert iou_2d(box[None], training.positive_boxes).max() >= 0.5
-    assert crossed
-
-
-def test_unmarked_background_is_ignored_only_on_v_h_slices_without_a_positive(
-    finished_round, tmp_path
-):
-    """With ``ignore_unmarked_background``, exactly the fine-tuning slices of V_H
-    volumes that hold no positive leave their background unsupervised; boxes are the
-    paper's."""
-    snapshot = next_round_snapshot(shutil.copytree(finished_round[0], tmp_path / "project"))
-    paper = lpg_training_slices(snapshot, use_pool=True)
-    ignoring = lpg_training_slices(snapshot, use_pool=True, ignore_unmarked_background=True)
-    assert all(s.background_known for s in paper)
-    assert [(s.volume_id, s.z) for s in ignoring] == [(s.volume_id, s.z) for s in paper]
-    unknown = set()
-    for with_paper, with_option in zip(paper, ignoring, strict=True):
-        np.testing.assert_array_equal(with_option.positive_boxes, with_paper.positive_boxes)
-        np.testing.assert_array_equal(
-            with_option.hard_negative_boxes, with_paper.hard_negative_boxes
-        )
-        expected = with_paper.volume_id in V_M or len(with_paper.positive_boxes) > 0
-        assert with_option.background_known == expected
-        if not expected:
-            unknown.add(with_option.volume_id)
-    assert unknown and not unknown & set(V_M)
-    assert any(s.volume_id in V_M and not len(s.positive_boxes) for s in ignoring)
 
 
 def test_known_lesions_are_ignored_on_the_fine_tuning_slices_they_cross(finished_round, tmp_path):
@@ -251,33 +195,9 @@ def test_known_lesions_are_ignored_on_the_fine_tuning_slices_they_cross(finished
     assert sum(len(s.ignore_boxes) for s in ignoring) > crossed  # the marks' regions too
 
 
-def test_fine_tuning_draws_slices_with_a_positive_as_chosen(finished_round, tmp_path):
-    """``lpg_finetune_slices``: the paper draws each fine-tuning slice once; "balanced"
-    repeats those with a positive until they make about half of the draws;
-    "with_positive" keeps only those."""
-    snapshot = next_round_snapshot(shutil.copytree(finished_round[0], tmp_path / "project"))
-    slices = lpg_training_slices(snapshot, use_pool=True)
-    with_positive = [s for s in slices if len(s.positive_boxes)]
-    without = len(slices) - len(with_positive)
-    assert with_positive and without > len(with_positive)  # negatives dominate the pool
-    assert drawn_fine_tuning_slices(slices, "all") == slices
-    assert drawn_fine_tuning_slices(slices, "with_positive") == with_positive
-    balanced = drawn_fine_tuning_slices(slices, "balanced")
-    repeats = round(without / len(with_positive))
-    assert len(balanced) == without + repeats * len(with_positive)
-    drawn_with_positive = sum(1 for s in balanced if len(s.positive_boxes))
-    assert abs(drawn_with_positive / len(balanced) - 0.5) < 0.5 / (repeats + 1)
-    assert {id(s) for s in balanced} == {id(s) for s in slices}
-    with pytest.raises(ValueError, match="lpg_finetune_slices.*'most'"):
-        drawn_fine_tuning_slices(slices, "most")
-
-
 def test_fine_tuning_options_reach_the_lpg_training(finished_round, tmp_path):
-    """``lpg_finetune_learning_rate`` sets the peak learning rate of a later round's
-    fine-tuning (the schedule is the same, so every step's rate scales with it;
-    unset, fine-tuning uses ``lpg_learning_rate``), the LPG draws the slices
-    that ``lpg_finetune_slices`` chooses, and ``lpg_crop_px`` sets its training
-    canvas."""
+    """A later round fine-tunes on every training slice once, ``lpg_crop_px`` sets its
+    training canvas, and ``lpg_ignore_known_lesions`` gives it the ignore boxes."""
     project_dir = shutil.copytree(finished_round[0], tmp_path / "project")
     snapshot = next_round_snapshot(project_dir)
     base = load_config(str(finished_round[0].parent / "tiny.json"), lpg_finetune_steps=2)
@@ -286,8 +206,6 @@ def test_fine_tuning_options_reach_the_lpg_training(finished_round, tmp_path):
     with HarvestProject.open(project_dir) as project:
         for changes in (
             {},
-            {"lpg_finetune_learning_rate": base.lpg_learning_rate / 4},
-            {"lpg_finetune_slices": "balanced"},
             {"lpg_crop_px": 32},
             {"lpg_ignore_known_lesions": True, "lpg_edge_stack_probability": 0.5},
         ):
@@ -305,12 +223,6 @@ def test_fine_tuning_options_reach_the_lpg_training(finished_round, tmp_path):
             assert metrics["training_slices"] == len(slices)
             runs[tuple(changes)] = metrics
     assert runs[()]["drawn_slices"] == len(slices)
-    assert runs["lpg_finetune_slices",]["drawn_slices"] == len(
-        drawn_fine_tuning_slices(slices, "balanced")
-    )
-    rate = runs[()]["final_loss"]["lr"]
-    assert rate > 0 and runs["lpg_finetune_slices",]["final_loss"]["lr"] == rate
-    assert runs["lpg_finetune_learning_rate",]["final_loss"]["lr"] == pytest.approx(rate / 4)
     assert runs[()]["canvas_px"] == base.lpg_max_side and runs["lpg_crop_px",]["canvas_px"] == 32
     ignoring = lpg_training_slices(snapshot, use_pool=True, ignore_known_lesions=True)
     assert runs[()]["ignore_boxes"] == 0
@@ -367,34 +279,3 @@ def test_a_stopped_round_resumes_after_its_last_committed_stage(tmp_path):
         assert record.status == "done" and record.completed_stages == STAGES
         assert "train_lpg" not in seen and "scan" not in seen
         assert project.rounds.checkpoint("lpg").sha256 == lpg_sha
-
-
-def test_lesion_pieces_leave_the_fine_tuning_negatives_when_excluded(finished_round, tmp_path):
-    """With ``exclude_lesion_pieces``, a pooled negative that lies on a marked lesion
-    off its mark is not a hard negative of the LPG; every other one still is."""
-    snapshot = next_round_snapshot(shutil.copytree(finished_round[0], tmp_path / "project"))
-    negatives = [p for p in snapshot.previous_pool if p.role in ("P_neg_M", "P_neg_H")]
-    pieces = lesion_pieces(snapshot, negatives)
-    assert pieces and len(pieces) < len(negatives)
-    kept = lpg_training_slices(snapshot, use_pool=True, exclude_lesion_pieces=True)
-    every = lpg_training_slices(snapshot, use_pool=True)
-
-    def negative_boxes(slices):
-        return sorted(
-            (s.volume_id, s.z, tuple(np.round(b, 3)))
-            for s in slices
-            for b in s.hard_negative_boxes
-        )
-
-    dropped = set(negative_boxes(every)) - set(negative_boxes(kept))
-    assert set(negative_boxes(kept)) <= set(negative_boxes(every))
-    piece_boxes = {
-        (p.volume_id, p.proposal.best_slice, tuple(np.round(p.proposal.best_box, 3)))
-        for p in negatives
-        if p.id in pieces
-    }
-    assert dropped and dropped <= piece_boxes
-    marks = usable_marks(snapshot)
-    for p in negatives:
-        if p.id in pieces:
-            assert marks[p.volume_id]  # a piece needs a mark to lie on

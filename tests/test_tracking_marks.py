@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
-
-from napari_lesion_harvest.geometry import Proposal3D, RecistMark, iou_2d
+from napari_lesion_harvest.geometry import Proposal3D, RecistMark
 from napari_lesion_harvest.io.paper_pickles import read_recist_box_pickle
 from napari_lesion_harvest.tracking import stack_proposals_batch
 from napari_lesion_harvest.tracking.marks import (
     proposals_hitting_marks,
-    proposals_touching_marked_lesions,
 )
 
 
@@ -59,30 +56,3 @@ def test_volumes_without_marks_have_no_hits_and_order_is_kept():
     hits = proposals_hitting_marks({"a": [far, near], "b": [near]}, {"a": [mark]})
     assert hits["a"].tolist() == [False, True]
     assert hits["b"].tolist() == [False]
-
-
-def test_proposals_on_a_marked_lesion_off_its_mark_touch_it_and_others_do_not():
-    # A 20 px (10 mm at 0.5 mm) lesion marked on slice 10 of 2 mm slices: it is taken
-    # to span 10 / 2 + 2 = 7 mm (3.5 slices) either side of slice 10.
-    mark = RecistMark.from_measurement_coordinates([40, 50, 60, 50, 50, 42, 50, 58], z=10)
-    box = mark.box()
-
-    def proposal(slices, shift_x=0.0):
-        slices = list(slices)
-        boxes = np.tile(box + [shift_x, 0, shift_x, 0], (len(slices), 1))
-        return Proposal3D(slices, boxes, np.full(len(slices), 0.5))
-
-    proposals = [
-        proposal(range(12, 16)),  # a piece above the mark's slice, inside the span
-        proposal(range(15, 19)),  # same place, beyond the span: another structure
-        proposal(range(9, 12), shift_x=12),  # on the mark's slice, offset
-        proposal(range(9, 12), shift_x=20),  # offset further
-        proposal(range(9, 12)),  # hits the mark (and touches it)
-    ]
-    offset_iou = [iou_2d(p.boxes[:1], box[None])[0, 0] for p in proposals[2:4]]
-    assert 0.3 < offset_iou[0] < 0.5 and offset_iou[1] < 0.3
-    touching = proposals_touching_marked_lesions(proposals, [mark], (2.0, 0.5, 0.5))
-    assert touching.tolist() == [True, False, True, False, True]
-    hits = proposals_hitting_marks({"v": proposals}, {"v": [mark]})["v"]
-    assert hits.tolist() == [False, False, False, False, True]
-    assert not proposals_touching_marked_lesions(proposals, [], (2.0, 0.5, 0.5)).any()

@@ -139,3 +139,37 @@ def test_after_a_stop_another_configuration_asks_resume_or_discard(
     assert panel.status_label.text() == text and text.startswith("Round 2 ")
     assert (PROBLEM_COLOUR in panel.status_label.styleSheet()) is nothing
     dock.close_project()
+
+
+def test_a_stopped_round_of_the_previous_version_is_planned_or_refused_in_the_dock(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch
+):
+    from tests.test_harvest_config import OLD_FIELDS
+
+    monkeypatch.setenv("LESION_HARVEST_CONFIG", str(tmp_path / "config"))
+    project_dir = make_blob_project(tmp_path)
+    stored = {**asdict(load_config("lite")), **OLD_FIELDS}
+    with HarvestProject.open(project_dir) as project:
+        number = _stopped_round(project, stored)
+    _viewer, dock, panel = _dock(make_napari_viewer, qtbot, project_dir)
+    panel.device_box.setCurrentText("cpu")
+    panel.set_config("lite")
+    assert panel.estimate_label.text().startswith("Round 1 (resumes after its start): about ")
+    asked = answer_next_dialog("Cancel", timeout_ms=2_000)  # answered if it were asked
+    assert panel._checked_plan(dock.project) is False and asked == []  # resumed, unasked
+    dock.close_project()
+
+    with HarvestProject.open(project_dir) as project:
+        project.rounds.cancel(number, author="radiologist")
+        _stopped_round(project, {**stored, "lpc_hu_window": [-200, 300]})
+    dock.open_project(project_dir)
+    refusal = (
+        "round 2 was run with lpc_hu_window=[-200, 300], which this version no longer has; "
+        "discard it with `lesion-harvest round --discard`"
+    )
+    panel.set_config("lite")
+    assert panel.estimate_label.text() == f"Configuration not usable: {refusal}"
+    panel.run_button.click()
+    assert panel.status_label.text() == f"The round cannot start: {refusal}"
+    assert not panel.runner.running and panel.runner.log_path is None
+    dock.close_project()

@@ -9,7 +9,7 @@
 #
 # Each run prints its stages as they start and is cut at SECONDS (default 480); the
 # rounds it finished are printed from its project store at the end. Options after
-# SECONDS go to both runs, e.g. --set 'lpg_finetune_slices="with_positive"'. Extra
+# SECONDS go to both runs, e.g. --set lpg_ignore_known_lesions=true. Extra
 # pure-Python packages (e.g. filterpy) may be put in ./.devdeps.
 set -u
 out=${1:?usage: gpu_harvest_steps.sh OUTDIR [SECONDS [HARVEST_BENCH_OPTION...]]}

@@ -7,15 +7,8 @@ against the round's harvest threshold, how many of the round's hard negatives
 P_neg_H in V_H_test are lesions, and the LPG training labels the next round
 would use.
 
-With ``--truth`` (the phantom's ``dataset/truth/lesions.json``), also: how many of
-each round's V_M negatives P_neg_M lie on a true lesion (box IoU > 0.3 on some
-slice), and how well the ``exclude_lesion_pieces`` rule
-(:func:`~napari_lesion_harvest.tracking.marks.proposals_touching_marked_lesions`)
-finds them from the marks alone.
-
-Run: ``.venv/bin/python tools/harvest_inspect.py PROJECT [--truth LESIONS_JSON]``
-(e.g. the ``project/`` folder of ``benchmarks/harvest_bench.py --out DIR`` and
-``DIR/dataset/truth/lesions.json``).
+Run: ``.venv/bin/python tools/harvest_inspect.py PROJECT [--next-labels]``
+(e.g. the ``project/`` folder of ``benchmarks/harvest_bench.py --out DIR``).
 """
 
 from __future__ import annotations
@@ -25,17 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_lesion_harvest.geometry import Proposal3D, iou_2d
+from napari_lesion_harvest.geometry import Proposal3D
 from napari_lesion_harvest.harvest.training_sets import lpg_training_slices
-from napari_lesion_harvest.io.annotations import read_lesions
 from napari_lesion_harvest.store import HarvestProject
-from napari_lesion_harvest.tracking.marks import (
-    proposals_hitting_marks,
-    proposals_touching_marked_lesions,
-)
-
-#: A negative overlapping a true lesion's box by more on some slice lies on it.
-ON_LESION_IOU = 0.3
+from napari_lesion_harvest.tracking.marks import proposals_hitting_marks
 
 
 def inspect_round(project, record, test_ids) -> None:
@@ -126,73 +112,35 @@ def lesions_with_original_marks(volume_id: str, lesions, original) -> np.ndarray
     return hitting_proposals(as_proposals, volume_id, original)
 
 
-def best_truth_iou(proposal, lesions) -> float:
-    """Highest box IoU of ``proposal`` with any true lesion on a slice they share."""
-    best = 0.0
-    for z, box in zip(proposal.slices, proposal.boxes, strict=True):
-        for lesion in lesions:
-            if z in lesion.slices:
-                best = max(best, float(iou_2d(box[None], lesion.box_on_slice(z)[None])[0, 0]))
-    return best
-
-
-def inspect_lesion_pieces(project, record, truth) -> None:
-    """P_neg_M on true lesions, against the marks-only rule of ``exclude_lesion_pieces``."""
-    volumes = {v.volume_id: v for v in project.volumes(split="V_M")}
-    counts = np.zeros((2, 2), dtype=int)  # [on a true lesion, flagged by the rule]
-    for volume_id, volume in volumes.items():
-        negatives = list(project.proposals(record.number, roles=["P_neg_M"], volume_id=volume_id))
-        if not negatives:
-            continue
-        marks = [m.mark for m in project.marks(volume_id)]
-        flagged = proposals_touching_marked_lesions(
-            [s.proposal for s in negatives], marks, volume.spacing or (1.0, 1.0, 1.0)
-        )
-        lesions = truth.get(volume_id, [])
-        for stored, flag in zip(negatives, flagged, strict=True):
-            on_lesion = best_truth_iou(stored.proposal, lesions) > ON_LESION_IOU
-            counts[int(on_lesion), int(flag)] += 1
-    print(
-        f"  P_neg_M: {counts.sum()}, on a true lesion {counts[1].sum()}, of which the "
-        f"lesion-piece rule flags {counts[1, 1]}; it also flags {counts[0, 1]} others"
-    )
-
-
 def inspect_next_labels(project) -> None:
     """The LPG training labels a next round would use (a cancelled snapshot)."""
     number = project.rounds.create({}).number
     with project.rounds.lock(number) as lock:
         snapshot = project.rounds.start(number, lock=lock)
         project.rounds.cancel(number, author="harvest_inspect")
-    slices = lpg_training_slices(snapshot, use_pool=True, ignore_unmarked_background=True)
-    unknown = sum(not s.background_known for s in slices)
+    slices = lpg_training_slices(snapshot, use_pool=True)
     print(
         f"next round's LPG slices: {len(slices)}, positive boxes "
         f"{sum(len(s.positive_boxes) for s in slices)}, hard-negative boxes "
         f"{sum(len(s.hard_negative_boxes) for s in slices)}, slices without a positive "
-        f"{sum(not len(s.positive_boxes) for s in slices)}, of them outside V_M (background "
-        f"ignored with lpg_ignore_unmarked_background) {unknown}"
+        f"{sum(not len(s.positive_boxes) for s in slices)}"
     )
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("project", type=Path)
-    parser.add_argument("--truth", type=Path, help="the phantom's truth/lesions.json")
     parser.add_argument(
         "--next-labels",
         action="store_true",
         help="also count the next round's LPG labels (adds a cancelled round to the store)",
     )
     args = parser.parse_args(argv)
-    truth = read_lesions(args.truth)[0] if args.truth else None
     with HarvestProject.open(args.project) as project:
         test_ids = {v.volume_id for v in project.volumes(split="V_H_test")}
         for record in project.rounds.list():
             if record.status == "done":
                 inspect_round(project, record, test_ids)
-                if truth is not None:
-                    inspect_lesion_pieces(project, record, truth)
         if args.next_labels:
             inspect_next_labels(project)
     return 0

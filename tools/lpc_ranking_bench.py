@@ -7,7 +7,7 @@ leaves ``DIR/project``) and, with the round's own configuration changed by the
 options given:
 
 1. gathers the round's verified proposals (P_RM, P_neg_M, P_RH) as its ``train_lpc``
-   stage does (lesion pieces stay in, as without ``exclude_lesion_pieces``);
+   stage does;
 2. for each candidate LPC (``--candidates``; ``s_g`` is the LPG's objectness alone),
    trains the out-of-fold models of the round's folds and one final model on
    everything, and computes the out-of-fold AP of s_gc on V_M by which a round with
@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from napari_lesion_harvest.evaluation.harvest import evaluate_harvest, full_annotation
-from napari_lesion_harvest.harvest.config import RoundConfig
+from napari_lesion_harvest.harvest.config import stored_config
 from napari_lesion_harvest.harvest.config_overrides import add_set_option, with_set_fields
 from napari_lesion_harvest.harvest.stages import lpc_plan
 from napari_lesion_harvest.harvest.threshold import threshold_at_precision
@@ -176,7 +176,9 @@ def main() -> None:
         test_ids = [r.volume_id for r in project.volumes(split="V_H_test")]
         stored = list(project.proposals(args.round))
         marks = {v: project.marks(v) for v in test_ids}
-    config = with_set_fields(replace(RoundConfig(**record.config), **overrides), args.set, parser)
+    config = with_set_fields(
+        replace(stored_config(args.round, record.config), **overrides), args.set, parser
+    )
     seed = config.seed + args.round if args.seed is None else args.seed
     plan = lpc_plan(config, seed)
     options = replace(

@@ -20,7 +20,7 @@ the project's ``models/`` folder), so the original is not touched.
 ``--stored`` skips the training and scans with the round's own LPG checkpoint.
 
 Run: ``.venv/bin/python tools/lpg_finetune_bench.py PROJECT --round 2
-[--set lpg_finetune_learning_rate=2e-4] [--stored]`` on the ``project/`` folder of
+[--set lpg_ignore_known_lesions=true] [--stored]`` on the ``project/`` folder of
 ``benchmarks/harvest_bench.py --out DIR`` (a 200-step fine-tune of the 60-volume phantom at
 256 px takes about 4 minutes on one core, the scan of its 15 V_H_test volumes about
 1 minute).
@@ -40,7 +40,7 @@ import numpy as np
 from harvest_inspect import hitting_proposals, lesions_with_original_marks
 
 from napari_lesion_harvest.evaluation.harvest import evaluate_harvest, full_annotation
-from napari_lesion_harvest.harvest.config import RoundConfig
+from napari_lesion_harvest.harvest.config import stored_config
 from napari_lesion_harvest.harvest.config_overrides import add_set_option, with_set_fields
 from napari_lesion_harvest.harvest.stages import RoundState, scan_options, train_lpg_stage
 from napari_lesion_harvest.lpg.checkpoint import load_model
@@ -172,7 +172,7 @@ def main(argv=None) -> int:
             source.backup(copy / "project.sqlite")
     with HarvestProject.open(args.project if args.stored else copy) as project:
         snapshot = project.rounds.snapshot(args.round)
-        config = with_set_fields(RoundConfig(**snapshot.config), args.set, parser)
+        config = with_set_fields(stored_config(args.round, snapshot.config), args.set, parser)
         state = RoundState(
             project,
             args.round,

@@ -27,7 +27,7 @@ import numpy as np
 from harvest_inspect import hitting_proposals
 
 from napari_lesion_harvest.geometry import iou_2d
-from napari_lesion_harvest.harvest.config import RoundConfig
+from napari_lesion_harvest.harvest.config import RoundConfig, stored_config
 from napari_lesion_harvest.harvest.config_overrides import add_set_option, with_set_fields
 from napari_lesion_harvest.harvest.stages import lpg_architecture
 from napari_lesion_harvest.harvest.training_sets import (
@@ -74,9 +74,6 @@ def count_sections(snapshot, config: RoundConfig, truth) -> tuple[Counter, dict]
     slices = lpg_training_slices(
         snapshot,
         use_pool=use_pool,
-        crossing_positives=config.lpg_crossing_positives,
-        exclude_lesion_pieces=config.exclude_lesion_pieces,
-        ignore_unmarked_background=config.lpg_ignore_unmarked_background,
         ignore_known_lesions=config.lpg_ignore_known_lesions,
     )
     architecture = lpg_architecture(config)
@@ -97,7 +94,6 @@ def count_sections(snapshot, config: RoundConfig, truth) -> tuple[Counter, dict]
             training.z,
             training.positive_boxes,
             training.hard_negative_boxes,
-            background_known=training.background_known,
             ignore_boxes=training.ignore_boxes,
         )
         targets = sample_targets(sample, transform, architecture)
@@ -148,7 +144,7 @@ def main(argv=None) -> int:
     truth = read_lesions(args.truth)[0]
     with HarvestProject.open(args.project) as project:
         snapshot = project.rounds.snapshot(args.round)
-    config = with_set_fields(RoundConfig(**snapshot.config), args.set, parser)
+    config = with_set_fields(stored_config(args.round, snapshot.config), args.set, parser)
     counts, totals = count_sections(snapshot, config, truth)
     print(f"round {args.round}, changes {' '.join(args.set) or 'none'}")
     print("; ".join(f"{name} {value}" for name, value in totals.items()))

@@ -343,6 +343,7 @@ def _stopped_rounds(project) -> list:
 
 def _check_round(project, args, progress) -> int:
     """``round --check``: the engine's own refusals, then what a round would do."""
+    from napari_lesion_harvest.harvest.config import stored_config
     from napari_lesion_harvest.harvest.round import check_inputs, resolve_device
 
     check_inputs(project)
@@ -350,6 +351,7 @@ def _check_round(project, args, progress) -> int:
     stopped = _stopped_rounds(project)
     if stopped:
         record = stopped[0]
+        stored_config(record.number, record.config)  # one this version refuses cannot resume
         done = ", ".join(record.completed_stages) or "no stage"
         plan = f"round {record.number} would resume after {done} (its own configuration)"
     else:

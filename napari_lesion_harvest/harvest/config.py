@@ -8,17 +8,23 @@ from dataclasses import asdict, dataclass, fields, replace
 from numbers import Integral, Real
 from pathlib import Path
 
+from napari_lesion_harvest.evaluation.matching import IOU_THRESHOLD_2D
 from napari_lesion_harvest.harvest.errors import RoundConfigError
 from napari_lesion_harvest.harvest.hard_negatives import (
     HARD_NEGATIVE_MIN_OBJECTNESS,
     HARD_NEGATIVES_PER_VOLUME,
 )
 from napari_lesion_harvest.harvest.threshold import HARVEST_PRECISION
-from napari_lesion_harvest.harvest.training_sets import FINE_TUNING_SLICE_CHOICES
-from napari_lesion_harvest.lpc.choices import CLASSIFIER_NAMES, V_H_SCORINGS
+from napari_lesion_harvest.lpc.choices import CLASSIFIER_NAMES, V_H_SCORINGS, V_M_SCORE_MODES
 from napari_lesion_harvest.lpc.patches import DEFAULT_PAD_PX, OUTSIDE_FILLS
 from napari_lesion_harvest.lpg.data import Augmentation
 from napari_lesion_harvest.lpg.preprocess import checked_hu_window
+from napari_lesion_harvest.tracking.stacking import (
+    DEFAULT_FUSE_IOU,
+    DEFAULT_LINK_IOU,
+    DEFAULT_SCORE_THRESHOLD,
+)
+from napari_lesion_harvest.tracking.suppression import DEFAULT_DUPLICATE_IOU
 
 #: Smallest LPG training crop: a few of the heads' stride-4 cells around a lesion.
 MIN_LPG_CROP_PX = 32
@@ -152,7 +158,6 @@ FIELD_RULES = {
     "lpg_finetune_steps": _whole(0),
     "lpg_batch_size": _whole(1),
     "lpg_learning_rate": _real(0.0, low_open=True),
-    "lpg_finetune_learning_rate": _real(0.0, low_open=True, optional=True),
     "lpg_crop_px": _whole(MIN_LPG_CROP_PX, optional=True),
     "scan_batch_size": _whole(1),
     "score_threshold": _FRACTION,
@@ -160,12 +165,8 @@ FIELD_RULES = {
     "fuse_iou": _FRACTION,
     "duplicate_iou": _real(0.0, low_open=True),
     "match_iou": _FRACTION,
-    "lpg_crossing_positives": _flag,
-    "lpg_ignore_unmarked_background": _flag,
     "lpg_ignore_known_lesions": _flag,
     "lpg_edge_stack_probability": _real(0.0, 1.0),
-    "lpg_finetune_slices": _choice(*FINE_TUNING_SLICE_CHOICES),
-    "exclude_lesion_pieces": _flag,
     "lpc_variant": _choice(*CLASSIFIER_NAMES),
     "lpc_candidates": _names(*CLASSIFIER_NAMES),
     "lpc_v_h_scoring": _choice(*V_H_SCORINGS),
@@ -174,9 +175,8 @@ FIELD_RULES = {
     "lpc_patch_size": _whole(MIN_LPC_PATCH_PX),
     "lpc_pad_px": _real(0.0),
     "lpc_width": _choice("paper", "lite"),
-    "lpc_hu_window": _hu_window,
     "harvest_precision": _FRACTION,
-    "threshold_mode": _choice("out_of_fold", "in_sample"),
+    "threshold_mode": _choice(*V_M_SCORE_MODES),
     "folds": _whole(2),
     "hard_negative_min_objectness": _real(0.0, 1.0),
     "hard_negatives_per_volume": _whole(0),
@@ -185,54 +185,63 @@ FIELD_RULES = {
 }
 
 
-@dataclass(frozen=True)
+#: Fields of earlier versions, with the value both presets gave them. A configuration
+#: (stored with a round, or a JSON file) that holds one at that value loads without it;
+#: one that holds another value is refused (the option was measured and dropped, see
+#: docs/experiments/).
+REMOVED_FIELDS = {
+    "lpg_crossing_positives": False,
+    "lpg_ignore_unmarked_background": False,
+    "lpg_finetune_slices": "all",
+    "lpg_finetune_learning_rate": None,
+    "exclude_lesion_pieces": False,
+    "lpc_hu_window": None,
+}
+
+
+@dataclass(frozen=True, kw_only=True)
 class RoundConfig:
-    """Every setting of a harvest round, with the paper's values as defaults.
+    """Every setting of a harvest round; the presets :data:`PAPER` and :data:`LITE`
+    give each one its value.
 
     Each field, its value in the ``lite`` and ``paper`` presets and its meaning
     are tabled in docs/harvest.md#configuration; :data:`FIELD_RULES` checks each
     field's type and range when the configuration is made.
     """
 
-    lpg_config: str = "paper"
-    lpg_max_side: int | None = None
-    lpg_hu_window: tuple[float, float] | None = None
-    lpg_zoom_range: tuple[float, float] = Augmentation.scale_range
-    lpg_flip_probability: float = Augmentation.flip_probability
-    lpg_train_steps: int = 20000
-    lpg_finetune_steps: int = 5000
-    lpg_batch_size: int = 16
-    lpg_learning_rate: float = 2e-4
-    lpg_finetune_learning_rate: float | None = None
-    lpg_crop_px: int | None = None
-    scan_batch_size: int = 32
-    score_threshold: float = 0.1
-    link_iou: float = 0.8
-    fuse_iou: float = 0.8
-    duplicate_iou: float = 0.5
-    match_iou: float = 0.5
-    lpg_crossing_positives: bool = False
-    lpg_ignore_unmarked_background: bool = False
-    lpg_ignore_known_lesions: bool = False
-    lpg_edge_stack_probability: float = 0.0
-    lpg_finetune_slices: str = "all"
-    exclude_lesion_pieces: bool = False
-    lpc_variant: str = "multiview"
-    lpc_candidates: tuple[str, ...] | None = None
-    lpc_v_h_scoring: str = "final_model"
-    lpc_outside: str = "air"
-    lpc_epochs: int = 30
-    lpc_patch_size: int = 128
-    lpc_pad_px: float = DEFAULT_PAD_PX
-    lpc_width: str = "paper"
-    lpc_hu_window: tuple[float, float] | None = None
-    harvest_precision: float = HARVEST_PRECISION
-    threshold_mode: str = "out_of_fold"
-    folds: int = 5
-    hard_negative_min_objectness: float = HARD_NEGATIVE_MIN_OBJECTNESS
-    hard_negatives_per_volume: int = HARD_NEGATIVES_PER_VOLUME
-    max_rounds: int = 3
-    seed: int = 0
+    lpg_config: str
+    lpg_max_side: int | None
+    lpg_hu_window: tuple[float, float] | None
+    lpg_zoom_range: tuple[float, float]
+    lpg_flip_probability: float
+    lpg_train_steps: int
+    lpg_finetune_steps: int
+    lpg_batch_size: int
+    lpg_learning_rate: float
+    lpg_crop_px: int | None
+    scan_batch_size: int
+    score_threshold: float
+    link_iou: float
+    fuse_iou: float
+    duplicate_iou: float
+    match_iou: float
+    lpg_ignore_known_lesions: bool
+    lpg_edge_stack_probability: float
+    lpc_variant: str
+    lpc_candidates: tuple[str, ...] | None
+    lpc_v_h_scoring: str
+    lpc_outside: str
+    lpc_epochs: int
+    lpc_patch_size: int
+    lpc_pad_px: float
+    lpc_width: str
+    harvest_precision: float
+    threshold_mode: str
+    folds: int
+    hard_negative_min_objectness: float
+    hard_negatives_per_volume: int
+    max_rounds: int
+    seed: int
 
     def __post_init__(self):
         for item in fields(self):
@@ -244,8 +253,48 @@ class RoundConfig:
         return json.dumps(asdict(self), sort_keys=True)
 
 
+#: The paper's setting. Where the round uses a component's own default, the value
+#: is that component's constant; the other values are the round's (the LPG trains
+#: longer, with larger batches and a lower learning rate than ``lpg.train.TrainOptions``'
+#: defaults, and the LPC's patches are larger than ``lpc.patches.DEFAULT_PATCH_SIZE``).
+PAPER = RoundConfig(
+    lpg_config="paper",
+    lpg_max_side=None,
+    lpg_hu_window=None,
+    lpg_zoom_range=Augmentation.scale_range,
+    lpg_flip_probability=Augmentation.flip_probability,
+    lpg_train_steps=20000,
+    lpg_finetune_steps=5000,
+    lpg_batch_size=16,
+    lpg_learning_rate=2e-4,
+    lpg_crop_px=None,
+    scan_batch_size=32,
+    score_threshold=DEFAULT_SCORE_THRESHOLD,
+    link_iou=DEFAULT_LINK_IOU,
+    fuse_iou=DEFAULT_FUSE_IOU,
+    duplicate_iou=DEFAULT_DUPLICATE_IOU,
+    match_iou=IOU_THRESHOLD_2D,
+    lpg_ignore_known_lesions=False,
+    lpg_edge_stack_probability=Augmentation.edge_probability,
+    lpc_variant="multiview",
+    lpc_candidates=None,
+    lpc_v_h_scoring="final_model",
+    lpc_outside="air",
+    lpc_epochs=30,
+    lpc_patch_size=128,
+    lpc_pad_px=DEFAULT_PAD_PX,
+    lpc_width="paper",
+    harvest_precision=HARVEST_PRECISION,
+    threshold_mode="out_of_fold",
+    folds=5,
+    hard_negative_min_objectness=HARD_NEGATIVE_MIN_OBJECTNESS,
+    hard_negatives_per_volume=HARD_NEGATIVES_PER_VOLUME,
+    max_rounds=3,
+    seed=0,
+)
 #: The CPU preset: a small LPG and LPC that train in minutes on the phantom.
-LITE = RoundConfig(
+LITE = replace(
+    PAPER,
     lpg_config="lite",
     lpg_train_steps=600,
     lpg_finetune_steps=200,
@@ -255,7 +304,7 @@ LITE = RoundConfig(
     lpc_patch_size=64,
     lpc_width="lite",
 )
-PRESETS = {"paper": RoundConfig(), "lite": LITE}
+PRESETS = {"paper": PAPER, "lite": LITE}
 
 
 def load_config(name_or_path: str, **overrides) -> RoundConfig:
@@ -286,6 +335,13 @@ def load_config(name_or_path: str, **overrides) -> RoundConfig:
             raise RoundConfigError(
                 f"{path}: unknown preset {base_name!r} (use one of {', '.join(PRESETS)})"
             )
+        values = _current_fields(
+            values,
+            lambda name, value: (
+                f"{path}: config field {name!r} is no longer in this version "
+                f"(the file sets it to {value}); remove it from the file"
+            ),
+        )
         overrides = {**values, **overrides}
         base = PRESETS[base_name]
     return _with_fields(base, overrides, where)
@@ -294,12 +350,37 @@ def load_config(name_or_path: str, **overrides) -> RoundConfig:
 def stored_config(number: int, values) -> RoundConfig:
     """The configuration stored with round ``number`` (fields over the paper preset).
 
+    A field of :data:`REMOVED_FIELDS` at the value every preset gave it is left out.
+
     Raises
     ------
     RoundConfigError
-        A field this version does not know or refuses; the message names it.
+        A field this version does not know or refuses, or a removed field at another
+        value (the round then cannot resume: it is discarded); the message names it.
     """
-    return _with_fields(PRESETS["paper"], values, f"the configuration stored with round {number}")
+    values = _current_fields(
+        values,
+        lambda name, value: (
+            f"round {number} was run with {name}={value}, which this version "
+            "no longer has; discard it with `lesion-harvest round --discard`"
+        ),
+    )
+    return _with_fields(PAPER, values, f"the configuration stored with round {number}")
+
+
+def _current_fields(values: dict, refusal) -> dict:
+    """``values`` without the fields of :data:`REMOVED_FIELDS`.
+
+    Raises
+    ------
+    RoundConfigError
+        ``refusal(name, value as JSON)`` for the first removed field whose value is
+        not the one every preset gave it.
+    """
+    for name, old in REMOVED_FIELDS.items():
+        if name in values and json.dumps(values[name]) != json.dumps(old):
+            raise RoundConfigError(refusal(name, json.dumps(values[name])))
+    return {name: value for name, value in values.items() if name not in REMOVED_FIELDS}
 
 
 def _with_fields(base: RoundConfig, values, where: str) -> RoundConfig:

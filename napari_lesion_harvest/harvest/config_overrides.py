@@ -18,7 +18,7 @@ def add_set_option(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="FIELD=JSON",
-        help="change one round-configuration field (repeatable), e.g. exclude_lesion_pieces=true",
+        help="change one round-configuration field (repeatable), e.g. lpg_crop_px=128",
     )
 
 

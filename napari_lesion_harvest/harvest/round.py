@@ -249,9 +249,19 @@ def run_rounds(
 
 def _unfinished_rounds(store) -> list[int]:
     """Rounds to resume first: failed ones (after marking interrupted ones so), and
-    queued ones that never started."""
+    queued ones that never started.
+
+    Raises
+    ------
+    RoundConfigError
+        One of them holds a configuration this version refuses (checked before any
+        round resumes, so none of them changes).
+    """
     store.recover_interrupted()
-    return [r.number for r in store.list() if r.status in ("failed", "queued")]
+    unfinished = [r for r in store.list() if r.status in ("failed", "queued")]
+    for record in unfinished:
+        stored_config(record.number, record.config)
+    return [r.number for r in unfinished]
 
 
 def _next_round(store, config: RoundConfig, rounds: int | None, progress) -> int | None:

@@ -47,8 +47,6 @@ from napari_lesion_harvest.harvest.errors import HarvestInputError
 from napari_lesion_harvest.harvest.hard_negatives import select_hard_negatives
 from napari_lesion_harvest.harvest.threshold import threshold_at_precision
 from napari_lesion_harvest.harvest.training_sets import (
-    drawn_fine_tuning_slices,
-    lesion_pieces,
     lpg_training_slices,
     proposal_polarity,
     usable_marks,
@@ -197,9 +195,6 @@ def train_lpg_stage(state: RoundState) -> StageResult:
     slices = lpg_training_slices(
         snapshot,
         use_pool=previous is not None,
-        crossing_positives=state.config.lpg_crossing_positives,
-        exclude_lesion_pieces=state.config.exclude_lesion_pieces,
-        ignore_unmarked_background=state.config.lpg_ignore_unmarked_background,
         ignore_known_lesions=state.config.lpg_ignore_known_lesions,
     )
     if not slices:
@@ -207,26 +202,21 @@ def train_lpg_stage(state: RoundState) -> StageResult:
             "no marks to train the lesion proposal generator on; mark lesions of the fully "
             "annotated volumes (V_M)"
         )
-    drawn = slices
-    if previous is not None:
-        drawn = drawn_fine_tuning_slices(slices, config.lpg_finetune_slices)
     samples = [
         LPGSample(
             state.open(s.volume_id),
             s.z,
             s.positive_boxes,
             s.hard_negative_boxes,
-            background_known=s.background_known,
             ignore_boxes=s.ignore_boxes,
         )
-        for s in drawn
+        for s in slices
     ]
     init, init_sha256 = None, None
     steps, learning_rate = config.lpg_train_steps, config.lpg_learning_rate
     if previous is not None:
         init, init_sha256 = state.checkpoint("lpg", round_number=previous)
         steps = config.lpg_finetune_steps
-        learning_rate = config.lpg_finetune_learning_rate or learning_rate
     try:  # a training checkpoint recorded before this round stopped: continue from it
         _, resume_sha256 = state.checkpoint("lpg")
     except NotFoundError:
@@ -401,7 +391,6 @@ def lpc_training_options(config: RoundConfig, seed: int):
         width=config.lpc_width,
         patch_size=config.lpc_patch_size,
         pad_px=config.lpc_pad_px,
-        hu_window=config.lpc_hu_window,
         outside=config.lpc_outside,
         epochs=config.lpc_epochs,
         seed=seed,
@@ -424,19 +413,14 @@ def lpc_plan(config: RoundConfig, seed: int):
 
 
 def _verified_sets(state: RoundState):
-    """LPC training sets and, per V_M volume, the proposal ids in the sets' order
-    (without the lesion pieces among P_neg_M when the config excludes them)."""
+    """LPC training sets and, per V_M volume, the proposal ids in the sets' order."""
     from napari_lesion_harvest.lpc.train import proposal_sets
 
     by_volume = state.proposals(roles=("P_RM", "P_neg_M", "P_RH"))
-    pieces = set()
-    if state.config.exclude_lesion_pieces:
-        negatives = (s for stored in by_volume.values() for s in stored if s.role == "P_neg_M")
-        pieces = lesion_pieces(state.snapshot, negatives)
     pools = {"P_RM": {}, "P_neg_M": {}, "P_RH": {}}
     for volume_id, stored in by_volume.items():
         for role in pools:
-            chosen = [s for s in stored if s.role == role and s.id not in pieces]
+            chosen = [s for s in stored if s.role == role]
             if chosen:
                 pools[role][volume_id] = chosen
     volumes = {volume_id: state.open(volume_id) for volume_id in by_volume}

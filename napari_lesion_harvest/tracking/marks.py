@@ -13,7 +13,7 @@ import numpy as np
 
 from napari_lesion_harvest.evaluation.matching import IOU_THRESHOLD_2D, match_p3d
 from napari_lesion_harvest.evaluation.tables import ProposalTable, RecistTruth
-from napari_lesion_harvest.geometry import Proposal3D, iou_2d
+from napari_lesion_harvest.geometry import Proposal3D
 
 
 def proposals_hitting_marks(
@@ -63,54 +63,3 @@ def best_slice_boxes(proposals: Sequence[Proposal3D]) -> tuple[np.ndarray, np.nd
     slices = np.array([p.best_slice for p in proposals], dtype=np.int64)
     boxes = np.array([p.best_box for p in proposals], dtype=np.float64).reshape(-1, 4)
     return slices, boxes
-
-
-def proposals_touching_marked_lesions(
-    proposals: Sequence[Proposal3D],
-    marks: Sequence,
-    spacing,
-    *,
-    iou_threshold: float = 0.3,
-) -> np.ndarray:
-    """Flag proposals that lie on a marked lesion, hitting its mark (P3D) or not.
-
-    A RECIST mark is drawn on one slice, but its lesion spans the neighbouring
-    slices too. A proposal on those slices only, or one whose box on the mark's
-    slice is offset, misses the P3D rule although it sits on the lesion. Taken
-    as a negative it would teach the models that lesions are not lesions.
-
-    The lesion is taken to span the mark's slice plus half its long diameter
-    (and one slice) in millimetres above and below. A proposal touches it when,
-    on its slice nearest to the mark's slice and within that span, its box
-    overlaps the mark's box by at least ``iou_threshold``.
-
-    Parameters
-    ----------
-    proposals : sequence of Proposal3D
-        The proposals of one volume.
-    marks : sequence of RecistMark
-        The RECIST marks of that volume.
-    spacing : (float, float, float)
-        Voxel spacing ``(sz, sy, sx)`` in mm.
-    iou_threshold : float, optional
-        Box IoU with the mark's box on the proposal's nearest slice (0.3).
-
-    Returns
-    -------
-    ndarray of bool, shape (P,)
-        Callers combine it with :func:`proposals_hitting_marks` (a proposal that
-        hits a mark also touches it).
-    """
-    sz, sy, sx = (float(s) for s in spacing)
-    touching = np.zeros(len(proposals), dtype=bool)
-    for mark in marks:
-        half_span_mm = max(mark.diameters_mm((sy, sx))) / 2 + sz
-        mark_box = mark.box()[None]
-        for i, proposal in enumerate(proposals):
-            slices = np.asarray(proposal.slices)
-            nearest = int(np.argmin(np.abs(slices - mark.z)))
-            if abs(slices[nearest] - mark.z) * sz > half_span_mm:
-                continue
-            box = proposal.boxes[nearest][None]
-            touching[i] |= iou_2d(box, mark_box)[0, 0] >= iou_threshold
-    return touching

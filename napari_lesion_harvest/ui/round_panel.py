@@ -74,11 +74,6 @@ class RoundPlan:
         return () if self.resume is None else tuple(self.resume.completed_stages)
 
 
-def same_config(config, stored: dict) -> bool:
-    """Whether ``config`` (a RoundConfig) is the configuration stored with a round."""
-    return json.loads(config.to_json()) == json.loads(json.dumps(stored, sort_keys=True))
-
-
 def config_differences(config, stored: dict, *, shown: int = 4) -> str:
     """``"lpg_train_steps 600 -> 20000, ..."``: the stored fields ``config`` changes."""
     new = json.loads(config.to_json())
@@ -367,6 +362,7 @@ class RoundPanel(QWidget):
             config = load_config(self.config_box.currentText())
             check_inputs(project)
             project.rounds.recover_interrupted()
+            plan = round_plan(project, config)  # refuses a stopped round's stored config
         except USER_ERRORS as error:
             self._refuse(f"The round cannot start: {one_line(error)}")
             return None
@@ -377,8 +373,7 @@ class RoundPanel(QWidget):
             who = f"round {running[0].number}" if holder is None else holder.describe()
             self._refuse(f"Not started: {who} is running in another process.")
             return None
-        plan = round_plan(project, config)
-        if plan.resume is None or same_config(config, plan.resume.config):
+        if plan.resume is None or plan.config == config:
             return False
         choice = self.ask_resume_or_discard(plan.resume, config)
         if choice is None:
