@@ -17,7 +17,7 @@ from napari_lesion_harvest.harvest.threshold import HARVEST_PRECISION
 from napari_lesion_harvest.harvest.training_sets import FINE_TUNING_SLICE_CHOICES
 from napari_lesion_harvest.lpc.choices import CLASSIFIER_NAMES, V_H_SCORINGS
 from napari_lesion_harvest.lpc.patches import DEFAULT_PAD_PX, OUTSIDE_FILLS
-from napari_lesion_harvest.lpg.data import Augmentation
+from napari_lesion_harvest.lpg.data import SliceAugmentation
 from napari_lesion_harvest.lpg.preprocess import checked_hu_window
 
 #: Smallest LPG training crop: a few of the heads' stride-4 cells around a lesion.
@@ -197,8 +197,8 @@ class RoundConfig:
     lpg_config: str = "paper"
     lpg_max_side: int | None = None
     lpg_hu_window: tuple[float, float] | None = None
-    lpg_zoom_range: tuple[float, float] = Augmentation.scale_range
-    lpg_flip_probability: float = Augmentation.flip_probability
+    lpg_zoom_range: tuple[float, float] = SliceAugmentation.scale_range
+    lpg_flip_probability: float = SliceAugmentation.flip_probability
     lpg_train_steps: int = 20000
     lpg_finetune_steps: int = 5000
     lpg_batch_size: int = 16
