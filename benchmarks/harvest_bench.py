@@ -30,8 +30,8 @@ from napari_lesion_harvest.harvest.config_overrides import add_set_option, with_
 from napari_lesion_harvest.harvest.demo import demo_config, run_demo
 from napari_lesion_harvest.harvest.report import format_round_table, save_round_curves
 from napari_lesion_harvest.harvest.stages import STAGES
+from napari_lesion_harvest.progress import Cancelled
 from napari_lesion_harvest.store import HarvestProject
-from napari_lesion_harvest.workers.progress import Cancelled
 
 
 class StageClock:

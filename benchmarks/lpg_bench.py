@@ -56,16 +56,16 @@ def bench_training(config_name: str, side: int, steps: int, batch: int) -> dict:
 
     from napari_lesion_harvest.lpg.config import get_config
     from napari_lesion_harvest.lpg.data import LPGSample
-    from napari_lesion_harvest.lpg.train import TrainOptions, train_lpg
+    from napari_lesion_harvest.lpg.train import LPGTrainOptions, train_lpg
 
     volume = _volume(12, side, 2.0)
     box = np.array([[side * 0.4, side * 0.4, side * 0.5, side * 0.55]])
     samples = [LPGSample(volume, z, box) for z in range(2, 10)]
     config = get_config(config_name, max_side=side)
-    options = TrainOptions(steps=1, batch_size=batch, warmup_steps=1)
+    options = LPGTrainOptions(steps=1, batch_size=batch, warmup_steps=1)
     train_lpg(samples, config=config, options=options, pretrained=False)  # warm-up
     times = []
-    options = TrainOptions(steps=steps, batch_size=batch, warmup_steps=1)
+    options = LPGTrainOptions(steps=steps, batch_size=batch, warmup_steps=1)
     train_lpg(
         samples,
         config=config,

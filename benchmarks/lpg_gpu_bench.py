@@ -199,7 +199,7 @@ def precision_agreement(device: Device, model, slices: int) -> float:
 
 def training(device: Device, report: Report, batches: tuple[int, ...], steps: int) -> None:
     from napari_lesion_harvest.lpg.data import LPGSample, collate, make_example
-    from napari_lesion_harvest.lpg.train import TrainOptions, train_lpg
+    from napari_lesion_harvest.lpg.train import LPGTrainOptions, train_lpg
 
     config = device.config()
     canvas = (config.max_side, config.max_side)
@@ -228,7 +228,7 @@ def training(device: Device, report: Report, batches: tuple[int, ...], steps: in
         train_lpg(
             samples,
             config=config,
-            options=TrainOptions(steps=steps + 2, batch_size=batch, warmup_steps=1),
+            options=LPGTrainOptions(steps=steps + 2, batch_size=batch, warmup_steps=1),
             device=device.name,
             pretrained=False,
             progress=lambda step, total, parts, times=times: times.append(time.perf_counter()),

@@ -30,7 +30,7 @@ import torch
 
 from napari_lesion_harvest.geometry import iou_2d
 from napari_lesion_harvest.lpg.config import get_config
-from napari_lesion_harvest.lpg.data import Augmentation, LPGSample
+from napari_lesion_harvest.lpg.data import LPGSample, SliceAugmentation
 from napari_lesion_harvest.lpg.infer import detect_volume
 from napari_lesion_harvest.lpg.phantom_froc import (
     detection_froc,
@@ -38,7 +38,7 @@ from napari_lesion_harvest.lpg.phantom_froc import (
     key_slice_samples,
     synthetic_ct,
 )
-from napari_lesion_harvest.lpg.train import TrainOptions, train_lpg
+from napari_lesion_harvest.lpg.train import LPGTrainOptions, train_lpg
 
 #: First phantom index of the held-out volumes (the training volumes start at 0).
 HELD_OUT_START = 500
@@ -86,7 +86,9 @@ def main(argv=None) -> int:
     parser.add_argument("--round-one-labels", action="store_true")
     parser.add_argument("--held-out", type=int, default=8, help="held-out phantom volumes")
     parser.add_argument("--no-flip", action="store_true", help="train without left-right flips")
-    parser.add_argument("--scale-range", type=float, nargs=2, default=Augmentation.scale_range)
+    parser.add_argument(
+        "--scale-range", type=float, nargs=2, default=SliceAugmentation.scale_range
+    )
     parser.add_argument(
         "--complete-repeat", type=int, default=1, help="draw V_M's slices this many times as often"
     )
@@ -98,14 +100,14 @@ def main(argv=None) -> int:
         round_one_labels=args.round_one_labels,
         complete_repeat=args.complete_repeat,
     )
-    augmentation = Augmentation(scale_range=tuple(args.scale_range))
+    augmentation = SliceAugmentation(scale_range=tuple(args.scale_range))
     if args.no_flip:
         augmentation = replace(augmentation, flip_probability=0.0)
     started = time.monotonic()
     result = train_lpg(
         samples,
         config=get_config("lite", max_side=args.size, hu_window=(-200.0, 300.0)),
-        options=TrainOptions(
+        options=LPGTrainOptions(
             steps=args.steps,
             batch_size=8,
             learning_rate=1e-3,

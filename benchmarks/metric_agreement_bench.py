@@ -318,7 +318,7 @@ def main() -> None:
     from napari_lesion_harvest.io.annotations import read_lesions
     from napari_lesion_harvest.io.deeplesion import DeepLesionDataset
     from napari_lesion_harvest.lpg.config import get_config
-    from napari_lesion_harvest.lpg.train import TrainOptions
+    from napari_lesion_harvest.lpg.train import LPGTrainOptions
 
     torch.set_num_threads(args.threads)
     snapshots = sorted(int(s) for s in args.steps.split(","))
@@ -350,7 +350,7 @@ def main() -> None:
             flush=True,
         )
 
-        options = TrainOptions(steps=snapshots[-1], batch_size=args.batch, seed=args.seed)
+        options = LPGTrainOptions(steps=snapshots[-1], batch_size=args.batch, seed=args.seed)
         checkpoint = work / "lpg.pt"
         config = get_config("lite", max_side=args.size)
         points, z_errors, timings, done = [], [], [], 0

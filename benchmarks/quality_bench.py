@@ -46,8 +46,8 @@ from napari_lesion_harvest.harvest.quality import (
     test_set,
 )
 from napari_lesion_harvest.harvest.stages import STAGES
+from napari_lesion_harvest.progress import Cancelled
 from napari_lesion_harvest.store import HarvestProject
-from napari_lesion_harvest.workers.progress import Cancelled
 
 #: The benchmark's phantom (see docs/experiments/quality-benchmark.md for why).
 DEFAULTS = {

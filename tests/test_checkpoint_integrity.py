@@ -22,6 +22,7 @@ from napari_lesion_harvest.harvest.config import load_config
 from napari_lesion_harvest.harvest.round import run_round, run_rounds
 from napari_lesion_harvest.lpc import checkpoint as lpc_checkpoint
 from napari_lesion_harvest.lpg import checkpoint as lpg_checkpoint
+from napari_lesion_harvest.progress import Cancelled
 from napari_lesion_harvest.store import ChecksumMismatchError, HarvestProject
 from napari_lesion_harvest.store.checkpoints import (
     CHECKPOINT_MODE,
@@ -29,7 +30,6 @@ from napari_lesion_harvest.store.checkpoints import (
     sha256_file,
     write_checkpoint,
 )
-from napari_lesion_harvest.workers.progress import Cancelled
 
 PACKAGE = Path(__file__).resolve().parents[1] / "napari_lesion_harvest"
 #: Environment of the writer subprocesses: one thread, the worktree importable.

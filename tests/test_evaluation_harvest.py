@@ -14,7 +14,12 @@ from napari_lesion_harvest.evaluation.harvest import (
     round_evaluation,
 )
 from napari_lesion_harvest.geometry import Proposal3D, RecistMark
-from napari_lesion_harvest.store.records import StoredMark, StoredProposal, Verdict, VolumeRecord
+from napari_lesion_harvest.store.records import (
+    StoredMark,
+    StoredProposal,
+    StoredVerdict,
+    VolumeRecord,
+)
 
 #: Three lesions of volume "v": (slice, centre x, centre y, half the long diameter).
 LESIONS = {"A": (5, 60, 60, 10), "B": (10, 150, 80, 12), "C": (15, 90, 170, 8)}
@@ -51,7 +56,7 @@ def stored(pid, place, role, *, s_gc=None, s_g=0.9, round_number=2, verdict=None
         s_gc,
         "harvest",
         tuple(proposal.box_3d),
-        None if verdict is None else Verdict(pid, verdict, "rad", 0.0),
+        None if verdict is None else StoredVerdict(pid, verdict, "rad", 0.0),
     )
 
 

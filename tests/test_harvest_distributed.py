@@ -27,8 +27,8 @@ from napari_lesion_harvest.harvest.config import load_config
 from napari_lesion_harvest.harvest.stages import RoundState, train_lpg_stage
 from napari_lesion_harvest.lpg.checkpoint import load_checkpoint
 from napari_lesion_harvest.lpg.job import run_job
+from napari_lesion_harvest.progress import no_progress
 from napari_lesion_harvest.store import HarvestProject
-from napari_lesion_harvest.workers.progress import no_progress
 from tests.launch import run_module
 from tests.lpg_phantoms import TINY_JOB_CONFIG, job_inputs
 

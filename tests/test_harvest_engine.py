@@ -22,9 +22,9 @@ from napari_lesion_harvest.harvest.training_sets import (
     usable_marks,
 )
 from napari_lesion_harvest.lpc.checkpoint import load_checkpoint as load_classifier
+from napari_lesion_harvest.progress import Cancelled
 from napari_lesion_harvest.store import HarvestProject, VolumeRecord
 from napari_lesion_harvest.store.checkpoints import sha256_file
-from napari_lesion_harvest.workers.progress import Cancelled
 from tests.round_snapshot import next_round_snapshot
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_lesion_harvest.lpc.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from napari_lesion_harvest.lpc.checkpoint import load_checkpoint, save_checkpoint
 from napari_lesion_harvest.lpc.models import (
     PRETRAINED_FILES,
     WEIGHTS_ENV,
@@ -16,6 +16,7 @@ from napari_lesion_harvest.lpc.models import (
     find_pretrained,
     resnet18_trunk,
 )
+from napari_lesion_harvest.store.checkpoints import CheckpointError
 
 torch.set_num_threads(1)
 

@@ -20,7 +20,7 @@ from napari_lesion_harvest.lpc.fitting import (
     v_m_ranking,
 )
 from napari_lesion_harvest.lpc.metrics import average_precision, roc_auc
-from napari_lesion_harvest.lpc.train import ProposalSet, TrainingOptions
+from napari_lesion_harvest.lpc.train import LPCTrainOptions, ProposalSet
 from napari_lesion_harvest.store.checkpoints import CheckpointError
 from tests.lpc_phantom import phantom_sets
 
@@ -132,7 +132,7 @@ def _sets_with_v_h(n_v_m=6):
 
 def test_fold_mean_scores_v_h_with_the_models_whose_v_m_scores_set_the_threshold():
     sets, v_h = _sets_with_v_h()
-    plan = LPCPlan(("features",), TrainingOptions(seed=3), folds=3, v_h_scoring="fold_mean")
+    plan = LPCPlan(("features",), LPCTrainOptions(seed=3), folds=3, v_h_scoring="fold_mean")
     fitted = fit_round_lpc(sets, plan)
     assert sorted(fitted.stored) == ["lpc_fold_1", "lpc_fold_2", "lpc_fold_3"]
     assert isinstance(fitted.scorer, FoldMean)
@@ -155,7 +155,7 @@ def test_fold_mean_scores_v_h_with_the_models_whose_v_m_scores_set_the_threshold
 
 def test_the_candidate_with_the_best_out_of_fold_ap_is_chosen():
     sets, _ = _sets_with_v_h()
-    plan = LPCPlan(("s_g", "features"), TrainingOptions(seed=0), folds=3)
+    plan = LPCPlan(("s_g", "features"), LPCTrainOptions(seed=0), folds=3)
     fitted = fit_round_lpc(sets, plan)
     assert set(fitted.selection) == {"s_g", "features"}
     ap = {name: figures["ap"] for name, figures in fitted.selection.items()}
@@ -175,12 +175,12 @@ def test_the_candidate_with_the_best_out_of_fold_ap_is_chosen():
 
 def test_s_g_alone_keeps_no_model_and_too_few_v_m_volumes_fall_back_to_in_sample():
     sets, _ = _sets_with_v_h()
-    alone = fit_round_lpc(sets, LPCPlan(("s_g",), TrainingOptions(), folds=3))
+    alone = fit_round_lpc(sets, LPCPlan(("s_g",), LPCTrainOptions(), folds=3))
     assert alone.stored == {}
     assert all(np.all(v == 1.0) for v in alone.v_m_scores.values())
     one_v_m = [s for s in sets if not s.fully_annotated] + [sets[0]]
     fitted = fit_round_lpc(
-        one_v_m, LPCPlan(("features", "s_g"), TrainingOptions(), v_h_scoring="fold_mean")
+        one_v_m, LPCPlan(("features", "s_g"), LPCTrainOptions(), v_h_scoring="fold_mean")
     )
     assert (fitted.chosen, fitted.threshold_mode, fitted.v_h_scoring) == (
         "features",

@@ -10,25 +10,25 @@ import torch
 
 from napari_lesion_harvest.geometry import Proposal3D
 from napari_lesion_harvest.io.volume import CTVolume
-from napari_lesion_harvest.lpc.augment import Augmentation, augment_patches
+from napari_lesion_harvest.lpc.augment import PatchAugmentation, augment_patches
 from napari_lesion_harvest.lpc.checkpoint import load_checkpoint
 from napari_lesion_harvest.lpc.fitting import LPCPlan, fit_round_lpc, out_of_fold
 from napari_lesion_harvest.lpc.metrics import average_precision, precision_recall, roc_auc
 from napari_lesion_harvest.lpc.patches import PatchSpec, extract_patches
 from napari_lesion_harvest.lpc.score import classify_proposals, fold_of_volumes, lesion_scores
 from napari_lesion_harvest.lpc.train import (
+    LPCTrainOptions,
     ProposalSet,
-    TrainingOptions,
     proposal_sets,
     split_holdout,
-    train_classifier,
+    train_lpc,
 )
-from napari_lesion_harvest.workers.progress import Cancelled
+from napari_lesion_harvest.progress import Cancelled
 from tests.lpc_phantom import phantom_sets, phantom_volume
 
 torch.set_num_threads(1)
 
-TINY = TrainingOptions(
+TINY = LPCTrainOptions(
     variant="axial",
     width="lite",
     patch_size=16,
@@ -42,7 +42,7 @@ TINY = TrainingOptions(
 
 
 #: Rotation and shift only: what the patch border brings in shows.
-JITTER_ONLY = Augmentation(
+JITTER_ONLY = PatchAugmentation(
     max_rotation_deg=30, max_shift=0.5, intensity_offset=0, intensity_gain=0
 )
 
@@ -69,7 +69,7 @@ def test_flips_match_patches_of_the_flipped_volume(kind):
                 volume = _flipped_volume(hu, flips, swap)
                 candidates.append(extract_patches(volume, [proposal], spec)[0])
     base = torch.from_numpy(extract_patches(_flipped_volume(hu, (), False), [proposal], spec))
-    only_flips = Augmentation(
+    only_flips = PatchAugmentation(
         max_rotation_deg=0, max_shift=0, intensity_offset=0, intensity_gain=0
     )
     batch = base.repeat(32, *([1] * (base.ndim - 1)))
@@ -173,7 +173,7 @@ def test_holdout_takes_whole_v_m_volumes_only():
 def test_training_reports_progress_saves_the_best_epoch_and_scores(tmp_path):
     sets = phantom_sets(range(3))
     events = []
-    result = train_classifier(
+    result = train_lpc(
         sets,
         TINY,
         checkpoint=tmp_path / "lpc.pt",
@@ -203,10 +203,10 @@ def test_training_reports_progress_saves_the_best_epoch_and_scores(tmp_path):
 def test_training_stops_on_cancellation_and_needs_both_classes():
     sets = phantom_sets(range(2))
     with pytest.raises(Cancelled):
-        train_classifier(sets, TINY, cancelled=lambda: True)
+        train_lpc(sets, TINY, cancelled=lambda: True)
     positives_only = [ProposalSet(s.volume, s.proposals[:2], [1, 1]) for s in sets]
     with pytest.raises(ValueError, match="0 negatives"):
-        train_classifier(positives_only, TINY)
+        train_lpc(positives_only, TINY)
 
 
 def test_a_sets_patches_are_extracted_once_per_spec_and_reused_by_every_fold_model():
@@ -226,7 +226,7 @@ def test_out_of_fold_scores_each_v_m_volume_with_a_model_that_did_not_see_it():
     sets[3] = ProposalSet(sets[3].volume, sets[3].proposals[:2], [1, 1], False)  # V_H
     folds = fold_of_volumes(sets, 3, seed=0)
     assert sorted(folds[:3].tolist()) == [0, 1, 2] and folds[3] == -1
-    options = TrainingOptions(**{**TINY.__dict__, "epochs": 1, "holdout_fraction": 0.0})
+    options = LPCTrainOptions(**{**TINY.__dict__, "epochs": 1, "holdout_fraction": 0.0})
     result = out_of_fold("axial", sets, options, folds=3)
     assert sorted(result.scores) == sorted(s.volume.volume_id for s in sets[:3])
     for k, proposal_set in enumerate(sets[:3]):
@@ -242,7 +242,7 @@ def test_out_of_fold_scores_each_v_m_volume_with_a_model_that_did_not_see_it():
 
 def test_in_sample_v_m_scores_come_from_the_final_model():
     sets = phantom_sets(range(3))
-    options = TrainingOptions(**{**TINY.__dict__, "epochs": 1, "holdout_fraction": 0.0})
+    options = LPCTrainOptions(**{**TINY.__dict__, "epochs": 1, "holdout_fraction": 0.0})
     fitted = fit_round_lpc(sets, LPCPlan(("axial",), options, threshold_mode="in_sample"))
     assert (fitted.threshold_mode, fitted.folds, fitted.selection) == ("in_sample", None, {})
     assert list(fitted.stored) == ["lpc"] and fitted.stored["lpc"] is fitted.scorer

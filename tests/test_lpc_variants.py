@@ -21,7 +21,7 @@ import torch
 from napari_lesion_harvest.lpc.metrics import roc_auc
 from napari_lesion_harvest.lpc.report import plot_score_pr
 from napari_lesion_harvest.lpc.score import classify_proposals, lesion_scores
-from napari_lesion_harvest.lpc.train import TrainingOptions, train_classifier
+from napari_lesion_harvest.lpc.train import LPCTrainOptions, train_lpc
 from tests.lpc_phantom import phantom_sets, project_phantom_set
 
 
@@ -35,7 +35,7 @@ def test_multiview_lpc_separates_lesions_from_look_alikes_on_held_out_volumes(tm
     scores = {"s_g": s_g}
     auc = {}
     for variant in ("axial", "multiview", "3d"):
-        options = TrainingOptions(
+        options = LPCTrainOptions(
             variant=variant,
             width="lite",
             patch_size=24,
@@ -47,7 +47,7 @@ def test_multiview_lpc_separates_lesions_from_look_alikes_on_held_out_volumes(tm
             holdout_fraction=0.2,
             patience=4,
         )
-        model = train_classifier(train_sets, options).model
+        model = train_lpc(train_sets, options).model
         s_c = np.concatenate([classify_proposals(model, s.volume, s.proposals) for s in test_sets])
         scores[f"s_c,{variant}"] = s_c
         scores[f"s_gc,{variant}"] = lesion_scores(s_g, s_c)
@@ -69,7 +69,7 @@ def test_multiview_lpc_beats_chance_on_the_project_phantom():
     train_sets = [project_phantom_set(seed) for seed in range(24)]
     test_sets = [project_phantom_set(seed) for seed in range(100, 110)]
     labels = np.concatenate([s.labels for s in test_sets])
-    options = TrainingOptions(
+    options = LPCTrainOptions(
         variant="multiview",
         width="lite",
         patch_size=32,
@@ -80,7 +80,7 @@ def test_multiview_lpc_beats_chance_on_the_project_phantom():
         learning_rate=2e-3,
         patience=5,
     )
-    model = train_classifier(train_sets, options).model
+    model = train_lpc(train_sets, options).model
     s_c = np.concatenate([classify_proposals(model, s.volume, s.proposals) for s in test_sets])
     assert labels.sum() >= 10 and (labels == 0).sum() >= 10
     assert roc_auc(s_c, labels) >= 0.65

@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from napari_lesion_harvest.lpg.config import get_config
-from napari_lesion_harvest.lpg.data import Augmentation, LPGSample
+from napari_lesion_harvest.lpg.data import LPGSample, SliceAugmentation
 from napari_lesion_harvest.lpg.phantom_froc import (
     detection_froc,
     full_marks,
     key_slice_samples,
     synthetic_ct,
 )
-from napari_lesion_harvest.lpg.train import TrainOptions, train_lpg
+from napari_lesion_harvest.lpg.train import LPGTrainOptions, train_lpg
 from tests.lpg_phantoms import ellipsoid_phantom
 
 
@@ -54,14 +54,14 @@ def test_lite_model_detects_held_out_phantom_lesions():
     result = train_lpg(
         training_samples(range(10)),
         config=get_config("lite", max_side=64),
-        options=TrainOptions(
+        options=LPGTrainOptions(
             steps=110,
             batch_size=6,
             learning_rate=2e-3,
             warmup_steps=15,
             # 110 steps learn faster without the flip and the wide zoom (with the flip
             # and zoom 0.8-1.2: 0.47, 0.73, 0.73, 0.73, too close to the thresholds)
-            augmentation=Augmentation(scale_range=(0.8, 1.2), flip_probability=0.0),
+            augmentation=SliceAugmentation(scale_range=(0.8, 1.2), flip_probability=0.0),
         ),
     )
     marks, volumes = key_slice_truth(range(100, 105))
@@ -94,7 +94,7 @@ def test_lite_model_finds_lesions_of_the_synthetic_ct_phantom(two_torch_threads)
     result = train_lpg(
         samples,
         config=config,
-        options=TrainOptions(steps=800, batch_size=8, learning_rate=1e-3, warmup_steps=50),
+        options=LPGTrainOptions(steps=800, batch_size=8, learning_rate=1e-3, warmup_steps=50),
         pretrained=False,
     )
     held_out = [synthetic_ct(500 + i, 128) for i in range(8)]

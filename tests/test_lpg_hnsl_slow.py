@@ -22,7 +22,7 @@ from napari_lesion_harvest.geometry import iou_2d
 from napari_lesion_harvest.lpg.config import get_config
 from napari_lesion_harvest.lpg.data import LPGSample
 from napari_lesion_harvest.lpg.infer import detect_volume
-from napari_lesion_harvest.lpg.train import TrainOptions, train_lpg
+from napari_lesion_harvest.lpg.train import LPGTrainOptions, train_lpg
 from tests.lpg_phantoms import decoy_phantom
 
 CONFIG = get_config("lite", max_side=64)
@@ -98,12 +98,14 @@ def run_hnsl_experiment(tmp_path, *, base_steps=150, tune_steps=80, tune_lr=5e-4
     round_one = train_lpg(
         round_one_samples(range(10)),
         config=CONFIG,
-        options=TrainOptions(steps=base_steps, batch_size=6, learning_rate=2e-3, warmup_steps=15),
+        options=LPGTrainOptions(
+            steps=base_steps, batch_size=6, learning_rate=2e-3, warmup_steps=15
+        ),
         checkpoint_path=tmp_path / "round1.pt",
     )
     held_out = range(100, 110)
     results = {"round 1": held_out_scores(round_one.model, held_out)}
-    tune = TrainOptions(steps=tune_steps, batch_size=6, learning_rate=tune_lr, warmup_steps=5)
+    tune = LPGTrainOptions(steps=tune_steps, batch_size=6, learning_rate=tune_lr, warmup_steps=5)
     for name, hard in (("HNSL", True), ("plain focal", False)):
         tuned = train_lpg(
             fine_tune_samples(range(20, 30), with_hard_negatives=hard),

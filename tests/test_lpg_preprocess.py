@@ -8,7 +8,7 @@ import torch
 
 from napari_lesion_harvest.io.volume import CTVolume
 from napari_lesion_harvest.lpg.config import get_config
-from napari_lesion_harvest.lpg.data import Augmentation, LPGSample, make_example
+from napari_lesion_harvest.lpg.data import LPGSample, SliceAugmentation, make_example
 from napari_lesion_harvest.lpg.preprocess import (
     air_value,
     interpolate_slices,
@@ -122,7 +122,7 @@ def test_flip_augmentation_mirrors_the_stack_and_its_lesion_targets():
             config,
             canvas_shape=(64, 64),
             rng=np.random.default_rng(0),
-            augmentation=Augmentation(**steady, flip_probability=p),
+            augmentation=SliceAugmentation(**steady, flip_probability=p),
         )
         for p in (0.0, 1.0)
     }
@@ -150,7 +150,7 @@ def corner_lesion_sample(*, boxes=True) -> LPGSample:
 @pytest.mark.parametrize("box_centred", [False, True])
 def test_a_box_centred_crop_keeps_the_lesion_in_view(box_centred):
     config = get_config("lite")
-    augmentation = Augmentation(
+    augmentation = SliceAugmentation(
         scale_range=(1.0, 1.0),
         max_shift_px=0,
         interval_range=(1.0, 1.0),
@@ -179,7 +179,7 @@ def test_a_box_centred_crop_keeps_the_lesion_in_view(box_centred):
 
 def test_a_box_centred_crop_of_a_slice_without_boxes_stays_inside_the_slice():
     config = get_config("lite")
-    augmentation = Augmentation(box_centred_crop=True, scale_range=(1.0, 1.0))
+    augmentation = SliceAugmentation(box_centred_crop=True, scale_range=(1.0, 1.0))
     air = air_value(config)
     origins = set()
     for seed in range(8):

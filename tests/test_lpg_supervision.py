@@ -25,7 +25,7 @@ from napari_lesion_harvest.harvest.training_sets import (
 from napari_lesion_harvest.io.sources import open_volume
 from napari_lesion_harvest.io.volume import CTVolume
 from napari_lesion_harvest.lpg.config import get_config
-from napari_lesion_harvest.lpg.data import Augmentation, LPGSample, make_example
+from napari_lesion_harvest.lpg.data import LPGSample, SliceAugmentation, make_example
 from napari_lesion_harvest.lpg.infer import predict_volume
 from napari_lesion_harvest.lpg.job import (
     JobError,
@@ -111,7 +111,7 @@ def test_ignore_boxes_follow_the_sample_through_zoom_shift_and_flip():
             config,
             canvas_shape=(64, 64),
             rng=np.random.default_rng(0),
-            augmentation=Augmentation(**steady, flip_probability=flip),
+            augmentation=SliceAugmentation(**steady, flip_probability=flip),
         )
         weight = targets.heatmap_weight[0]
         left, right = weight[1:5, 1:5], weight[1:5, 11:15]  # cells of x, y 4..20 px
@@ -290,7 +290,7 @@ def test_an_edge_stack_in_training_is_the_stack_scanning_builds_at_a_volume_end(
             config,
             canvas_shape=(32, 32),
             rng=np.random.default_rng(seed),
-            augmentation=Augmentation(**steady, flip_probability=0.0, edge_probability=1.0),
+            augmentation=SliceAugmentation(**steady, flip_probability=0.0, edge_probability=1.0),
         )
         matches = [cut for cut, scan in scanned.items() if torch.equal(stack, scan)]
         assert len(matches) == 1
@@ -301,7 +301,7 @@ def test_an_edge_stack_in_training_is_the_stack_scanning_builds_at_a_volume_end(
         config,
         canvas_shape=(32, 32),
         rng=np.random.default_rng(0),
-        augmentation=Augmentation(**steady, flip_probability=0.0),
+        augmentation=SliceAugmentation(**steady, flip_probability=0.0),
     )
     assert torch.equal(plain, full)
 
@@ -319,7 +319,7 @@ def test_edge_stacks_leave_every_other_random_draw_as_it_was(edge_setup):
                 config,
                 canvas_shape=(32, 32),
                 rng=np.random.default_rng(seed),
-                augmentation=Augmentation(edge_probability=p),
+                augmentation=SliceAugmentation(edge_probability=p),
             )[1]
             for p in (0.0, 1.0)
         ]
@@ -354,7 +354,7 @@ def test_a_job_file_round_trips_ignore_boxes_and_the_edge_augmentation(tmp_path)
     np.testing.assert_array_equal(loaded[0].ignore_boxes, samples[0]["ignore_boxes"])
     assert all(s.ignore_boxes.shape == (0, 4) for s in loaded[1:])
     augmentation = _train_options(read, job_path).augmentation
-    assert augmentation == Augmentation(edge_probability=0.25, scale_range=(0.9, 1.1))
+    assert augmentation == SliceAugmentation(edge_probability=0.25, scale_range=(0.9, 1.1))
     assert run_job(job_path)["steps"] == 2 and (tmp_path / "lpg.pt").is_file()
 
     samples[1]["ignore_boxes"] = [[1.0, 2.0, 3.0]]

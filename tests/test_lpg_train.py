@@ -8,15 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from napari_lesion_harvest.lpg.checkpoint import CheckpointError, load_checkpoint, load_model
+from napari_lesion_harvest.lpg.checkpoint import load_checkpoint, load_model
 from napari_lesion_harvest.lpg.config import get_config
 from napari_lesion_harvest.lpg.data import LPGSample
 from napari_lesion_harvest.lpg.train import (
-    TrainOptions,
+    LPGTrainOptions,
     global_batch_indices,
     learning_rate_at,
     train_lpg,
 )
+from napari_lesion_harvest.store.checkpoints import CheckpointError
 from tests.lpg_phantoms import ellipsoid_phantom
 
 torch.set_num_threads(1)
@@ -31,8 +32,8 @@ def samples():
     return out
 
 
-def options(steps: int, **changes) -> TrainOptions:
-    return TrainOptions(steps=steps, batch_size=2, warmup_steps=2, **changes)
+def options(steps: int, **changes) -> LPGTrainOptions:
+    return LPGTrainOptions(steps=steps, batch_size=2, warmup_steps=2, **changes)
 
 
 def test_training_writes_a_safe_checkpoint_and_reports_progress(samples, tmp_path):
@@ -111,7 +112,7 @@ def test_fine_tuning_starts_from_checkpoint_weights_and_config(samples, tmp_path
 
 
 def test_learning_rate_schedule_and_sample_order():
-    opts = TrainOptions(steps=10, learning_rate=1.0, warmup_steps=2)
+    opts = LPGTrainOptions(steps=10, learning_rate=1.0, warmup_steps=2)
     assert [round(learning_rate_at(s, opts), 6) for s in (0, 1, 2, 6)] == [0.5, 1.0, 1.0, 0.5]
     assert learning_rate_at(10, opts) == pytest.approx(0.0)
     first_epoch = global_batch_indices(0, 5, 5, seed=3)

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from napari_lesion_harvest.geometry import Proposal3D, iou_2d
+from napari_lesion_harvest.vocabulary import Origin, Role, Split
 
 #: Score of the original marks in the ranked lists: above every lesion score.
 ORIGINAL_MARK_SCORE = 2.0
@@ -41,7 +42,7 @@ CARRIED_SCORE = 1.5
 #: Points kept of each PR curve stored with a round (for plots).
 CURVE_POINTS = 200
 #: The splits whose complete volumes are the evaluation's truth.
-EVALUATION_SPLIT = "V_H_test"
+EVALUATION_SPLIT = Split.V_H_test
 #: Rankings of a round's proposals: ``s_gc`` (the method's) or ``s_g`` (the LPG alone).
 RANKINGS = ("s_gc", "s_g")
 
@@ -62,8 +63,8 @@ def full_annotation(stored_marks, *, same_lesion_iou: float = 0.5) -> list:
     -------
     list of RecistMark
     """
-    expert = [s.mark for s in stored_marks if s.origin == "expert"]
-    original = [s.mark for s in stored_marks if s.origin != "expert"]
+    expert = [s.mark for s in stored_marks if s.origin == Origin.expert]
+    original = [s.mark for s in stored_marks if s.origin != Origin.expert]
     kept = list(expert)
     for mark in original:
         same_slice = [e.box() for e in expert if e.z == mark.z]
@@ -138,7 +139,9 @@ def round_evaluation(
         return {"evaluation": None, "evaluation_note": note}
     evaluation = evaluate_harvest(
         truth,
-        original={v: [s.mark for s in marks.get(v, []) if s.origin == "original"] for v in truth},
+        original={
+            v: [s.mark for s in marks.get(v, []) if s.origin == Origin.original] for v in truth
+        },
         proposals={v: stored for v, stored in proposals.items() if v in truth},
         carried=carried_lesions(pool, truth),
         threshold=threshold,
@@ -152,7 +155,7 @@ def carried_lesions(pool, volume_ids) -> dict[str, list]:
     that the expert has not rejected, by volume id."""
     carried: dict[str, list] = {}
     for stored in pool:
-        if stored.volume_id in volume_ids and stored.role == "P_pos_H" and stored.is_lesion:
+        if stored.volume_id in volume_ids and stored.role == Role.P_pos_H and stored.is_lesion:
             carried.setdefault(stored.volume_id, []).append(stored)
     return carried
 
@@ -218,7 +221,7 @@ def label_sets(
     scored = {v: [] for v in volume_ids}
     for volume_id, stored in proposals.items():
         for s in stored:
-            if s.role != "P_RH" and s.s_gc is not None:
+            if s.role != Role.P_RH and s.s_gc is not None:
                 score = s.s_gc if ranking == "s_gc" else s.s_g
                 scored[volume_id].append((_with_score(s.proposal, score), s.s_gc))
     earlier = _one_per_lesion(carried or {}, volume_ids, match_iou)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from napari_lesion_harvest.vocabulary import Split
+
 #: Half-width of the uncertainty band around the threshold (lesion-score units).
 BAND = 0.25
 #: Threshold used when the round stored none (it reached no threshold and harvested nothing).
@@ -71,6 +73,6 @@ def next_volume_to_annotate(project) -> str | None:
     threshold = project.rounds.get(number).metrics.get("threshold")
     if threshold is None:
         threshold = DEFAULT_THRESHOLD
-    candidates = {v.volume_id for v in project.volumes(split="V_H") if not v.complete}
+    candidates = {v.volume_id for v in project.volumes(split=Split.V_H) if not v.complete}
     ranked = rank_volumes(project.proposals(number), candidates, float(threshold))
     return ranked[0][0] if ranked else None

@@ -19,6 +19,7 @@ from napari_lesion_harvest.io.annotations import MarkRecord, write_marks
 from napari_lesion_harvest.io.sitk_reader import write_sitk_volume
 from napari_lesion_harvest.io.volume import CTVolume
 from napari_lesion_harvest.store import HarvestProject
+from napari_lesion_harvest.vocabulary import Origin, Split
 
 SHAPE = (12, 64, 64)
 SPACING = (2.0, 0.8, 0.8)
@@ -80,7 +81,7 @@ def blob_volumes(n_volumes: int = 8, *, seed: int = 0):
             )
             truth.append(MarkRecord(volume_id, mark, "truth"))
             if k == 0:
-                original.append(MarkRecord(volume_id, mark, "original"))
+                original.append(MarkRecord(volume_id, mark, Origin.original))
         for _ in range(2):  # vessels: as bright as a lesion on an axial slice, tubes along z
             while True:
                 cy, cx = rng.integers(10, 54, size=2)
@@ -115,9 +116,9 @@ def make_blob_project(folder: Path, *, n_volumes: int = 8, n_test: int = 1) -> P
         )
         test_ids = tuple(v.volume_id for v in volumes[-n_test:])
         for volume_id in test_ids:
-            project.set_split(volume_id, "V_H_test", author="test")
+            project.set_split(volume_id, Split.V_H_test, author="test")
         hidden = [(r.volume_id, r.mark) for r in truth if r.volume_id in V_M + test_ids]
-        project.add_marks(hidden, author="radiologist", origin="expert")
+        project.add_marks(hidden, author="radiologist", origin=Origin.expert)
         for volume_id in V_M + test_ids:  # V_H_test: flagged complete, split kept
             project.set_volume_complete(volume_id, author="radiologist")
     (folder / "tiny.json").write_text(json.dumps(TINY_CONFIG))

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from napari_lesion_harvest.cli import CommandError, positive_int
+from napari_lesion_harvest.vocabulary import Origin, Role, Split
 
 
 def _author(args) -> str:
@@ -44,8 +45,8 @@ def register(subparsers) -> None:
     p.add_argument("sources", nargs="+", type=Path, help="dataset folders, images, mark files")
     p.add_argument(
         "--split",
-        default="V_H",
-        choices=("V_H", "V_H_test", "V_D_test"),
+        default=Split.V_H,
+        choices=(Split.V_H.value, Split.V_H_test.value, Split.V_D_test.value),
         help="new volumes' split",
     )
     _add_skip_invalid(p)
@@ -70,7 +71,12 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("split", help="hold volumes out for evaluation")
     _add_project(p)
     p.add_argument("--volumes", type=Path, required=True, help="text file, one volume id a line")
-    p.add_argument("--as", dest="split", required=True, choices=("V_H_test", "V_D_test", "V_H"))
+    p.add_argument(
+        "--as",
+        dest="split",
+        required=True,
+        choices=(Split.V_H_test.value, Split.V_D_test.value, Split.V_H.value),
+    )
     p.set_defaults(func=run_split)
 
     p = subparsers.add_parser(
@@ -198,7 +204,9 @@ def run_annotate(args) -> int:
         volume_ids = list(dict.fromkeys(entry.volume_id for entry in plan.marks))
         _progress(f"{plan.describe()}; writing in one transaction")
         batch = DataBatch(
-            marks=plan.marks, mark_origin="expert", complete=volume_ids if args.complete else ()
+            marks=plan.marks,
+            mark_origin=Origin.expert,
+            complete=volume_ids if args.complete else (),
         )
         result = project.add_batch(batch, author=_author(args))
     counts = mark_counts(len(result.marks_added), result.marks_present, result.marks_kept_deleted)
@@ -290,7 +298,7 @@ def _mark_json(stored) -> dict:
 def run_round_command(args) -> int:
     from napari_lesion_harvest.harvest.config import load_config
     from napari_lesion_harvest.harvest.distributed import ProjectFolder, launched_rank
-    from napari_lesion_harvest.workers.progress import Cancelled, JsonLinesProgress, TqdmProgress
+    from napari_lesion_harvest.progress import Cancelled, JsonLinesProgress, TqdmProgress
 
     overrides = {} if args.seed is None else {"seed": args.seed}
     config = load_config(args.config, **overrides)
@@ -387,7 +395,7 @@ def run_rounds_stoppably(project, config, *, rounds, device, progress) -> list:
     """:func:`~napari_lesion_harvest.harvest.round.run_rounds` where Ctrl-C and SIGTERM
     stop the round cleanly at its next step (raising ``Cancelled``; it stays resumable)."""
     from napari_lesion_harvest.harvest.round import run_rounds
-    from napari_lesion_harvest.workers.progress import CancelToken, TqdmProgress
+    from napari_lesion_harvest.progress import CancelToken, TqdmProgress
 
     token = CancelToken()
     restore = token.install_signal_handlers()
@@ -416,9 +424,9 @@ def _round_summary(record) -> dict:
     return {
         "round": record.number,
         "status": record.status,
-        "harvested": harvest.get("P_pos_H"),
+        "harvested": harvest.get(Role.P_pos_H),
         "new_lesions": harvest.get("new_lesions"),
-        "hard_negatives": harvest.get("P_neg_H"),
+        "hard_negatives": harvest.get(Role.P_neg_H),
         "threshold": harvest.get("threshold"),
         "test_recall_at_precision": recalls("cumulative"),
         "test_recall_at_precision_this_round": recalls("per_round"),
@@ -454,7 +462,7 @@ def run_status(args) -> int:
         "marks": sum(s.n_marks for s in summaries),
         "expert_marks": sum(s.n_expert_marks for s in summaries),
         "complete_volumes": sum(s.complete for s in summaries),
-        "complete_v_h_test": sum(s.complete and s.split == "V_H_test" for s in summaries),
+        "complete_v_h_test": sum(s.complete and s.split == Split.V_H_test for s in summaries),
         "rounds": [
             {"number": r.number, "status": r.status, "stage": r.stage, "error": r.error}
             | _round_summary(r)

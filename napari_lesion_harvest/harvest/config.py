@@ -17,7 +17,7 @@ from napari_lesion_harvest.harvest.hard_negatives import (
 from napari_lesion_harvest.harvest.threshold import HARVEST_PRECISION
 from napari_lesion_harvest.lpc.choices import CLASSIFIER_NAMES, V_H_SCORINGS, V_M_SCORE_MODES
 from napari_lesion_harvest.lpc.patches import DEFAULT_PAD_PX, OUTSIDE_FILLS
-from napari_lesion_harvest.lpg.data import Augmentation
+from napari_lesion_harvest.lpg.data import SliceAugmentation
 from napari_lesion_harvest.lpg.preprocess import checked_hu_window
 from napari_lesion_harvest.tracking.stacking import (
     DEFAULT_FUSE_IOU,
@@ -255,14 +255,14 @@ class RoundConfig:
 
 #: The paper's setting. Where the round uses a component's own default, the value
 #: is that component's constant; the other values are the round's (the LPG trains
-#: longer, with larger batches and a lower learning rate than ``lpg.train.TrainOptions``'
+#: longer, with larger batches and a lower learning rate than ``lpg.train.LPGTrainOptions``'
 #: defaults, and the LPC's patches are larger than ``lpc.patches.DEFAULT_PATCH_SIZE``).
 PAPER = RoundConfig(
     lpg_config="paper",
     lpg_max_side=None,
     lpg_hu_window=None,
-    lpg_zoom_range=Augmentation.scale_range,
-    lpg_flip_probability=Augmentation.flip_probability,
+    lpg_zoom_range=SliceAugmentation.scale_range,
+    lpg_flip_probability=SliceAugmentation.flip_probability,
     lpg_train_steps=20000,
     lpg_finetune_steps=5000,
     lpg_batch_size=16,
@@ -275,7 +275,7 @@ PAPER = RoundConfig(
     duplicate_iou=DEFAULT_DUPLICATE_IOU,
     match_iou=IOU_THRESHOLD_2D,
     lpg_ignore_known_lesions=False,
-    lpg_edge_stack_probability=Augmentation.edge_probability,
+    lpg_edge_stack_probability=SliceAugmentation.edge_probability,
     lpc_variant="multiview",
     lpc_candidates=None,
     lpc_v_h_scoring="final_model",

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from napari_lesion_harvest.cli import CommandError, positive_int
+from napari_lesion_harvest.vocabulary import Origin, Split
 
 DEMO_AUTHOR = "demo"
 
@@ -49,7 +50,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from napari_lesion_harvest.harvest.report import format_round_table, save_round_curves
     from napari_lesion_harvest.harvest.round import HarvestInputError
-    from napari_lesion_harvest.workers.progress import TqdmProgress
+    from napari_lesion_harvest.progress import TqdmProgress
 
     started = time.monotonic()
     out = args.out
@@ -285,29 +286,29 @@ def import_demo_project(
     from napari_lesion_harvest.synthetic.split import DatasetSplit
 
     split = DatasetSplit.read(Path(dataset_root) / "split.json").as_dict()
-    if not 0 <= complete_v_h <= len(split["V_H"]):
+    if not 0 <= complete_v_h <= len(split[Split.V_H]):
         raise ValueError(
-            f"complete_v_h must be in [0, {len(split['V_H'])}] (the V_H volumes of "
+            f"complete_v_h must be in [0, {len(split[Split.V_H])}] (the V_H volumes of "
             f"{dataset_root}), got {complete_v_h}"
         )
-    split["V_M"] = [*split["V_M"], *split["V_H"][:complete_v_h]]
+    split[Split.V_M] = [*split[Split.V_M], *split[Split.V_H][:complete_v_h]]
     truth, _ = read_marks(Path(dataset_root) / "truth" / "marks.csv")
 
     say(f"2/5 importing into the project {project_dir}")
     with HarvestProject.open(project_dir, create=True) as project:
         import_sources(project, [dataset_root], author=DEMO_AUTHOR)
-        for volume_id in split["V_H_test"]:
-            project.set_split(volume_id, "V_H_test", author=DEMO_AUTHOR)
+        for volume_id in split[Split.V_H_test]:
+            project.set_split(volume_id, Split.V_H_test, author=DEMO_AUTHOR)
         say(
-            f"3/5 annotating V_M ({len(split['V_M'])} volumes, full truth) and giving "
-            f"V_H_test ({len(split['V_H_test'])} volumes) its hidden full marks"
+            f"3/5 annotating V_M ({len(split[Split.V_M])} volumes, full truth) and giving "
+            f"V_H_test ({len(split[Split.V_H_test])} volumes) its hidden full marks"
         )
-        annotated = set(split["V_M"]) | set(split["V_H_test"])
+        annotated = set(split[Split.V_M]) | set(split[Split.V_H_test])
         project.add_marks(
             [(r.volume_id, r.mark) for r in truth if r.volume_id in annotated],
             author=DEMO_AUTHOR,
-            origin="expert",
+            origin=Origin.expert,
         )
-        for volume_id in [*split["V_M"], *split["V_H_test"]]:
+        for volume_id in [*split[Split.V_M], *split[Split.V_H_test]]:
             project.set_volume_complete(volume_id, author=DEMO_AUTHOR)
     return project_dir

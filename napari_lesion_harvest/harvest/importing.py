@@ -30,6 +30,7 @@ from pathlib import Path
 from napari_lesion_harvest.geometry import RecistMark
 from napari_lesion_harvest.io.sources import DEEPLESION_READER, SITK_READER
 from napari_lesion_harvest.store.records import BatchResult, DataBatch, MarkEntry, VolumeRecord
+from napari_lesion_harvest.vocabulary import Split
 
 DL_INFO_NAME = "DL_info.csv"
 IMAGES_DIR_NAME = "Images_png"
@@ -309,7 +310,7 @@ def _check_marks(
 
 
 def read_sources(
-    project, sources: Iterable[str | Path], *, split: str = "V_H", skip_invalid: bool = False
+    project, sources: Iterable[str | Path], *, split: str = Split.V_H, skip_invalid: bool = False
 ) -> ImportPlan:
     """Read and check volumes (with their original marks) and mark files; write nothing.
 
@@ -420,7 +421,7 @@ def import_sources(
     project,
     sources: Iterable[str | Path],
     *,
-    split: str = "V_H",
+    split: str = Split.V_H,
     author: str,
     skip_invalid: bool = False,
     checked: Callable[[ImportPlan], None] | None = None,

@@ -35,6 +35,7 @@ from napari_lesion_harvest.evaluation.harvest import (
 )
 from napari_lesion_harvest.evaluation.tables import ProposalTable, RecistTruth
 from napari_lesion_harvest.store import HarvestProject
+from napari_lesion_harvest.vocabulary import Origin, Split
 
 ROWS = ("cumulative", "per_round")
 KEYS = tuple(f"{row}/{ranking}" for row in ROWS for ranking in RANKINGS)
@@ -53,12 +54,12 @@ def test_set(project_dir: Path) -> tuple[dict, dict]:
         Nothing to evaluate against (the message says why).
     """
     with HarvestProject.open(project_dir) as project:
-        test = project.volumes(split="V_H_test")
+        test = project.volumes(split=Split.V_H_test)
         marks = {v.volume_id: project.marks(v.volume_id) for v in test}
     truth, note = evaluation_truth(test, marks)
     if note is not None:
         raise SystemExit(f"{project_dir}: {note}")
-    original = {v: [s.mark for s in marks[v] if s.origin == "original"] for v in truth}
+    original = {v: [s.mark for s in marks[v] if s.origin == Origin.original] for v in truth}
     return truth, original
 
 

@@ -30,6 +30,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from napari_lesion_harvest.vocabulary import Role
+
 BASELINE_LABEL = "R (original marks)"
 #: Label of the per-round row of round ``i`` (its proposals alone).
 PER_ROUND_LABEL = "R + P_H,{i} alone"
@@ -45,7 +47,7 @@ def summary_metrics(number: int, metrics: dict) -> dict:
     harvest = metrics.get("harvest") or {}
     summary = {
         "threshold": harvest.get("threshold"),
-        "n_harvested": harvest.get("P_pos_H"),
+        "n_harvested": harvest.get(Role.P_pos_H),
         "new_lesions": harvest.get("new_lesions"),
     }
     evaluation = metrics.get("evaluation")

@@ -17,7 +17,8 @@ from napari_lesion_harvest.harvest.stages import (
     RoundState,
 )
 from napari_lesion_harvest.lpg.distributed import DistributedContext
-from napari_lesion_harvest.workers.progress import Cancelled, Progress, no_progress
+from napari_lesion_harvest.progress import Cancelled, Progress, no_progress
+from napari_lesion_harvest.vocabulary import Split
 
 
 def resolve_device(device: str) -> str:
@@ -54,7 +55,7 @@ def check_inputs(project) -> None:
     summaries = project.volume_summaries()
     if not summaries:
         raise HarvestInputError("the project has no volumes; import a dataset first")
-    v_m = [s for s in summaries if s.split == "V_M"]
+    v_m = [s for s in summaries if s.split == Split.V_M]
     if not v_m:
         raise HarvestInputError(
             "no fully annotated volumes (V_M): mark every lesion of a few volumes and mark "
@@ -65,7 +66,7 @@ def check_inputs(project) -> None:
             f"the {len(v_m)} fully annotated volume(s) (V_M) have no marks; a round learns "
             "what a lesion is from them"
         )
-    if not any(s.split in ("V_H", "V_H_test") for s in summaries):
+    if not any(s.split in (Split.V_H, Split.V_H_test) for s in summaries):
         raise HarvestInputError("no volumes to harvest (V_H): every volume is V_M or held out")
 
 

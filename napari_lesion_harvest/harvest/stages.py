@@ -54,6 +54,7 @@ from napari_lesion_harvest.harvest.training_sets import (
 )
 from napari_lesion_harvest.io.sources import open_volume
 from napari_lesion_harvest.lpg.distributed import DistributedContext, shard
+from napari_lesion_harvest.progress import Progress, check_cancelled
 from napari_lesion_harvest.store import (
     CheckpointRef,
     NotFoundError,
@@ -65,7 +66,7 @@ from napari_lesion_harvest.store.lock import RoundLock
 from napari_lesion_harvest.store.rounds import checkpoint_location
 from napari_lesion_harvest.tracking.marks import best_slice_boxes
 from napari_lesion_harvest.tracking.marks import proposals_hitting_marks as proposals_hitting
-from napari_lesion_harvest.workers.progress import Progress, check_cancelled
+from napari_lesion_harvest.vocabulary import Role, Split, Verdict
 
 STAGES = ("train_lpg", "scan", "verify", "train_lpc", "harvest", "evaluate")
 #: Stages every ``torchrun`` rank runs (the others run on rank 0 only).
@@ -187,8 +188,8 @@ def lpg_architecture(config: RoundConfig):
 
 def train_lpg_stage(state: RoundState) -> StageResult:
     """Train the LPG (round 1) or fine-tune the previous round's with HNSL."""
-    from napari_lesion_harvest.lpg.data import Augmentation, LPGSample
-    from napari_lesion_harvest.lpg.train import TrainOptions, train_lpg
+    from napari_lesion_harvest.lpg.data import LPGSample, SliceAugmentation
+    from napari_lesion_harvest.lpg.train import LPGTrainOptions, train_lpg
 
     config, snapshot = state.config, state.snapshot
     previous = snapshot.previous_round
@@ -231,14 +232,14 @@ def train_lpg_stage(state: RoundState) -> StageResult:
     result = train_lpg(
         samples,
         config=lpg_architecture(config),
-        options=TrainOptions(
+        options=LPGTrainOptions(
             steps=steps,
             batch_size=per_rank_batch(config.lpg_batch_size, state.context),
             learning_rate=learning_rate,
             seed=config.seed + state.number,
             checkpoint_every=max(steps // 10, 1),
             canvas_size=config.lpg_crop_px,
-            augmentation=Augmentation(
+            augmentation=SliceAugmentation(
                 scale_range=config.lpg_zoom_range,
                 flip_probability=config.lpg_flip_probability,
                 box_centred_crop=config.lpg_crop_px is not None,
@@ -312,15 +313,15 @@ def scan_stage(state: RoundState) -> StageResult:
     records = volume_records(state.snapshot)
     started = time.monotonic()
     counts = {"volumes": len(records), "slices": 0, "boxes_2d": 0, "proposals": 0}
-    mine = shard(records, state.context)
+    rank_records = shard(records, state.context)
     scanned = {}  # volume_id -> (proposals, slices, 2D boxes) of this rank's volumes
-    for done, record in enumerate(mine):
+    for done, record in enumerate(rank_records):
         check_cancelled(state.cancelled)
-        state.progress("scan", done, len(mine), record.volume_id)
+        state.progress("scan", done, len(rank_records), record.volume_id)
         volume = state.open(record.volume_id)
         proposals, boxes_2d = scan_volume(model, volume, **options, device=state.device)
         scanned[record.volume_id] = (proposals, volume.num_slices, boxes_2d)
-    state.progress("scan", len(mine), len(mine), "done")
+    state.progress("scan", len(rank_records), len(rank_records), "done")
     scanned = merged_from_ranks(scanned, state.context)
     if scanned is None:
         return None
@@ -352,16 +353,16 @@ def verify_stage(state: RoundState) -> StageResult:
     hits_rejected = proposals_hitting(proposals, rejected, iou_threshold=state.config.match_iou)
     updates, counts = [], defaultdict(int)
     for volume_id, stored in by_volume.items():
-        in_v_m = state.split_of(volume_id) == "V_M"
+        in_v_m = state.split_of(volume_id) == Split.V_M
         for k, proposal in enumerate(stored):
             if in_v_m:
-                role = "P_RM" if hits[volume_id][k] else "P_neg_M"
+                role = Role.P_RM if hits[volume_id][k] else Role.P_neg_M
             elif hits_accepted[volume_id][k] or hits[volume_id][k]:
-                role = "P_RH"
+                role = Role.P_RH
             elif hits_rejected[volume_id][k]:
-                role = "P_neg_H"
+                role = Role.P_neg_H
             else:
-                role = "candidate"
+                role = Role.candidate
             counts[role] += 1
             if role != proposal.role:
                 updates.append(ProposalUpdate(proposal.id, role))
@@ -372,7 +373,9 @@ def _judged_targets(snapshot):
     """Best-slice boxes of the proposals the expert accepted and rejected, by volume."""
     judged = {True: defaultdict(list), False: defaultdict(list)}
     for stored in snapshot.verdicts:
-        judged[stored.verdict.verdict == "accepted"][stored.volume_id].append(stored.proposal)
+        judged[stored.verdict.verdict == Verdict.accepted][stored.volume_id].append(
+            stored.proposal
+        )
     return tuple(
         {v: best_slice_boxes(p) for v, p in judged[polarity].items()} for polarity in (True, False)
     )
@@ -382,11 +385,11 @@ def _judged_targets(snapshot):
 
 
 def lpc_training_options(config: RoundConfig, seed: int):
-    """The LPC's :class:`~napari_lesion_harvest.lpc.train.TrainingOptions` of a round
+    """The LPC's :class:`~napari_lesion_harvest.lpc.train.LPCTrainOptions` of a round
     (the CNN settings; ``variant`` is the round's ``lpc_variant``)."""
-    from napari_lesion_harvest.lpc.train import TrainingOptions
+    from napari_lesion_harvest.lpc.train import LPCTrainOptions
 
-    return TrainingOptions(
+    return LPCTrainOptions(
         variant=config.lpc_variant,
         width=config.lpc_width,
         patch_size=config.lpc_patch_size,
@@ -416,8 +419,8 @@ def _verified_sets(state: RoundState):
     """LPC training sets and, per V_M volume, the proposal ids in the sets' order."""
     from napari_lesion_harvest.lpc.train import proposal_sets
 
-    by_volume = state.proposals(roles=("P_RM", "P_neg_M", "P_RH"))
-    pools = {"P_RM": {}, "P_neg_M": {}, "P_RH": {}}
+    by_volume = state.proposals(roles=(Role.P_RM, Role.P_neg_M, Role.P_RH))
+    pools = {Role.P_RM: {}, Role.P_neg_M: {}, Role.P_RH: {}}
     for volume_id, stored in by_volume.items():
         for role in pools:
             chosen = [s for s in stored if s.role == role]
@@ -432,8 +435,8 @@ def _verified_sets(state: RoundState):
         },
     )
     ids = {
-        v: [s.id for s in pools["P_RM"].get(v, []) + pools["P_neg_M"].get(v, [])]
-        for v in set(pools["P_RM"]) | set(pools["P_neg_M"])
+        v: [s.id for s in pools[Role.P_RM].get(v, []) + pools[Role.P_neg_M].get(v, [])]
+        for v in set(pools[Role.P_RM]) | set(pools[Role.P_neg_M])
     }
     return sets, ids
 
@@ -481,7 +484,7 @@ def train_lpc_stage(state: RoundState) -> StageResult:
         for proposal_id, label, score, lesion_score in zip(
             v_m_ids[volume_id], labels, s_c, s_gc, strict=True
         ):
-            role = "P_RM" if label else "P_neg_M"
+            role = Role.P_RM if label else Role.P_neg_M
             updates.append(ProposalUpdate(proposal_id, role, float(score), float(lesion_score)))
     return StageResult(
         updates=updates,
@@ -519,32 +522,32 @@ def harvest_stage(state: RoundState) -> StageResult:
     if state.context.is_main:
         stored_by_volume = state.proposals()
         for volume_id, stored in stored_by_volume.items():
-            if candidates := [s for s in stored if s.role == "candidate"]:
+            if candidates := [s for s in stored if s.role == Role.candidate]:
                 todo[volume_id] = candidates
     to_score = from_main(
         lambda: {v: [s.proposal for s in stored] for v, stored in todo.items()}, state.context
     )
-    mine = shard(list(to_score), state.context)
+    rank_volumes = shard(list(to_score), state.context)
     classified = {}  # volume_id -> s_c of its unverified proposals, on this rank
-    for done, volume_id in enumerate(mine):
+    for done, volume_id in enumerate(rank_volumes):
         check_cancelled(state.cancelled)
-        state.progress("harvest", done, len(mine), volume_id)
+        state.progress("harvest", done, len(rank_volumes), volume_id)
         classified[volume_id] = probabilities(
             scorer, state.open(volume_id), to_score[volume_id], device=state.device
         )
-    state.progress("harvest", len(mine), len(mine), "done")
+    state.progress("harvest", len(rank_volumes), len(rank_volumes), "done")
     classified = merged_from_ranks(classified, state.context)
     if classified is None:
         return None
-    v_m = [  # lesion pieces left out of LPC training have no score
+    v_m = [
         s
         for stored in stored_by_volume.values()
         for s in stored
-        if s.role in ("P_RM", "P_neg_M") and s.s_gc is not None
+        if s.role in (Role.P_RM, Role.P_neg_M) and s.s_gc is not None
     ]
     threshold, precision = threshold_at_precision(
         [s.s_gc for s in v_m],
-        [s.role == "P_RM" for s in v_m],
+        [s.role == Role.P_RM for s in v_m],
         target_precision=config.harvest_precision,
     )
     scored = []  # (stored, s_c, s_gc) of unverified V_H / V_H_test proposals
@@ -562,14 +565,15 @@ def harvest_stage(state: RoundState) -> StageResult:
     )
     updates = []
     for (stored, s_c, s_gc), is_harvested, is_hard in zip(scored, harvested, hard, strict=True):
-        role = "P_pos_H" if is_harvested else "P_neg_H" if is_hard else "candidate"
+        role = Role.P_pos_H if is_harvested else Role.P_neg_H if is_hard else Role.candidate
         updates.append(ProposalUpdate(stored.id, role, s_c, s_gc))
     roles = {u.proposal_id: u.role for u in updates}
     pooled = [
         s.id
         for stored in stored_by_volume.values()
         for s in stored
-        if roles.get(s.id, s.role) in ("P_RM", "P_neg_M", "P_RH", "P_pos_H", "P_neg_H")
+        if roles.get(s.id, s.role)
+        in (Role.P_RM, Role.P_neg_M, Role.P_RH, Role.P_pos_H, Role.P_neg_H)
     ]
     previous_pool = [s.id for s in state.snapshot.previous_pool]
     new_lesions = _count_new_lesions(
@@ -583,8 +587,8 @@ def harvest_stage(state: RoundState) -> StageResult:
                 "threshold": None if np.isinf(threshold) else threshold,
                 "threshold_precision_v_m": None if np.isnan(precision) else precision,
                 "scored": len(scored),
-                "P_pos_H": int(harvested.sum()),
-                "P_neg_H": int((hard & ~harvested).sum()),
+                Role.P_pos_H: int(harvested.sum()),
+                Role.P_neg_H: int((hard & ~harvested).sum()),
                 "new_lesions": new_lesions,
                 "pool_size": len(set(previous_pool + pooled)),
             }
@@ -637,7 +641,7 @@ def evaluate_stage(state: RoundState) -> StageResult:
 
     return StageResult(
         metrics=round_evaluation(
-            state.snapshot.volumes.get("V_H_test", []),
+            state.snapshot.volumes.get(Split.V_H_test, []),
             marks=state.snapshot.marks,
             proposals=state.proposals(),
             pool=state.snapshot.previous_pool,

@@ -25,11 +25,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from napari_lesion_harvest.geometry import RecistMark, iou_2d
+from napari_lesion_harvest.vocabulary import Origin, Role, Split, Verdict
 
-POSITIVE_ROLES = ("P_RM", "P_RH", "P_pos_H")
-NEGATIVE_ROLES = ("P_neg_M", "P_neg_H")
+POSITIVE_ROLES = (Role.P_RM, Role.P_RH, Role.P_pos_H)
+NEGATIVE_ROLES = (Role.P_neg_M, Role.P_neg_H)
 #: Splits whose volumes a round scans and harvests.
-HARVEST_SPLITS = ("V_M", "V_H", "V_H_test")
+HARVEST_SPLITS = (Split.V_M, Split.V_H, Split.V_H_test)
 #: A hard-negative box overlapping a positive box on its slice by more is dropped.
 NEGATIVE_CONFLICT_IOU = 0.3
 
@@ -66,8 +67,8 @@ def usable_marks(snapshot) -> dict[str, list[RecistMark]]:
     for split in HARVEST_SPLITS:
         for record in snapshot.volumes.get(split, []):
             stored = snapshot.marks.get(record.volume_id, [])
-            if split == "V_H_test":
-                stored = [s for s in stored if s.origin == "original"]
+            if split == Split.V_H_test:
+                stored = [s for s in stored if s.origin == Origin.original]
             usable[record.volume_id] = [s.mark for s in stored]
     return usable
 
@@ -75,7 +76,7 @@ def usable_marks(snapshot) -> dict[str, list[RecistMark]]:
 def proposal_polarity(stored) -> bool | None:
     """True (positive), False (hard negative) or None (neither) for a stored proposal."""
     if stored.verdict is not None:
-        return stored.verdict.verdict == "accepted"
+        return stored.verdict.verdict == Verdict.accepted
     if stored.role in POSITIVE_ROLES:
         return True
     if stored.role in NEGATIVE_ROLES:

@@ -28,7 +28,7 @@ _AXIS_INDEX = {"z": 0, "y": 1, "x": 2}
 
 
 @dataclass(frozen=True)
-class Augmentation:
+class PatchAugmentation:
     """Ranges of the random transforms.
 
     Attributes
@@ -77,7 +77,7 @@ def _swap_xy(batch, mask, spec: PatchSpec):
     batch[mask] = out
 
 
-def _spatial_jitter(batch, spec: PatchSpec, aug: Augmentation, generator):
+def _spatial_jitter(batch, spec: PatchSpec, aug: PatchAugmentation, generator):
     """Rotation about z and a consistent translation, resampled with air or the
     mirrored patch outside (``spec.outside``)."""
     n = batch.shape[0]
@@ -119,7 +119,7 @@ def augment_patches(
     batch: torch.Tensor,
     spec: PatchSpec,
     *,
-    augmentation: Augmentation = Augmentation(),
+    augmentation: PatchAugmentation = PatchAugmentation(),
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Randomly transformed copy of a batch of windowed patches.
@@ -129,7 +129,7 @@ def augment_patches(
     batch : Tensor, float, shape (N, V, S, S) for views or (N, S, S, S) for a cube
         Windowed patches laid out as ``spec`` describes.
     spec : PatchSpec
-    augmentation : Augmentation, optional
+    augmentation : PatchAugmentation, optional
     generator : torch.Generator, optional
         CPU generator for repeatable draws.
 

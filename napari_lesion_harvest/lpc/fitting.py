@@ -38,12 +38,12 @@ from napari_lesion_harvest.lpc.feature_model import DEFAULT_L2, fit_feature_clas
 from napari_lesion_harvest.lpc.metrics import average_precision, roc_auc
 from napari_lesion_harvest.lpc.score import classify_proposals, fold_of_volumes, lesion_scores
 from napari_lesion_harvest.lpc.train import (
+    LPCTrainOptions,
     MissingClassError,
     ProposalSet,
-    TrainingOptions,
-    train_classifier,
+    train_lpc,
 )
-from napari_lesion_harvest.workers.progress import Progress, check_cancelled, no_progress
+from napari_lesion_harvest.progress import Progress, check_cancelled, no_progress
 
 
 class ObjectnessOnly:
@@ -106,7 +106,7 @@ class Trained:
 def train_candidate(
     name: str,
     sets: Sequence[ProposalSet],
-    options: TrainingOptions,
+    options: LPCTrainOptions,
     *,
     feature_l2: float = DEFAULT_L2,
     device=None,
@@ -120,12 +120,12 @@ def train_candidate(
     name : str
         One of :data:`CLASSIFIER_NAMES`.
     sets : sequence of ProposalSet
-    options : TrainingOptions
+    options : LPCTrainOptions
         CNN training settings (``variant`` is replaced by ``name``); ``seed`` too.
     feature_l2 : float
         L2 penalty of the feature model.
     device, progress, cancelled
-        As for :func:`~napari_lesion_harvest.lpc.train.train_classifier`.
+        As for :func:`~napari_lesion_harvest.lpc.train.train_lpc`.
 
     Raises
     ------
@@ -146,7 +146,7 @@ def train_candidate(
             )
         model = fit_feature_classifier(np.concatenate(rows), labels, l2=feature_l2)
         return Trained(model, {"train_pos": n_pos, "train_neg": n_neg})
-    result = train_classifier(
+    result = train_lpc(
         sets,
         replace(options, variant=name),
         device=device,
@@ -183,7 +183,7 @@ class OutOfFold:
 def out_of_fold(
     name: str,
     sets: Sequence[ProposalSet],
-    options: TrainingOptions,
+    options: LPCTrainOptions,
     *,
     folds: int,
     feature_l2: float = DEFAULT_L2,
@@ -253,7 +253,7 @@ class LPCPlan:
     ----------
     candidates : tuple of str
         Classifiers to compare (:data:`CLASSIFIER_NAMES`); one: no comparison.
-    options : TrainingOptions
+    options : LPCTrainOptions
         CNN training settings and the seed of everything.
     folds : int
         Out-of-fold folds (fewer when V_M has fewer volumes with proposals).
@@ -264,7 +264,7 @@ class LPCPlan:
     """
 
     candidates: tuple[str, ...]
-    options: TrainingOptions
+    options: LPCTrainOptions
     folds: int = 5
     threshold_mode: str = "out_of_fold"
     v_h_scoring: str = "final_model"

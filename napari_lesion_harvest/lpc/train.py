@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from napari_lesion_harvest.geometry import Proposal3D
 from napari_lesion_harvest.io.volume import CTVolume
-from napari_lesion_harvest.lpc.augment import Augmentation, augment_patches
+from napari_lesion_harvest.lpc.augment import PatchAugmentation, augment_patches
 from napari_lesion_harvest.lpc.checkpoint import save_checkpoint
 from napari_lesion_harvest.lpc.features import proposal_features
 from napari_lesion_harvest.lpc.metrics import roc_auc
@@ -32,7 +32,7 @@ from napari_lesion_harvest.lpc.patches import (
     PatchSpec,
     extract_patches,
 )
-from napari_lesion_harvest.workers.progress import Progress, check_cancelled, no_progress
+from napari_lesion_harvest.progress import Progress, check_cancelled, no_progress
 
 
 class MissingClassError(ValueError):
@@ -143,7 +143,7 @@ def _volume(volumes, volume_id) -> CTVolume:
 
 
 @dataclass(frozen=True)
-class TrainingOptions:
+class LPCTrainOptions:
     """Hyper-parameters of LPC training.
 
     Attributes
@@ -161,7 +161,7 @@ class TrainingOptions:
         Part of the V_M volumes held out for early stopping (0 disables it).
     patience : int
         Epochs without a better held-out loss before stopping.
-    augmentation : Augmentation
+    augmentation : PatchAugmentation
     seed : int
     """
 
@@ -178,13 +178,13 @@ class TrainingOptions:
     weight_decay: float = 1e-4
     holdout_fraction: float = 0.2
     patience: int = 5
-    augmentation: Augmentation = field(default_factory=Augmentation)
+    augmentation: PatchAugmentation = field(default_factory=PatchAugmentation)
     seed: int = 0
 
 
 @dataclass
-class TrainingResult:
-    """What :func:`train_classifier` returns.
+class LPCTrainResult:
+    """What :func:`train_lpc` returns.
 
     Attributes
     ----------
@@ -253,24 +253,24 @@ def predict_logits(model, patches: torch.Tensor, *, batch_size: int, device) -> 
     return torch.cat(out).double().numpy() if out else np.zeros(0)
 
 
-def train_classifier(
+def train_lpc(
     sets: Sequence[ProposalSet],
-    options: TrainingOptions | None = None,
+    options: LPCTrainOptions | None = None,
     *,
     model: ProposalClassifier | None = None,
     checkpoint=None,
     device=None,
     progress: Progress = no_progress,
     cancelled: Callable[[], bool] | None = None,
-) -> TrainingResult:
+) -> LPCTrainResult:
     """Train an LPC on verified proposals.
 
     Parameters
     ----------
     sets : sequence of ProposalSet
         V_M volumes (P_RM and P_neg_M) and V_H volumes (P_RH); see :func:`proposal_sets`.
-    options : TrainingOptions, optional
-        Default: ``TrainingOptions()`` (the paper's multi-view ResNet-18).
+    options : LPCTrainOptions, optional
+        Default: ``LPCTrainOptions()`` (the paper's multi-view ResNet-18).
     model : ProposalClassifier, optional
         Start from this model (fine-tuning); ``options``' architecture fields are ignored.
     checkpoint : path, optional
@@ -282,18 +282,18 @@ def train_classifier(
         ``lpc-train``; ``metrics`` carries the running losses).
     cancelled : callable, optional
         Polled every step; when true, raises
-        :class:`~napari_lesion_harvest.workers.progress.Cancelled`.
+        :class:`~napari_lesion_harvest.progress.Cancelled`.
 
     Returns
     -------
-    TrainingResult
+    LPCTrainResult
 
     Raises
     ------
     MissingClassError
         When the training part lacks positives or negatives.
     """
-    options = options or TrainingOptions()
+    options = options or LPCTrainOptions()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     rng = np.random.default_rng(options.seed)
     torch.manual_seed(options.seed)
@@ -389,4 +389,4 @@ def train_classifier(
         model.load_state_dict(best[2])
     elif checkpoint is not None:
         save_checkpoint(model, checkpoint, meta={"epoch": best[1], **history[-1], **counts})
-    return TrainingResult(model.eval(), history, best[1], stopped_early, counts)
+    return LPCTrainResult(model.eval(), history, best[1], stopped_early, counts)

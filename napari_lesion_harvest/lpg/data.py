@@ -63,7 +63,7 @@ class LPGSample:
 
 
 @dataclass(frozen=True)
-class Augmentation:
+class SliceAugmentation:
     """Random training augmentation.
 
     The zoom range and the left-right flip are CenterNet's (Zhou et al.), whose
@@ -108,7 +108,7 @@ def make_example(
     *,
     canvas_shape: tuple[int, int],
     rng: np.random.Generator | None = None,
-    augmentation: Augmentation | None = None,
+    augmentation: SliceAugmentation | None = None,
 ) -> tuple[torch.Tensor, CenterNetTargets]:
     """Network input and targets of one sample on a fixed canvas.
 

@@ -399,12 +399,12 @@ def detect_volumes(
     from napari_lesion_harvest.lpg.distributed import current_context, gather_to_main, shard
 
     context = current_context()
-    mine = shard(list(volumes), context)
+    rank_volumes = shard(list(volumes), context)
     results = {}
-    for done, volume in enumerate(mine, start=1):
+    for done, volume in enumerate(rank_volumes, start=1):
         results[volume.volume_id] = detect_volume(model, volume, **options)
         if progress is not None:
-            progress(done, len(mine))
+            progress(done, len(rank_volumes))
     gathered = gather_to_main(results, context)
     if gathered is None:
         return None

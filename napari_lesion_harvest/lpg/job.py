@@ -13,7 +13,7 @@ Job file (paths relative to the job file's folder)::
                   "hard_negative_boxes": [],
                   "background_known": true,
                   "ignore_boxes": []}, ...],              # train
-     "options": {"steps": 100, "batch_size": 4, ...,     # TrainOptions fields
+     "options": {"steps": 100, "batch_size": 4, ...,     # LPGTrainOptions fields
                  "augmentation": {"edge_probability": 0.25, ...}},  # or null: none
      "init_checkpoint": null,                            # train: fine-tune from
      "checkpoint": "lpg.pt",                             # train: output; detect: model
@@ -83,10 +83,10 @@ def _samples(job: dict, volumes: dict[str, CTVolume], job_path: Path) -> list:
 
 
 def _train_options(job: dict, job_path: Path):
-    """``TrainOptions`` of the job's ``options`` (``augmentation``: an object of
-    :class:`~napari_lesion_harvest.lpg.data.Augmentation` fields, or null)."""
-    from napari_lesion_harvest.lpg.data import Augmentation
-    from napari_lesion_harvest.lpg.train import TrainOptions
+    """``LPGTrainOptions`` of the job's ``options`` (``augmentation``: an object of
+    :class:`~napari_lesion_harvest.lpg.data.SliceAugmentation` fields, or null)."""
+    from napari_lesion_harvest.lpg.data import SliceAugmentation
+    from napari_lesion_harvest.lpg.train import LPGTrainOptions
 
     options = dict(job.get("options", {}))
     fields = options.get("augmentation", {})
@@ -95,8 +95,8 @@ def _train_options(job: dict, job_path: Path):
             raise TypeError(f"augmentation must be an object or null, got {fields!r}")
         if fields is not None:
             ranges = {k: tuple(v) for k, v in fields.items() if k.endswith("_range")}
-            options["augmentation"] = Augmentation(**(fields | ranges))
-        return TrainOptions(**options)
+            options["augmentation"] = SliceAugmentation(**(fields | ranges))
+        return LPGTrainOptions(**options)
     except TypeError as error:
         raise JobError(f"{job_path}: options: {error}") from error
 

@@ -21,14 +21,14 @@ from pathlib import Path
 import numpy as np
 
 from napari_lesion_harvest.lpg.config import LPGConfig, get_config
-from napari_lesion_harvest.lpg.data import Augmentation, LPGSample, collate, make_example
+from napari_lesion_harvest.lpg.data import LPGSample, SliceAugmentation, collate, make_example
 
 #: ``progress(step, total_steps, loss_parts)`` after every step.
 ProgressCallback = Callable[[int, int, dict[str, float]], None]
 
 
 @dataclass(frozen=True)
-class TrainOptions:
+class LPGTrainOptions:
     """Optimisation settings.
 
     Attributes
@@ -49,7 +49,7 @@ class TrainOptions:
     seed : int
     checkpoint_every : int
         Save every N steps (0: only at the end or on stop).
-    augmentation : Augmentation or None
+    augmentation : SliceAugmentation or None
     loader_workers : int, optional
         Worker processes that build the next batches (stacks, augmentation,
         targets) while the network trains on the current one. Default: up to 4
@@ -67,12 +67,12 @@ class TrainOptions:
     canvas_size: int | None = None
     seed: int = 0
     checkpoint_every: int = 0
-    augmentation: Augmentation | None = field(default_factory=Augmentation)
+    augmentation: SliceAugmentation | None = field(default_factory=SliceAugmentation)
     loader_workers: int | None = None
 
 
 @dataclass
-class TrainResult:
+class LPGTrainResult:
     """What :func:`train_lpg` did.
 
     Attributes
@@ -103,7 +103,7 @@ class TrainResult:
     resume_refused: str | None = None
 
 
-def learning_rate_at(step: int, options: TrainOptions) -> float:
+def learning_rate_at(step: int, options: LPGTrainOptions) -> float:
     """Linear warm-up over ``warmup_steps``, then cosine decay to 0 at ``steps``."""
     if step < options.warmup_steps:
         return options.learning_rate * (step + 1) / options.warmup_steps
@@ -128,7 +128,7 @@ class StepBatches:
     in any process (``torch.utils.data.DataLoader`` workers) in any order.
     """
 
-    def __init__(self, samples, config, options: TrainOptions, *, canvas, start, rank, ranks):
+    def __init__(self, samples, config, options: LPGTrainOptions, *, canvas, start, rank, ranks):
         self.samples, self.config, self.options = samples, config, options
         self.canvas, self.start, self.rank, self.ranks = canvas, start, rank, ranks
 
@@ -155,8 +155,8 @@ class StepBatches:
         )
 
 
-def loader_workers(options: TrainOptions, device: str) -> int:
-    """Batch-building worker processes for ``device`` (see ``TrainOptions.loader_workers``)."""
+def loader_workers(options: LPGTrainOptions, device: str) -> int:
+    """Batch-building worker processes for ``device`` (see ``LPGTrainOptions.loader_workers``)."""
     if options.loader_workers is not None:
         return max(0, int(options.loader_workers))
     if not device.startswith("cuda"):
@@ -181,7 +181,7 @@ def _batches(batches: StepBatches, workers: int, pin_memory: bool):
     )
 
 
-def _make_optimizer(model, options: TrainOptions):
+def _make_optimizer(model, options: LPGTrainOptions):
     import torch
 
     if options.optimizer == "adamw":
@@ -202,7 +202,7 @@ def train_lpg(
     samples: Sequence[LPGSample],
     *,
     config: str | LPGConfig = "lite",
-    options: TrainOptions | None = None,
+    options: LPGTrainOptions | None = None,
     init_checkpoint: str | os.PathLike | None = None,
     init_sha256: str | None = None,
     checkpoint_path: str | os.PathLike | None = None,
@@ -213,7 +213,7 @@ def train_lpg(
     device: str | None = None,
     progress: ProgressCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
-) -> TrainResult:
+) -> LPGTrainResult:
     """Train (or fine-tune) MSCN on slices with lesion and hard-negative boxes.
 
     Parameters
@@ -223,7 +223,7 @@ def train_lpg(
     config : str or LPGConfig
         Architecture for training from scratch; ignored when a checkpoint
         gives the model (fine-tuning or resuming).
-    options : TrainOptions
+    options : LPGTrainOptions
     init_checkpoint : path, optional
         Fine-tune: start from these weights with a fresh optimiser at step 0.
     init_sha256 : str, optional
@@ -251,7 +251,7 @@ def train_lpg(
 
     Returns
     -------
-    TrainResult
+    LPGTrainResult
     """
     import torch
 
@@ -265,7 +265,7 @@ def train_lpg(
     from napari_lesion_harvest.lpg.model import build_model
     from napari_lesion_harvest.store import ChecksumMismatchError
 
-    options = options or TrainOptions()
+    options = options or LPGTrainOptions()
     if not samples:
         raise ValueError("train_lpg: no training samples")
     context = current_context(device)
@@ -370,7 +370,7 @@ def train_lpg(
         restore_batch_norm(model)
     checkpoint(step)
     model.eval()
-    return TrainResult(model, step, history, stopped, checkpoint_path, canvas, resume_refused)
+    return LPGTrainResult(model, step, history, stopped, checkpoint_path, canvas, resume_refused)
 
 
 def _sum_over_ranks(count):

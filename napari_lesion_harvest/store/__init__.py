@@ -19,6 +19,7 @@ from napari_lesion_harvest.store.errors import (
 )
 from napari_lesion_harvest.store.project import HarvestProject
 from napari_lesion_harvest.store.records import (
+    AuditEntry,
     BatchResult,
     CheckpointRef,
     DataBatch,
@@ -30,12 +31,11 @@ from napari_lesion_harvest.store.records import (
     StageResult,
     StoredMark,
     StoredProposal,
-    Verdict,
+    StoredVerdict,
     VolumeOverlays,
     VolumeRecord,
     VolumeSummary,
 )
-from napari_lesion_harvest.store.rows import AuditEntry
 from napari_lesion_harvest.store.schema import (
     ORIGINS,
     ROLES,
@@ -75,7 +75,7 @@ __all__ = [
     "StoreWriteError",
     "StoredMark",
     "StoredProposal",
-    "Verdict",
+    "StoredVerdict",
     "VolumeOverlays",
     "VolumeRecord",
     "VolumeSummary",

@@ -21,9 +21,10 @@ from collections.abc import Iterable, Sequence
 from napari_lesion_harvest.store import rows
 from napari_lesion_harvest.store.errors import InvalidValueError, NotFoundError
 from napari_lesion_harvest.store.records import BatchResult, DataBatch, MarkEntry, VolumeRecord
+from napari_lesion_harvest.vocabulary import Split
 
 #: Held-out splits: completing such a volume would move test data into training.
-HELD_OUT_SPLITS = ("V_H_test", "V_D_test")
+HELD_OUT_SPLITS = (Split.V_H_test, Split.V_D_test)
 
 _Volumes = dict[str, tuple[int, VolumeRecord]]
 
@@ -226,8 +227,8 @@ def write_complete(conn, volume_pk: int, *, complete: bool, author: str) -> None
     moved = split not in HELD_OUT_SPLITS
     if complete:
         conn.execute(
-            "UPDATE volumes SET split = CASE WHEN ? THEN 'V_M' ELSE split END, complete = 1, "
-            "completed_by = ?, completed_at = ? WHERE id = ?",
+            f"UPDATE volumes SET split = CASE WHEN ? THEN '{Split.V_M}' ELSE split END, "
+            "complete = 1, completed_by = ?, completed_at = ? WHERE id = ?",
             (moved, author, at, volume_pk),
         )
     else:

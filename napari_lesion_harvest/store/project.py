@@ -34,17 +34,18 @@ from napari_lesion_harvest.store import batches, rows
 from napari_lesion_harvest.store.database import Database
 from napari_lesion_harvest.store.errors import InvalidValueError, NotAProjectError
 from napari_lesion_harvest.store.records import (
+    AuditEntry,
     BatchResult,
     DataBatch,
     StoredMark,
     StoredProposal,
-    Verdict,
+    StoredVerdict,
     VolumeOverlays,
     VolumeRecord,
     VolumeSummary,
 )
-from napari_lesion_harvest.store.rows import AuditEntry
 from napari_lesion_harvest.store.schema import SCHEMA_VERSION
+from napari_lesion_harvest.vocabulary import Origin, Role, Verdict
 
 DATABASE_NAME = "project.sqlite"
 MODELS_DIR = "models"
@@ -53,15 +54,15 @@ EXPORTS_DIR = "exports"
 #: Proposal roles that a RECIST mark decides, each with why and what to do instead:
 #: they take no expert verdict (see :meth:`HarvestProject.set_verdict`).
 MARK_DECIDED_ROLES: dict[str, str] = {
-    "P_RM": (
+    Role.P_RM: (
         "a marked lesion of a fully annotated volume (P_RM): its RECIST mark decides; "
         "edit or delete the mark instead"
     ),
-    "P_neg_M": (
+    Role.P_neg_M: (
         "not a lesion: it hits no mark of a fully annotated volume (P_neg_M, hard negative); "
         "if it is a lesion, draw its RECIST mark (every lesion of a complete volume is marked)"
     ),
-    "P_RH": (
+    Role.P_RH: (
         "a marked lesion (P_RH): it hits a RECIST mark, or a proposal accepted in an earlier "
         "round, which decides; edit or delete the mark instead"
     ),
@@ -69,17 +70,17 @@ MARK_DECIDED_ROLES: dict[str, str] = {
 
 # Counts per volume; the proposal counts use the covering index proposals_round, and
 # verdicts (few) are joined from their side (CROSS JOIN fixes that loop order).
-_SUMMARY_SQL = """
+_SUMMARY_SQL = f"""
 WITH r AS (SELECT id FROM rounds WHERE number = ?),
 m AS (
-    SELECT volume_id, count(*) AS n, sum(origin = 'expert') AS n_expert
+    SELECT volume_id, count(*) AS n, sum(origin = '{Origin.expert}') AS n_expert
     FROM marks WHERE deleted_at IS NULL GROUP BY volume_id
 ), p AS (
-    SELECT volume_id, count(*) AS n, sum(role = 'P_pos_H') AS n_pos
+    SELECT volume_id, count(*) AS n, sum(role = '{Role.P_pos_H}') AS n_pos
     FROM proposals WHERE round_id = (SELECT id FROM r) GROUP BY volume_id
 ), j AS (
-    SELECT p.volume_id, count(*) AS n, sum(d.verdict = 'accepted') AS n_accepted,
-           sum(p.role = 'P_pos_H') AS n_pos
+    SELECT p.volume_id, count(*) AS n, sum(d.verdict = '{Verdict.accepted}') AS n_accepted,
+           sum(p.role = '{Role.P_pos_H}') AS n_pos
     FROM verdicts d CROSS JOIN proposals p ON p.id = d.proposal_id
     WHERE p.round_id = (SELECT id FROM r) GROUP BY p.volume_id
 )
@@ -345,7 +346,7 @@ class HarvestProject:
     # -------------------------------------------------------------------- marks
 
     def add_mark(
-        self, volume_id: str, mark: RecistMark, *, author: str, origin: str = "expert"
+        self, volume_id: str, mark: RecistMark, *, author: str, origin: str = Origin.expert
     ) -> StoredMark:
         """Save one mark; it is durable (fsynced) when this returns.
 
@@ -383,7 +384,7 @@ class HarvestProject:
         items: Iterable[tuple[str, RecistMark]],
         *,
         author: str,
-        origin: str = "original",
+        origin: str = Origin.original,
     ) -> list[int]:
         """Save many marks in one transaction; returns their ids, in order.
 
@@ -527,7 +528,9 @@ class HarvestProject:
 
     # ----------------------------------------------------------------- verdicts
 
-    def set_verdict(self, proposal_id: int, verdict: str | None, *, author: str) -> Verdict | None:
+    def set_verdict(
+        self, proposal_id: int, verdict: str | None, *, author: str
+    ) -> StoredVerdict | None:
         """Accept or reject a proposal (``None`` clears the verdict).
 
         A verdict settles what the classifier decided: ``accepted`` makes the
@@ -580,15 +583,15 @@ class HarvestProject:
                     "after": verdict,
                 },
             )
-        return None if verdict is None else Verdict(target.id, verdict, author, at)
+        return None if verdict is None else StoredVerdict(target.id, verdict, author, at)
 
-    def verdicts(self) -> list[Verdict]:
+    def verdicts(self) -> list[StoredVerdict]:
         """Every verdict in the project, oldest first."""
         with self._db.read("reading verdicts") as conn:
             found = conn.execute(
                 "SELECT proposal_id, verdict, author, at FROM verdicts ORDER BY at"
             ).fetchall()
-        return [Verdict(*row) for row in found]
+        return [StoredVerdict(*row) for row in found]
 
     def audit_log(
         self, *, author: str | None = None, limit: int | None = None

@@ -1,4 +1,7 @@
-"""Plain records that the store reads and writes.
+"""Plain records that the store reads and writes: what its API takes and returns.
+
+No SQL here: :mod:`~napari_lesion_harvest.store.rows` converts the records to and
+from SQL rows.
 
 Marks are :class:`~napari_lesion_harvest.geometry.RecistMark` and proposals
 are :class:`~napari_lesion_harvest.geometry.Proposal3D`; the records below add
@@ -13,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from napari_lesion_harvest.geometry import Proposal3D, RecistMark
+from napari_lesion_harvest.vocabulary import Origin, Role, Verdict
 
 
 @dataclass(frozen=True)
@@ -167,7 +171,7 @@ class DataBatch:
 
     volumes: Sequence[VolumeRecord] = ()
     marks: Sequence[MarkEntry] = ()
-    mark_origin: str = "original"
+    mark_origin: str = Origin.original
     splits: Mapping[str, str] = field(default_factory=dict)
     complete: Sequence[str] = ()
 
@@ -206,7 +210,7 @@ class BatchResult:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class StoredVerdict:
     """An expert's decision on a proposal; it outranks the classifier in later rounds.
 
     Attributes
@@ -244,7 +248,7 @@ class ProposalRow:
 
     volume_id: str
     proposal: Proposal3D
-    role: str = "candidate"
+    role: str = Role.candidate
     s_c: float | None = None
     s_gc: float | None = None
     in_pool: bool = False
@@ -269,7 +273,7 @@ class StoredProposal:
         Round stage that wrote it.
     box_3d : tuple of float
         ``xyzxyz`` box ``(x1, y1, z1, x2, y2, z2)``.
-    verdict : Verdict or None
+    verdict : StoredVerdict or None
         The expert's verdict, if any.
     """
 
@@ -283,14 +287,14 @@ class StoredProposal:
     s_gc: float | None
     stage: str
     box_3d: tuple[float, float, float, float, float, float]
-    verdict: Verdict | None = None
+    verdict: StoredVerdict | None = None
 
     @property
     def is_lesion(self) -> bool:
         """Counted as a lesion: accepted, or harvested (``P_pos_H``) and not rejected."""
         if self.verdict is not None:
-            return self.verdict.verdict == "accepted"
-        return self.role == "P_pos_H"
+            return self.verdict.verdict == Verdict.accepted
+        return self.role == Role.P_pos_H
 
 
 @dataclass(frozen=True)
@@ -447,3 +451,30 @@ class RoundSnapshot:
     def marks_of(self, volume_id: str) -> list[RecistMark]:
         """The RECIST marks of one volume (empty when it has none)."""
         return [stored.mark for stored in self.marks.get(volume_id, [])]
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One line of the append-only audit log.
+
+    Attributes
+    ----------
+    id : int
+    at : float
+    author : str
+    action : str
+        e.g. ``mark.add``, ``mark.edit``, ``mark.delete``, ``mark.restore``,
+        ``verdict.set``, ``volume.complete``, ``volume.split``, ``round.cancel``.
+    volume_id : str or None
+    target_id : int or None
+        Mark id, proposal id or round number.
+    details : dict
+    """
+
+    id: int
+    at: float
+    author: str
+    action: str
+    volume_id: str | None
+    target_id: int | None
+    details: dict

@@ -54,9 +54,10 @@ from napari_lesion_harvest.store.records import (
     StageResult,
     StoredMark,
     StoredProposal,
-    Verdict,
+    StoredVerdict,
 )
 from napari_lesion_harvest.store.schema import SPLITS
+from napari_lesion_harvest.vocabulary import Role, Verdict
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _ROUND_SELECT = (
@@ -376,7 +377,8 @@ class RoundStore:
             found = conn.execute(
                 f"{rows.PROPOSAL_SELECT} WHERE (p.round_id = ? OR p.id IN "
                 "(SELECT proposal_id FROM pool_members WHERE round_id = ?)) "
-                "AND (d.verdict = 'accepted' OR (d.verdict IS NULL AND p.role = 'P_pos_H')) "
+                f"AND (d.verdict = '{Verdict.accepted}' "
+                f"OR (d.verdict IS NULL AND p.role = '{Role.P_pos_H}')) "
                 "ORDER BY p.id",
                 (round_pk, round_pk),
             ).fetchall()
@@ -602,7 +604,7 @@ def _restore_snapshot(conn, number: int, round_pk: int, config: str, blob: bytes
     verdicts = []
     for proposal_id, verdict, author, at in data["verdicts"]:
         stored = rows.fetch_proposal(conn, proposal_id)
-        verdicts.append(replace(stored, verdict=Verdict(proposal_id, verdict, author, at)))
+        verdicts.append(replace(stored, verdict=StoredVerdict(proposal_id, verdict, author, at)))
     previous = data["previous_round"]
     pool = []
     if previous is not None:

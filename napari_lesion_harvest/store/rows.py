@@ -1,4 +1,6 @@
-"""Conversions between SQL rows and store records (marks, volumes, proposals, audit).
+"""The store's SQL side: statements, conversions between SQL rows and the records of
+:mod:`~napari_lesion_harvest.store.records` (marks, volumes, proposals, audit), and the
+checks a value passes before it is written.
 
 Proposal tracklets are stored compactly: slices as little-endian int32,
 boxes ``(K, 4)`` and scores ``(K,)`` as little-endian float32 blobs.
@@ -11,7 +13,6 @@ import math
 import sqlite3
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import PurePath
 
 import numpy as np
@@ -19,10 +20,11 @@ import numpy as np
 from napari_lesion_harvest.geometry import Proposal3D, RecistMark
 from napari_lesion_harvest.store.errors import InvalidValueError, NotFoundError
 from napari_lesion_harvest.store.records import (
+    AuditEntry,
     ProposalRow,
     StoredMark,
     StoredProposal,
-    Verdict,
+    StoredVerdict,
     VolumeRecord,
 )
 from napari_lesion_harvest.store.schema import ORIGINS, ROLES, SPLITS, VERDICTS
@@ -406,7 +408,7 @@ def row_to_proposal(row: tuple) -> StoredProposal:
         s_gc=s_gc,
         stage=stage,
         box_3d=box_3d,
-        verdict=Verdict(pid, verdict, author, at) if verdict is not None else None,
+        verdict=StoredVerdict(pid, verdict, author, at) if verdict is not None else None,
     )
 
 
@@ -423,33 +425,6 @@ def _optional_float(value) -> float | None:
 
 
 # ------------------------------------------------------------------------- audit
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    """One line of the append-only audit log.
-
-    Attributes
-    ----------
-    id : int
-    at : float
-    author : str
-    action : str
-        e.g. ``mark.add``, ``mark.edit``, ``mark.delete``, ``mark.restore``,
-        ``verdict.set``, ``volume.complete``, ``volume.split``, ``round.cancel``.
-    volume_id : str or None
-    target_id : int or None
-        Mark id, proposal id or round number.
-    details : dict
-    """
-
-    id: int
-    at: float
-    author: str
-    action: str
-    volume_id: str | None
-    target_id: int | None
-    details: dict
 
 
 AUDIT_SELECT = (

@@ -30,6 +30,8 @@ from napari_lesion_harvest.store.errors import SchemaTooNewError
 #: ``PRAGMA application_id`` of a harvest project ("LHRV").
 APPLICATION_ID = 0x4C485256
 
+# The values the CHECK constraints allow, written out: released migrations never change.
+# They equal the members of napari_lesion_harvest.vocabulary (tests/test_vocabulary.py).
 SPLITS = ("V_M", "V_H", "V_H_test", "V_D_test")
 ORIGINS = ("original", "expert")
 ROLES = ("P_RM", "P_neg_M", "P_RH", "P_pos_H", "P_neg_H", "candidate")

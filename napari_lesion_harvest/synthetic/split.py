@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-SPLIT_NAMES = ("V_M", "V_H", "V_H_test", "V_D_test")
+from napari_lesion_harvest.vocabulary import Split
+
+SPLIT_NAMES = (Split.V_M, Split.V_H, Split.V_H_test, Split.V_D_test)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from napari_lesion_harvest.ui.summary_panel import SummaryPanel
 from napari_lesion_harvest.ui.volume_loading import load_record
 from napari_lesion_harvest.ui.volume_view import VolumeView
 from napari_lesion_harvest.ui.worklist import WorklistPanel
+from napari_lesion_harvest.vocabulary import Split
 
 #: Widest the dock gets (pixels), so that the CT canvas keeps most of the window.
 DOCK_MAX_WIDTH = 460
@@ -248,10 +249,14 @@ class HarvestDock(QWidget):
             if self.open_project(project_dir) is None:
                 return
             self.round_panel.set_config(str(config_path))
-            counts = {s: len(self.project.volumes(split=s)) for s in ("V_M", "V_H", "V_H_test")}
+            counts = {
+                s: len(self.project.volumes(split=s))
+                for s in (Split.V_M, Split.V_H, Split.V_H_test)
+            }
             self._project_notice(
-                f"Demo project ready: {counts['V_M']} fully marked volumes (V_M), "
-                f"{counts['V_H']} to harvest (V_H), {counts['V_H_test']} held out (V_H_test). "
+                f"Demo project ready: {counts[Split.V_M]} fully marked volumes (V_M), "
+                f"{counts[Split.V_H]} to harvest (V_H), "
+                f"{counts[Split.V_H_test]} held out (V_H_test). "
                 "Open a volume to draw or review marks, or run a round (Round tab: the "
                 "demo's configuration is chosen)."
             )
@@ -335,7 +340,7 @@ class HarvestDock(QWidget):
 
         if self.project is None or not volume_ids:
             return False
-        complete = [v for v in volume_ids if self.project.volume(v).split == "V_M"]
+        complete = [v for v in volume_ids if self.project.volume(v).split == Split.V_M]
         if complete:
             shown = ", ".join(complete[:3]) + (" and more" if len(complete) > 3 else "")
             self._project_notice(
@@ -360,7 +365,7 @@ class HarvestDock(QWidget):
             self._show_volume_label(self.project.volume(self.volume_view.volume_id))
         return True
 
-    def import_data(self, sources: list[str | Path], *, split: str = "V_H"):
+    def import_data(self, sources: list[str | Path], *, split: str = Split.V_H):
         """Import ``sources`` into the open project in a worker thread.
 
         A napari progress bar counts the sources; when the import ends a
@@ -609,7 +614,7 @@ class HarvestDock(QWidget):
             record = self.project.set_volume_complete(
                 self.volume_view.volume_id, author=self.author, complete=complete
             )
-            if complete and record.split != "V_M":  # held out: flagged, not moved
+            if complete and record.split != Split.V_M:  # held out: flagged, not moved
                 show_info(
                     f"{record.volume_id} stays in {record.split}; its marks are now the "
                     "evaluation's truth"

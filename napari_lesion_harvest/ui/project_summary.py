@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from napari_lesion_harvest.store.schema import SPLITS
+from napari_lesion_harvest.vocabulary import Verdict
 
 #: File the summary is written to beside an export.
 SUMMARY_NAME = "summary.txt"
@@ -73,7 +74,7 @@ def project_counts(project) -> ProjectCounts:
     rejected = Counter(
         split_of[project.proposal(v.proposal_id).volume_id]
         for v in project.verdicts()
-        if v.verdict == "rejected"
+        if v.verdict == Verdict.rejected
     )
     for split, n in rejected.items():
         counts.splits[split].rejected += n

@@ -15,13 +15,14 @@ from collections.abc import Callable, Sequence
 
 from napari_lesion_harvest.harvest.annotation_priority import BAND, DEFAULT_THRESHOLD
 from napari_lesion_harvest.ui.proposal_overlay import ProposalItem
+from napari_lesion_harvest.vocabulary import Role, Verdict
 
 #: Roles the classifier decides (the ones that take a verdict).
-CLASSIFIER_ROLES = frozenset({"candidate", "P_pos_H", "P_neg_H"})
+CLASSIFIER_ROLES = frozenset({Role.candidate, Role.P_pos_H, Role.P_neg_H})
 
 
 def _harvested(item: ProposalItem, threshold: float) -> bool:
-    return item.role == "P_pos_H" or item.verdict == "accepted"
+    return item.role == Role.P_pos_H or item.verdict == Verdict.accepted
 
 
 def _near_threshold(item: ProposalItem, threshold: float) -> bool:
@@ -46,11 +47,11 @@ VIEWS: dict[str, tuple[str, Callable[[ProposalItem, float], bool]]] = {
     "reviewed": ("proposals with a verdict", lambda item, t: item.verdict is not None),
     "marked lesions": (
         "proposals hitting a RECIST mark (P_RM, P_RH)",
-        lambda item, t: item.role in ("P_RM", "P_RH"),
+        lambda item, t: item.role in (Role.P_RM, Role.P_RH),
     ),
     "hard negatives": (
         "hard negatives (P_neg_H, P_neg_M)",
-        lambda item, t: item.role in ("P_neg_H", "P_neg_M"),
+        lambda item, t: item.role in (Role.P_neg_H, Role.P_neg_M),
     ),
     "all proposals": ("every proposal of the round", lambda item, t: True),
 }

@@ -18,36 +18,37 @@ from napari_lesion_harvest.geometry import Proposal3D
 from napari_lesion_harvest.store.project import MARK_DECIDED_ROLES
 from napari_lesion_harvest.ui.screen_units import ScreenWidths
 from napari_lesion_harvest.ui.slices import shown_slice
+from napari_lesion_harvest.vocabulary import Role, Verdict
 
 #: Display role -> edge colour. Marks (yellow / cyan line pairs) use none of these.
 ROLE_COLOURS: dict[str, str] = {
     "marked lesion": "#3ddc84",
-    "accepted": "#3ddc84",
+    Verdict.accepted: "#3ddc84",
     "harvested lesion": "#ff9f1c",
-    "candidate": "#c8c8c8",
+    Role.candidate: "#c8c8c8",
     "hard negative": "#b266ff",
-    "rejected": "#ff4040",
+    Verdict.rejected: "#ff4040",
 }
 #: Store role (the paper's sets) -> display role (plain words), before verdicts.
 STORE_ROLE_DISPLAY: dict[str, str] = {
-    "P_RM": "marked lesion",
-    "P_RH": "marked lesion",
-    "P_pos_H": "harvested lesion",
-    "P_neg_H": "hard negative",
-    "P_neg_M": "hard negative",
-    "candidate": "candidate",
+    Role.P_RM: "marked lesion",
+    Role.P_RH: "marked lesion",
+    Role.P_pos_H: "harvested lesion",
+    Role.P_neg_H: "hard negative",
+    Role.P_neg_M: "hard negative",
+    Role.candidate: "candidate",
 }
 #: Store role -> what it is, with the paper's symbol (tooltips).
 ROLE_TOOLTIPS: dict[str, str] = {
-    "P_RM": "P_RM: a proposal hitting a RECIST mark of a fully annotated volume (V_M)",
-    "P_RH": "P_RH: a proposal hitting a RECIST mark of a volume to harvest (V_H)",
-    "P_pos_H": "P_pos_H: harvested; its lesion score s_gc passed the round's threshold",
-    "P_neg_H": "P_neg_H: hard negative of V_H; high objectness s_g, not harvested",
-    "P_neg_M": "P_neg_M: hits no mark of a fully annotated volume (V_M): not a lesion",
-    "candidate": "candidate: scored by the classifier, neither harvested nor a hard negative",
+    Role.P_RM: "P_RM: a proposal hitting a RECIST mark of a fully annotated volume (V_M)",
+    Role.P_RH: "P_RH: a proposal hitting a RECIST mark of a volume to harvest (V_H)",
+    Role.P_pos_H: "P_pos_H: harvested; its lesion score s_gc passed the round's threshold",
+    Role.P_neg_H: "P_neg_H: hard negative of V_H; high objectness s_g, not harvested",
+    Role.P_neg_M: "P_neg_M: hits no mark of a fully annotated volume (V_M): not a lesion",
+    Role.candidate: "candidate: scored by the classifier, neither harvested nor a hard negative",
 }
 #: Display roles whose boxes carry their score even when not under review.
-LABELLED_ROLES = frozenset({"harvested lesion", "accepted"})
+LABELLED_ROLES = frozenset({"harvested lesion", Verdict.accepted})
 #: Box edge widths on screen (pixels, at any zoom): the current proposal, the others.
 CURRENT_EDGE_SCREEN_PX = 3.0
 EDGE_SCREEN_PX = 1.5

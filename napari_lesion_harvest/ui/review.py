@@ -36,6 +36,7 @@ from napari_lesion_harvest.ui.proposal_filter import (
     review_threshold,
 )
 from napari_lesion_harvest.ui.proposal_overlay import ROLE_TOOLTIPS, ProposalItem
+from napari_lesion_harvest.vocabulary import Verdict
 
 COLUMNS = ("score", "role", "slices", "verdict")
 #: Review keys (napari key names) -> ReviewPanel method names.
@@ -235,11 +236,11 @@ class ReviewPanel(QWidget):
 
     def accept(self) -> None:
         """Accept the current proposal as a lesion, then move on."""
-        self._verdict("accepted")
+        self._verdict(Verdict.accepted)
 
     def reject(self) -> None:
         """Reject the current proposal, then move on."""
-        self._verdict("rejected")
+        self._verdict(Verdict.rejected)
 
     def _verdict(self, verdict: str) -> None:
         if self.current is None:

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from napari_lesion_harvest.harvest.stages import STAGES
+from napari_lesion_harvest.vocabulary import Split
 
 #: Side (pixels) of the LPG's unit of work, and of the LPC's patch unit.
 LPG_UNIT_SIDE = 256
@@ -119,7 +120,7 @@ def _lpg_sides(config, size: ProjectSize) -> list[tuple[int, float]]:
     max_side = float(config.lpg_max_side or preset.max_side)
     return [
         (z, min(max_side, max(y * sy, x * sx) / preset.pixel_spacing_mm))
-        for split in ("V_M", "V_H", "V_H_test")
+        for split in (Split.V_M, Split.V_H, Split.V_H_test)
         for z, y, x, sy, sx in size.volumes.get(split, ())
     ]
 
@@ -147,14 +148,14 @@ def stage_work(stage: str, config, size: ProjectSize, *, first_round: bool) -> f
     if stage == "scan":
         return sum(z * (side / LPG_UNIT_SIDE) ** 2 for z, side in _lpg_sides(config, size))
     if stage == "verify":
-        return size.count("V_M", "V_H", "V_H_test")
+        return size.count(Split.V_M, Split.V_H, Split.V_H_test)
     if stage == "train_lpc":
         trainings = config.folds + 1 if config.threshold_mode == "out_of_fold" else 1
-        return trainings * config.lpc_epochs * size.count("V_M", "V_H") * lpc_area
+        return trainings * config.lpc_epochs * size.count(Split.V_M, Split.V_H) * lpc_area
     if stage == "harvest":
-        return size.count("V_H", "V_H_test") * lpc_area
+        return size.count(Split.V_H, Split.V_H_test) * lpc_area
     if stage == "evaluate":
-        return size.count("V_H_test")
+        return size.count(Split.V_H_test)
     raise KeyError(f"unknown round stage {stage!r}; stages: {', '.join(STAGES)}")
 
 

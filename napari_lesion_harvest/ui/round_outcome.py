@@ -8,6 +8,7 @@ Read from the round's stored metrics (``harvest``: ``threshold``,
 from __future__ import annotations
 
 from napari_lesion_harvest.harvest.threshold import HARVEST_PRECISION
+from napari_lesion_harvest.vocabulary import Role
 
 
 def harvest_outcome(record) -> tuple[str, bool]:
@@ -27,7 +28,7 @@ def harvest_outcome(record) -> tuple[str, bool]:
     harvest = record.metrics.get("harvest") or {}
     number = record.number
     precision = record.config.get("harvest_precision", HARVEST_PRECISION)
-    harvested, new = harvest.get("P_pos_H"), harvest.get("new_lesions")
+    harvested, new = harvest.get(Role.P_pos_H), harvest.get("new_lesions")
     threshold, scored = harvest.get("threshold"), harvest.get("scored")
     if not scored:
         return (
@@ -59,7 +60,7 @@ def harvest_outcome(record) -> tuple[str, bool]:
         )
     return (
         f"Round {number} finished: {harvested} harvested lesions ({new} new) at threshold "
-        f"{threshold:.2f}, {harvest.get('P_neg_H', 0)} hard negatives. Review them in the "
+        f"{threshold:.2f}, {harvest.get(Role.P_neg_H, 0)} hard negatives. Review them in the "
         "Volume tab.",
         False,
     )

@@ -23,6 +23,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_lesion_harvest.vocabulary import Split
+
 #: Column title -> VolumeSummary attribute.
 COLUMNS = (
     ("volume", "volume_id"),
@@ -36,22 +38,25 @@ COLUMNS = (
 ALL_SPLITS = "all splits"
 #: Split (the paper's symbol) -> (plain name, what it means).
 SPLIT_NAMES: dict[str, tuple[str, str]] = {
-    "V_M": ("fully marked", "V_M: every lesion is marked (complete); the rounds learn from it"),
-    "V_H": ("to harvest", "V_H: incompletely marked; the rounds harvest its missed lesions"),
-    "V_H_test": (
+    Split.V_M: (
+        "fully marked",
+        "V_M: every lesion is marked (complete); the rounds learn from it",
+    ),
+    Split.V_H: ("to harvest", "V_H: incompletely marked; the rounds harvest its missed lesions"),
+    Split.V_H_test: (
         "held out: harvest test",
         "V_H_test: held out from the rounds; measures the harvest (Table I)",
     ),
-    "V_D_test": (
+    Split.V_D_test: (
         "held out: detector test",
         "V_D_test: held out from the rounds; for testing a detector trained on the result",
     ),
 }
 #: Splits the worklist can move selected volumes to: name -> menu text.
 HOLD_OUT_CHOICES: dict[str, str] = {
-    "V_H_test": "Hold out as harvest test (V_H_test)",
-    "V_D_test": "Hold out as detector test (V_D_test)",
-    "V_H": "Put back to harvest (V_H)",
+    Split.V_H_test: "Hold out as harvest test (V_H_test)",
+    Split.V_D_test: "Hold out as detector test (V_D_test)",
+    Split.V_H: "Put back to harvest (V_H)",
 }
 #: Pixels added to the widest volume id so that the id column never elides it.
 ID_COLUMN_MARGIN_PX = 24

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 
-from napari_lesion_harvest.workers.progress import CancelToken, JsonLinesProgress
+from napari_lesion_harvest.progress import CancelToken, JsonLinesProgress
 
 
 def test_json_lines_progress_writes_one_parsable_event_per_call():
@@ -28,7 +28,7 @@ def test_sigterm_sets_the_cancel_token_in_a_real_process():
     script = textwrap.dedent(
         """
         import sys, time
-        from napari_lesion_harvest.workers.progress import CancelToken
+        from napari_lesion_harvest.progress import CancelToken
         token = CancelToken()
         token.install_signal_handlers()
         print("ready", flush=True)

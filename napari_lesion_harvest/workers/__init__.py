@@ -1,1 +1,0 @@
-"""Running harvest rounds in the background: progress events, cancellation, subprocesses."""
