@@ -213,10 +213,25 @@ def _swap(path: Path) -> None:
 CHANGES = {"tampered": _tamper, "truncated": _truncate, "swapped": _swap}
 
 
-def _stop_when(predicate):
-    """progress and cancelled callbacks that stop a round once ``predicate(events)``."""
+def _round_stopped_when(project, config, predicate) -> list:
+    """Run round 1 of ``project`` until ``predicate(events)`` holds, which stops it
+    (a stop is asserted); returns the round's progress events."""
     events = []
-    return (lambda *event: events.append(event)), (lambda: predicate(events)), events
+    with pytest.raises(Cancelled):
+        run_rounds(
+            project,
+            config,
+            rounds=1,
+            device="cpu",
+            progress=lambda *event: events.append(event),
+            cancelled=lambda: predicate(events),
+        )
+    return events
+
+
+def _lpg_stepped(events) -> bool:
+    """The LPG's training has reported a step."""
+    return any(e[0] == "train_lpg" and e[1] > 0 for e in events)
 
 
 @pytest.fixture(scope="module")
@@ -226,14 +241,10 @@ def lpg_interrupted(tmp_path_factory):
     folder = tmp_path_factory.mktemp("lpg_interrupted")
     project_dir = make_blob_project(folder)
     config = load_config(str(folder / "tiny.json"))
-    progress, cancelled, _ = _stop_when(
-        lambda events: any(e[0] == "train_lpg" and e[1] >= 5 for e in events)
-    )
     with HarvestProject.open(project_dir) as project:
-        with pytest.raises(Cancelled):
-            run_rounds(
-                project, config, rounds=1, device="cpu", progress=progress, cancelled=cancelled
-            )
+        _round_stopped_when(
+            project, config, lambda events: any(e[0] == "train_lpg" and e[1] >= 5 for e in events)
+        )
     return project_dir, config
 
 
@@ -244,12 +255,8 @@ def lpc_trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("lpc_trained")
     project_dir = make_blob_project(folder)
     config = load_config(str(folder / "tiny.json"))
-    progress, cancelled, _ = _stop_when(lambda events: any(e[0] == "harvest" for e in events))
     with HarvestProject.open(project_dir) as project:
-        with pytest.raises(Cancelled):
-            run_rounds(
-                project, config, rounds=1, device="cpu", progress=progress, cancelled=cancelled
-            )
+        _round_stopped_when(project, config, lambda events: any(e[0] == "harvest" for e in events))
         assert project.rounds.get(1).completed_stages[-1] == "train_lpc"
     return project_dir, config
 
@@ -288,11 +295,17 @@ def test_fine_tuning_refuses_a_changed_previous_lpg(round_done, tmp_path, change
     project_dir = shutil.copytree(round_done[0], tmp_path / "project")
     previous = project_dir / "models" / "round_001" / "lpg.pt"
     CHANGES[change](previous)
-    progress, _, events = _stop_when(lambda events: False)
+    events = []
 
     def second_round(project):
         number = project.rounds.next_number()
-        run_round(project, number, config=round_done[1], device="cpu", progress=progress)
+        run_round(
+            project,
+            number,
+            config=round_done[1],
+            device="cpu",
+            progress=lambda *event: events.append(event),
+        )
 
     _refused(project_dir, 2, previous, second_round)
     assert [e[0] for e in events] == ["train_lpg"]  # refused before the first step
@@ -306,19 +319,8 @@ def test_resuming_does_not_load_a_changed_training_checkpoint(lpg_interrupted, t
     project_dir = shutil.copytree(lpg_interrupted[0], tmp_path / "project")
     working = project_dir / "models" / "round_001" / "lpg.pt"
     CHANGES[change](working)
-    progress, cancelled, events = _stop_when(
-        lambda events: any(e[0] == "train_lpg" and e[1] > 0 for e in events)
-    )
     with HarvestProject.open(project_dir) as project:
-        with pytest.raises(Cancelled):
-            run_rounds(
-                project,
-                lpg_interrupted[1],
-                rounds=1,
-                device="cpu",
-                progress=progress,
-                cancelled=cancelled,
-            )
+        events = _round_stopped_when(project, lpg_interrupted[1], _lpg_stepped)
         assert project.rounds.get(1).resumable
     (refusal,) = [e for e in events if e[0] == "train_lpg" and "first step" in e[3]]
     assert str(working) in refusal[3] and "was not loaded" in refusal[3]
@@ -335,19 +337,8 @@ def test_resuming_continues_from_the_recorded_training_checkpoint(lpg_interrupte
     assert sha256_file(working) == ref.sha256
     assert lpg_checkpoint.load_checkpoint(working, sha256=ref.sha256)["step"] == 5
     for first_step in (6, 1):
-        progress, cancelled, events = _stop_when(
-            lambda events: any(e[0] == "train_lpg" and e[1] > 0 for e in events)
-        )
         with HarvestProject.open(project_dir) as project:
-            with pytest.raises(Cancelled):
-                run_rounds(
-                    project,
-                    lpg_interrupted[1],
-                    rounds=1,
-                    device="cpu",
-                    progress=progress,
-                    cancelled=cancelled,
-                )
+            events = _round_stopped_when(project, lpg_interrupted[1], _lpg_stepped)
         assert [e[1] for e in events if e[0] == "train_lpg" and e[1] > 0][0] == first_step
         working.unlink()
 
