@@ -131,7 +131,11 @@ def test_after_a_stop_another_configuration_asks_resume_or_discard(
     answer_next_dialog("Resume round 2")
     assert panel.start_round()
     assert "--discard" not in _round_command_line(panel.runner.log_path)
-    qtbot.waitUntil(lambda: not panel.runner.running, timeout=300_000)
+    # the round's end is said once the panel has handled the process's exit
+    qtbot.waitUntil(
+        lambda: not panel.runner.running and panel.status_label.text().startswith("Round 2 "),
+        timeout=300_000,
+    )
     (record,) = [r for r in dock.project.rounds.list() if r.number == 2]
     assert record.status == "done" and record.config["lpg_train_steps"] == TINY_STEPS
     # the outcome is said in the dock; a round that harvested nothing says why
