@@ -22,7 +22,6 @@ from napari_lesion_harvest.harvest.config import load_config
 from napari_lesion_harvest.harvest.round import run_round, run_rounds
 from napari_lesion_harvest.lpc import checkpoint as lpc_checkpoint
 from napari_lesion_harvest.lpg import checkpoint as lpg_checkpoint
-from napari_lesion_harvest.progress import Cancelled
 from napari_lesion_harvest.store import ChecksumMismatchError, HarvestProject
 from napari_lesion_harvest.store.checkpoints import (
     CHECKPOINT_MODE,
@@ -30,6 +29,7 @@ from napari_lesion_harvest.store.checkpoints import (
     sha256_file,
     write_checkpoint,
 )
+from tests.round_runs import round_stopped_when
 
 PACKAGE = Path(__file__).resolve().parents[1] / "napari_lesion_harvest"
 #: Environment of the writer subprocesses: one thread, the worktree importable.
@@ -213,22 +213,6 @@ def _swap(path: Path) -> None:
 CHANGES = {"tampered": _tamper, "truncated": _truncate, "swapped": _swap}
 
 
-def _round_stopped_when(project, config, predicate) -> list:
-    """Run round 1 of ``project`` until ``predicate(events)`` holds, which stops it
-    (a stop is asserted); returns the round's progress events."""
-    events = []
-    with pytest.raises(Cancelled):
-        run_rounds(
-            project,
-            config,
-            rounds=1,
-            device="cpu",
-            progress=lambda *event: events.append(event),
-            cancelled=lambda: predicate(events),
-        )
-    return events
-
-
 def _lpg_stepped(events) -> bool:
     """The LPG's training has reported a step."""
     return any(e[0] == "train_lpg" and e[1] > 0 for e in events)
@@ -242,7 +226,7 @@ def lpg_interrupted(tmp_path_factory):
     project_dir = make_blob_project(folder)
     config = load_config(str(folder / "tiny.json"))
     with HarvestProject.open(project_dir) as project:
-        _round_stopped_when(
+        round_stopped_when(
             project, config, lambda events: any(e[0] == "train_lpg" and e[1] >= 5 for e in events)
         )
     return project_dir, config
@@ -256,7 +240,7 @@ def lpc_trained(tmp_path_factory):
     project_dir = make_blob_project(folder)
     config = load_config(str(folder / "tiny.json"))
     with HarvestProject.open(project_dir) as project:
-        _round_stopped_when(project, config, lambda events: any(e[0] == "harvest" for e in events))
+        round_stopped_when(project, config, lambda events: any(e[0] == "harvest" for e in events))
         assert project.rounds.get(1).completed_stages[-1] == "train_lpc"
     return project_dir, config
 
@@ -320,7 +304,7 @@ def test_resuming_does_not_load_a_changed_training_checkpoint(lpg_interrupted, t
     working = project_dir / "models" / "round_001" / "lpg.pt"
     CHANGES[change](working)
     with HarvestProject.open(project_dir) as project:
-        events = _round_stopped_when(project, lpg_interrupted[1], _lpg_stepped)
+        events = round_stopped_when(project, lpg_interrupted[1], _lpg_stepped)
         assert project.rounds.get(1).resumable
     (refusal,) = [e for e in events if e[0] == "train_lpg" and "first step" in e[3]]
     assert str(working) in refusal[3] and "was not loaded" in refusal[3]
@@ -338,7 +322,7 @@ def test_resuming_continues_from_the_recorded_training_checkpoint(lpg_interrupte
     assert lpg_checkpoint.load_checkpoint(working, sha256=ref.sha256)["step"] == 5
     for first_step in (6, 1):
         with HarvestProject.open(project_dir) as project:
-            events = _round_stopped_when(project, lpg_interrupted[1], _lpg_stepped)
+            events = round_stopped_when(project, lpg_interrupted[1], _lpg_stepped)
         assert [e[1] for e in events if e[0] == "train_lpg" and e[1] > 0][0] == first_step
         working.unlink()
 

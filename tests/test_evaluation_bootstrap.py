@@ -16,7 +16,7 @@ from napari_lesion_harvest.evaluation.report import evaluate
 from napari_lesion_harvest.evaluation.tables import ProposalTable, RecistTruth
 from napari_lesion_harvest.geometry import Proposal3D
 from napari_lesion_harvest.io.paper_pickles import read_recist_box_pickle
-from tests.test_evaluation_reference import jittered_tracklets
+from tests.detections import jittered_tracklets
 
 TARGETS = (0.6, 0.8)
 #: Score of the marks put first in the ranked list (as the harvest's Table I does).

@@ -17,8 +17,8 @@ from scipy import interpolate
 from napari_lesion_harvest.evaluation.froc import FROC_FP_RATES
 from napari_lesion_harvest.evaluation.report import evaluate
 from napari_lesion_harvest.evaluation.tables import BoxTruth3D, ProposalTable, RecistTruth
-from napari_lesion_harvest.geometry import Proposal3D
 from napari_lesion_harvest.io.paper_pickles import read_3d_box_pickle, read_recist_box_pickle
+from tests.detections import jittered_tracklets
 
 # --------------------------------------------------------------------------- the loop
 
@@ -96,30 +96,6 @@ def loop_evaluate(lesions, detections, overlap, threshold):
             np.array(fps_froc, float) / len(lesions), recall, fill_value="extrapolate"
         )(np.array(FROC_FP_RATES))
     return reading, ap, (tps, np.array(fps_froc), fps_ap)
-
-
-# --------------------------------------------------------------------------- detections
-
-
-def jittered_tracklets(rng, centres, *, n_false=3):
-    """Proposals around ``centres`` [(z, box)] plus ``n_false`` random boxes, distinct scores."""
-    proposals = []
-    for z, box in centres:
-        size = box[2:] - box[:2] + 1.0
-        for _ in range(rng.choice([0, 1, 1, 1, 2])):  # missed, found, found twice
-            below, above = rng.integers(0, 3, size=2)
-            slices = np.arange(z - below, z + above + 1)
-            slices = slices[slices >= 0]
-            shift = rng.normal(0, 0.12, size=(len(slices), 4)) * np.r_[size, size]
-            boxes = box + shift
-            boxes[:, 2:] = np.maximum(boxes[:, 2:], boxes[:, :2] + 1)
-            proposals.append(Proposal3D(slices, boxes, rng.uniform(0, 1, len(slices))))
-    for _ in range(rng.integers(0, n_false + 1)):
-        corner = rng.uniform(0, 400, 2)
-        box = np.r_[corner, corner + rng.uniform(10, 60, 2)]
-        z0 = int(rng.integers(0, 20))
-        proposals.append(Proposal3D([z0, z0 + 1], [box, box], rng.uniform(0, 1, 2)))
-    return proposals
 
 
 def assert_same_as_loop(result, loop_froc, loop_ap, loop_counts):

@@ -8,6 +8,7 @@ import pytest
 
 from napari_lesion_harvest.harvest.config import LITE, PAPER, RoundConfig, load_config
 from napari_lesion_harvest.harvest.errors import RoundConfigError
+from tests.previous_version import OLD_FIELDS
 
 
 def test_presets_by_name_and_paper_defaults():
@@ -196,18 +197,6 @@ def test_demo_changes_presets_but_not_a_users_file(tmp_path):
     mine = demo_config(str(path), rounds=1, seed=0, size=64)
     assert (mine.folds, mine.lpg_hu_window, mine.lpg_max_side) == (4, None, 64)
     assert (mine.link_iou, mine.fuse_iou) == (0.8, 0.8)
-
-
-#: The fields the previous version had, at the value both its presets gave them, as its
-#: rounds stored them.
-OLD_FIELDS = {
-    "lpg_crossing_positives": False,
-    "lpg_ignore_unmarked_background": False,
-    "lpg_finetune_slices": "all",
-    "lpg_finetune_learning_rate": None,
-    "exclude_lesion_pieces": False,
-    "lpc_hu_window": None,
-}
 
 
 def test_a_removed_field_in_a_file_loads_at_its_old_value_and_is_refused_otherwise(tmp_path):

@@ -22,10 +22,9 @@ from napari_lesion_harvest.harvest.training_sets import (
     usable_marks,
 )
 from napari_lesion_harvest.lpc.checkpoint import load_checkpoint as load_classifier
-from napari_lesion_harvest.progress import Cancelled
 from napari_lesion_harvest.store import HarvestProject, VolumeRecord
 from napari_lesion_harvest.store.checkpoints import sha256_file
-from tests.round_snapshot import next_round_snapshot
+from tests.round_runs import next_round_snapshot, round_stopped_when
 
 
 @pytest.fixture(scope="module")
@@ -255,25 +254,12 @@ def test_status_and_export_commands_read_the_round(finished_round, tmp_path):
 def test_a_stopped_round_resumes_after_its_last_committed_stage(tmp_path):
     project_dir = make_blob_project(tmp_path)
     config = load_config(str(tmp_path / "tiny.json"))
-    seen = []
-
-    def stop_after_scan():
-        return "verify" in seen
-
     with HarvestProject.open(project_dir) as project:
-        with pytest.raises(Cancelled):
-            run_rounds(
-                project,
-                config,
-                rounds=1,
-                device="cpu",
-                progress=lambda stage, *rest: seen.append(stage),
-                cancelled=stop_after_scan,
-            )
+        round_stopped_when(project, config, lambda events: any(e[0] == "verify" for e in events))
         (record,) = project.rounds.list()
         assert record.status == "failed" and record.completed_stages == STAGES[:3]
         lpg_sha = project.rounds.checkpoint("lpg", round_number=1).sha256
-        seen.clear()
+        seen = []
         run_rounds(project, config, rounds=1, device="cpu", progress=lambda s, *r: seen.append(s))
         (record,) = project.rounds.list()
         assert record.status == "done" and record.completed_stages == STAGES

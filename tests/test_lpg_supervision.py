@@ -39,7 +39,7 @@ from napari_lesion_harvest.lpg.model import build_model
 from napari_lesion_harvest.lpg.preprocess import stack_reach
 from napari_lesion_harvest.lpg.targets import build_targets
 from tests.lpg_phantoms import TINY_JOB_CONFIG, ellipsoid_phantom, job_inputs
-from tests.round_snapshot import next_round_snapshot as round_one_snapshot
+from tests.round_runs import next_round_snapshot as round_one_snapshot
 
 torch.set_num_threads(1)
 

@@ -14,7 +14,7 @@ import pytest
 
 from napari_lesion_harvest.harvest.blob_project import make_blob_project
 from napari_lesion_harvest.store import HarvestProject
-from tests.test_round_failures import (
+from tests.round_command import (
     assert_one_line_error,
     lesion_harvest,
     round_command,

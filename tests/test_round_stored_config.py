@@ -11,8 +11,9 @@ from napari_lesion_harvest.harvest.blob_project import TINY_CONFIG, make_blob_pr
 from napari_lesion_harvest.harvest.config import load_config
 from napari_lesion_harvest.harvest.round import run_rounds
 from napari_lesion_harvest.store import HarvestProject
-from tests.test_harvest_config import OLD_FIELDS
-from tests.test_round_failures import (
+from tests.builders import stopped_round
+from tests.previous_version import OLD_FIELDS
+from tests.round_command import (
     assert_one_line_error,
     lesion_harvest,
     round_command,
@@ -33,10 +34,7 @@ def _stopped_old_round(folder, **changes) -> tuple:
     tiny = load_config(str(folder / "tiny.json"))
     stored = {**json.loads(tiny.to_json()), **OLD_FIELDS, **changes}
     with HarvestProject.open(project_dir) as project:
-        with project.rounds.lock(1) as lock:
-            project.rounds.create(stored, lock=lock)
-            project.rounds.start(1, lock=lock)
-        project.rounds.fail(1, "stopped on request; run the round again to resume")
+        stopped_round(project, stored)
     return project_dir, stored
 
 

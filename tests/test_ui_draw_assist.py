@@ -12,7 +12,7 @@ from napari_lesion_harvest.annotation.draw_assist import suggest_mark
 from napari_lesion_harvest.geometry import Proposal3D
 from napari_lesion_harvest.store.records import StoredProposal
 from napari_lesion_harvest.ui.dock import HarvestDock
-from tests.test_ui_review import _write_round
+from tests.builders import write_review_round
 from tests.ui_helpers import click, drag, make_project
 
 
@@ -53,7 +53,7 @@ def test_a_click_suggests_a_mark_enter_accepts_it_esc_drops_it(
 ):
     monkeypatch.setenv("LESION_HARVEST_CONFIG", str(tmp_path / "config"))
     project = make_project(tmp_path / "proj")
-    _write_round(project)  # a proposal on slices 4-6; on 5 its box is (28, 30, 46, 48)
+    write_review_round(project)  # a proposal on slices 4-6; on 5 its box is (28, 30, 46, 48)
     project.close()
     viewer = make_napari_viewer(show=True)
     dock = HarvestDock(viewer, author="radiologist")

@@ -14,6 +14,7 @@ from napari_lesion_harvest.io.annotations import read_lesions, read_marks
 from napari_lesion_harvest.store import ProposalRow, StageResult
 from napari_lesion_harvest.ui.dock import HarvestDock
 from napari_lesion_harvest.ui.summary_panel import ExportDialog
+from tests.builders import writing_round
 from tests.ui_helpers import make_project, when_dialog_shows
 
 pytestmark = pytest.mark.gui
@@ -44,15 +45,9 @@ def _project(folder):
         ProposalRow("vol_a", Proposal3D([9], [[70, 60, 82, 72]], [0.7]), "candidate", 0.5, 0.35),
         ProposalRow("vol_a", Proposal3D([3], [[70, 10, 82, 22]], [0.6]), "P_neg_H", 0.1, 0.06),
     ]
-    number = project.rounds.create({"preset": "test"}).number
-    with project.rounds.lock(number) as lock:
-        project.rounds.start(number, lock=lock)
-        ids = list(project.rounds.write_stage(number, "harvest", StageResult(rows), lock=lock))
-        project.rounds.finish(
-            number,
-            lock=lock,
-            metrics={"threshold": 0.6, "n_harvested": 2, "new_lesions": 2, "table_i": TABLE_I},
-        )
+    metrics = {"threshold": 0.6, "n_harvested": 2, "new_lesions": 2, "table_i": TABLE_I}
+    with writing_round(project, config={"preset": "test"}, metrics=metrics) as round_:
+        ids = list(round_.write("harvest", StageResult(rows)))
     project.set_verdict(ids[1], "rejected", author="radiologist")
     project.set_verdict(ids[2], "accepted", author="radiologist")
     project.set_verdict(ids[3], "rejected", author="radiologist")

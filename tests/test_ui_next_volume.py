@@ -16,6 +16,7 @@ from napari_lesion_harvest.geometry import Proposal3D
 from napari_lesion_harvest.harvest.annotation_priority import rank_volumes
 from napari_lesion_harvest.store import ProposalRow, ProposalUpdate, StageResult
 from napari_lesion_harvest.ui.dock import HarvestDock
+from tests.builders import writing_round
 from tests.ui_helpers import make_project
 
 pytestmark = pytest.mark.gui
@@ -49,22 +50,14 @@ def _write_round(
             box = [x, 20, x + 8, 28]
             rows.append(ProposalRow(volume_id, Proposal3D([4, 5], [box, box], [0.6, 0.7])))
             owners.append(volume_id)
-    number = project.rounds.create({"preset": "test"}).number
-    with project.rounds.lock(number) as lock:
-        project.rounds.start(number, lock=lock)
-        ids = list(project.rounds.write_stage(number, "tracking", StageResult(rows), lock=lock))
+    with writing_round(project, config={"preset": "test"}) as round_:
+        ids = list(round_.write("tracking", StageResult(rows)))
         flat_scores = [s for volume_scores in scores.values() for s in volume_scores]
         updates = [
             ProposalUpdate(pid, (roles or {}).get(owner, "candidate"), s_c=score, s_gc=score)
             for pid, score, owner in zip(ids, flat_scores, owners, strict=True)
         ]
-        project.rounds.write_stage(
-            number,
-            "harvest",
-            StageResult(updates=updates, metrics={"threshold": threshold}),
-            lock=lock,
-        )
-        project.rounds.finish(number, lock=lock)
+        round_.write("harvest", StageResult(updates=updates, metrics={"threshold": threshold}))
     by_volume: dict[str, list[int]] = {}
     for pid, volume_id in zip(ids, owners, strict=True):
         by_volume.setdefault(volume_id, []).append(pid)

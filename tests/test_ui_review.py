@@ -10,51 +10,16 @@ from napari_lesion_harvest.geometry import Proposal3D
 from napari_lesion_harvest.store import ProposalRow, ProposalUpdate, StageResult
 from napari_lesion_harvest.ui.dock import HarvestDock
 from napari_lesion_harvest.ui.proposal_overlay import ROLE_COLOURS
+from tests.builders import write_review_round, writing_round
 from tests.ui_helpers import make_project, open_dock
 
 pytestmark = pytest.mark.gui
 
 
-def _write_round(project):
-    """A finished round with three proposals on vol_a (roles and scores as a round writes)."""
-    proposals = [
-        Proposal3D(
-            [4, 5, 6], [[30, 32, 44, 46], [28, 30, 46, 48], [31, 33, 43, 45]], [0.5, 0.9, 0.6]
-        ),
-        Proposal3D([7, 8], [[54, 52, 70, 68], [55, 53, 69, 67]], [0.7, 0.4]),
-        Proposal3D([2], [[10, 10, 20, 20]], [0.3]),
-    ]
-    number = project.rounds.create({"preset": "test"}).number
-    with project.rounds.lock(number) as lock:
-        project.rounds.start(number, lock=lock)
-        ids = project.rounds.write_stage(
-            number,
-            "tracking",
-            StageResult(proposals=[ProposalRow("vol_a", p) for p in proposals]),
-            lock=lock,
-        )
-        ids = list(ids)
-        project.rounds.write_stage(
-            number,
-            "harvest",
-            StageResult(
-                updates=[
-                    ProposalUpdate(ids[0], "P_pos_H", s_c=0.9, s_gc=0.81),
-                    ProposalUpdate(ids[1], "candidate", s_c=0.6, s_gc=0.42),
-                    ProposalUpdate(ids[2], "P_neg_H", s_c=0.2, s_gc=0.06),
-                ],
-                metrics={"threshold": 0.5},
-            ),
-            lock=lock,
-        )
-        project.rounds.finish(number, lock=lock, metrics={"n_harvested": 1})
-    return ids
-
-
 def test_keyboard_review_writes_verdicts(make_napari_viewer, qtbot, tmp_path, monkeypatch):
     monkeypatch.setenv("LESION_HARVEST_CONFIG", str(tmp_path / "config"))
     project = make_project(tmp_path / "proj")
-    ids = _write_round(project)
+    ids = write_review_round(project)
     project.close()
     viewer, dock = open_dock(make_napari_viewer, qtbot, tmp_path / "proj", "vol_a")
     review, view = dock.review, dock.volume_view
@@ -129,11 +94,8 @@ def _write_v_m_round(project):
         ProposalRow("vol_b", Proposal3D([8], [[60, 60, 72, 72]], [0.7]), role="P_neg_M", s_gc=0.6),
         ProposalRow("vol_a", Proposal3D([4], [[20, 20, 32, 32]], [0.8]), role="P_pos_H", s_gc=0.7),
     ]
-    number = project.rounds.create({"preset": "test"}).number
-    with project.rounds.lock(number) as lock:
-        project.rounds.start(number, lock=lock)
-        ids = list(project.rounds.write_stage(number, "harvest", StageResult(rows), lock=lock))
-        project.rounds.finish(number, lock=lock, metrics={"threshold": 0.65})
+    with writing_round(project, config={"preset": "test"}, metrics={"threshold": 0.65}) as round_:
+        ids = list(round_.write("harvest", StageResult(rows)))
     return ids
 
 
@@ -178,7 +140,7 @@ def test_review_and_drawing_follow_the_volume_with_another_z_scale_open(
 
     monkeypatch.setenv("LESION_HARVEST_CONFIG", str(tmp_path / "config"))
     project = make_project(tmp_path / "proj")
-    ids = _write_round(project)
+    ids = write_review_round(project)
     project.close()
     viewer = make_napari_viewer(show=True)
     viewer.open_sample("napari-lesion-harvest", "synthetic_ct")
@@ -224,18 +186,13 @@ def test_the_review_lists_and_draws_what_needs_a_look_with_few_labels(
         ProposalRow("vol_a", Proposal3D([6], [[4 + 8 * k, 20, 10 + 8 * k, 26]], [0.5]), role=r)
         for k, r in enumerate(roles)
     ]
-    number = project.rounds.create({"preset": "test"}).number
-    with project.rounds.lock(number) as lock:
-        project.rounds.start(number, lock=lock)
-        ids = list(project.rounds.write_stage(number, "tracking", StageResult(rows), lock=lock))
+    with writing_round(project, config={"preset": "test"}, metrics={"threshold": 0.6}) as round_:
+        ids = list(round_.write("tracking", StageResult(rows)))
         updates = [
             ProposalUpdate(pid, role, s_c=score, s_gc=score)
             for pid, role, score in zip(ids, roles, scores, strict=True)
         ]
-        project.rounds.write_stage(
-            number, "harvest", StageResult(updates=updates, metrics={"threshold": 0.6}), lock=lock
-        )
-        project.rounds.finish(number, lock=lock, metrics={"threshold": 0.6})
+        round_.write("harvest", StageResult(updates=updates, metrics={"threshold": 0.6}))
     project.close()
     viewer, dock = open_dock(make_napari_viewer, qtbot, tmp_path / "proj", "vol_a")
     viewer.dims.set_current_step(0, 6)

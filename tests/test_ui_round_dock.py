@@ -17,6 +17,8 @@ from napari_lesion_harvest.store.project import HarvestProject
 from napari_lesion_harvest.ui.dock import HarvestDock
 from napari_lesion_harvest.ui.round_outcome import harvest_outcome
 from napari_lesion_harvest.ui.round_panel import PROBLEM_COLOUR
+from tests.builders import stopped_round
+from tests.previous_version import OLD_FIELDS
 from tests.ui_helpers import answer_next_dialog, make_project
 
 pytestmark = pytest.mark.gui
@@ -81,16 +83,6 @@ def test_refusals_are_said_in_the_dock_before_a_round_process_starts(
     dock.close_project()
 
 
-def _stopped_round(project, config: dict) -> int:
-    """A round started with ``config`` and stopped before its first stage."""
-    number = project.rounds.next_number()
-    with project.rounds.lock(number) as lock:
-        project.rounds.create(config, lock=lock)
-        project.rounds.start(number, lock=lock)
-    project.rounds.fail(number, "stopped on request; run the round again to resume")
-    return number
-
-
 def _round_command_line(log_path) -> str:
     return Path(log_path).read_text(encoding="utf-8").splitlines()[0]
 
@@ -102,7 +94,7 @@ def test_after_a_stop_another_configuration_asks_resume_or_discard(
     monkeypatch.setenv("LESION_HARVEST_CONFIG", str(tmp_path / "config"))
     project_dir = make_blob_project(tmp_path)  # writes tiny.json; its rounds find lesions
     with HarvestProject.open(project_dir) as project:
-        _stopped_round(project, asdict(load_config("paper")))
+        stopped_round(project, asdict(load_config("paper")))
     tiny = tmp_path / "tiny.json"
     _viewer, dock, panel = _dock(make_napari_viewer, qtbot, project_dir)
     panel.device_box.setCurrentText("cpu")
@@ -148,13 +140,11 @@ def test_after_a_stop_another_configuration_asks_resume_or_discard(
 def test_a_stopped_round_of_the_previous_version_is_planned_or_refused_in_the_dock(
     make_napari_viewer, qtbot, tmp_path, monkeypatch
 ):
-    from tests.test_harvest_config import OLD_FIELDS
-
     monkeypatch.setenv("LESION_HARVEST_CONFIG", str(tmp_path / "config"))
     project_dir = make_blob_project(tmp_path)
     stored = {**asdict(load_config("lite")), **OLD_FIELDS}
     with HarvestProject.open(project_dir) as project:
-        number = _stopped_round(project, stored)
+        number = stopped_round(project, stored)
     _viewer, dock, panel = _dock(make_napari_viewer, qtbot, project_dir)
     panel.device_box.setCurrentText("cpu")
     panel.set_config("lite")
@@ -165,7 +155,7 @@ def test_a_stopped_round_of_the_previous_version_is_planned_or_refused_in_the_do
 
     with HarvestProject.open(project_dir) as project:
         project.rounds.cancel(number, author="radiologist")
-        _stopped_round(project, {**stored, "lpc_hu_window": [-200, 300]})
+        stopped_round(project, {**stored, "lpc_hu_window": [-200, 300]})
     dock.open_project(project_dir)
     refusal = (
         "round 2 was run with lpc_hu_window=[-200, 300], which this version no longer has; "
