@@ -9,7 +9,8 @@ import pytest
 from napari_lesion_harvest.annotation.draw_assist import Suggestion
 from napari_lesion_harvest.annotation.recist_editor import RecistEditor, StoreMarkSink
 from napari_lesion_harvest.geometry import RecistMark
-from napari_lesion_harvest.store import HarvestProject, VolumeRecord
+from napari_lesion_harvest.store import VolumeRecord
+from tests.builders import new_project
 
 SHAPE = (20, 64, 64)
 #: Pick radius in image pixels (the binding converts 8 screen pixels at the zoom).
@@ -18,10 +19,8 @@ RADIUS = 2.0
 
 @pytest.fixture
 def project(tmp_path):
-    with HarvestProject.open(tmp_path / "proj", create=True) as opened:
-        opened.add_volumes(
-            [VolumeRecord("vol_a", "synthetic", "a.nii", "V_H", shape=SHAPE)], author="importer"
-        )
+    volumes = [VolumeRecord("vol_a", "synthetic", "a.nii", "V_H", shape=SHAPE)]
+    with new_project(tmp_path / "proj", volumes) as opened:
         yield opened
 
 

@@ -22,7 +22,7 @@ import time
 import numpy as np
 import pytest
 
-from napari_lesion_harvest.geometry import Proposal3D, RecistMark
+from napari_lesion_harvest.geometry import Proposal3D
 from napari_lesion_harvest.store import (
     DamagedProjectError,
     HarvestProject,
@@ -33,24 +33,17 @@ from napari_lesion_harvest.store import (
     RoundLockedError,
     SchemaTooNewError,
     StageResult,
-    VolumeRecord,
 )
 from napari_lesion_harvest.store.backup import check_project, restore_project
 from napari_lesion_harvest.store.schema import SCHEMA_VERSION
+from tests.builders import new_project, recist_mark, synthetic_volume, writing_round
 from tests.open_files import descriptors_of
-
-
-def _mark(z: int) -> RecistMark:
-    return RecistMark.from_measurement_coordinates([10, 10, 30, 10, 20, 5, 20, 15], z=z)
 
 
 def _make_project(folder, *, n_marks: int = 300, n_proposals: int = 400):
     """Volumes, a round of proposals, then ``n_marks`` expert marks (their pages come last)."""
-    with HarvestProject.open(folder, create=True) as project:
-        project.add_volumes(
-            [VolumeRecord(f"vol{i}", "synthetic", "-", "V_H") for i in range(20)], author="imp"
-        )
-        number = project.rounds.create({}).number
+    volumes = [synthetic_volume(f"vol{i}") for i in range(20)]
+    with new_project(folder, volumes, author="imp") as project:
         rng = np.random.default_rng(0)
         rows = [
             ProposalRow(
@@ -61,12 +54,10 @@ def _make_project(folder, *, n_marks: int = 300, n_proposals: int = 400):
             )
             for i in range(n_proposals)
         ]
-        with project.rounds.lock(number) as lock:
-            project.rounds.start(number, lock=lock)
-            project.rounds.write_stage(number, "tracking", StageResult(proposals=rows), lock=lock)
-            project.rounds.finish(number, lock=lock)
+        with writing_round(project) as round_:
+            round_.write("tracking", StageResult(proposals=rows))
         project.add_marks(
-            [(f"vol{i % 20}", _mark(i % 40)) for i in range(n_marks)],
+            [(f"vol{i % 20}", recist_mark(i % 40)) for i in range(n_marks)],
             author="rad",
             origin="expert",
         )
@@ -144,7 +135,7 @@ def project_with_backup(tmp_path):
         backup = project.backup()
         backed_up = {m.id for m in project.marks()}
         for z in range(25):
-            project.add_mark("vol1", _mark(z), author="rad")
+            project.add_mark("vol1", recist_mark(z), author="rad")
     return folder, backup, backed_up
 
 

@@ -10,18 +10,12 @@ import pytest
 from napari_lesion_harvest.geometry import RecistMark
 from napari_lesion_harvest.store import (
     DataBatch,
-    HarvestProject,
     InvalidValueError,
     MarkEntry,
     NotFoundError,
     VolumeRecord,
 )
-
-
-def _mark(z=3, x=10.0, y=10.0):
-    return RecistMark.from_measurement_coordinates(
-        [x, y, x + 20, y, x + 10, y - 5, x + 10, y + 5], z=z
-    )
+from tests.builders import new_project, recist_mark
 
 
 def _volume(volume_id, path="a.nii", shape=(20, 64, 48), split="V_H"):
@@ -30,7 +24,7 @@ def _volume(volume_id, path="a.nii", shape=(20, 64, 48), split="V_H"):
 
 @pytest.fixture
 def project(tmp_path):
-    with HarvestProject.open(tmp_path / "proj", create=True) as opened:
+    with new_project(tmp_path / "proj") as opened:
         yield opened
 
 
@@ -64,7 +58,11 @@ def _same(a, b):
 def test_a_batch_re_run_adds_nothing_and_counts_what_is_there(project):
     batch = DataBatch(
         volumes=[_volume("v1"), _volume("v2", "b.nii")],
-        marks=[MarkEntry("v1", _mark(3)), MarkEntry("v2", _mark(4)), MarkEntry("v1", _mark(3))],
+        marks=[
+            MarkEntry("v1", recist_mark(3)),
+            MarkEntry("v2", recist_mark(4)),
+            MarkEntry("v1", recist_mark(3)),
+        ],
     )
     first = project.add_batch(batch, author="importer")
     assert first.volumes_added == ["v1", "v2"] and first.volumes_present == []
@@ -79,22 +77,28 @@ def test_a_batch_re_run_adds_nothing_and_counts_what_is_there(project):
 
 def test_equal_marks_are_matched_within_float_round_off_per_origin(project):
     project.add_batch(
-        DataBatch(volumes=[_volume("v1")], marks=[MarkEntry("v1", _mark(3))]), author="a"
+        DataBatch(volumes=[_volume("v1")], marks=[MarkEntry("v1", recist_mark(3))]), author="a"
     )
     nearly = RecistMark.from_measurement_coordinates(
-        _mark(3).measurement_coordinates() + 1e-9, z=3
+        recist_mark(3).measurement_coordinates() + 1e-9, z=3
     )
-    moved = RecistMark.from_measurement_coordinates(_mark(3).measurement_coordinates() + 0.01, z=3)
+    moved = RecistMark.from_measurement_coordinates(
+        recist_mark(3).measurement_coordinates() + 0.01, z=3
+    )
     result = project.add_batch(
         DataBatch(
-            marks=[MarkEntry("v1", nearly), MarkEntry("v1", moved), MarkEntry("v1", _mark(4))]
+            marks=[
+                MarkEntry("v1", nearly),
+                MarkEntry("v1", moved),
+                MarkEntry("v1", recist_mark(4)),
+            ]
         ),
         author="a",
     )
     assert result.marks_present == 1 and len(result.marks_added) == 2
     # the same mark drawn by an expert is another mark
     expert = project.add_batch(
-        DataBatch(marks=[MarkEntry("v1", _mark(3))], mark_origin="expert"), author="rad"
+        DataBatch(marks=[MarkEntry("v1", recist_mark(3))], mark_origin="expert"), author="rad"
     )
     assert len(expert.marks_added) == 1
     assert len(project.marks("v1")) == 4
@@ -102,18 +106,21 @@ def test_equal_marks_are_matched_within_float_round_off_per_origin(project):
 
 def test_a_soft_deleted_mark_stays_deleted_when_a_batch_repeats_it(project):
     first = project.add_batch(
-        DataBatch(volumes=[_volume("v1")], marks=[MarkEntry("v1", _mark(3))]), author="a"
+        DataBatch(volumes=[_volume("v1")], marks=[MarkEntry("v1", recist_mark(3))]), author="a"
     )
     (mark_id,) = first.marks_added
     project.delete_mark(mark_id, author="rad")
     again = project.add_batch(
-        DataBatch(marks=[MarkEntry("v1", _mark(3)), MarkEntry("v1", _mark(3))]), author="a"
+        DataBatch(marks=[MarkEntry("v1", recist_mark(3)), MarkEntry("v1", recist_mark(3))]),
+        author="a",
     )
     assert again.marks_added == [] and again.marks_kept_deleted == [mark_id]
     assert project.marks("v1") == [] and project.mark(mark_id).deleted
     project.restore_marks([mark_id], author="rad")
     assert (
-        project.add_batch(DataBatch(marks=[MarkEntry("v1", _mark(3))]), author="a").marks_present
+        project.add_batch(
+            DataBatch(marks=[MarkEntry("v1", recist_mark(3))]), author="a"
+        ).marks_present
         == 1
     )
 
@@ -128,7 +135,7 @@ def test_a_volume_id_with_other_data_is_refused_and_nothing_is_written(project):
         VolumeRecord("v1", "simpleitk", "a.nii", "V_H", (20, 64, 48), (2.5, 0.8, 0.8)),
     ):
         batch = DataBatch(
-            volumes=[_volume("v0", "zero.nii"), other], marks=[MarkEntry("v1", _mark())]
+            volumes=[_volume("v0", "zero.nii"), other], marks=[MarkEntry("v1", recist_mark())]
         )
         with pytest.raises(InvalidValueError, match=r"volume 'v1' is already in the project"):
             project.add_batch(batch, author="a")
@@ -146,16 +153,16 @@ def test_a_volume_id_with_other_data_is_refused_and_nothing_is_written(project):
 @pytest.mark.parametrize(
     ("mark", "field", "text"),
     [
-        (_mark(z=20), "z = 20", "its 20 slices (0 to 19)"),
-        (_mark(z=9999), "z = 9999", "its 20 slices"),
-        (_mark(x=1e12), "long_x1 = 1e+12", "the image (x from -0.5 to 47.5)"),
-        (_mark(x=30), "long_x2 = 50", "the image (x from -0.5 to 47.5)"),
-        (_mark(y=-0.6), "long_y1 = -0.6", "(y from -0.5 to 63.5)"),
+        (recist_mark(z=20), "z = 20", "its 20 slices (0 to 19)"),
+        (recist_mark(z=9999), "z = 9999", "its 20 slices"),
+        (recist_mark(x=1e12), "long_x1 = 1e+12", "the image (x from -0.5 to 47.5)"),
+        (recist_mark(x=30), "long_x2 = 50", "the image (x from -0.5 to 47.5)"),
+        (recist_mark(y=-0.6), "long_y1 = -0.6", "(y from -0.5 to 63.5)"),
     ],
 )
 def test_marks_outside_their_volume_are_refused_naming_the_field(project, mark, field, text):
     project.add_batch(DataBatch(volumes=[_volume("v1")]), author="a")
-    entries = [MarkEntry("v1", _mark(3)), MarkEntry("v1", mark, "marks.csv, line 7")]
+    entries = [MarkEntry("v1", recist_mark(3)), MarkEntry("v1", mark, "marks.csv, line 7")]
     with pytest.raises(InvalidValueError) as refused:
         project.add_batch(DataBatch(marks=entries), author="a")
     message = str(refused.value)
@@ -166,13 +173,13 @@ def test_marks_outside_their_volume_are_refused_naming_the_field(project, mark, 
     ):
         project.add_mark("v1", mark, author="rad")
     with pytest.raises(InvalidValueError, match=re.escape(f"item 2: volume 'v1', field {field}")):
-        project.add_marks([("v1", _mark(3)), ("v1", mark)], author="a")
-    stored = project.add_mark("v1", _mark(3), author="rad")
+        project.add_marks([("v1", recist_mark(3)), ("v1", mark)], author="a")
+    stored = project.add_mark("v1", recist_mark(3), author="rad")
     with pytest.raises(
         InvalidValueError, match=re.escape(f"mark {stored.id}: volume 'v1', field {field}")
     ):
         project.edit_mark(stored.id, mark, author="rad")
-    assert _same(project.mark(stored.id).mark, _mark(3))
+    assert _same(project.mark(stored.id).mark, recist_mark(3))
     project.delete_mark(stored.id, author="rad")
     assert [m.id for m in project.marks(include_deleted=True)] == [stored.id]
 
@@ -197,7 +204,7 @@ def test_the_image_edge_is_allowed_and_unknown_shapes_get_a_sane_bound(project):
 def test_marks_of_unknown_volumes_name_the_source(project):
     with pytest.raises(NotFoundError, match="marks.csv, line 3: the project has no volume 'nope'"):
         project.add_batch(
-            DataBatch(marks=[MarkEntry("nope", _mark(), "marks.csv, line 3")]), author="a"
+            DataBatch(marks=[MarkEntry("nope", recist_mark(), "marks.csv, line 3")]), author="a"
         )
     assert _state(project) == ([], [], [])
 
@@ -210,7 +217,7 @@ def test_splits_and_completion_in_one_batch_are_safe_to_re_run(project):
         author="a",
     )
     batch = DataBatch(
-        marks=[MarkEntry("v1", _mark()), MarkEntry("t1", _mark())],
+        marks=[MarkEntry("v1", recist_mark()), MarkEntry("t1", recist_mark())],
         mark_origin="expert",
         splits={"v2": "V_D_test"},
         complete=["v1", "t1", "v1"],
@@ -232,7 +239,7 @@ def test_splits_and_completion_in_one_batch_are_safe_to_re_run(project):
         project.add_batch(
             DataBatch(
                 volumes=[_volume("v3", "c")],
-                marks=[MarkEntry("v2", _mark(5))],
+                marks=[MarkEntry("v2", recist_mark(5))],
                 splits={"v1": "V_H"},
                 complete=["gone"],
             ),
@@ -243,7 +250,7 @@ def test_splits_and_completion_in_one_batch_are_safe_to_re_run(project):
 
 def test_deleting_and_restoring_several_marks_is_one_transaction(project):
     project.add_batch(DataBatch(volumes=[_volume("v1")]), author="a")
-    ids = [project.add_mark("v1", _mark(z), author="rad").id for z in (1, 2, 3)]
+    ids = [project.add_mark("v1", recist_mark(z), author="rad").id for z in (1, 2, 3)]
     with pytest.raises(NotFoundError, match="no mark with id 999"):
         project.delete_marks([ids[0], 999], author="rad")
     assert [m.id for m in project.marks("v1")] == ids

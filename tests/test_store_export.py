@@ -7,21 +7,17 @@ import pickle
 import numpy as np
 import pytest
 
-from napari_lesion_harvest.geometry import Proposal3D, RecistMark
+from napari_lesion_harvest.geometry import Proposal3D
 from napari_lesion_harvest.io.annotations import read_lesions, read_marks
 from napari_lesion_harvest.io.paper_pickles import read_mined_lesions_pickle
 from napari_lesion_harvest.store import (
-    HarvestProject,
     InvalidValueError,
     ProposalRow,
     StageResult,
     VolumeRecord,
 )
 from napari_lesion_harvest.store.export import export_annotations
-
-
-def _mark(z, x=10.0):
-    return RecistMark.from_measurement_coordinates([x, 10, x + 20, 10, x + 10, 5, x + 10, 15], z=z)
+from tests.builders import new_project, recist_mark, synthetic_volume, writing_round
 
 
 def _tracklet(z0, x, scores):
@@ -33,23 +29,19 @@ def _tracklet(z0, x, scores):
 @pytest.fixture
 def project(tmp_path):
     """A project after one round, with its proposal rows (verdicts on rows 1 and 2)."""
-    with HarvestProject.open(tmp_path / "proj", create=True) as opened:
-        opened.add_volumes(
-            [
-                VolumeRecord("000001_01_01_103-115", "deeplesion_png", "-", "V_H"),
-                VolumeRecord("000002_01_01_010-020", "deeplesion_png", "-", "V_M"),
-                VolumeRecord("000003_01_01_001-009", "deeplesion_png", "-", "V_H_test"),
-            ],
-            author="importer",
-        )
+    volumes = [
+        VolumeRecord("000001_01_01_103-115", "deeplesion_png", "-", "V_H"),
+        VolumeRecord("000002_01_01_010-020", "deeplesion_png", "-", "V_M"),
+        VolumeRecord("000003_01_01_001-009", "deeplesion_png", "-", "V_H_test"),
+    ]
+    with new_project(tmp_path / "proj", volumes) as opened:
         opened.add_marks(
-            [("000001_01_01_103-115", _mark(4)), ("000003_01_01_001-009", _mark(2))],
+            [("000001_01_01_103-115", recist_mark(4)), ("000003_01_01_001-009", recist_mark(2))],
             author="DeepLesion",
         )
-        opened.add_mark("000002_01_01_010-020", _mark(6, x=40), author="rad")
-        gone = opened.add_mark("000002_01_01_010-020", _mark(7), author="rad")
+        opened.add_mark("000002_01_01_010-020", recist_mark(6, x=40), author="rad")
+        gone = opened.add_mark("000002_01_01_010-020", recist_mark(7), author="rad")
         opened.delete_mark(gone.id, author="rad")
-        number = opened.rounds.create().number
         rows = [
             ProposalRow(
                 "000001_01_01_103-115",
@@ -62,12 +54,8 @@ def project(tmp_path):
             ProposalRow("000002_01_01_010-020", _tracklet(1, 30, [0.8]), "P_pos_H", s_c=0.7),
             ProposalRow("000003_01_01_001-009", _tracklet(0, 10, [0.5, 0.5]), "candidate"),
         ]
-        with opened.rounds.lock(number) as lock:
-            opened.rounds.start(number, lock=lock)
-            ids = opened.rounds.write_stage(
-                number, "harvest", StageResult(proposals=rows), lock=lock
-            )
-            opened.rounds.finish(number, lock=lock)
+        with writing_round(opened) as round_:
+            ids = round_.write("harvest", StageResult(proposals=rows))
         opened.set_verdict(ids[1], "accepted", author="rad")  # a hard negative that is a lesion
         opened.set_verdict(ids[2], "rejected", author="rad")  # a harvested false positive
         yield opened, rows
@@ -96,7 +84,7 @@ def test_export_writes_marks_and_harvested_lesions_in_all_formats(project, tmp_p
         }
         expert = next(m for m in marks if m.origin == "expert")
         np.testing.assert_array_equal(
-            expert.mark.measurement_coordinates(), _mark(6, x=40).measurement_coordinates()
+            expert.mark.measurement_coordinates(), recist_mark(6, x=40).measurement_coordinates()
         )
 
         lesions, _ = read_lesions(tmp_path / "out" / f"lesions.{suffix}", strict=True)
@@ -148,9 +136,8 @@ def test_export_filters_splits_and_rejects_unknown_formats(project, tmp_path):
 
 
 def test_export_before_any_round_has_marks_and_no_lesions(tmp_path):
-    with HarvestProject.open(tmp_path / "p", create=True) as project:
-        project.add_volumes([VolumeRecord("v", "synthetic", "-", "V_H")], author="me")
-        project.add_mark("v", _mark(1), author="me")
+    with new_project(tmp_path / "p", [synthetic_volume("v")], author="me") as project:
+        project.add_mark("v", recist_mark(1), author="me")
         result = export_annotations(project)
         assert result.folder == project.exports_dir
         assert (result.n_marks, result.n_lesions, result.round_number) == (1, 0, None)

@@ -27,8 +27,8 @@ from napari_lesion_harvest.store import (
     HarvestProject,
     InvalidValueError,
     StoreError,
-    VolumeRecord,
 )
+from tests.builders import new_project, synthetic_volume
 from tests.open_files import descriptors_of
 
 #: Holds the project open like napari's dock, opens a second handle (as an import
@@ -98,8 +98,7 @@ def _save_marks(holder: subprocess.Popen, n: int) -> set[int]:
 @pytest.fixture
 def folder(tmp_path):
     folder = tmp_path / "proj"
-    with HarvestProject.open(folder, create=True) as project:
-        project.add_volumes([VolumeRecord("vol", "synthetic", "-", "V_H")], author="importer")
+    new_project(folder, [synthetic_volume("vol")]).close()
     return folder
 
 

@@ -21,25 +21,17 @@ from napari_lesion_harvest.store import (
 )
 from napari_lesion_harvest.store.project import HarvestProject
 from napari_lesion_harvest.store.schema import SCHEMA_VERSION, migrate
-
-
-def _mark(z=3, dx=0.0):
-    return RecistMark.from_measurement_coordinates(
-        [10 + dx, 10, 30 + dx, 10, 20 + dx, 5, 20 + dx, 15], z=z
-    )
+from tests.builders import new_project, recist_mark
 
 
 @pytest.fixture
 def project(tmp_path):
-    with HarvestProject.open(tmp_path / "proj", create=True) as opened:
-        opened.add_volumes(
-            [
-                VolumeRecord("vol_a", "synthetic", "a.nii", "V_H", shape=(20, 64, 64)),
-                VolumeRecord("vol_b", "synthetic", "b.nii", "V_H"),
-                VolumeRecord("vol_t", "synthetic", "t.nii", "V_H_test"),
-            ],
-            author="importer",
-        )
+    volumes = [
+        VolumeRecord("vol_a", "synthetic", "a.nii", "V_H", shape=(20, 64, 64)),
+        VolumeRecord("vol_b", "synthetic", "b.nii", "V_H"),
+        VolumeRecord("vol_t", "synthetic", "t.nii", "V_H_test"),
+    ]
+    with new_project(tmp_path / "proj", volumes) as opened:
         yield opened
 
 
@@ -91,9 +83,9 @@ def test_real_dl_info_marks_round_trip(tmp_path, dl_info_rows_csv):
 
 
 def test_add_edit_delete_restore(project):
-    added = project.add_mark("vol_a", _mark(z=3), author="rad")
+    added = project.add_mark("vol_a", recist_mark(z=3), author="rad")
     assert added.origin == "expert" and added.author == "rad" and not added.deleted
-    edited = project.edit_mark(added.id, _mark(z=5, dx=2), author="rad")
+    edited = project.edit_mark(added.id, recist_mark(z=5, x=12), author="rad")
     assert edited.mark.z == 5 and edited.mark.long_axis[0, 0] == 12
     project.delete_mark(added.id, author="rad")
     assert project.marks("vol_a") == []
@@ -108,13 +100,13 @@ def test_add_edit_delete_restore(project):
 
 def test_mark_errors_are_typed(project):
     with pytest.raises(NotFoundError, match="no volume 'nope'"):
-        project.add_mark("nope", _mark(), author="rad")
+        project.add_mark("nope", recist_mark(), author="rad")
     with pytest.raises(InvalidValueError, match="origin"):
-        project.add_mark("vol_a", _mark(), author="rad", origin="robot")
+        project.add_mark("vol_a", recist_mark(), author="rad", origin="robot")
     with pytest.raises(InvalidValueError, match="author"):
-        project.add_mark("vol_a", _mark(), author="")
+        project.add_mark("vol_a", recist_mark(), author="")
     with pytest.raises(NotFoundError, match="no mark with id 999"):
-        project.edit_mark(999, _mark(), author="rad")
+        project.edit_mark(999, recist_mark(), author="rad")
     with pytest.raises(InvalidValueError, match="RecistMark"):
         project.add_mark("vol_a", [1, 2, 3], author="rad")
     # nothing half-written by the failures
@@ -151,9 +143,9 @@ def test_complete_flags_a_held_out_volume_without_moving_it(project):
 
 
 def test_summaries_count_live_marks_by_origin(project):
-    project.add_marks([("vol_a", _mark()), ("vol_a", _mark(z=4))], author="DL")
-    gone = project.add_mark("vol_a", _mark(z=6), author="rad")
-    project.add_mark("vol_b", _mark(z=1), author="rad")
+    project.add_marks([("vol_a", recist_mark()), ("vol_a", recist_mark(z=4))], author="DL")
+    gone = project.add_mark("vol_a", recist_mark(z=6), author="rad")
+    project.add_mark("vol_b", recist_mark(z=1), author="rad")
     project.delete_mark(gone.id, author="rad")
     summary = {s.volume_id: s for s in project.volume_summaries()}
     assert (summary["vol_a"].n_marks, summary["vol_a"].n_expert_marks) == (2, 0)
@@ -163,7 +155,7 @@ def test_summaries_count_live_marks_by_origin(project):
 
 def test_display_window_and_overlays(project):
     project.set_display_window("vol_a", -160, 240, author="rad")
-    project.add_mark("vol_a", _mark(), author="rad")
+    project.add_mark("vol_a", recist_mark(), author="rad")
     overlays = project.volume_overlays("vol_a")
     assert overlays.volume.display_window == (-160.0, 240.0)
     assert overlays.volume.shape == (20, 64, 64)
@@ -174,7 +166,7 @@ def test_display_window_and_overlays(project):
 
 
 def test_audit_log_records_actions_and_is_append_only(project):
-    mark = project.add_mark("vol_a", _mark(), author="rad")
+    mark = project.add_mark("vol_a", recist_mark(), author="rad")
     project.delete_mark(mark.id, author="rad")
     actions = [entry.action for entry in project.audit_log(author="rad")]
     assert actions == ["mark.delete", "mark.add"]

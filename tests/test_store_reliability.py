@@ -23,8 +23,8 @@ from napari_lesion_harvest.store import (
     HarvestProject,
     ProposalRow,
     StageResult,
-    VolumeRecord,
 )
+from tests.builders import new_project, synthetic_volume
 
 MARK_WRITER = textwrap.dedent(
     """
@@ -47,14 +47,7 @@ MARK_WRITER = textwrap.dedent(
 
 
 def _new_project(folder):
-    with HarvestProject.open(folder, create=True) as project:
-        project.add_volumes(
-            [
-                VolumeRecord("vol", "synthetic", "-", "V_H"),
-                VolumeRecord("vol2", "synthetic", "-", "V_H"),
-            ],
-            author="importer",
-        )
+    new_project(folder, [synthetic_volume("vol"), synthetic_volume("vol2")]).close()
 
 
 def _kill_mark_writers(folder, kills: int, seed: int) -> dict[int, tuple]:

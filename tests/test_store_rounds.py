@@ -11,10 +11,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from napari_lesion_harvest.geometry import Proposal3D, RecistMark
+from napari_lesion_harvest.geometry import Proposal3D
 from napari_lesion_harvest.store import (
     ChecksumMismatchError,
-    HarvestProject,
     InvalidValueError,
     NotFoundError,
     ProposalRow,
@@ -22,13 +21,9 @@ from napari_lesion_harvest.store import (
     RoundLockedError,
     RoundStateError,
     StageResult,
-    VolumeRecord,
 )
 from napari_lesion_harvest.store.checkpoints import CheckpointError, load_checkpoint, sha256_file
-
-
-def _mark(z=3):
-    return RecistMark.from_measurement_coordinates([10, 10, 30, 10, 20, 5, 20, 15], z=z)
+from tests.builders import new_project, recist_mark, synthetic_volume, writing_round
 
 
 def _proposal(z0=2, k=3, x=10.0, score=0.9):
@@ -40,29 +35,21 @@ def _proposal(z0=2, k=3, x=10.0, score=0.9):
 
 @pytest.fixture
 def project(tmp_path):
-    with HarvestProject.open(tmp_path / "proj", create=True) as opened:
-        opened.add_volumes(
-            [
-                VolumeRecord("m1", "synthetic", "-", "V_M"),
-                VolumeRecord("h1", "synthetic", "-", "V_H"),
-                VolumeRecord("h2", "synthetic", "-", "V_H"),
-                VolumeRecord("t1", "synthetic", "-", "V_H_test"),
-            ],
-            author="importer",
-        )
-        opened.add_marks([("m1", _mark()), ("h1", _mark(5))], author="DL")
+    volumes = [
+        synthetic_volume("m1", "V_M"),
+        synthetic_volume("h1"),
+        synthetic_volume("h2"),
+        synthetic_volume("t1", "V_H_test"),
+    ]
+    with new_project(tmp_path / "proj", volumes) as opened:
+        opened.add_marks([("m1", recist_mark()), ("h1", recist_mark(5))], author="DL")
         yield opened
 
 
 def _run_round(project, stages, *, config=None):
-    number = project.rounds.create(config or {"lr": 1e-4}).number
-    with project.rounds.lock(number) as lock:
-        snapshot = project.rounds.start(number, lock=lock)
-        ids = {}
-        for stage, result in stages:
-            ids[stage] = project.rounds.write_stage(number, stage, result, lock=lock)
-        project.rounds.finish(number, lock=lock, metrics={"done": True})
-    return number, snapshot, ids
+    with writing_round(project, config=config or {"lr": 1e-4}, metrics={"done": True}) as round_:
+        ids = {stage: round_.write(stage, result) for stage, result in stages}
+    return round_.number, round_.snapshot, ids
 
 
 def test_round_lifecycle_proposals_roles_and_summaries(project):
@@ -154,7 +141,7 @@ def test_snapshot_is_frozen_and_reused_when_resuming(project):
     number = project.rounds.create().number
     with project.rounds.lock(number) as lock:
         snapshot = project.rounds.start(number, lock=lock)
-        project.add_mark("h2", _mark(7), author="rad")  # the GUI keeps working
+        project.add_mark("h2", recist_mark(7), author="rad")  # the GUI keeps working
         project.rounds.write_stage(
             number, "detect", StageResult(proposals=[ProposalRow("h2", _proposal())]), lock=lock
         )
@@ -183,7 +170,7 @@ def test_a_started_rounds_snapshot_reads_back_without_changing_the_round(project
     with project.rounds.lock(number) as lock:
         taken = project.rounds.start(number, lock=lock)
         project.rounds.write_stage(number, "detect", StageResult(), lock=lock)
-        project.add_mark("h2", _mark(7), author="rad")
+        project.add_mark("h2", recist_mark(7), author="rad")
         project.rounds.finish(number, lock=lock)
     read = project.rounds.snapshot(number)
     assert project.rounds.get(number).status == "done"

@@ -12,14 +12,13 @@ import pytest
 
 from napari_lesion_harvest.geometry import Proposal3D, RecistMark
 from napari_lesion_harvest.store import (
-    HarvestProject,
     InvalidValueError,
     ProposalRow,
     StageResult,
-    VolumeRecord,
 )
 from napari_lesion_harvest.store.export import export_annotations
 from napari_lesion_harvest.store.project import MARK_DECIDED_ROLES
+from tests.builders import new_project, synthetic_volume, writing_round
 
 #: Role -> volume the proposal lies in.
 ROLE_VOLUMES = {
@@ -38,14 +37,8 @@ def _box_proposal(x: float) -> Proposal3D:
 
 @pytest.fixture
 def project_and_ids(tmp_path):
-    with HarvestProject.open(tmp_path / "proj", create=True) as project:
-        project.add_volumes(
-            [
-                VolumeRecord("m1", "synthetic", "-", "V_H", shape=(8, 64, 64)),
-                VolumeRecord("h1", "synthetic", "-", "V_H", shape=(8, 64, 64)),
-            ],
-            author="importer",
-        )
+    volumes = [synthetic_volume(v, shape=(8, 64, 64)) for v in ("m1", "h1")]
+    with new_project(tmp_path / "proj", volumes) as project:
         mark = RecistMark.from_measurement_coordinates([10, 16, 20, 16, 15, 12, 15, 20], z=4)
         project.add_mark("m1", mark, author="rad")
         project.set_volume_complete("m1", author="rad")
@@ -53,11 +46,8 @@ def project_and_ids(tmp_path):
             ProposalRow(volume, _box_proposal(4.0 + 8 * k), role=role, s_c=0.5, s_gc=0.4)
             for k, (role, volume) in enumerate(ROLE_VOLUMES.items())
         ]
-        number = project.rounds.create().number
-        with project.rounds.lock(number) as lock:
-            project.rounds.start(number, lock=lock)
-            ids = project.rounds.write_stage(number, "harvest", StageResult(rows), lock=lock)
-            project.rounds.finish(number, lock=lock)
+        with writing_round(project) as round_:
+            ids = round_.write("harvest", StageResult(rows))
         yield project, dict(zip(ROLE_VOLUMES, ids, strict=True))
 
 

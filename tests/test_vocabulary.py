@@ -9,10 +9,11 @@ import sqlite3
 import pytest
 
 from napari_lesion_harvest.geometry import Proposal3D, RecistMark
-from napari_lesion_harvest.store import HarvestProject, ProposalRow, StageResult, VolumeRecord
+from napari_lesion_harvest.store import ProposalRow, StageResult
 from napari_lesion_harvest.store.project import DATABASE_NAME
 from napari_lesion_harvest.store.schema import ORIGINS, ROLES, SPLITS, VERDICTS
 from napari_lesion_harvest.vocabulary import Origin, Role, Split, Verdict
+from tests.builders import new_project, synthetic_volume, writing_round
 
 
 @pytest.mark.parametrize(
@@ -34,25 +35,16 @@ def test_member_is_its_string_in_text_and_json(member):
 
 def test_members_are_stored_as_their_strings(tmp_path):
     """Members are written as plain strings; read back, the strings equal the members."""
-    with HarvestProject.open(tmp_path / "proj", create=True) as project:
-        project.add_volumes(
-            [VolumeRecord("h1", "synthetic", "-", Split.V_H, shape=(8, 64, 64))], author="me"
-        )
+    volumes = [synthetic_volume("h1", Split.V_H, shape=(8, 64, 64))]
+    with new_project(tmp_path / "proj", volumes, author="me") as project:
         mark = RecistMark.from_measurement_coordinates([10, 16, 20, 16, 15, 12, 15, 20], z=4)
         project.add_mark("h1", mark, author="me", origin=Origin.expert)
         proposal = Proposal3D([3, 4], [[4, 10, 16, 22], [4, 10, 16, 22]], [0.6, 0.8])
-        number = project.rounds.create().number
-        with project.rounds.lock(number) as lock:
-            project.rounds.start(number, lock=lock)
-            (proposal_id,) = project.rounds.write_stage(
-                number,
-                "harvest",
-                StageResult([ProposalRow("h1", proposal, role=Role.P_pos_H)]),
-                lock=lock,
-            )
-            project.rounds.finish(number, lock=lock)
+        with writing_round(project) as round_:
+            rows = [ProposalRow("h1", proposal, role=Role.P_pos_H)]
+            (proposal_id,) = round_.write("harvest", StageResult(rows))
         project.set_verdict(proposal_id, Verdict.accepted, author="me")
-        (stored,) = project.proposals(number)
+        (stored,) = project.proposals(round_.number)
         assert (stored.role, stored.verdict.verdict) == (Role.P_pos_H, Verdict.accepted)
         assert project.volume("h1").split == Split.V_H
     with sqlite3.connect(tmp_path / "proj" / DATABASE_NAME) as conn:
