@@ -21,7 +21,7 @@ from napari_lesion_harvest.store import (
 )
 from napari_lesion_harvest.store.project import HarvestProject
 from napari_lesion_harvest.store.schema import SCHEMA_VERSION, migrate
-from tests.builders import new_project, recist_mark
+from tests.builders import new_project, recist_mark, synthetic_volume
 
 
 @pytest.fixture
@@ -202,8 +202,7 @@ def test_foreign_sqlite_database_is_refused(tmp_path):
 
 def test_corrupt_project_file_is_refused(tmp_path):
     folder = tmp_path / "p"
-    with HarvestProject.open(folder, create=True) as project:
-        project.add_volumes([VolumeRecord("v", "x", "-", "V_H")], author="me")
+    new_project(folder, [synthetic_volume("v")], author="me").close()
     data = bytearray((folder / "project.sqlite").read_bytes())
     data[16:100] = b"\xff" * 84  # smash the page size and header fields
     (folder / "project.sqlite").write_bytes(bytes(data))
@@ -213,8 +212,7 @@ def test_corrupt_project_file_is_refused(tmp_path):
 
 def test_empty_project_file_is_refused_unless_a_creation_was_interrupted(tmp_path):
     emptied = tmp_path / "emptied"
-    with HarvestProject.open(emptied, create=True) as project:
-        project.add_volumes([VolumeRecord("v", "x", "-", "V_H")], author="me")
+    new_project(emptied, [synthetic_volume("v")], author="me").close()
     (emptied / "project.sqlite").write_bytes(b"")
     for create in (False, True):  # never silently re-created as an empty project
         with pytest.raises(

@@ -11,9 +11,8 @@ from qtpy.QtCore import Qt
 from napari_lesion_harvest.annotation.draw_assist import suggest_mark
 from napari_lesion_harvest.geometry import Proposal3D
 from napari_lesion_harvest.store.records import StoredProposal
-from napari_lesion_harvest.ui.dock import HarvestDock
 from tests.builders import write_review_round
-from tests.ui_helpers import click, drag, make_project
+from tests.ui_helpers import click, drag, make_project, open_dock
 
 
 def _stored(proposal_id: int, proposal: Proposal3D) -> StoredProposal:
@@ -55,12 +54,7 @@ def test_a_click_suggests_a_mark_enter_accepts_it_esc_drops_it(
     project = make_project(tmp_path / "proj")
     write_review_round(project)  # a proposal on slices 4-6; on 5 its box is (28, 30, 46, 48)
     project.close()
-    viewer = make_napari_viewer(show=True)
-    dock = HarvestDock(viewer, author="radiologist")
-    viewer.window.add_dock_widget(dock, name="Lesion Harvest", area="right")
-    dock.open_project(tmp_path / "proj")
-    with qtbot.waitSignal(dock.volume_opened, timeout=20_000):
-        dock.open_volume("vol_a")
+    viewer, dock = open_dock(make_napari_viewer, qtbot, tmp_path / "proj", "vol_a", docked=True)
     viewer.dims.set_current_step(0, 5)
     tool = dock.volume_view.recist
 

@@ -12,10 +12,9 @@ from qtpy.QtWidgets import QDialogButtonBox
 from napari_lesion_harvest.geometry import Proposal3D, RecistMark
 from napari_lesion_harvest.io.annotations import read_lesions, read_marks
 from napari_lesion_harvest.store import ProposalRow, StageResult
-from napari_lesion_harvest.ui.dock import HarvestDock
 from napari_lesion_harvest.ui.summary_panel import ExportDialog
 from tests.builders import writing_round
-from tests.ui_helpers import make_project, when_dialog_shows
+from tests.ui_helpers import make_project, open_dock, when_dialog_shows
 
 pytestmark = pytest.mark.gui
 
@@ -57,10 +56,7 @@ def _project(folder):
 def test_summary_and_export_from_the_dock(make_napari_viewer, qtbot, tmp_path, monkeypatch):
     monkeypatch.setenv("LESION_HARVEST_CONFIG", str(tmp_path / "config"))
     _project(tmp_path / "proj")
-    viewer = make_napari_viewer(show=True)
-    dock = HarvestDock(viewer, author="radiologist")
-    viewer.window.add_dock_widget(dock, name="Lesion Harvest", area="right")
-    dock.open_project(tmp_path / "proj")
+    viewer, dock = open_dock(make_napari_viewer, qtbot, tmp_path / "proj", docked=True)
     dock.tabs.setCurrentWidget(dock.summary)
     text = dock.summary.text.toPlainText()
     assert (

@@ -15,9 +15,8 @@ from qtpy.QtCore import Qt
 from napari_lesion_harvest.geometry import Proposal3D
 from napari_lesion_harvest.harvest.annotation_priority import rank_volumes
 from napari_lesion_harvest.store import ProposalRow, ProposalUpdate, StageResult
-from napari_lesion_harvest.ui.dock import HarvestDock
 from tests.builders import writing_round
-from tests.ui_helpers import make_project
+from tests.ui_helpers import make_project, open_dock
 
 pytestmark = pytest.mark.gui
 
@@ -78,10 +77,7 @@ def test_next_volume_button_opens_the_most_uncertain_vh_volume(
     project.set_volume_complete("vol_d", author="radiologist")
     project.set_split("vol_e", "V_H_test", author="radiologist")
     project.close()
-    viewer = make_napari_viewer(show=True)
-    dock = HarvestDock(viewer, author="radiologist")
-    viewer.window.add_dock_widget(dock, name="Lesion Harvest", area="right")
-    dock.open_project(tmp_path / "proj")
+    viewer, dock = open_dock(make_napari_viewer, qtbot, tmp_path / "proj", docked=True)
 
     # no finished round yet: nothing to rank, nothing opens
     with qtbot.assertNotEmitted(dock.volume_opened, wait=300):

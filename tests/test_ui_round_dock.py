@@ -14,12 +14,11 @@ from napari_lesion_harvest.geometry import RecistMark
 from napari_lesion_harvest.harvest.blob_project import TINY_CONFIG, make_blob_project
 from napari_lesion_harvest.harvest.config import load_config
 from napari_lesion_harvest.store.project import HarvestProject
-from napari_lesion_harvest.ui.dock import HarvestDock
 from napari_lesion_harvest.ui.round_outcome import harvest_outcome
 from napari_lesion_harvest.ui.round_panel import PROBLEM_COLOUR
 from tests.builders import stopped_round
 from tests.previous_version import OLD_FIELDS
-from tests.ui_helpers import answer_next_dialog, make_project
+from tests.ui_helpers import answer_next_dialog, make_project, open_dock
 
 pytestmark = pytest.mark.gui
 
@@ -28,10 +27,7 @@ MARK = RecistMark.from_measurement_coordinates([30, 40, 44, 40, 37, 34, 37, 46],
 
 
 def _dock(make_napari_viewer, qtbot, folder):
-    viewer = make_napari_viewer(show=True)
-    dock = HarvestDock(viewer, author="radiologist")
-    viewer.window.add_dock_widget(dock, name="Lesion Harvest", area="right")
-    dock.open_project(folder)
+    viewer, dock = open_dock(make_napari_viewer, qtbot, folder, docked=True)
     dock.tabs.setCurrentWidget(dock.round_panel)
     return viewer, dock, dock.round_panel
 

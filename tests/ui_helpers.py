@@ -78,9 +78,9 @@ def make_project(folder, *, volume_ids=("vol_a", "vol_b"), spacing=(2.5, 0.8, 0.
     """
     from napari_lesion_harvest.io.sitk_reader import write_sitk_volume
     from napari_lesion_harvest.io.volume import CTVolume
-    from napari_lesion_harvest.store import HarvestProject, VolumeRecord
+    from napari_lesion_harvest.store import VolumeRecord
+    from tests.builders import new_project
 
-    project = HarvestProject.open(folder, create=True)
     records = []
     for i, volume_id in enumerate(volume_ids):
         hu = phantom_hu(seed=i)
@@ -97,8 +97,7 @@ def make_project(folder, *, volume_ids=("vol_a", "vol_b"), spacing=(2.5, 0.8, 0.
                 display_window=(-175.0, 275.0),
             )
         )
-    project.add_volumes(records, author="test-import")
-    return project
+    return new_project(folder, records, author="test-import")
 
 
 def when_dialog_shows(dialog_class, action, *, timeout_ms: int = 60_000) -> list:
@@ -163,14 +162,23 @@ def answer_next_file_dialog(path, *, timeout_ms: int = 60_000) -> list[str]:
     return answered
 
 
-def open_dock(make_napari_viewer, qtbot, folder, volume_id: str | None = None):
+def open_dock(
+    make_napari_viewer, qtbot, folder, volume_id: str | None = None, *, docked: bool = False
+):
     """A real viewer with the dock, the project at ``folder`` open (and ``volume_id``,
-    when given, loaded); returns ``(viewer, dock)``."""
+    when given, loaded); returns ``(viewer, dock)``.
+
+    ``docked``: the dock is added to the viewer's window as a user sees it (right side),
+    instead of standing alone.
+    """
     from napari_lesion_harvest.ui.dock import HarvestDock
 
     viewer = make_napari_viewer(show=True)
     dock = HarvestDock(viewer, author="radiologist")
-    qtbot.addWidget(dock)
+    if docked:
+        viewer.window.add_dock_widget(dock, name="Lesion Harvest", area="right")
+    else:
+        qtbot.addWidget(dock)
     dock.open_project(folder)
     if volume_id is not None:
         with qtbot.waitSignal(dock.volume_opened, timeout=20_000):
