@@ -1,9 +1,12 @@
 """Shared fixtures (paths to the real reference data in ``../shared/data``, a tiny
 synthetic DeepLesion dataset) and import order.
 
-Helper modules of the tests are imported as ``from tests.NAME import ...``; the
-project builders that benchmarks and tools use too live in the package
-(:mod:`napari_lesion_harvest.harvest.blob_project`).
+Helper modules of the tests (``tests/NAME.py`` without the ``test_`` prefix; a test
+module is never imported by another) are imported as ``from tests.NAME import ...``:
+projects, marks and rounds written through the store in :mod:`tests.builders`, the
+``lesion-harvest`` command in :mod:`tests.round_command`, rounds run in the test's
+process in :mod:`tests.round_runs`. The project builders that benchmarks and tools use
+too live in the package (:mod:`napari_lesion_harvest.harvest.blob_project`).
 """
 
 from __future__ import annotations

@@ -7,21 +7,25 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 
 from napari_lesion_harvest.harvest.blob_project import TINY_CONFIG
 from napari_lesion_harvest.store import HarvestProject
 
 #: One thread per process; the worktree importable by the subprocesses.
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+#: :data:`ENV` on a machine without a CUDA GPU (every GPU hidden).
+NO_GPU_ENV = {**ENV, "CUDA_VISIBLE_DEVICES": ""}
 
 
-def lesion_harvest(*args, **popen) -> subprocess.CompletedProcess:
-    """``lesion-harvest ARGS`` run to its end (``popen``: more ``subprocess.run`` options)."""
+def lesion_harvest(*args, env: Mapping[str, str] = ENV, **popen) -> subprocess.CompletedProcess:
+    """``lesion-harvest ARGS`` run to its end in ``env`` (``popen``: more
+    ``subprocess.run`` options)."""
     return subprocess.run(
         [sys.executable, "-m", "napari_lesion_harvest", *map(str, args)],
         capture_output=True,
         text=True,
-        env=ENV,
+        env=env,
         timeout=600,
         **popen,
     )

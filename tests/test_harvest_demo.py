@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from napari_lesion_harvest.harvest.demo import build_demo_project
 from napari_lesion_harvest.io.annotations import read_marks
 from napari_lesion_harvest.store import HarvestProject
+from tests.round_command import NO_GPU_ENV, lesion_harvest
 
 #: 8 volumes at 64 px: V_M 1, V_H_test 1 (fractions 0.1, 0.1), so V_H holds 6.
 SMALL_DEMO = dict(
@@ -23,14 +22,7 @@ SMALL_DEMO = dict(
 
 
 def demo(*options, cwd):
-    return subprocess.run(
-        [sys.executable, "-m", "napari_lesion_harvest", "demo", *options],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={"CUDA_VISIBLE_DEVICES": "", "PATH": "/usr/bin:/bin"},
-        timeout=300,
-    )
+    return lesion_harvest("demo", *options, cwd=cwd, env=NO_GPU_ENV)
 
 
 def test_a_missing_gpu_is_reported_before_anything_is_synthesised(tmp_path):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from dataclasses import replace
 
 import numpy as np
@@ -24,6 +22,7 @@ from napari_lesion_harvest.harvest.training_sets import (
 from napari_lesion_harvest.lpc.checkpoint import load_checkpoint as load_classifier
 from napari_lesion_harvest.store import HarvestProject, VolumeRecord
 from napari_lesion_harvest.store.checkpoints import sha256_file
+from tests.round_command import NO_GPU_ENV, lesion_harvest
 from tests.round_runs import next_round_snapshot, round_stopped_when
 
 
@@ -88,13 +87,8 @@ def test_unready_projects_are_refused_before_any_work(tmp_path, blob_project):
         project.set_volume_complete("a", author="t")
         with pytest.raises(HarvestInputError, match="have no marks"):
             check_inputs(project)
-    done = subprocess.run(
-        [sys.executable, "-m", "napari_lesion_harvest", "round", str(blob_project)]
-        + ["--device", "cuda", "--config", "lite"],
-        capture_output=True,
-        text=True,
-        env={"CUDA_VISIBLE_DEVICES": "", "PATH": "/usr/bin:/bin"},
-        timeout=300,
+    done = lesion_harvest(
+        "round", blob_project, "--device", "cuda", "--config", "lite", env=NO_GPU_ENV
     )
     assert done.returncode == 2
     assert "no usable CUDA GPU" in done.stderr and "Traceback" not in done.stderr
@@ -232,21 +226,12 @@ def test_fine_tuning_options_reach_the_lpg_training(finished_round, tmp_path):
 
 def test_status_and_export_commands_read_the_round(finished_round, tmp_path):
     project_dir, _ = finished_round
-
-    def run(*args):
-        return subprocess.run(
-            [sys.executable, "-m", "napari_lesion_harvest", *map(str, args)],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-
-    status = run("status", project_dir, "--json")
+    status = lesion_harvest("status", project_dir, "--json")
     assert status.returncode == 0, status.stderr
     document = json.loads(status.stdout)
     assert document["splits"] == {"V_M": 4, "V_H": 3, "V_H_test": 1}
     assert document["rounds"][0]["status"] == "done"
-    exported = run("export", project_dir, tmp_path / "out", "--format", "paper")
+    exported = lesion_harvest("export", project_dir, tmp_path / "out", "--format", "paper")
     assert exported.returncode == 0, exported.stderr
     assert (tmp_path / "out" / "MinedLesions.pkl").is_file()
 

@@ -38,6 +38,7 @@ from napari_lesion_harvest.store.backup import check_project, restore_project
 from napari_lesion_harvest.store.schema import SCHEMA_VERSION
 from tests.builders import new_project, recist_mark, synthetic_volume, writing_round
 from tests.open_files import descriptors_of
+from tests.round_command import lesion_harvest
 
 
 def _make_project(folder, *, n_marks: int = 300, n_proposals: int = 400):
@@ -189,15 +190,6 @@ def test_damage_in_the_round_tables_is_met_as_a_typed_error(tmp_path):
         assert project.integrity_check() != []  # the full check finds it
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "napari_lesion_harvest", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def test_cli_refuses_a_damaged_project_in_one_line_and_check_reports_it(tmp_path):
     folder = tmp_path / "proj"
     _make_project(folder, n_marks=200, n_proposals=50)
@@ -206,7 +198,7 @@ def test_cli_refuses_a_damaged_project_in_one_line_and_check_reports_it(tmp_path
         "volume_id,z,long_x1,long_y1,long_x2,long_y2,short_x1,short_y1,short_x2,short_y2\n"
         "vol1,3,10,10,30,10,20,5,20,15\n"
     )
-    checked = _cli("check", str(folder))
+    checked = lesion_harvest("check", str(folder))
     assert (checked.returncode, checked.stdout.strip()) == (
         0,
         f"{folder}/project.sqlite: ok (integrity check and foreign keys)",
@@ -214,12 +206,12 @@ def test_cli_refuses_a_damaged_project_in_one_line_and_check_reports_it(tmp_path
     _damage(folder / "project.sqlite", "zeroed_page")
     damaged_bytes = (folder / "project.sqlite").read_bytes()
     for args in (["status", str(folder)], ["annotate", str(folder), "--marks", str(marks_file)]):
-        done = _cli(*args)
+        done = lesion_harvest(*args)
         assert done.returncode != 0
         assert "Traceback" not in done.stderr
         assert "damaged" in done.stderr and "lesion-harvest restore" in done.stderr
     assert (folder / "project.sqlite").read_bytes() == damaged_bytes  # annotate wrote nothing
-    checked = _cli("check", str(folder))
+    checked = lesion_harvest("check", str(folder))
     assert checked.returncode == 1
     assert "is damaged" in checked.stderr and "lesion-harvest restore" in checked.stderr
 
@@ -320,7 +312,7 @@ def test_backup_does_not_wait_for_a_round_and_leaves_its_open_stage_out(tmp_path
     )
     try:
         assert round_process.stdout.readline().strip() == "halfway"
-        done = _cli("backup", str(folder), str(tmp_path / "during_round.sqlite"))
+        done = lesion_harvest("backup", str(folder), str(tmp_path / "during_round.sqlite"))
         assert done.returncode == 0, done.stderr
     finally:
         round_process.send_signal(signal.SIGKILL)
@@ -369,7 +361,7 @@ def test_restore_is_refused_while_the_project_is_open(project_with_backup):
         assert holder.stdout.readline().strip() == "open"
         with pytest.raises(ProjectInUseError, match="open in another program"):
             restore_project(folder, backup)
-        done = _cli("restore", str(folder), str(backup))
+        done = lesion_harvest("restore", str(folder), str(backup))
         assert done.returncode == 2 and "open in another program" in done.stderr
     finally:
         holder.communicate("", timeout=60)
