@@ -176,6 +176,15 @@ def test_a_short_file_without_a_length_is_refused(tmp_path):
     assert _listing(tmp_path / "dest") == []
 
 
+def test_more_bytes_than_pinned_are_refused(tmp_path):
+    source = tmp_path / "mirror"
+    source.mkdir()
+    (source / BETA_FILE.name).write_bytes(BETA + b"appended")
+    with pytest.raises(WeightsFetchError, match=rf"more than the {len(BETA)} bytes expected"):
+        fetch_weights((BETA_FILE,), url_base=source.as_uri(), dest=tmp_path / "dest")
+    assert _listing(tmp_path / "dest") == []
+
+
 def test_a_different_file_already_there_is_refused_and_kept(server, tmp_path):
     server.files = {ALPHA_FILE.name: ALPHA}
     dest = tmp_path / "dest"

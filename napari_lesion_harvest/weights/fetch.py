@@ -236,8 +236,6 @@ def _download(file: WeightFile, url: str, folder: Path) -> Path:
             reason = f"HTTP {error.code} {error.reason}"
         elif isinstance(error, urllib.error.URLError):
             reason = str(error.reason)
-        elif isinstance(error, http.client.IncompleteRead):
-            reason = f"the connection closed after {received} of {file.size} bytes (cut short)"
         elif isinstance(error, OSError | http.client.HTTPException | ValueError):
             reason = str(error) or type(error).__name__
         else:
