@@ -15,7 +15,6 @@ from qtpy.QtCore import Qt
 from napari_lesion_harvest.cli import build_parser
 from napari_lesion_harvest.geometry import RecistMark
 from napari_lesion_harvest.harvest.pretrained import PRETRAINED_PATH, pretrained_weights_info
-from napari_lesion_harvest.ui.dock import HarvestDock
 from napari_lesion_harvest.ui.pretrain_clock import PretrainClock
 from napari_lesion_harvest.ui.round_panel import (
     PRETRAIN_JOB,
@@ -24,7 +23,7 @@ from napari_lesion_harvest.ui.round_panel import (
     RoundPanel,
 )
 from napari_lesion_harvest.ui.round_runner import pretrain_command
-from tests.ui_helpers import make_project
+from tests.ui_helpers import make_project, open_dock
 
 pytestmark = pytest.mark.gui
 
@@ -149,10 +148,7 @@ def test_the_pretrain_button_runs_lesion_harvest_pretrain_on_the_open_project(
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
     folder = tmp_path / "proj"
     make_project(folder).close()
-    viewer = make_napari_viewer(show=True)
-    dock = HarvestDock(viewer, author="radiologist")
-    viewer.window.add_dock_widget(dock, name="Lesion Harvest", area="right")
-    dock.open_project(folder)
+    _viewer, dock = open_dock(make_napari_viewer, qtbot, folder)
     panel = dock.round_panel
     dock.tabs.setCurrentWidget(panel)
     qtbot.waitUntil(lambda: panel.pretrained_label.text() != "", timeout=20_000)

@@ -399,12 +399,20 @@ class RoundPanel(QWidget):
 
     # ------------------------------------------------------------------ actions
 
-    def _busy(self) -> str | None:
-        """Why no round or pretraining can start now, or ``None`` when one can."""
+    def _startable_folder(self) -> Path | None:
+        """The open project's folder when a round or pretraining may start now; None when
+        none is open or one runs (or waits for its device check), said in the panel."""
+        folder = self._project_folder()
+        if folder is None:
+            self._refuse("Open a harvest project first.")
+            return None
         refusal = self.runner.refusal()
         if refusal is None and self._pending_start is not None:
             refusal = "the device is being checked; the round starts when it passes"
-        return refusal
+        if refusal is not None:
+            self._refuse(f"Not started: {refusal}.")
+            return None
+        return folder
 
     def start_round(self) -> bool:
         """Start a round on the open project; False (said in the panel) when refused.
@@ -416,12 +424,9 @@ class RoundPanel(QWidget):
         The panel shows the round as running before its process starts: a
         round that ends at once is then reported as ended, not left looking alive.
         """
-        folder = self._project_folder()
+        folder = self._startable_folder()
         if folder is None:
-            return self._refuse("Open a harvest project first.")
-        refusal = self._busy()
-        if refusal is not None:
-            return self._refuse(f"Not started: {refusal}.")
+            return False
         discard = False
         project = self._project()
         if project is not None:
@@ -567,12 +572,9 @@ class RoundPanel(QWidget):
         """
         from napari_lesion_harvest.ui.pretrain_clock import PretrainClock
 
-        folder = self._project_folder()
+        folder = self._startable_folder()
         if folder is None:
-            return self._refuse("Open a harvest project first.")
-        refusal = self._busy()
-        if refusal is not None:
-            return self._refuse(f"Not started: {refusal}.")
+            return False
         minutes = self.minutes_box.value()
         command = self._pretrain_command_for(
             folder,
