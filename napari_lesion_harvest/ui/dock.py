@@ -722,7 +722,7 @@ class HarvestDock(QWidget):
         job = self.round_panel.job
         box = QMessageBox(self)
         box.setIcon(QMessageBox.Icon.Warning)
-        running = f"{job.name[0].upper()}{job.name[1:]} is running"
+        running = f"{job.name.capitalize()} is running"
         box.setWindowTitle(running)
         stage = self.round_panel.clock.stage if self.round_panel.clock else None
         box.setText(f"{running}{f' ({stage})' if stage else ''}.")

@@ -81,8 +81,8 @@ def pretrain_command(
     """The command line of self-supervised pretraining with JSON-lines progress.
 
     It pretrains the LPG of ``config`` on the project's own volumes for at most
-    ``minutes`` (``lesion-harvest pretrain``; a later run continues it), and
-    stops and saves on SIGTERM like a round.
+    ``minutes`` (``lesion-harvest pretrain``; a later run continues it); on
+    SIGTERM it saves its weights and exits 0.
 
     Parameters
     ----------
