@@ -20,6 +20,7 @@ COMMAND_MODULES: list[str] = [
     "napari_lesion_harvest.evaluation.cli",
     "napari_lesion_harvest.synthetic.cli",
     "napari_lesion_harvest.store.cli",
+    "napari_lesion_harvest.weights.cli",
 ]
 
 

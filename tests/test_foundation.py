@@ -10,7 +10,7 @@ from napari_lesion_harvest.cli import COMMAND_MODULES, build_parser
 
 EXPECTED_COMMANDS = {
     "init", "import", "annotate", "split", "marks", "round", "status", "export", "demo",
-    "evaluate", "synth", "check", "backup", "restore",
+    "evaluate", "synth", "check", "backup", "restore", "weights",
 }  # fmt: skip
 
 

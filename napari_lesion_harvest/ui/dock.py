@@ -478,6 +478,7 @@ class HarvestDock(QWidget):
         )
         self.results.show_rounds(rounds)
         self.round_panel.show_estimate()
+        self.round_panel.show_pretrained()
         self.summary.set_project_open(project.folder)
         self._show_summary_if_visible()
         yield
@@ -713,19 +714,26 @@ class HarvestDock(QWidget):
         return False
 
     def confirm_close_during_round(self) -> bool:
-        """Ask whether to stop the running round and close; True to close."""
+        """Ask whether to stop the running round (or pretraining) and close; True to close."""
         from qtpy.QtWidgets import QMessageBox
 
+        from napari_lesion_harvest.ui.round_panel import PRETRAIN_JOB
+
+        job = self.round_panel.job
         box = QMessageBox(self)
         box.setIcon(QMessageBox.Icon.Warning)
-        box.setWindowTitle("A harvest round is running")
+        running = f"{job.name.capitalize()} is running"
+        box.setWindowTitle(running)
         stage = self.round_panel.clock.stage if self.round_panel.clock else None
-        box.setText(f"A harvest round is running{f' ({stage})' if stage else ''}.")
+        box.setText(f"{running}{f' ({stage})' if stage else ''}.")
         box.setInformativeText(
-            "Stop it and close? It stops at its next step and keeps every stage it finished; "
-            "Run resumes it when the project is open again."
+            "Stop it and close? It stops at its next step and saves its weights; Pretrain "
+            "continues it when the project is open again."
+            if job is PRETRAIN_JOB
+            else "Stop it and close? It stops at its next step and keeps every stage it "
+            "finished; Run resumes it when the project is open again."
         )
-        stop = box.addButton("Stop the round and close", QMessageBox.ButtonRole.AcceptRole)
+        stop = box.addButton(f"Stop {job.the} and close", QMessageBox.ButtonRole.AcceptRole)
         box.addButton(QMessageBox.StandardButton.Cancel)
         box.setDefaultButton(stop)
         box.exec()

@@ -1,5 +1,7 @@
 """The "Run harvest round" controls: config, device, expected duration, Run / Stop, and the
-running round's stage, progress and time left, all in the dock.
+running round's stage, progress and time left, all in the dock; and "Pretrain", which
+runs self-supervised pretraining of the LPG (``lesion-harvest pretrain``) with the same
+runner, progress and Stop, and never beside a round.
 
 Before the round's process starts, the panel runs the engine's own checks
 (:func:`~napari_lesion_harvest.harvest.round.check_inputs`, the configuration;
@@ -32,20 +34,52 @@ from qtpy.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSizePolicy,
+    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
-from napari_lesion_harvest.ui.round_runner import RoundRunner, round_command
+from napari_lesion_harvest.ui.round_runner import RoundRunner, pretrain_command, round_command
 
 #: Log folder inside the project.
 LOGS_DIR = "logs"
 #: Seconds a device check (``lesion-harvest round --check``) may take.
 DEVICE_CHECK_TIMEOUT_S = 300
-#: The prefix of the command line's one-line errors.
-ERROR_PREFIX = "lesion-harvest round: error: "
 #: Colour of problems said in the panel.
 PROBLEM_COLOUR = "#ff8080"
+#: Minutes of pretraining the panel offers first.
+DEFAULT_PRETRAIN_MINUTES = 15
+
+
+@dataclass(frozen=True)
+class Job:
+    """What the panel's process runs: a round or pretraining.
+
+    Attributes
+    ----------
+    command : str
+        The ``lesion-harvest`` subcommand (names its log files and error lines).
+    name : str
+        In refusals: "... is already running".
+    title : str
+        Starts the panel's sentences about it.
+    the : str
+        Names it inside a sentence: "Stopping ... at its next step".
+    """
+
+    command: str
+    name: str
+    title: str
+    the: str
+
+    @property
+    def error_prefix(self) -> str:
+        """The prefix of the command's one-line errors."""
+        return f"lesion-harvest {self.command}: error: "
+
+
+ROUND_JOB = Job("round", "a harvest round", "Round", "the round")
+PRETRAIN_JOB = Job("pretrain", "pretraining", "Pretraining", "pretraining")
 
 
 @dataclass(frozen=True)
@@ -121,6 +155,9 @@ class RoundPanel(QWidget):
     command_for : callable, optional
         ``command_for(folder, config=..., device=...) -> list[str]``; default
         :func:`round_command`.
+    pretrain_command_for : callable, optional
+        ``pretrain_command_for(folder, config=..., minutes=..., device=...) -> list[str]``;
+        default :func:`pretrain_command`.
     author : str, optional
         Recorded when a stopped round is discarded (default: the login name).
     rates_path : path, optional
@@ -130,7 +167,7 @@ class RoundPanel(QWidget):
     Signals
     -------
     started()
-        A round's process started.
+        A round's (or pretraining's) process started.
     """
 
     started = Signal()
@@ -143,6 +180,7 @@ class RoundPanel(QWidget):
         project: Callable[[], object] = lambda: None,
         on_finished: Callable[[int], None] = lambda status: None,
         command_for: Callable[..., list[str]] = round_command,
+        pretrain_command_for: Callable[..., list[str]] = pretrain_command,
         author: str | None = None,
         rates_path: str | os.PathLike | None = None,
         parent=None,
@@ -155,6 +193,7 @@ class RoundPanel(QWidget):
         self._project = project
         self._on_finished = on_finished
         self._command_for = command_for
+        self._pretrain_command_for = pretrain_command_for
         self.author = author or getpass.getuser()
         self.rates_path = Path(rates_path) if rates_path else config_dir() / RATES_FILE
         self.runner = RoundRunner(self)
@@ -163,7 +202,9 @@ class RoundPanel(QWidget):
         self._device_checked.connect(self._on_device_checked)
         self.progress_bar = None
         self.events_seen = 0
+        self.job: Job | None = None  # what the runner's process runs
         self.clock = None  # StageClock of the running round
+        self.pretrain_clock = None  # PretrainClock of the running pretraining
         self._measuring = None  # (plan, size, device) whose stage times are recorded
         self._first_stage_seen: str | None = None
         self._device_checks: dict[str, tuple[str | None, str]] = {}
@@ -192,6 +233,20 @@ class RoundPanel(QWidget):
         self.stop_button.setToolTip(
             "Stop at the round's next step; it keeps every finished stage and can be resumed"
         )
+        self.pretrain_button = QPushButton("Pretrain")
+        self.pretrain_button.setToolTip(
+            "Pretrain the chosen configuration's LPG on this project's own CT, without "
+            "labels, for at most the minutes given (Pretrain again continues it); round 1 "
+            "starts from these weights"
+        )
+        self.minutes_box = QSpinBox()
+        self.minutes_box.setRange(1, 24 * 60)
+        self.minutes_box.setValue(DEFAULT_PRETRAIN_MINUTES)
+        self.minutes_box.setSuffix(" min")
+        self.minutes_box.setToolTip("Pretraining saves its weights and stops after this time")
+        self.pretrained_label = QLabel("")
+        self.pretrained_label.setWordWrap(True)
+        self.pretrained_label.setTextFormat(Qt.TextFormat.PlainText)
         self.stage_label = QLabel("")
         self.stage_bar = QProgressBar()
         self.stage_bar.setVisible(False)
@@ -201,7 +256,13 @@ class RoundPanel(QWidget):
         self.status_label.setTextFormat(Qt.TextFormat.PlainText)
         self.log_label = QLabel("")
         self.log_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        for label in (self.status_label, self.log_label, self.estimate_label, self.stage_label):
+        for label in (
+            self.status_label,
+            self.log_label,
+            self.estimate_label,
+            self.stage_label,
+            self.pretrained_label,
+        ):
             # a long path in a label must not widen the dock (that re-lays out every tab)
             label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self._eta_timer = QTimer(self)
@@ -217,10 +278,17 @@ class RoundPanel(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.stop_button)
+        pretraining = QHBoxLayout()
+        pretraining.addWidget(self.pretrain_button)
+        pretraining.addWidget(QLabel("for at most"))
+        pretraining.addWidget(self.minutes_box)
+        pretraining.addStretch(1)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.estimate_label)
         layout.addLayout(buttons)
+        layout.addLayout(pretraining)
+        layout.addWidget(self.pretrained_label)
         layout.addWidget(self.stage_label)
         layout.addWidget(self.stage_bar)
         layout.addWidget(self.eta_label)
@@ -229,6 +297,7 @@ class RoundPanel(QWidget):
         layout.addStretch(1)
         self.run_button.clicked.connect(self.start_round)
         self.stop_button.clicked.connect(self.stop_round)
+        self.pretrain_button.clicked.connect(self.start_pretrain)
         self.config_button.clicked.connect(self._choose_config)
         self.config_box.currentTextChanged.connect(self.show_estimate)
         self.device_box.currentTextChanged.connect(self.show_estimate)
@@ -313,7 +382,37 @@ class RoundPanel(QWidget):
             "\n".join(f"{stage}: {format_duration(s)}" for stage, s in estimate.seconds.items())
         )
 
+    def show_pretrained(self) -> None:
+        """Say whether the open project holds pretrained LPG weights."""
+        from napari_lesion_harvest.harvest.pretrained import pretrained_weights_info
+
+        project = self._project()
+        info = None if project is None else pretrained_weights_info(project)
+        if project is None:
+            self.pretrained_label.setText("")
+        elif info is None:
+            self.pretrained_label.setText("Pretrained LPG weights: none in this project.")
+        else:
+            self.pretrained_label.setText(
+                f"Pretrained LPG weights: {info['description']}; round 1 starts from them."
+            )
+
     # ------------------------------------------------------------------ actions
+
+    def _startable_folder(self) -> Path | None:
+        """The open project's folder when a round or pretraining may start now; None when
+        none is open or one runs (or waits for its device check), said in the panel."""
+        folder = self._project_folder()
+        if folder is None:
+            self._refuse("Open a harvest project first.")
+            return None
+        refusal = self.runner.refusal()
+        if refusal is None and self._pending_start is not None:
+            refusal = "the device is being checked; the round starts when it passes"
+        if refusal is not None:
+            self._refuse(f"Not started: {refusal}.")
+            return None
+        return folder
 
     def start_round(self) -> bool:
         """Start a round on the open project; False (said in the panel) when refused.
@@ -325,14 +424,9 @@ class RoundPanel(QWidget):
         The panel shows the round as running before its process starts: a
         round that ends at once is then reported as ended, not left looking alive.
         """
-        folder = self._project_folder()
+        folder = self._startable_folder()
         if folder is None:
-            return self._refuse("Open a harvest project first.")
-        refusal = self.runner.refusal()
-        if refusal is None and self._pending_start is not None:
-            refusal = "the device is being checked; the round starts when it passes"
-        if refusal is not None:
-            return self._refuse(f"Not started: {refusal}.")
+            return False
         discard = False
         project = self._project()
         if project is not None:
@@ -346,7 +440,7 @@ class RoundPanel(QWidget):
         if device in self._device_checks:
             return self._launch(folder, discard=discard, device=self._device_checks[device][0])
         self._pending_start = (discard,)
-        self.run_button.setEnabled(False)
+        self._enable_starts(False)
         self._say(f"Checking the device ({device}) before the round starts...")
         self._check_device(folder, device)
         return True
@@ -437,7 +531,7 @@ class RoundPanel(QWidget):
         if resolved is not None:
             self._device_checks[device] = (resolved, message)
         pending, self._pending_start = self._pending_start, None
-        self.run_button.setEnabled(not self.runner.running)
+        self._enable_starts(not self.runner.running)
         folder = self._project_folder()
         if pending is None or folder is None:
             return
@@ -449,8 +543,6 @@ class RoundPanel(QWidget):
     def _launch(self, folder, *, discard: bool, device: str) -> bool:
         from napari_lesion_harvest.ui.round_estimate import RoundEstimate, StageClock
 
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        log_path = Path(folder) / LOGS_DIR / f"round-{stamp}-{os.getpid()}.log"
         command = self._command_for(
             folder, config=self.config_box.currentText(), device=self.device_box.currentText()
         )
@@ -467,11 +559,44 @@ class RoundPanel(QWidget):
             self._measuring = (plan, project_size(project.volumes()), device)
         self.clock = StageClock(estimate)
         self._first_stage_seen = None
+        return self._start_process(ROUND_JOB, command, folder)
+
+    def start_pretrain(self) -> bool:
+        """Start pretraining the chosen configuration's LPG on the open project for at
+        most the minutes given; False (said in the panel) when refused: no project, or a
+        round or pretraining runs (or waits for its device check).
+
+        The command refuses, in its one error line said in the panel, what only the
+        project can tell (a round running in another process, a configuration it cannot
+        pretrain).
+        """
+        from napari_lesion_harvest.ui.pretrain_clock import PretrainClock
+
+        folder = self._startable_folder()
+        if folder is None:
+            return False
+        minutes = self.minutes_box.value()
+        command = self._pretrain_command_for(
+            folder,
+            config=self.config_box.currentText(),
+            minutes=minutes,
+            device=self.device_box.currentText(),
+        )
+        self.clock, self._measuring = None, None
+        self.pretrain_clock = PretrainClock(minutes)
+        return self._start_process(PRETRAIN_JOB, command, folder)
+
+    def _start_process(self, job: Job, command: list[str], folder) -> bool:
+        """Show ``job`` as running and start its process, logged in the project's
+        :data:`LOGS_DIR`; False (said in the panel) when it cannot start."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        log_path = Path(folder) / LOGS_DIR / f"{job.command}-{stamp}-{os.getpid()}.log"
+        self.job = job
         self._show_running(log_path)
         try:
-            self.runner.start(command, log_path=log_path)
+            self.runner.start(command, log_path=log_path, job=job.name)
         except OSError as error:  # no interpreter, or the log folder is not writable
-            message = f"The round could not start: {error}"
+            message = f"{job.title} could not start: {error}"
             self._show_idle(message, problem=True)
             from napari.utils.notifications import show_error
 
@@ -488,13 +613,18 @@ class RoundPanel(QWidget):
         self._say(text, problem=True)
         return False
 
+    def _enable_starts(self, enabled: bool) -> None:
+        """Enable Run and Pretrain (each refuses, said in the panel, while the other runs)."""
+        self.run_button.setEnabled(enabled)
+        self.pretrain_button.setEnabled(enabled)
+
     def _show_running(self, log_path: Path) -> None:
         self.events_seen = 0
         self._open_progress_bar()
-        self.run_button.setEnabled(False)
+        self._enable_starts(False)
         self.stop_button.setEnabled(True)
-        self._say("Round started.")
-        self.stage_label.setText("Starting the round...")
+        self._say(f"{self.job.title} started.")
+        self.stage_label.setText(f"Starting {self.job.the}...")
         self.stage_bar.setRange(0, 0)
         self.stage_bar.setVisible(True)
         self._show_time_left()
@@ -505,7 +635,7 @@ class RoundPanel(QWidget):
     def _show_idle(self, message: str, *, problem: bool = False) -> None:
         self._close_progress_bar()
         self._eta_timer.stop()
-        self.run_button.setEnabled(self._pending_start is None)
+        self._enable_starts(self._pending_start is None)
         self.stop_button.setEnabled(False)
         self.stage_bar.setVisible(False)
         self.stage_label.setText("")
@@ -513,14 +643,14 @@ class RoundPanel(QWidget):
         self._say(message, problem=problem)
 
     def stop_round(self) -> None:
-        """Stop the running round (its whole process tree)."""
+        """Stop the running round or pretraining (its whole process tree)."""
         if self.runner.running:
-            self._say("Stopping the round at its next step...")
+            self._say(f"Stopping {self.job.the} at its next step...")
             self.runner.stop()
 
     def stop_and_wait(self, timeout_s: float) -> bool:
-        """Stop the running round and wait (processing events) until its process ended;
-        True when none runs any more."""
+        """Stop the running round (or pretraining) and wait (processing events) until its
+        process ended; True when none runs any more."""
         if not self.runner.running:
             return True
         loop = QEventLoop()
@@ -538,7 +668,7 @@ class RoundPanel(QWidget):
         from napari.utils import progress
 
         self._close_progress_bar()
-        self.progress_bar = progress(total=0, desc="harvest round")
+        self.progress_bar = progress(total=0, desc=self.job.title)
 
     def _close_progress_bar(self) -> None:
         if self.progress_bar is not None:
@@ -576,6 +706,9 @@ class RoundPanel(QWidget):
 
     def _follow_stage(self, event: dict) -> None:
         """The dock's stage line and bar; a stage that ended records its rate."""
+        if self.job is PRETRAIN_JOB:
+            self._follow_pretraining(event)
+            return
         if self.clock is None:
             return
         ended = self.clock.event(event)
@@ -593,13 +726,34 @@ class RoundPanel(QWidget):
             self.stage_bar.setFormat(f"{event['stage']} %v / %m")
         self._show_time_left()
 
+    def _follow_pretraining(self, event: dict) -> None:
+        """The dock's line and bar of pretraining: its steps of the planned ones."""
+        if self.pretrain_clock is None or event["stage"] == "done":
+            return
+        self.pretrain_clock.event(event)
+        step, total = int(event["step"]), int(event["total"])
+        self.stage_label.setText(f"Pretraining the LPG: step {step} of {total}")
+        if total > 0:
+            self.stage_bar.setRange(0, total)
+            self.stage_bar.setValue(min(step, total))
+            self.stage_bar.setFormat("pretrain %v / %m")
+        self._show_time_left()
+
+    def _seconds_left(self) -> float | None:
+        """Expected seconds to the end of the running job (None: unknown)."""
+        if self.job is PRETRAIN_JOB and self.pretrain_clock is not None:
+            return self.pretrain_clock.seconds_left()
+        if self.clock is None or not self.clock.estimate.seconds:
+            return None
+        return self.clock.seconds_left()
+
     def _show_time_left(self) -> None:
         from napari_lesion_harvest.ui.round_estimate import format_duration
 
-        if self.clock is None or not self.clock.estimate.seconds:
+        left = self._seconds_left()
+        if left is None:
             self.eta_label.setText("")
             return
-        left = self.clock.seconds_left()
         finish = time.strftime("%H:%M", time.localtime(time.time() + left))
         self.eta_label.setText(f"About {format_duration(left)} left (done at about {finish}).")
 
@@ -630,13 +784,16 @@ class RoundPanel(QWidget):
         total = int(event["total"])
         if bar.total != total:
             bar.total = total
-        bar.set_description(f"round: {event['stage']}")
+        bar.set_description(f"{self.job.command}: {event['stage']}")
         if self.progress_bar is not bar:
             return False
         bar.update(int(event["step"]) - bar.n)  # emits the bar's value event
         return self.progress_bar is bar
 
     def _on_finished_signal(self, status: int, log_path: str) -> None:
+        if self.job is PRETRAIN_JOB:
+            self._pretraining_finished(status, log_path)
+            return
         from napari.utils.notifications import show_error, show_info
 
         problem = False
@@ -652,14 +809,33 @@ class RoundPanel(QWidget):
             show_info(message)
         else:
             problem = True
-            reason = _log_error(log_path)
-            message = (
-                f"Round failed: {reason}" if reason else f"Round failed (exit status {status})"
-            )
-            message += f"; log: {log_path}"
+            message = _failure(ROUND_JOB, status, log_path)
             show_error(f"{message}\n{_log_tail(log_path)}")
         self._show_idle(message, problem=problem)
         self._on_finished(status)
+        self.show_estimate()
+
+    def _pretraining_finished(self, status: int, log_path: str) -> None:
+        """Say how pretraining ended (its weights are saved when it exits 0, stopped or
+        not) and show the project's weights."""
+        from napari.utils.notifications import show_error, show_info
+
+        last = self.runner.last_event or {}
+        if status == 0:
+            done = last.get("stage") == "done" and last.get("message")
+            message, problem = f"Pretraining {done}." if done else "Pretraining finished.", False
+            if self.runner.stopping:
+                message += " Pretrain continues it."
+            show_info(message)
+        elif self.runner.stopping:
+            message, problem = f"Pretraining stopped (exit status {status}).", True
+            show_info(message)
+        else:
+            message, problem = _failure(PRETRAIN_JOB, status, log_path), True
+            show_error(f"{message}\n{_log_tail(log_path)}")
+        self.pretrain_clock = None
+        self._show_idle(message, problem=problem)
+        self.show_pretrained()
         self.show_estimate()
 
     def _outcome(self) -> tuple[str, bool]:
@@ -682,9 +858,9 @@ def _check_answer(done) -> tuple[str | None, str]:
             event = parse_progress_line(line)
             if event is not None and event["stage"] == "check":
                 return str(event["metrics"].get("device", "cpu")), event["message"]
-    errors = [line for line in done.stderr.splitlines() if line.startswith(ERROR_PREFIX)]
+    errors = [line for line in done.stderr.splitlines() if line.startswith(ROUND_JOB.error_prefix)]
     if errors:
-        return None, f"The round cannot start: {errors[-1].removeprefix(ERROR_PREFIX)}"
+        return None, f"The round cannot start: {errors[-1].removeprefix(ROUND_JOB.error_prefix)}"
     tail = " ".join(done.stderr.strip().splitlines()[-2:])
     return None, f"The device check failed (exit status {done.returncode}): {tail}"
 
@@ -706,14 +882,23 @@ def prepare_napari_progress() -> None:
         progress(total=0, desc="Lesion Harvest").close()
 
 
-def _log_error(path: str) -> str:
-    """The round command's one-line error in its log ('' when there is none)."""
+def _failure(job: Job, status: int, log_path: str) -> str:
+    """``"Round failed: REASON; log: PATH"``, the reason from the command's error line."""
+    reason = _log_error(log_path, job.error_prefix)
+    failed = (
+        f"{job.title} failed: {reason}" if reason else f"{job.title} failed (exit status {status})"
+    )
+    return f"{failed}; log: {log_path}"
+
+
+def _log_error(path: str, prefix: str) -> str:
+    """The command's one-line error (after ``prefix``) in its log ('' when there is none)."""
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError:
         return ""
-    errors = [line for line in lines if line.startswith(ERROR_PREFIX)]
-    return errors[-1].removeprefix(ERROR_PREFIX) if errors else ""
+    errors = [line for line in lines if line.startswith(prefix)]
+    return errors[-1].removeprefix(prefix) if errors else ""
 
 
 def _log_tail(path: str, lines: int = 8) -> str:

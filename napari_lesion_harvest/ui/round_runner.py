@@ -1,7 +1,9 @@
-"""Run a harvest round in a subprocess and turn its JSON-lines progress into Qt signals.
+"""Run a harvest round (or pretraining) in a subprocess and turn its JSON-lines progress
+into Qt signals.
 
-The round is ``python -m napari_lesion_harvest round PROJECT --progress-json ...``;
-each line it prints on standard output is one JSON object
+The round is ``python -m napari_lesion_harvest round PROJECT --progress-json ...``
+(:func:`round_command`; pretraining: :func:`pretrain_command`); each line it
+prints on standard output is one JSON object
 ``{"stage", "step", "total", "message", "metrics"}``. A reader thread parses
 the lines and emits :attr:`RoundRunner.progressed` (delivered on the GUI thread
 by Qt's queued connections), so the GUI never blocks on the process. Standard
@@ -29,7 +31,7 @@ STOP_GRACE_S = 10.0
 
 
 class RoundAlreadyRunning(RuntimeError):
-    """A round was started while another one is still running."""
+    """A round or pretraining was started while another one is still running."""
 
 
 def round_command(
@@ -68,6 +70,49 @@ def round_command(
     ]
 
 
+def pretrain_command(
+    project_folder: str | os.PathLike,
+    *,
+    config: str = "lite",
+    minutes: float,
+    device: str = "auto",
+    python: str = sys.executable,
+) -> list[str]:
+    """The command line of self-supervised pretraining with JSON-lines progress.
+
+    It pretrains the LPG of ``config`` on the project's own volumes for at most
+    ``minutes`` (``lesion-harvest pretrain``; a later run continues it); on
+    SIGTERM it saves its weights and exits 0.
+
+    Parameters
+    ----------
+    project_folder : path
+        The harvest project.
+    config : str
+        Round preset (``lite``, ``paper``) or a JSON config file: whose LPG to pretrain.
+    minutes : float
+        Training time after which it saves and exits.
+    device : str
+        ``auto``, ``cpu`` or ``cuda``.
+    python : str
+        Interpreter that runs it (default: this one).
+    """
+    return [
+        python,
+        "-m",
+        "napari_lesion_harvest",
+        "pretrain",
+        str(project_folder),
+        "--progress-json",
+        "--config",
+        config,
+        "--minutes",
+        f"{minutes:g}",
+        "--device",
+        device,
+    ]
+
+
 def parse_progress_line(line: str) -> dict | None:
     """The progress event of one output line, or ``None`` when it is not one.
 
@@ -94,7 +139,7 @@ def parse_progress_line(line: str) -> dict | None:
 
 
 class RoundRunner(QObject):
-    """One round subprocess at a time, reported through Qt signals.
+    """One round (or pretraining) subprocess at a time, reported through Qt signals.
 
     Signals
     -------
@@ -115,6 +160,7 @@ class RoundRunner(QObject):
         self.log_path: Path | None = None
         self.stopping = False
         self.last_event: dict | None = None
+        self.job = "a harvest round"
 
     @property
     def running(self) -> bool:
@@ -127,13 +173,22 @@ class RoundRunner(QObject):
         return None if self._process is None else self._process.pid
 
     def refusal(self) -> str | None:
-        """Why a round cannot start now (one is running), or ``None`` when it can."""
+        """Why a process cannot start now (one is running), or ``None`` when it can."""
         if not self.running:
             return None
-        return f"a harvest round is already running (pid {self.pid}); stop it or wait"
+        return f"{self.job} is already running (pid {self.pid}); stop it or wait"
 
-    def start(self, command: list[str], *, log_path: str | os.PathLike, env=None) -> None:
+    def start(
+        self,
+        command: list[str],
+        *,
+        log_path: str | os.PathLike,
+        env=None,
+        job: str = "a harvest round",
+    ) -> None:
         """Start ``command``; its stderr and non-JSON output go to ``log_path``.
+
+        ``job`` names it in :meth:`refusal` (``"a harvest round"``, ``"pretraining"``).
 
         Raises
         ------
@@ -152,6 +207,7 @@ class RoundRunner(QObject):
         log.flush()
         self.stopping = False
         self.last_event = None
+        self.job = job
         try:
             self._process = subprocess.Popen(
                 command,
