@@ -300,8 +300,7 @@ def run_round_command(args) -> int:
     from napari_lesion_harvest.harvest.distributed import ProjectFolder, launched_rank
     from napari_lesion_harvest.progress import Cancelled, JsonLinesProgress, TqdmProgress
 
-    overrides = {} if args.seed is None else {"seed": args.seed}
-    config = load_config(args.config, **overrides)
+    config = load_config(args.config, {} if args.seed is None else {"seed": args.seed})
     progress = JsonLinesProgress() if args.progress_json else TqdmProgress()
 
     def run(project) -> list:

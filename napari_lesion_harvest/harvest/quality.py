@@ -33,7 +33,9 @@ from napari_lesion_harvest.evaluation.harvest import (
     evaluation_truth,
     label_sets,
 )
+from napari_lesion_harvest.evaluation.matching import IOU_THRESHOLD_2D
 from napari_lesion_harvest.evaluation.tables import ProposalTable, RecistTruth
+from napari_lesion_harvest.harvest.config_migration import dotted_fields
 from napari_lesion_harvest.store import HarvestProject
 from napari_lesion_harvest.vocabulary import Origin, Split
 
@@ -98,7 +100,7 @@ def project_rounds(project_dir: Path, counts: np.ndarray) -> list[dict]:
 
 def _round(record, truth, original, ruler, proposals, pool, counts) -> dict:
     metrics = record.metrics
-    match_iou = record.config.get("match_iou", 0.5)
+    match_iou = dotted_fields(record.config).get("harvest.match_iou", IOU_THRESHOLD_2D)
     common = {
         "original": original,
         "proposals": dict(proposals),

@@ -7,10 +7,10 @@ per unit of work) for that stage, model and device:
 =============  ===============================================================  ==========
 stage          work (units)                                                     rate key
 =============  ===============================================================  ==========
-``train_lpg``  steps x batch x (side / 256)^2; steps: ``lpg_train_steps`` in     LPG preset
-               the first round, ``lpg_finetune_steps`` later; side: the slices'
-               side after resampling to 0.8 mm pixels, at most ``lpg_max_side``
-               (``lpg_crop_px`` when set)
+``train_lpg``  steps x batch x (side / 256)^2; steps: ``lpg.train_steps`` in     LPG preset
+               the first round, ``lpg.finetune_steps`` later; side: the slices'
+               side after resampling to 0.8 mm pixels, at most ``lpg.max_side``
+               (``lpg.crop_px`` when set)
 ``scan``       sum over V_M, V_H, V_H_test of slices x (side / 256)^2           LPG preset
 ``verify``     volumes                                                          --
 ``train_lpc``  trainings x epochs x (V_M + V_H volumes) x (patch / 64)^2;       LPC width,
@@ -116,8 +116,8 @@ def _lpg_sides(config, size: ProjectSize) -> list[tuple[int, float]]:
     after resampling to the preset's pixel spacing, at most ``max_side``."""
     from napari_lesion_harvest.lpg.config import get_config
 
-    preset = get_config(config.lpg_config)
-    max_side = float(config.lpg_max_side or preset.max_side)
+    preset = get_config(config.lpg.architecture)
+    max_side = float(config.lpg.max_side or preset.max_side)
     return [
         (z, min(max_side, max(y * sy, x * sx) / preset.pixel_spacing_mm))
         for split in (Split.V_M, Split.V_H, Split.V_H_test)
@@ -137,21 +137,21 @@ def stage_work(stage: str, config, size: ProjectSize, *, first_round: bool) -> f
     first_round : bool
         No round finished before this one (the LPG trains from scratch).
     """
-    lpc_area = (config.lpc_patch_size / LPC_UNIT_SIDE) ** 2
+    lpc_area = (config.lpc.patch_size / LPC_UNIT_SIDE) ** 2
     if stage == "train_lpg":
-        steps = config.lpg_train_steps if first_round else config.lpg_finetune_steps
+        steps = config.lpg.train_steps if first_round else config.lpg.finetune_steps
         sides = [side for _z, side in _lpg_sides(config, size)]
         side = statistics.median(sides) if sides else LPG_UNIT_SIDE
-        if config.lpg_crop_px is not None:
-            side = min(side, config.lpg_crop_px)
-        return steps * config.lpg_batch_size * (side / LPG_UNIT_SIDE) ** 2
+        if config.lpg.crop_px is not None:
+            side = min(side, config.lpg.crop_px)
+        return steps * config.lpg.batch_size * (side / LPG_UNIT_SIDE) ** 2
     if stage == "scan":
         return sum(z * (side / LPG_UNIT_SIDE) ** 2 for z, side in _lpg_sides(config, size))
     if stage == "verify":
         return size.count(Split.V_M, Split.V_H, Split.V_H_test)
     if stage == "train_lpc":
-        trainings = config.folds + 1 if config.threshold_mode == "out_of_fold" else 1
-        return trainings * config.lpc_epochs * size.count(Split.V_M, Split.V_H) * lpc_area
+        trainings = config.lpc.folds + 1 if config.lpc.threshold_mode == "out_of_fold" else 1
+        return trainings * config.lpc.epochs * size.count(Split.V_M, Split.V_H) * lpc_area
     if stage == "harvest":
         return size.count(Split.V_H, Split.V_H_test) * lpc_area
     if stage == "evaluate":
@@ -167,9 +167,9 @@ def device_kind(device: str) -> str:
 def rate_model(stage: str, config) -> str:
     """The model part of a rate key: what makes a stage's unit cost differ."""
     if stage in ("train_lpg", "scan"):
-        return config.lpg_config
+        return config.lpg.architecture
     if stage in ("train_lpc", "harvest"):
-        return f"{config.lpc_width}/{config.lpc_variant}"
+        return f"{config.lpc.width}/{config.lpc.variant}"
     return ""
 
 

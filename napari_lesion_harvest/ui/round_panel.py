@@ -75,8 +75,11 @@ class RoundPlan:
 
 
 def config_differences(config, stored: dict, *, shown: int = 4) -> str:
-    """``"lpg_train_steps 600 -> 20000, ..."``: the stored fields ``config`` changes."""
-    new = json.loads(config.to_json())
+    """``"lpg.train_steps 600 -> 20000, ..."``: the stored fields ``config`` changes
+    (``stored`` in sections or, stored by an earlier version, flat)."""
+    from napari_lesion_harvest.harvest.config_migration import dotted_fields
+
+    new, stored = dotted_fields(json.loads(config.to_json())), dotted_fields(stored)
     changed = [f"{k} {stored.get(k)} -> {v}" for k, v in sorted(new.items()) if stored.get(k) != v]
     more = f", and {len(changed) - shown} more" if len(changed) > shown else ""
     return ", ".join(changed[:shown]) + more
