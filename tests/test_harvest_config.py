@@ -285,6 +285,14 @@ def test_the_docs_configuration_table_gives_every_field_its_preset_values():
         assert (lite, paper) == (lite_fields[name], paper_fields[name]), name
 
 
+def as_previous_version(config) -> dict:
+    """``config`` as the previous version stored it with a round: flat names, and the
+    fields it had that this version removed, at the value both presets gave them."""
+    flat_names = {dotted: flat for flat, dotted in FLAT_NAMES.items()}
+    values = dotted_fields(json.loads(config.to_json()))
+    return {**{flat_names.get(name, name): v for name, v in values.items()}, **OLD_FIELDS}
+
+
 def _previous_version(preset: str) -> dict:
     """The ``preset``'s configuration as the previous version (flat field names) stored it
     with its rounds."""
@@ -296,6 +304,7 @@ def _previous_version(preset: str) -> dict:
 def test_a_configuration_the_previous_version_stored_flat_loads_with_every_value(preset, config):
     old = _previous_version(preset)
     assert set(old) == set(FLAT_NAMES) | {"max_rounds", "seed"}
+    assert as_previous_version(config) == {**old, **OLD_FIELDS}
     assert stored_config(2, old) == config
     assert stored_config(2, {**old, "lpg_train_steps": 7}).lpg.train_steps == 7
     with pytest.raises(RoundConfigError) as raised:
