@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from napari_lesion_harvest.cli import CommandError, positive_int
-from napari_lesion_harvest.vocabulary import Origin, Split
+from napari_lesion_harvest.vocabulary import Origin, RoundStatus, Split
 
 DEMO_AUTHOR = "demo"
 
@@ -187,7 +187,7 @@ def run_demo(
         run_rounds_stoppably(
             project, config, rounds=config.max_rounds, device=device, progress=progress
         )
-        return [r for r in project.rounds.list() if r.status == "done"]
+        return [r for r in project.rounds.list() if r.status == RoundStatus.done]
 
 
 def build_demo_project(

@@ -66,11 +66,12 @@ from napari_lesion_harvest.store.lock import RoundLock
 from napari_lesion_harvest.store.rounds import checkpoint_location
 from napari_lesion_harvest.tracking.marks import best_slice_boxes
 from napari_lesion_harvest.tracking.marks import proposals_hitting_marks as proposals_hitting
-from napari_lesion_harvest.vocabulary import Role, Split, Verdict
+from napari_lesion_harvest.vocabulary import Role, Split, Stage, Verdict
 
-STAGES = ("train_lpg", "scan", "verify", "train_lpc", "harvest", "evaluate")
+#: The stages of a round, in the order they run.
+STAGES = tuple(Stage)
 #: Stages every ``torchrun`` rank runs (the others run on rank 0 only).
-RANK_SHARED_STAGES = frozenset({"train_lpg", "scan", "harvest"})
+RANK_SHARED_STAGES = frozenset({Stage.train_lpg, Stage.scan, Stage.harvest})
 
 
 @dataclass
@@ -228,7 +229,7 @@ def train_lpg_stage(state: RoundState) -> StageResult:
 
     def report(step, total, parts):
         shown = {k: round(float(v), 4) for k, v in parts.items()}
-        state.progress("train_lpg", step, total, f"loss {shown.get('total', 0):.3f}", shown)
+        state.progress(Stage.train_lpg, step, total, f"loss {shown.get('total', 0):.3f}", shown)
 
     result = train_lpg(
         samples,
@@ -261,7 +262,7 @@ def train_lpg_stage(state: RoundState) -> StageResult:
     )
     if result.resume_refused:
         state.progress(
-            "train_lpg", 0, steps, f"trained from the first step: {result.resume_refused}"
+            Stage.train_lpg, 0, steps, f"trained from the first step: {result.resume_refused}"
         )
     check_cancelled(state.cancelled)
     if result.stopped:
@@ -312,11 +313,11 @@ def scan_stage(state: RoundState) -> StageResult:
     scanned = {}  # volume_id -> (proposals, slices, 2D boxes) of this rank's volumes
     for done, record in enumerate(rank_records):
         check_cancelled(state.cancelled)
-        state.progress("scan", done, len(rank_records), record.volume_id)
+        state.progress(Stage.scan, done, len(rank_records), record.volume_id)
         volume = state.open(record.volume_id)
         proposals, boxes_2d = scan_volume(model, volume, **options, device=state.device)
         scanned[record.volume_id] = (proposals, volume.num_slices, boxes_2d)
-    state.progress("scan", len(rank_records), len(rank_records), "done")
+    state.progress(Stage.scan, len(rank_records), len(rank_records), "done")
     scanned = merged_from_ranks(scanned, state.context)
     if scanned is None:
         return None
@@ -525,11 +526,11 @@ def harvest_stage(state: RoundState) -> StageResult:
     classified = {}  # volume_id -> s_c of its unverified proposals, on this rank
     for done, volume_id in enumerate(rank_volumes):
         check_cancelled(state.cancelled)
-        state.progress("harvest", done, len(rank_volumes), volume_id)
+        state.progress(Stage.harvest, done, len(rank_volumes), volume_id)
         classified[volume_id] = probabilities(
             scorer, state.open(volume_id), to_score[volume_id], device=state.device
         )
-    state.progress("harvest", len(rank_volumes), len(rank_volumes), "done")
+    state.progress(Stage.harvest, len(rank_volumes), len(rank_volumes), "done")
     classified = merged_from_ranks(classified, state.context)
     if classified is None:
         return None
@@ -652,10 +653,10 @@ def _number(value: float) -> float | None:
 
 
 STAGE_FUNCTIONS = {
-    "train_lpg": train_lpg_stage,
-    "scan": scan_stage,
-    "verify": verify_stage,
-    "train_lpc": train_lpc_stage,
-    "harvest": harvest_stage,
-    "evaluate": evaluate_stage,
+    Stage.train_lpg: train_lpg_stage,
+    Stage.scan: scan_stage,
+    Stage.verify: verify_stage,
+    Stage.train_lpc: train_lpc_stage,
+    Stage.harvest: harvest_stage,
+    Stage.evaluate: evaluate_stage,
 }
