@@ -9,7 +9,7 @@ rows on V_H_test after each round.
 Run: ``.venv/bin/python benchmarks/harvest_bench.py [--volumes 60] [--size 256] [--out DIR]``
 (``--device cuda`` for a GPU; ``--lpg-steps N --lpg-finetune-steps M`` to train the
 LPG longer than the configuration says; ``--set FIELD=JSON`` to change any other field
-of the round configuration, e.g. ``--set lpg_ignore_known_lesions=true``;
+of the round configuration, e.g. ``--set lpg.ignore_known_lesions=true``;
 ``--complete-v-h K`` to fully annotate K V_H volumes too, a larger V_M on the same
 V_H_test: with all of V_H, round 1 shows what full labels of the training volumes
 buy). Each
@@ -23,9 +23,9 @@ import argparse
 import tempfile
 import time
 from collections import defaultdict
-from dataclasses import replace
 from pathlib import Path
 
+from napari_lesion_harvest.harvest.config import with_changes
 from napari_lesion_harvest.harvest.config_overrides import add_set_option, with_set_fields
 from napari_lesion_harvest.harvest.demo import demo_config, run_demo
 from napari_lesion_harvest.harvest.report import format_round_table, save_round_curves
@@ -85,8 +85,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     out = args.out or Path(tempfile.mkdtemp(prefix="harvest_bench_"))
     config = demo_config(args.config, rounds=args.rounds, seed=args.seed, size=args.size)
-    steps = {"lpg_train_steps": args.lpg_steps, "lpg_finetune_steps": args.lpg_finetune_steps}
-    config = replace(config, **{k: v for k, v in steps.items() if v is not None})
+    steps = {"lpg.train_steps": args.lpg_steps, "lpg.finetune_steps": args.lpg_finetune_steps}
+    config = with_changes(config, {k: v for k, v in steps.items() if v is not None})
     config = with_set_fields(config, args.set, parser)
     clock = StageClock()
     started = time.monotonic()
@@ -110,7 +110,7 @@ def main(argv=None) -> int:
     total = time.monotonic() - started
     print(
         f"\n{args.volumes} volumes at {args.size} px, config {args.config} (LPG steps "
-        f"{config.lpg_train_steps} / {config.lpg_finetune_steps}), {args.device}"
+        f"{config.lpg.train_steps} / {config.lpg.finetune_steps}), {args.device}"
     )
     print(f"{'round':<7}" + "".join(f"{s:>11}" for s in STAGES) + f"{'total':>10}")
     for number, stages in sorted(clock.seconds().items()):

@@ -1,4 +1,5 @@
-"""The project's vocabulary: volume splits, mark origins, proposal roles, verdicts.
+"""The project's vocabulary: volume splits, mark origins, proposal roles, verdicts,
+round statuses and round stages.
 
 Each name is a ``str`` enum whose members are the strings the project
 stores (SQLite), exports (JSON, CSV) and shows: ``Role.P_RM == Role.P_RM`` and
@@ -6,7 +7,7 @@ stores (SQLite), exports (JSON, CSV) and shows: ``Role.P_RM == Role.P_RM`` and
 string read back from a file compares equal to its member. The names follow
 the paper (Cai et al., "Lesion Harvesting"); ``docs/glossary.md`` maps them to
 its symbols. The schema's CHECK constraints (:mod:`napari_lesion_harvest.store.schema`)
-allow exactly these values.
+allow exactly the values of the splits, origins, roles, verdicts and round statuses.
 """
 
 from __future__ import annotations
@@ -71,3 +72,35 @@ class Verdict(_Names):
 
     accepted = "accepted"
     rejected = "rejected"
+
+
+class RoundStatus(_Names):
+    """Where a harvest round stands."""
+
+    #: Created; no stage has run yet.
+    queued = "queued"
+    #: A process holds the round lock and runs its stages.
+    running = "running"
+    #: Every stage committed: its results are the project's latest round.
+    done = "done"
+    #: Stopped or interrupted; it resumes after its last committed stage.
+    failed = "failed"
+    #: Ended for good: stopped by a user, or inputs that cannot give a result.
+    cancelled = "cancelled"
+
+
+class Stage(_Names):
+    """The stages of a harvest round, in the order they run."""
+
+    #: Train the lesion proposal generator (round 1) or fine-tune it with HNSL.
+    train_lpg = "train_lpg"
+    #: Detect on every slice and stack 2D boxes into 3D proposals.
+    scan = "scan"
+    #: Split proposals by the marks: P_RM, P_neg_M (V_M) and P_RH (V_H).
+    verify = "verify"
+    #: Fit the lesion proposal classifier; score V_M for the harvest threshold.
+    train_lpc = "train_lpc"
+    #: Score V_H, harvest P_pos_H and mine hard negatives P_neg_H.
+    harvest = "harvest"
+    #: Evaluate the round on the held-out volumes (V_H_test).
+    evaluate = "evaluate"

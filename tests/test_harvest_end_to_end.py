@@ -33,7 +33,7 @@ def _final_state(project_dir):
 
 def test_two_rounds_harvest_precisely_and_beat_the_original_marks(tmp_path):
     project_dir = make_blob_project(tmp_path, n_volumes=18, n_test=6)
-    config = load_config(str(tmp_path / "tiny.json"), lpg_train_steps=250, lpc_epochs=6)
+    config = load_config(str(tmp_path / "tiny.json"), {"lpg.train_steps": 250, "lpc.epochs": 6})
     with HarvestProject.open(project_dir) as project:
         run_rounds(project, config, rounds=2, device="cpu")
         rounds = project.rounds.list()

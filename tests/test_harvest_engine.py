@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from napari_lesion_harvest.geometry import iou_2d
 from napari_lesion_harvest.harvest.blob_project import V_M, make_blob_project
-from napari_lesion_harvest.harvest.config import load_config
+from napari_lesion_harvest.harvest.config import load_config, with_changes
 from napari_lesion_harvest.harvest.round import HarvestInputError, check_inputs, run_rounds
 from napari_lesion_harvest.harvest.stages import STAGES, RoundState, train_lpg_stage
 from napari_lesion_harvest.harvest.training_sets import (
@@ -44,7 +43,7 @@ def finished_round(tmp_path_factory):
     with HarvestProject.open(project_dir) as project:
         run_rounds(
             project,
-            load_config(str(folder / "tiny.json"), lpc_pad_px=CONTEXT_PX),
+            load_config(str(folder / "tiny.json"), {"lpc.pad_px": CONTEXT_PX}),
             rounds=1,
             device="cpu",
             progress=lambda *event: events.append(event),
@@ -189,24 +188,24 @@ def test_known_lesions_are_ignored_on_the_fine_tuning_slices_they_cross(finished
 
 
 def test_fine_tuning_options_reach_the_lpg_training(finished_round, tmp_path):
-    """A later round fine-tunes on every training slice once, ``lpg_crop_px`` sets its
-    training canvas, and ``lpg_ignore_known_lesions`` gives it the ignore boxes."""
+    """A later round fine-tunes on every training slice once, ``lpg.crop_px`` sets its
+    training canvas, and ``lpg.ignore_known_lesions`` gives it the ignore boxes."""
     project_dir = shutil.copytree(finished_round[0], tmp_path / "project")
     snapshot = next_round_snapshot(project_dir)
-    base = load_config(str(finished_round[0].parent / "tiny.json"), lpg_finetune_steps=2)
+    base = load_config(str(finished_round[0].parent / "tiny.json"), {"lpg.finetune_steps": 2})
     slices = lpg_training_slices(snapshot, use_pool=True)
     runs = {}
     with HarvestProject.open(project_dir) as project:
         for changes in (
             {},
-            {"lpg_crop_px": 32},
-            {"lpg_ignore_known_lesions": True, "lpg_edge_stack_probability": 0.5},
+            {"lpg.crop_px": 32},
+            {"lpg.ignore_known_lesions": True, "lpg.edge_stack_probability": 0.5},
         ):
             state = RoundState(
                 project,
                 snapshot.round_number,
                 snapshot,
-                replace(base, **changes),
+                with_changes(base, changes),
                 "cpu",
                 progress=lambda *event: None,
                 cancelled=lambda: False,
@@ -216,10 +215,10 @@ def test_fine_tuning_options_reach_the_lpg_training(finished_round, tmp_path):
             assert metrics["training_slices"] == len(slices)
             runs[tuple(changes)] = metrics
     assert runs[()]["drawn_slices"] == len(slices)
-    assert runs[()]["canvas_px"] == base.lpg_max_side and runs["lpg_crop_px",]["canvas_px"] == 32
+    assert runs[()]["canvas_px"] == base.lpg.max_side and runs["lpg.crop_px",]["canvas_px"] == 32
     ignoring = lpg_training_slices(snapshot, use_pool=True, ignore_known_lesions=True)
     assert runs[()]["ignore_boxes"] == 0
-    assert runs["lpg_ignore_known_lesions", "lpg_edge_stack_probability"]["ignore_boxes"] == sum(
+    assert runs["lpg.ignore_known_lesions", "lpg.edge_stack_probability"]["ignore_boxes"] == sum(
         len(s.ignore_boxes) for s in ignoring
     )
 

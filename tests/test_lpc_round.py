@@ -22,8 +22,7 @@ def chosen_round(tmp_path_factory):
     project_dir = make_blob_project(folder)
     config = load_config(
         str(folder / "tiny.json"),
-        lpc_candidates=("s_g", "features"),
-        lpc_v_h_scoring="fold_mean",
+        {"lpc.candidates": ("s_g", "features"), "lpc.v_h_scoring": "fold_mean"},
     )
     with HarvestProject.open(project_dir) as project:
         (record,) = run_rounds(project, config, rounds=1, device="cpu")

@@ -29,7 +29,7 @@ from tests.round_command import (
 def _stopped_round(tmp_path):
     """A blob project whose round 1 (``first.json``: 100,000 LPG steps) was stopped."""
     project_dir = make_blob_project(tmp_path)
-    first = write_config(tmp_path, "first.json", lpg_train_steps=100_000)
+    first = write_config(tmp_path, "first.json", **{"lpg.train_steps": 100_000})
     process = start_round(project_dir, first)
     wait_for_training(process)
     assert stop(process) == 130
@@ -40,8 +40,8 @@ def _stopped_round(tmp_path):
 def test_check_says_what_a_round_would_do_and_discard_starts_the_new_configuration(tmp_path):
     project_dir = _stopped_round(tmp_path)
     (record,) = rounds_of(project_dir)
-    assert record.status == "failed" and record.config["lpg_train_steps"] == 100_000
-    second = write_config(tmp_path, "second.json", lpg_train_steps=90_000)
+    assert record.status == "failed" and record.config["lpg"]["train_steps"] == 100_000
+    second = write_config(tmp_path, "second.json", **{"lpg.train_steps": 90_000})
 
     check = lesion_harvest(*round_command(project_dir, second, "--check", "--progress-json"))
     assert check.returncode == 0, check.stderr
@@ -60,7 +60,7 @@ def test_check_says_what_a_round_would_do_and_discard_starts_the_new_configurati
     assert stop(discarding) == 130
     old, new = rounds_of(project_dir)
     assert (old.status, old.error) == ("cancelled", "cancelled by rad")
-    assert new.number == 2 and new.config["lpg_train_steps"] == 90_000
+    assert new.number == 2 and new.config["lpg"]["train_steps"] == 90_000
     assert new.status == "failed"  # stopped: resumable with its own configuration
     with HarvestProject.open(project_dir) as project:
         (entry,) = [a for a in project.audit_log() if a.action == "round.cancelled"]
@@ -87,7 +87,7 @@ def test_a_refused_round_discards_nothing(tmp_path):
 
 def test_discard_and_check_refuse_while_a_round_runs(tmp_path):
     project_dir = make_blob_project(tmp_path)
-    config = write_config(tmp_path, "long.json", lpg_train_steps=100_000)
+    config = write_config(tmp_path, "long.json", **{"lpg.train_steps": 100_000})
     running = start_round(project_dir, config)
     try:
         wait_for_training(running)

@@ -39,10 +39,10 @@ def copied_project(blobs, tmp_path):
 @pytest.mark.parametrize("value", [0, "abc", 4.5, None])
 def test_a_bad_config_field_is_refused_before_any_round(blobs, tmp_path, value):
     project_dir = copied_project(blobs, tmp_path)
-    config = write_config(tmp_path, "bad.json", lpg_batch_size=value)
+    config = write_config(tmp_path, "bad.json", **{"lpg.batch_size": value})
     done = lesion_harvest(*round_command(project_dir, config))
-    message = assert_one_line_error(done, str(config), "'lpg_batch_size'", repr(value))
-    assert message.startswith(f"{config}: config field 'lpg_batch_size' must be a whole number")
+    message = assert_one_line_error(done, str(config), "'lpg.batch_size'", repr(value))
+    assert message.startswith(f"{config}: config field 'lpg.batch_size' must be a whole number")
     assert rounds_of(project_dir) == []
 
 
@@ -59,7 +59,7 @@ def test_an_lpc_without_positives_cancels_the_round_with_the_reason(blobs, tmp_p
     inputs are frozen, so a resume would fail the same way: the round ends cancelled
     with the reason, and the next run starts a new round."""
     project_dir = copied_project(blobs, tmp_path)
-    config = write_config(tmp_path, "one_step.json", lpg_train_steps=1)
+    config = write_config(tmp_path, "one_step.json", **{"lpg.train_steps": 1})
     done = lesion_harvest(*round_command(project_dir, config, "--rounds", "1"))
     message = assert_one_line_error(done, "classifier cannot be trained", "0 positives")
     (record,) = rounds_of(project_dir)
@@ -94,7 +94,7 @@ def test_a_round_refused_by_a_running_one_leaves_no_row(blobs, tmp_path):
     """Two real processes: while the first runs round 1, the second is refused in one
     line and creates nothing; stopping the first leaves round 1 failed (resumable)."""
     project_dir = copied_project(blobs, tmp_path)
-    config = write_config(tmp_path, "long.json", lpg_train_steps=100_000)
+    config = write_config(tmp_path, "long.json", **{"lpg.train_steps": 100_000})
     first = start_round(project_dir, config)
     try:
         wait_for_training(first)

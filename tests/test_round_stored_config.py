@@ -12,7 +12,7 @@ from napari_lesion_harvest.harvest.config import load_config
 from napari_lesion_harvest.harvest.round import run_rounds
 from napari_lesion_harvest.store import HarvestProject
 from tests.builders import stopped_round
-from tests.previous_version import OLD_FIELDS
+from tests.previous_version import as_previous_version
 from tests.round_command import (
     assert_one_line_error,
     lesion_harvest,
@@ -32,7 +32,7 @@ def _stopped_old_round(folder, **changes) -> tuple:
     Returns the project folder and the stored configuration."""
     project_dir = make_blob_project(folder)
     tiny = load_config(str(folder / "tiny.json"))
-    stored = {**json.loads(tiny.to_json()), **OLD_FIELDS, **changes}
+    stored = {**as_previous_version(tiny), **changes}
     with HarvestProject.open(project_dir) as project:
         stopped_round(project, stored)
     return project_dir, stored
@@ -54,7 +54,7 @@ def test_a_round_stored_with_the_removed_fields_at_their_old_values_resumes(tmp_
         (record,) = run_rounds(project, load_config("lite"), rounds=1, device="cpu")
     assert (record.number, record.status) == (1, "done")
     # its own configuration (tiny.json's 80 LPG steps), not lite's 600
-    assert record.metrics["lpg"]["steps"] == TINY_CONFIG["lpg_train_steps"]
+    assert record.metrics["lpg"]["steps"] == TINY_CONFIG["lpg.train_steps"]
     assert rounds_of(project_dir)[0].config == stored  # kept as the round stored it
 
 
@@ -70,10 +70,10 @@ def test_a_round_stored_with_a_removed_option_on_is_refused_until_discarded(tmp_
     (record,) = rounds_of(project_dir)
     assert (record.status, record.config) == ("failed", stored)  # untouched
 
-    long = write_config(tmp_path, "long.json", lpg_train_steps=100_000)
+    long = write_config(tmp_path, "long.json", **{"lpg.train_steps": 100_000})
     discarding = start_round(project_dir, long, "--discard", "--author", "rad")
     wait_for_training(discarding)
     assert stop(discarding) == 130
     old, new = rounds_of(project_dir)
     assert (old.status, old.error) == ("cancelled", "cancelled by rad")
-    assert new.number == 2 and new.config["lpg_train_steps"] == 100_000
+    assert new.number == 2 and new.config["lpg"]["train_steps"] == 100_000

@@ -112,7 +112,8 @@ def test_a_demo_project_from_the_sample_is_ready_to_draw_and_run(
     )
     config = dock.round_panel.config_box.currentText()
     assert config == str(tmp_path / "demo" / "demo_round.json")
-    assert json.loads((tmp_path / "demo" / "demo_round.json").read_text())["lpg_config"] == "lite"
+    written = json.loads((tmp_path / "demo" / "demo_round.json").read_text())
+    assert written["lpg"]["architecture"] == "lite"
     assert dock.round_panel.estimate_label.text().startswith("Round 1: about ")
 
     volume_id = next(s.volume_id for s in dock.project.volume_summaries() if s.split == "V_H")

@@ -38,7 +38,7 @@ def test_progress_time_left_in_the_dock_and_closing_napari_stops_the_round(
     assert panel.start_round()
     qtbot.waitUntil(lambda: panel.clock.stage == "train_lpg", timeout=ROUND_TIMEOUT_MS)
     qtbot.waitUntil(
-        lambda: panel.stage_bar.maximum() == TINY_CONFIG["lpg_train_steps"],
+        lambda: panel.stage_bar.maximum() == TINY_CONFIG["lpg.train_steps"],
         timeout=ROUND_TIMEOUT_MS,
     )
     assert panel.stage_label.text() == "Stage 1 of 6: train_lpg"

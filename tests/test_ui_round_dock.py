@@ -17,12 +17,12 @@ from napari_lesion_harvest.store.project import HarvestProject
 from napari_lesion_harvest.ui.round_outcome import harvest_outcome
 from napari_lesion_harvest.ui.round_panel import PROBLEM_COLOUR
 from tests.builders import stopped_round
-from tests.previous_version import OLD_FIELDS
+from tests.previous_version import as_previous_version
 from tests.ui_helpers import answer_next_dialog, make_project, open_dock
 
 pytestmark = pytest.mark.gui
 
-TINY_STEPS = TINY_CONFIG["lpg_train_steps"]
+TINY_STEPS = TINY_CONFIG["lpg.train_steps"]
 MARK = RecistMark.from_measurement_coordinates([30, 40, 44, 40, 37, 34, 37, 46], z=5)
 
 
@@ -102,7 +102,7 @@ def test_after_a_stop_another_configuration_asks_resume_or_discard(
     assert asked[0] == "Round 1 stopped after its start, with another configuration than " + (
         f"{str(tiny)!r}."
     )
-    assert "Differences: folds 5 -> 2, lpc_epochs 30 -> 3, " in asked[1]
+    assert "Differences: lpc.epochs 30 -> 3, lpc.folds 5 -> 2, " in asked[1]
     assert panel.status_label.text() == "Not started: neither resumed nor discarded."
     assert not panel.runner.running
 
@@ -113,7 +113,7 @@ def test_after_a_stop_another_configuration_asks_resume_or_discard(
     assert panel.stop_and_wait(60)
     old, new = dock.project.rounds.list()
     assert (old.status, old.error) == ("cancelled", "cancelled by radiologist")
-    assert new.status == "failed" and new.config["lpg_train_steps"] == TINY_STEPS
+    assert new.status == "failed" and new.config["lpg"]["train_steps"] == TINY_STEPS
 
     panel.set_config("lite")  # round 2 stopped with tiny.json; lite differs
     answer_next_dialog("Resume round 2")
@@ -125,7 +125,7 @@ def test_after_a_stop_another_configuration_asks_resume_or_discard(
         timeout=300_000,
     )
     (record,) = [r for r in dock.project.rounds.list() if r.number == 2]
-    assert record.status == "done" and record.config["lpg_train_steps"] == TINY_STEPS
+    assert record.status == "done" and record.config["lpg"]["train_steps"] == TINY_STEPS
     # the outcome is said in the dock; a round that harvested nothing says why
     text, nothing = harvest_outcome(record)
     assert panel.status_label.text() == text and text.startswith("Round 2 ")
@@ -138,7 +138,7 @@ def test_a_stopped_round_of_the_previous_version_is_planned_or_refused_in_the_do
 ):
     monkeypatch.setenv("LESION_HARVEST_CONFIG", str(tmp_path / "config"))
     project_dir = make_blob_project(tmp_path)
-    stored = {**asdict(load_config("lite")), **OLD_FIELDS}
+    stored = as_previous_version(load_config("lite"))
     with HarvestProject.open(project_dir) as project:
         number = stopped_round(project, stored)
     _viewer, dock, panel = _dock(make_napari_viewer, qtbot, project_dir)

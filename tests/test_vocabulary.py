@@ -9,23 +9,37 @@ import sqlite3
 import pytest
 
 from napari_lesion_harvest.geometry import Proposal3D, RecistMark
+from napari_lesion_harvest.harvest.stages import STAGE_FUNCTIONS, STAGES
 from napari_lesion_harvest.store import ProposalRow, StageResult
 from napari_lesion_harvest.store.project import DATABASE_NAME
-from napari_lesion_harvest.store.schema import ORIGINS, ROLES, SPLITS, VERDICTS
-from napari_lesion_harvest.vocabulary import Origin, Role, Split, Verdict
+from napari_lesion_harvest.store.schema import ORIGINS, ROLES, ROUND_STATUSES, SPLITS, VERDICTS
+from napari_lesion_harvest.vocabulary import Origin, Role, RoundStatus, Split, Stage, Verdict
 from tests.builders import new_project, synthetic_volume, writing_round
 
 
 @pytest.mark.parametrize(
     ("schema_values", "enum"),
-    [(SPLITS, Split), (ORIGINS, Origin), (ROLES, Role), (VERDICTS, Verdict)],
+    [
+        (SPLITS, Split),
+        (ORIGINS, Origin),
+        (ROLES, Role),
+        (VERDICTS, Verdict),
+        (ROUND_STATUSES, RoundStatus),
+    ],
 )
 def test_schema_allows_exactly_the_enum_values(schema_values, enum):
     assert schema_values == tuple(member.value for member in enum)
     assert all(member.name == member.value for member in enum)
 
 
-@pytest.mark.parametrize("member", [*Split, *Origin, *Role, *Verdict])
+def test_a_round_runs_the_stages_in_their_order():
+    assert STAGES == tuple(Stage) == tuple(STAGE_FUNCTIONS)
+    assert [stage.value for stage in STAGES] == [
+        "train_lpg", "scan", "verify", "train_lpc", "harvest", "evaluate"
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("member", [*Split, *Origin, *Role, *Verdict, *RoundStatus, *Stage])
 def test_member_is_its_string_in_text_and_json(member):
     assert member == member.value
     assert str(member) == f"{member}" == member.value
@@ -42,15 +56,18 @@ def test_members_are_stored_as_their_strings(tmp_path):
         proposal = Proposal3D([3, 4], [[4, 10, 16, 22], [4, 10, 16, 22]], [0.6, 0.8])
         with writing_round(project) as round_:
             rows = [ProposalRow("h1", proposal, role=Role.P_pos_H)]
-            (proposal_id,) = round_.write("harvest", StageResult(rows))
+            (proposal_id,) = round_.write(Stage.harvest, StageResult(rows))
         project.set_verdict(proposal_id, Verdict.accepted, author="me")
         (stored,) = project.proposals(round_.number)
         assert (stored.role, stored.verdict.verdict) == (Role.P_pos_H, Verdict.accepted)
         assert project.volume("h1").split == Split.V_H
+        assert project.rounds.get(round_.number).status == RoundStatus.done
     with sqlite3.connect(tmp_path / "proj" / DATABASE_NAME) as conn:
         found = conn.execute(
             "SELECT v.split, typeof(v.split), m.origin, p.role, d.verdict FROM volumes v "
             "JOIN marks m ON m.volume_id = v.id JOIN proposals p ON p.volume_id = v.id "
             "JOIN verdicts d ON d.proposal_id = p.id"
         ).fetchall()
+        rounds = conn.execute("SELECT status, stage, typeof(stage) FROM rounds").fetchall()
     assert found == [("V_H", "text", "expert", "P_pos_H", "accepted")]
+    assert rounds == [("done", "harvest", "text")]

@@ -34,7 +34,7 @@ def run_seed(work: Path, seed: int, steps: int | None) -> tuple[str, float, str]
     project_dir = make_blob_project(folder)
     config = dict(TINY_CONFIG, seed=seed)
     if steps is not None:
-        config["lpg_train_steps"] = steps
+        config["lpg.train_steps"] = steps
     config_path = folder / "seed_config.json"
     config_path.write_text(json.dumps(config), encoding="utf-8")
     command = [sys.executable, "-m", "napari_lesion_harvest", "round", str(project_dir)]
@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5])
     parser.add_argument("--steps", type=int, help="LPG steps instead of TINY_CONFIG's")
     args = parser.parse_args(argv)
-    steps = args.steps if args.steps is not None else TINY_CONFIG["lpg_train_steps"]
+    steps = args.steps if args.steps is not None else TINY_CONFIG["lpg.train_steps"]
     finished = 0
     for seed in args.seeds:
         status, seconds, error = run_seed(args.work, seed, args.steps)

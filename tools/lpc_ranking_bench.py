@@ -11,7 +11,7 @@ options given:
 2. for each candidate LPC (``--candidates``; ``s_g`` is the LPG's objectness alone),
    trains the out-of-fold models of the round's folds and one final model on
    everything, and computes the out-of-fold AP of s_gc on V_M by which a round with
-   ``lpc_candidates`` chooses;
+   ``lpc.candidates`` chooses;
 3. scores the V_H_test proposals with the final model (``final_model``, the paper)
    and with the mean of the fold models (``fold_mean``), and prints, per candidate and
    scoring, the evaluation the round's ``evaluate`` stage stores (AP, recall at 80,
@@ -33,7 +33,7 @@ Run::
         [--epochs 12] [--patch-size 64] [--pad-px 32] [--width lite] \\
         [--holdout 0.2] [--patience 5] [--threads 1] [--json FILE]
 
-``--set lpc_outside='"mirror"'`` reads the CNN's patches with the mirrored padding.
+``--set lpc.outside='"mirror"'`` reads the CNN's patches with the mirrored padding.
 About 8-12 minutes per seed on one thread for round 1 of the 60-volume phantom at
 lite settings (3 folds and a final CNN model).
 """
@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from napari_lesion_harvest.evaluation.harvest import evaluate_harvest, full_annotation
-from napari_lesion_harvest.harvest.config import stored_config
+from napari_lesion_harvest.harvest.config import stored_config, with_changes
 from napari_lesion_harvest.harvest.config_overrides import add_set_option, with_set_fields
 from napari_lesion_harvest.harvest.stages import lpc_plan
 from napari_lesion_harvest.harvest.threshold import threshold_at_precision
@@ -163,10 +163,10 @@ def main() -> None:
     overrides = {
         name: value
         for name, value in (
-            ("lpc_epochs", args.epochs),
-            ("lpc_patch_size", args.patch_size),
-            ("lpc_pad_px", args.pad_px),
-            ("lpc_width", args.width),
+            ("lpc.epochs", args.epochs),
+            ("lpc.patch_size", args.patch_size),
+            ("lpc.pad_px", args.pad_px),
+            ("lpc.width", args.width),
         )
         if value is not None
     }
@@ -177,7 +177,7 @@ def main() -> None:
         stored = list(project.proposals(args.round))
         marks = {v: project.marks(v) for v in test_ids}
     config = with_set_fields(
-        replace(stored_config(args.round, record.config), **overrides), args.set, parser
+        with_changes(stored_config(args.round, record.config), overrides), args.set, parser
     )
     seed = config.seed + args.round if args.seed is None else args.seed
     plan = lpc_plan(config, seed)
@@ -280,7 +280,7 @@ def main() -> None:
                 test_s_c,
                 test_s_g,
                 test_labels,
-                config.harvest_precision,
+                config.harvest.precision,
             )
             scale["end_auc"] = roc_auc(test_s_c[~test_labels], near_end[~test_labels])
             ranking = {  # proposal level: finer than recall at 90% precision

@@ -20,7 +20,7 @@ the project's ``models/`` folder), so the original is not touched.
 ``--stored`` skips the training and scans with the round's own LPG checkpoint.
 
 Run: ``.venv/bin/python tools/lpg_finetune_bench.py PROJECT --round 2
-[--set lpg_ignore_known_lesions=true] [--stored]`` on the ``project/`` folder of
+[--set lpg.ignore_known_lesions=true] [--stored]`` on the ``project/`` folder of
 ``benchmarks/harvest_bench.py --out DIR`` (a 200-step fine-tune of the 60-volume phantom at
 256 px takes about 4 minutes on one core, the scan of its 15 V_H_test volumes about
 1 minute).

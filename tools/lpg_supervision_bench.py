@@ -12,7 +12,7 @@ fine-tuning, a positive proposal's best box does; a known lesion taught as
 background or as a hard negative is a contradiction.
 
 Run: ``.venv/bin/python tools/lpg_supervision_bench.py PROJECT --round 1
---truth DATASET/truth/lesions.json [--set lpg_ignore_known_lesions=true]`` on the
+--truth DATASET/truth/lesions.json [--set lpg.ignore_known_lesions=true]`` on the
 ``project/`` and ``dataset/`` folders of ``benchmarks/harvest_bench.py --out DIR`` (seconds: no
 pixel is read).
 """
@@ -74,10 +74,10 @@ def count_sections(snapshot, config: RoundConfig, truth) -> tuple[Counter, dict]
     slices = lpg_training_slices(
         snapshot,
         use_pool=use_pool,
-        ignore_known_lesions=config.lpg_ignore_known_lesions,
+        ignore_known_lesions=config.lpg.ignore_known_lesions,
     )
     architecture = lpg_architecture(config)
-    canvas = config.lpg_crop_px or architecture.max_side
+    canvas = config.lpg.crop_px or architecture.max_side
     canvas -= canvas % architecture.size_divisor
     records = {r.volume_id: r for r in volume_records(snapshot)}
     known = known_lesions(snapshot, truth, use_pool=use_pool)

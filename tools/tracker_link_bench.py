@@ -7,7 +7,7 @@ leaves, and prints:
    interval (``dataset/truth/lesions.json``): the share a tracker linking at
    IoU > 0.8 (the paper) or > 0.5 could link even with perfect boxes;
 2. a round's 2D boxes in V_H_test (every proposal's boxes on the slices the
-   LPG detected) stacked again at several ``link_iou`` / ``fuse_iou`` pairs,
+   LPG detected) stacked again at several ``scan.link_iou`` / ``scan.fuse_iou`` pairs,
    with the round's duplicate suppression: the proposals, the lesions (full
    marks) a proposal hits by P3D, and the *pieces*, proposals that hit no
    lesion by P3D but lie on one (IoU > 0.3 with its true box on the proposal's
@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_lesion_harvest.geometry import iou_2d
+from napari_lesion_harvest.harvest.config import stored_config
 from napari_lesion_harvest.io.annotations import read_lesions
 from napari_lesion_harvest.store import HarvestProject
 from napari_lesion_harvest.tracking.marks import proposals_hitting_marks
@@ -100,10 +101,10 @@ def restack(project, number: int, test_ids: list[str], lesions, full_marks, conf
             }
             proposals = suppress_duplicates(
                 stack_proposals(
-                    slices, score_threshold=config["score_threshold"],
+                    slices, score_threshold=config.scan.score_threshold,
                     link_iou=link_iou, fuse_iou=fuse_iou,
                 ),
-                iou_threshold=config["duplicate_iou"],
+                iou_threshold=config.scan.duplicate_iou,
             )  # fmt: skip
             marks = full_marks[volume_id]
             hit = [
@@ -158,7 +159,7 @@ def main(argv=None) -> int:
         full_marks = {
             v: [m.mark for m in project.marks(v) if m.origin == "expert"] for v in test_ids
         }
-        config = project.rounds.get(args.round).config
+        config = stored_config(args.round, project.rounds.get(args.round).config)
         restack(project, args.round, test_ids, lesions, full_marks, config)
         top_ranked_pieces(project, args.round, test_ids, lesions, full_marks, args.top)
     return 0

@@ -40,7 +40,7 @@ from pathlib import Path
 N_VOLUMES = 18
 N_TEST = 6
 ROUNDS = 2
-CONFIG_OVERRIDES = {"lpg_train_steps": 250, "lpc_epochs": 6}
+CONFIG_OVERRIDES = {"lpg.train_steps": 250, "lpc.epochs": 6}
 
 
 def build_project(work: Path) -> Path:

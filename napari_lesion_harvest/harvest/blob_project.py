@@ -31,16 +31,16 @@ V_M = ("vol00", "vol01", "vol02", "vol03")
 #: with two threads; a seed that fails leaves the classifier without a positive proposal).
 TINY_CONFIG = {
     "preset": "lite",
-    "lpg_max_side": 64,
-    "lpg_zoom_range": [0.8, 1.2],
-    "lpg_flip_probability": 0.0,
-    "lpg_train_steps": 80,
-    "lpg_finetune_steps": 10,
-    "lpg_batch_size": 4,
-    "lpg_learning_rate": 0.003,
-    "lpc_epochs": 3,
-    "lpc_patch_size": 32,
-    "folds": 2,
+    "lpg.max_side": 64,
+    "lpg.zoom_range": [0.8, 1.2],
+    "lpg.flip_probability": 0.0,
+    "lpg.train_steps": 80,
+    "lpg.finetune_steps": 10,
+    "lpg.batch_size": 4,
+    "lpg.learning_rate": 0.003,
+    "lpc.epochs": 3,
+    "lpc.patch_size": 32,
+    "lpc.folds": 2,
     "max_rounds": 2,
 }
 

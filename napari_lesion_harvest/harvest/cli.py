@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from napari_lesion_harvest.cli import CommandError, positive_int
-from napari_lesion_harvest.vocabulary import Origin, Role, Split
+from napari_lesion_harvest.vocabulary import Origin, Role, RoundStatus, Split
 
 
 def _author(args) -> str:
@@ -300,8 +300,7 @@ def run_round_command(args) -> int:
     from napari_lesion_harvest.harvest.distributed import ProjectFolder, launched_rank
     from napari_lesion_harvest.progress import Cancelled, JsonLinesProgress, TqdmProgress
 
-    overrides = {} if args.seed is None else {"seed": args.seed}
-    config = load_config(args.config, **overrides)
+    config = load_config(args.config, {} if args.seed is None else {"seed": args.seed})
     progress = JsonLinesProgress() if args.progress_json else TqdmProgress()
 
     def run(project) -> list:
@@ -339,14 +338,14 @@ def _stopped_rounds(project) -> list:
 
     project.rounds.recover_interrupted()
     records = project.rounds.list()
-    running = [r.number for r in records if r.status == "running"]
+    running = [r.number for r in records if r.status == RoundStatus.running]
     if running:
         holder = project.rounds.lock_holder()
         who = f"round {running[0]}" if holder is None else holder.describe()
         raise RoundLockedError(
             f"{who} is running; stop it first (the dock's Stop, or Ctrl-C where it runs)"
         )
-    return [r for r in records if r.status in ("failed", "queued")]
+    return [r for r in records if r.status in (RoundStatus.failed, RoundStatus.queued)]
 
 
 def _check_round(project, args, progress) -> int:

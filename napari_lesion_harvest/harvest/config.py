@@ -1,14 +1,30 @@
-"""Configuration of a harvest round: named presets (`lite`, `paper`) or a JSON file."""
+"""Configuration of a harvest round: named presets (`lite`, `paper`) or a JSON file.
+
+:class:`RoundConfig` composes one section per component: :class:`LPGSettings`
+(``lpg``), :class:`ScanSettings` (``scan``), :class:`LPCSettings` (``lpc``) and
+:class:`HarvestSettings` (``harvest``). A field is named by its section and its own
+name, ``lpg.train_steps``; each field, its value in both presets and its meaning are
+tabled in docs/harvest.md#configuration. A section's defaults are the ``paper``
+preset; where the round uses a component's own default, the default is that
+component's constant.
+"""
 
 from __future__ import annotations
 
+import difflib
 import json
-import math
-from dataclasses import asdict, dataclass, fields, replace
-from numbers import Integral, Real
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import ClassVar
 
 from napari_lesion_harvest.evaluation.matching import IOU_THRESHOLD_2D
+from napari_lesion_harvest.harvest import config_rules as rule
+from napari_lesion_harvest.harvest.config_migration import (
+    FLAT_NAMES,
+    dotted_fields,
+    without_removed_fields,
+)
 from napari_lesion_harvest.harvest.errors import RoundConfigError
 from napari_lesion_harvest.harvest.hard_negatives import (
     HARD_NEGATIVE_MIN_OBJECTNESS,
@@ -18,7 +34,6 @@ from napari_lesion_harvest.harvest.threshold import HARVEST_PRECISION
 from napari_lesion_harvest.lpc.choices import CLASSIFIER_NAMES, V_H_SCORINGS, V_M_SCORE_MODES
 from napari_lesion_harvest.lpc.patches import DEFAULT_PAD_PX, OUTSIDE_FILLS
 from napari_lesion_harvest.lpg.data import SliceAugmentation
-from napari_lesion_harvest.lpg.preprocess import checked_hu_window
 from napari_lesion_harvest.tracking.stacking import (
     DEFAULT_FUSE_IOU,
     DEFAULT_LINK_IOU,
@@ -32,283 +47,230 @@ MIN_LPG_CROP_PX = 32
 MIN_LPC_PATCH_PX = 16
 
 
-# ------------------------------------------------------------------- field rules
+@dataclass(frozen=True, kw_only=True)
+class LPGSettings:
+    """How a round builds and trains the lesion proposal generator (section ``lpg``).
+
+    The fields are tabled in docs/harvest.md#configuration; :attr:`RULES` checks them.
+    """
+
+    architecture: str = "paper"
+    max_side: int | None = None
+    hu_window: tuple[float, float] | None = None
+    zoom_range: tuple[float, float] = SliceAugmentation.scale_range
+    flip_probability: float = SliceAugmentation.flip_probability
+    edge_stack_probability: float = SliceAugmentation.edge_probability
+    train_steps: int = 20000
+    finetune_steps: int = 5000
+    batch_size: int = 16
+    learning_rate: float = 2e-4
+    crop_px: int | None = None
+    ignore_known_lesions: bool = False
+
+    RULES: ClassVar[dict] = {
+        "architecture": rule.choice("paper", "lite"),
+        "max_side": rule.whole(MIN_LPG_CROP_PX, optional=True),
+        "hu_window": rule.hu_window,
+        "zoom_range": rule.zoom,
+        "flip_probability": rule.real(0.0, 1.0),
+        "edge_stack_probability": rule.real(0.0, 1.0),
+        "train_steps": rule.whole(1),
+        "finetune_steps": rule.whole(0),
+        "batch_size": rule.whole(1),
+        "learning_rate": rule.real(0.0, low_open=True),
+        "crop_px": rule.whole(MIN_LPG_CROP_PX, optional=True),
+        "ignore_known_lesions": rule.flag,
+    }
+
+    def __post_init__(self):
+        rule.check_fields(self, "lpg.")
 
 
-def _whole(minimum: int, *, optional: bool = False):
-    """Rule: a whole number (not a boolean) >= ``minimum``; None too when ``optional``."""
+@dataclass(frozen=True, kw_only=True)
+class ScanSettings:
+    """How a round scans the volumes and stacks 3D proposals (section ``scan``): the
+    options of :func:`~napari_lesion_harvest.tracking.scan.scan_volume`."""
 
-    def check(name: str, value):
-        if value is None and optional:
-            return None
-        if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
-            allowed = ("null or " if optional else "") + f"a whole number >= {minimum}"
-            raise RoundConfigError(f"config field {name!r} must be {allowed}, got {value!r}")
-        return int(value)
+    batch_size: int = 32
+    score_threshold: float = DEFAULT_SCORE_THRESHOLD
+    link_iou: float = DEFAULT_LINK_IOU
+    fuse_iou: float = DEFAULT_FUSE_IOU
+    duplicate_iou: float = DEFAULT_DUPLICATE_IOU
 
-    return check
+    RULES: ClassVar[dict] = {
+        "batch_size": rule.whole(1),
+        "score_threshold": rule.FRACTION,
+        "link_iou": rule.FRACTION,
+        "fuse_iou": rule.FRACTION,
+        "duplicate_iou": rule.real(0.0, low_open=True),
+    }
 
-
-def _real(low: float, high: float = math.inf, *, low_open: bool = False, optional=False):
-    """Rule: a finite number in ``[low, high]`` (``(low, high]`` when ``low_open``),
-    as a float; None too when ``optional``."""
-    if math.isinf(high):
-        interval = f"> {low:g}" if low_open else f">= {low:g}"
-    else:
-        interval = f"in {'(' if low_open else '['}{low:g}, {high:g}]"
-
-    def check(name: str, value):
-        if value is None and optional:
-            return None
-        if not (
-            _is_number(value)
-            and math.isfinite(value)
-            and (low < value if low_open else low <= value)
-            and value <= high
-        ):
-            allowed = ("null or " if optional else "") + f"a number {interval}"
-            raise RoundConfigError(f"config field {name!r} must be {allowed}, got {value!r}")
-        return float(value)
-
-    return check
+    def __post_init__(self):
+        rule.check_fields(self, "scan.")
 
 
-def _flag(name: str, value):
-    """Rule: true or false."""
-    if not isinstance(value, bool):
-        raise RoundConfigError(f"config field {name!r} must be true or false, got {value!r}")
-    return value
+@dataclass(frozen=True, kw_only=True)
+class LPCSettings:
+    """How a round fits the lesion proposal classifier (section ``lpc``): the
+    :class:`~napari_lesion_harvest.lpc.fitting.LPCPlan` and the CNN settings of its
+    :class:`~napari_lesion_harvest.lpc.train.LPCTrainOptions`."""
+
+    variant: str = "multiview"
+    candidates: tuple[str, ...] | None = None
+    v_h_scoring: str = "final_model"
+    outside: str = "air"
+    epochs: int = 30
+    patch_size: int = 128
+    pad_px: float = DEFAULT_PAD_PX
+    width: str = "paper"
+    folds: int = 5
+    threshold_mode: str = "out_of_fold"
+
+    RULES: ClassVar[dict] = {
+        "variant": rule.choice(*CLASSIFIER_NAMES),
+        "candidates": rule.names(*CLASSIFIER_NAMES),
+        "v_h_scoring": rule.choice(*V_H_SCORINGS),
+        "outside": rule.choice(*OUTSIDE_FILLS),
+        "epochs": rule.whole(1),
+        "patch_size": rule.whole(MIN_LPC_PATCH_PX),
+        "pad_px": rule.real(0.0),
+        "width": rule.choice("paper", "lite"),
+        "folds": rule.whole(2),
+        "threshold_mode": rule.choice(*V_M_SCORE_MODES),
+    }
+
+    def __post_init__(self):
+        rule.check_fields(self, "lpc.")
 
 
-def _choice(*allowed: str):
-    """Rule: one of ``allowed``."""
+@dataclass(frozen=True, kw_only=True)
+class HarvestSettings:
+    """How a round matches, harvests and picks hard negatives (section ``harvest``)."""
 
-    def check(name: str, value):
-        if not isinstance(value, str) or value not in allowed:
-            raise RoundConfigError(
-                f"config field {name!r} must be one of {', '.join(allowed)}, got {value!r}"
-            )
-        return value
+    precision: float = HARVEST_PRECISION
+    match_iou: float = IOU_THRESHOLD_2D
+    hard_negative_min_objectness: float = HARD_NEGATIVE_MIN_OBJECTNESS
+    hard_negatives_per_volume: int = HARD_NEGATIVES_PER_VOLUME
 
-    return check
+    RULES: ClassVar[dict] = {
+        "precision": rule.FRACTION,
+        "match_iou": rule.FRACTION,
+        "hard_negative_min_objectness": rule.real(0.0, 1.0),
+        "hard_negatives_per_volume": rule.whole(0),
+    }
 
-
-def _pair(name: str, value) -> tuple:
-    """Two numbers as a tuple of floats (JSON gives a list)."""
-    try:
-        pair = tuple(value)
-    except TypeError:
-        pair = ()
-    if len(pair) != 2 or not all(_is_number(v) for v in pair):
-        raise RoundConfigError(f"config field {name!r} must be [low, high], got {value!r}")
-    return tuple(float(v) for v in pair)
+    def __post_init__(self):
+        rule.check_fields(self, "harvest.")
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool)
-
-
-def _hu_window(name: str, value):
-    """Rule: null or a ``[low, high]`` HU window with low < high."""
-    if value is None:
-        return None
-    try:
-        return checked_hu_window(_pair(name, value), f"config field {name!r}")
-    except ValueError as error:
-        raise RoundConfigError(str(error)) from error
-
-
-def _zoom(name: str, value):
-    """Rule: ``[low, high]`` with 0 < low <= high."""
-    low, high = _pair(name, value)
-    if not 0 < low <= high or not math.isfinite(high):
-        raise RoundConfigError(
-            f"config field {name!r} must be [low, high] with 0 < low <= high, got {value!r}"
-        )
-    return (low, high)
-
-
-def _names(*allowed: str):
-    """Rule: null, or a non-empty list of distinct names from ``allowed`` (as a tuple)."""
-
-    def check(name: str, value):
-        if value is None:
-            return None
-        names = tuple(value) if isinstance(value, list | tuple) else ()
-        if not names or len(set(names)) != len(names) or any(n not in allowed for n in names):
-            raise RoundConfigError(
-                f"config field {name!r} must be null or a list of distinct names from "
-                f"{', '.join(allowed)}, got {value!r}"
-            )
-        return names
-
-    return check
-
-
-_FRACTION = _real(0.0, 1.0, low_open=True)
-
-#: How each :class:`RoundConfig` field is checked (and normalised: floats, tuples).
-FIELD_RULES = {
-    "lpg_config": _choice("paper", "lite"),
-    "lpg_max_side": _whole(MIN_LPG_CROP_PX, optional=True),
-    "lpg_hu_window": _hu_window,
-    "lpg_zoom_range": _zoom,
-    "lpg_flip_probability": _real(0.0, 1.0),
-    "lpg_train_steps": _whole(1),
-    "lpg_finetune_steps": _whole(0),
-    "lpg_batch_size": _whole(1),
-    "lpg_learning_rate": _real(0.0, low_open=True),
-    "lpg_crop_px": _whole(MIN_LPG_CROP_PX, optional=True),
-    "scan_batch_size": _whole(1),
-    "score_threshold": _FRACTION,
-    "link_iou": _FRACTION,
-    "fuse_iou": _FRACTION,
-    "duplicate_iou": _real(0.0, low_open=True),
-    "match_iou": _FRACTION,
-    "lpg_ignore_known_lesions": _flag,
-    "lpg_edge_stack_probability": _real(0.0, 1.0),
-    "lpc_variant": _choice(*CLASSIFIER_NAMES),
-    "lpc_candidates": _names(*CLASSIFIER_NAMES),
-    "lpc_v_h_scoring": _choice(*V_H_SCORINGS),
-    "lpc_outside": _choice(*OUTSIDE_FILLS),
-    "lpc_epochs": _whole(1),
-    "lpc_patch_size": _whole(MIN_LPC_PATCH_PX),
-    "lpc_pad_px": _real(0.0),
-    "lpc_width": _choice("paper", "lite"),
-    "harvest_precision": _FRACTION,
-    "threshold_mode": _choice(*V_M_SCORE_MODES),
-    "folds": _whole(2),
-    "hard_negative_min_objectness": _real(0.0, 1.0),
-    "hard_negatives_per_volume": _whole(0),
-    "max_rounds": _whole(1),
-    "seed": _whole(0),
-}
-
-
-#: Fields of earlier versions, with the value both presets gave them. A configuration
-#: (stored with a round, or a JSON file) that holds one at that value loads without it;
-#: one that holds another value is refused (the option was measured and dropped, see
-#: docs/experiments/).
-REMOVED_FIELDS = {
-    "lpg_crossing_positives": False,
-    "lpg_ignore_unmarked_background": False,
-    "lpg_finetune_slices": "all",
-    "lpg_finetune_learning_rate": None,
-    "exclude_lesion_pieces": False,
-    "lpc_hu_window": None,
+#: The sections of :class:`RoundConfig`, by field name.
+SECTIONS = {
+    "lpg": LPGSettings,
+    "scan": ScanSettings,
+    "lpc": LPCSettings,
+    "harvest": HarvestSettings,
 }
 
 
 @dataclass(frozen=True, kw_only=True)
 class RoundConfig:
-    """Every setting of a harvest round; the presets :data:`PAPER` and :data:`LITE`
-    give each one its value.
+    """Every setting of a harvest round: the four sections of :data:`SECTIONS`, the
+    number of rounds and the seed. Its defaults are the ``paper`` preset."""
 
-    Each field, its value in the ``lite`` and ``paper`` presets and its meaning
-    are tabled in docs/harvest.md#configuration; :data:`FIELD_RULES` checks each
-    field's type and range when the configuration is made.
-    """
+    lpg: LPGSettings = field(default_factory=LPGSettings)
+    scan: ScanSettings = field(default_factory=ScanSettings)
+    lpc: LPCSettings = field(default_factory=LPCSettings)
+    harvest: HarvestSettings = field(default_factory=HarvestSettings)
+    max_rounds: int = 3
+    seed: int = 0
 
-    lpg_config: str
-    lpg_max_side: int | None
-    lpg_hu_window: tuple[float, float] | None
-    lpg_zoom_range: tuple[float, float]
-    lpg_flip_probability: float
-    lpg_train_steps: int
-    lpg_finetune_steps: int
-    lpg_batch_size: int
-    lpg_learning_rate: float
-    lpg_crop_px: int | None
-    scan_batch_size: int
-    score_threshold: float
-    link_iou: float
-    fuse_iou: float
-    duplicate_iou: float
-    match_iou: float
-    lpg_ignore_known_lesions: bool
-    lpg_edge_stack_probability: float
-    lpc_variant: str
-    lpc_candidates: tuple[str, ...] | None
-    lpc_v_h_scoring: str
-    lpc_outside: str
-    lpc_epochs: int
-    lpc_patch_size: int
-    lpc_pad_px: float
-    lpc_width: str
-    harvest_precision: float
-    threshold_mode: str
-    folds: int
-    hard_negative_min_objectness: float
-    hard_negatives_per_volume: int
-    max_rounds: int
-    seed: int
+    RULES: ClassVar[dict] = {"max_rounds": rule.whole(1), "seed": rule.whole(0)}
 
     def __post_init__(self):
-        for item in fields(self):
-            checked = FIELD_RULES[item.name](item.name, getattr(self, item.name))
-            object.__setattr__(self, item.name, checked)
+        rule.check_fields(self)
 
     def to_json(self) -> str:
-        """The configuration as a JSON object (stored with each round)."""
+        """The configuration as a JSON object of sections (stored with each round)."""
         return json.dumps(asdict(self), sort_keys=True)
 
 
-#: The paper's setting. Where the round uses a component's own default, the value
-#: is that component's constant; the other values are the round's (the LPG trains
-#: longer, with larger batches and a lower learning rate than ``lpg.train.LPGTrainOptions``'
-#: defaults, and the LPC's patches are larger than ``lpc.patches.DEFAULT_PATCH_SIZE``).
-PAPER = RoundConfig(
-    lpg_config="paper",
-    lpg_max_side=None,
-    lpg_hu_window=None,
-    lpg_zoom_range=SliceAugmentation.scale_range,
-    lpg_flip_probability=SliceAugmentation.flip_probability,
-    lpg_train_steps=20000,
-    lpg_finetune_steps=5000,
-    lpg_batch_size=16,
-    lpg_learning_rate=2e-4,
-    lpg_crop_px=None,
-    scan_batch_size=32,
-    score_threshold=DEFAULT_SCORE_THRESHOLD,
-    link_iou=DEFAULT_LINK_IOU,
-    fuse_iou=DEFAULT_FUSE_IOU,
-    duplicate_iou=DEFAULT_DUPLICATE_IOU,
-    match_iou=IOU_THRESHOLD_2D,
-    lpg_ignore_known_lesions=False,
-    lpg_edge_stack_probability=SliceAugmentation.edge_probability,
-    lpc_variant="multiview",
-    lpc_candidates=None,
-    lpc_v_h_scoring="final_model",
-    lpc_outside="air",
-    lpc_epochs=30,
-    lpc_patch_size=128,
-    lpc_pad_px=DEFAULT_PAD_PX,
-    lpc_width="paper",
-    harvest_precision=HARVEST_PRECISION,
-    threshold_mode="out_of_fold",
-    folds=5,
-    hard_negative_min_objectness=HARD_NEGATIVE_MIN_OBJECTNESS,
-    hard_negatives_per_volume=HARD_NEGATIVES_PER_VOLUME,
-    max_rounds=3,
-    seed=0,
-)
+#: The paper's setting.
+PAPER = RoundConfig()
 #: The CPU preset: a small LPG and LPC that train in minutes on the phantom.
-LITE = replace(
-    PAPER,
-    lpg_config="lite",
-    lpg_train_steps=600,
-    lpg_finetune_steps=200,
-    lpg_batch_size=8,
-    lpg_learning_rate=1e-3,
-    lpc_epochs=12,
-    lpc_patch_size=64,
-    lpc_width="lite",
+LITE = RoundConfig(
+    lpg=LPGSettings(
+        architecture="lite", train_steps=600, finetune_steps=200, batch_size=8, learning_rate=1e-3
+    ),
+    lpc=LPCSettings(epochs=12, patch_size=64, width="lite"),
 )
 PRESETS = {"paper": PAPER, "lite": LITE}
 
 
-def load_config(name_or_path: str, **overrides) -> RoundConfig:
-    """A preset by name (``lite``, ``paper``) or a JSON file of fields over the paper preset.
+def field_names() -> list[str]:
+    """The dotted name of every field of :class:`RoundConfig`, in order."""
+    names = []
+    for item in fields(RoundConfig):
+        section = SECTIONS.get(item.name)
+        names += [f"{item.name}.{f.name}" for f in fields(section)] if section else [item.name]
+    return names
+
+
+def with_changes(config: RoundConfig, changes: Mapping, *, where: str | None = None):
+    """``config`` with the fields ``changes`` set.
+
+    Parameters
+    ----------
+    changes : mapping
+        Field values by dotted name (``"lpg.train_steps"``), by section
+        (``"lpg": {"train_steps": 80}``) or by an earlier version's flat name
+        (``"lpg_train_steps"``).
+    where : str, optional
+        What the changes come from (a file, a round); errors start with it.
+
+    Returns
+    -------
+    RoundConfig
+
+    Raises
+    ------
+    RoundConfigError
+        An unknown field (the message lists close names), a field set twice, or
+        a value of the wrong type or out of range; the message names the field.
+    """
+    try:
+        values = dotted_fields(changes)
+        _refuse_unknown(values)
+        by_section = {}
+        for name, value in values.items():
+            section, _, own_name = name.rpartition(".")
+            by_section.setdefault(section, {})[own_name] = value
+        top_level = by_section.pop("", {})
+        sections = {name: replace(getattr(config, name), **v) for name, v in by_section.items()}
+        return replace(config, **sections, **top_level)
+    except RoundConfigError as error:
+        if where is None:
+            raise
+        raise RoundConfigError(f"{where}: {error}") from error
+
+
+def _refuse_unknown(values: dict) -> None:
+    """Raise :class:`RoundConfigError` for the first name of ``values`` that is no
+    field, with the field names closest to it."""
+    known = field_names()
+    for name in values:
+        if name in SECTIONS:
+            raise RoundConfigError(f"config field {name!r} must be an object of its fields")
+        if name not in known:
+            spelled = {**{n: n for n in known}, **FLAT_NAMES}
+            close = difflib.get_close_matches(name, list(spelled), n=3)
+            hint = f"; did you mean {', '.join(dict.fromkeys(spelled[c] for c in close))}?"
+            raise RoundConfigError(f"unknown config field {name!r}" + (hint if close else ""))
+
+
+def load_config(name_or_path: str, changes: Mapping | None = None) -> RoundConfig:
+    """A preset by name (``lite``, ``paper``), or a JSON file of fields over a preset
+    (``"preset"``, default ``paper``); then the fields ``changes``
+    (as :func:`with_changes` takes them).
 
     Raises
     ------
@@ -317,7 +279,7 @@ def load_config(name_or_path: str, **overrides) -> RoundConfig:
         of the wrong type or out of range; the message names the file and the field.
     """
     if name_or_path in PRESETS:
-        base, where = PRESETS[name_or_path], f"preset {name_or_path!r}"
+        config, where = PRESETS[name_or_path], f"preset {name_or_path!r}"
     else:
         path = Path(name_or_path)
         where = str(path)
@@ -335,22 +297,23 @@ def load_config(name_or_path: str, **overrides) -> RoundConfig:
             raise RoundConfigError(
                 f"{path}: unknown preset {base_name!r} (use one of {', '.join(PRESETS)})"
             )
-        values = _current_fields(
+        values = without_removed_fields(
             values,
             lambda name, value: (
                 f"{path}: config field {name!r} is no longer in this version "
                 f"(the file sets it to {value}); remove it from the file"
             ),
         )
-        overrides = {**values, **overrides}
-        base = PRESETS[base_name]
-    return _with_fields(base, overrides, where)
+        config = with_changes(PRESETS[base_name], values, where=where)
+    return with_changes(config, changes or {}, where=where)
 
 
-def stored_config(number: int, values) -> RoundConfig:
-    """The configuration stored with round ``number`` (fields over the paper preset).
+def stored_config(number: int, values: Mapping) -> RoundConfig:
+    """The configuration stored with round ``number`` (fields over the paper preset,
+    in sections or, written by an earlier version, flat).
 
-    A field of :data:`REMOVED_FIELDS` at the value every preset gave it is left out.
+    A field of :data:`~napari_lesion_harvest.harvest.config_migration.REMOVED_FIELDS`
+    at the value every preset gave it is left out.
 
     Raises
     ------
@@ -358,37 +321,11 @@ def stored_config(number: int, values) -> RoundConfig:
         A field this version does not know or refuses, or a removed field at another
         value (the round then cannot resume: it is discarded); the message names it.
     """
-    values = _current_fields(
+    values = without_removed_fields(
         values,
         lambda name, value: (
             f"round {number} was run with {name}={value}, which this version "
             "no longer has; discard it with `lesion-harvest round --discard`"
         ),
     )
-    return _with_fields(PAPER, values, f"the configuration stored with round {number}")
-
-
-def _current_fields(values: dict, refusal) -> dict:
-    """``values`` without the fields of :data:`REMOVED_FIELDS`.
-
-    Raises
-    ------
-    RoundConfigError
-        ``refusal(name, value as JSON)`` for the first removed field whose value is
-        not the one every preset gave it.
-    """
-    for name, old in REMOVED_FIELDS.items():
-        if name in values and json.dumps(values[name]) != json.dumps(old):
-            raise RoundConfigError(refusal(name, json.dumps(values[name])))
-    return {name: value for name, value in values.items() if name not in REMOVED_FIELDS}
-
-
-def _with_fields(base: RoundConfig, values, where: str) -> RoundConfig:
-    """``base`` with the fields ``values`` changed; errors start with ``where``."""
-    unknown = sorted(set(values) - {f.name for f in fields(RoundConfig)})
-    if unknown:
-        raise RoundConfigError(f"{where}: unknown config field(s) {', '.join(unknown)}")
-    try:
-        return replace(base, **values)
-    except RoundConfigError as error:
-        raise RoundConfigError(f"{where}: {error}") from error
+    return with_changes(PAPER, values, where=f"the configuration stored with round {number}")

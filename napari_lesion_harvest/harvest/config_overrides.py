@@ -1,14 +1,18 @@
 """``--set FIELD=JSON``: change round-configuration fields from a script's command line.
 
 The option of the scripts in ``benchmarks/`` and ``tools/`` that run or re-run rounds
-with another configuration, e.g. ``--set lpg_ignore_known_lesions=true``.
+with another configuration, e.g. ``--set lpg.ignore_known_lesions=true``. A field is
+named by its dotted name or by an earlier version's flat name (``lpg_ignore_known_lesions``),
+as :func:`~napari_lesion_harvest.harvest.config.with_changes` takes them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
+
+from napari_lesion_harvest.harvest.config import with_changes
+from napari_lesion_harvest.harvest.errors import RoundConfigError
 
 
 def add_set_option(parser: argparse.ArgumentParser) -> None:
@@ -18,7 +22,7 @@ def add_set_option(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="FIELD=JSON",
-        help="change one round-configuration field (repeatable), e.g. lpg_crop_px=128",
+        help="change one round-configuration field (repeatable), e.g. lpg.crop_px=128",
     )
 
 
@@ -26,8 +30,8 @@ def with_set_fields(config, texts: list[str], parser: argparse.ArgumentParser):
     """``config`` with the ``--set`` changes ``texts``; an unknown field or a bad value
     ends the program with a message that names it."""
     try:
-        return replace(config, **dict(_field_value(text, parser) for text in texts))
-    except (TypeError, ValueError) as error:
+        return with_changes(config, dict(_field_value(text, parser) for text in texts))
+    except RoundConfigError as error:
         parser.error(f"--set: {error}")
 
 

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from napari_lesion_harvest.cli import CommandError, positive_int
-from napari_lesion_harvest.vocabulary import Origin, Split
+from napari_lesion_harvest.vocabulary import Origin, RoundStatus, Split
 
 DEMO_AUTHOR = "demo"
 
@@ -98,10 +98,10 @@ def run(args) -> int:
 #: splits lesions into pieces that miss their RECIST slice and count as lesion-like
 #: negatives (docs/experiments/tracker-link-iou.md).
 DEMO_PRESET_CHANGES = {
-    "lpg_hu_window": (-200.0, 300.0),
-    "folds": 3,
-    "link_iou": 0.5,
-    "fuse_iou": 0.5,
+    "lpg.hu_window": (-200.0, 300.0),
+    "lpc.folds": 3,
+    "scan.link_iou": 0.5,
+    "scan.fuse_iou": 0.5,
 }
 #: Side of DeepLesion's slices, on which the paper's LPC context (64 pixels) was set.
 PAPER_SLICE_SIDE = 512
@@ -125,11 +125,13 @@ def demo_config(name_or_path: str, *, rounds: int, seed: int, size: int):
     changes = DEMO_PRESET_CHANGES if name_or_path in PRESETS else {}
     return load_config(
         name_or_path,
-        max_rounds=rounds,
-        seed=seed,
-        lpg_max_side=size,
-        lpc_pad_px=DEFAULT_PAD_PX * size / PAPER_SLICE_SIDE,
-        **changes,
+        {
+            "max_rounds": rounds,
+            "seed": seed,
+            "lpg.max_side": size,
+            "lpc.pad_px": DEFAULT_PAD_PX * size / PAPER_SLICE_SIDE,
+            **changes,
+        },
     )
 
 
@@ -185,7 +187,7 @@ def run_demo(
         run_rounds_stoppably(
             project, config, rounds=config.max_rounds, device=device, progress=progress
         )
-        return [r for r in project.rounds.list() if r.status == "done"]
+        return [r for r in project.rounds.list() if r.status == RoundStatus.done]
 
 
 def build_demo_project(

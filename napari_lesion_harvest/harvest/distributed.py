@@ -168,7 +168,7 @@ def per_rank_batch(global_batch: int, context: DistributedContext) -> int:
     """
     if global_batch % context.world_size:
         raise RoundConfigError(
-            f"lpg_batch_size {global_batch} cannot be split evenly over "
+            f"lpg.batch_size {global_batch} cannot be split evenly over "
             f"{context.world_size} processes; use a multiple of {context.world_size}"
         )
     return global_batch // context.world_size

@@ -33,9 +33,11 @@ from napari_lesion_harvest.evaluation.harvest import (
     evaluation_truth,
     label_sets,
 )
+from napari_lesion_harvest.evaluation.matching import IOU_THRESHOLD_2D
 from napari_lesion_harvest.evaluation.tables import ProposalTable, RecistTruth
+from napari_lesion_harvest.harvest.config_migration import dotted_fields
 from napari_lesion_harvest.store import HarvestProject
-from napari_lesion_harvest.vocabulary import Origin, Split
+from napari_lesion_harvest.vocabulary import Origin, RoundStatus, Split
 
 ROWS = ("cumulative", "per_round")
 KEYS = tuple(f"{row}/{ranking}" for row in ROWS for ranking in RANKINGS)
@@ -83,7 +85,7 @@ def project_rounds(project_dir: Path, counts: np.ndarray) -> list[dict]:
     ruler = RecistTruth.from_mapping(truth)
     found = []
     with HarvestProject.open(project_dir) as project:
-        done = [r for r in project.rounds.list() if r.status == "done"]
+        done = [r for r in project.rounds.list() if r.status == RoundStatus.done]
         previous = None
         for record in done:
             proposals = defaultdict(list)
@@ -98,7 +100,7 @@ def project_rounds(project_dir: Path, counts: np.ndarray) -> list[dict]:
 
 def _round(record, truth, original, ruler, proposals, pool, counts) -> dict:
     metrics = record.metrics
-    match_iou = record.config.get("match_iou", 0.5)
+    match_iou = dotted_fields(record.config).get("harvest.match_iou", IOU_THRESHOLD_2D)
     common = {
         "original": original,
         "proposals": dict(proposals),

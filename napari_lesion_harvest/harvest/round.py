@@ -18,7 +18,7 @@ from napari_lesion_harvest.harvest.stages import (
 )
 from napari_lesion_harvest.lpg.distributed import DistributedContext
 from napari_lesion_harvest.progress import Cancelled, Progress, no_progress
-from napari_lesion_harvest.vocabulary import Split
+from napari_lesion_harvest.vocabulary import RoundStatus, Split
 
 
 def resolve_device(device: str) -> str:
@@ -259,7 +259,7 @@ def _unfinished_rounds(store) -> list[int]:
         round resumes, so none of them changes).
     """
     store.recover_interrupted()
-    unfinished = [r for r in store.list() if r.status in ("failed", "queued")]
+    unfinished = [r for r in store.list() if r.status in (RoundStatus.failed, RoundStatus.queued)]
     for record in unfinished:
         stored_config(record.number, record.config)
     return [r.number for r in unfinished]
@@ -267,7 +267,7 @@ def _unfinished_rounds(store) -> list[int]:
 
 def _next_round(store, config: RoundConfig, rounds: int | None, progress) -> int | None:
     """The number the next round gets, or None when the rounds are over."""
-    done = [r for r in store.list() if r.status == "done"]
+    done = [r for r in store.list() if r.status == RoundStatus.done]
     if len(done) >= config.max_rounds and rounds is None:
         return None
     if done and done[-1].metrics.get("harvest", {}).get("new_lesions") == 0:

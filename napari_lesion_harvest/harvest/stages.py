@@ -36,7 +36,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -66,11 +66,12 @@ from napari_lesion_harvest.store.lock import RoundLock
 from napari_lesion_harvest.store.rounds import checkpoint_location
 from napari_lesion_harvest.tracking.marks import best_slice_boxes
 from napari_lesion_harvest.tracking.marks import proposals_hitting_marks as proposals_hitting
-from napari_lesion_harvest.vocabulary import Role, Split, Verdict
+from napari_lesion_harvest.vocabulary import Role, Split, Stage, Verdict
 
-STAGES = ("train_lpg", "scan", "verify", "train_lpc", "harvest", "evaluate")
+#: The stages of a round, in the order they run.
+STAGES = tuple(Stage)
 #: Stages every ``torchrun`` rank runs (the others run on rank 0 only).
-RANK_SHARED_STAGES = frozenset({"train_lpg", "scan", "harvest"})
+RANK_SHARED_STAGES = frozenset({Stage.train_lpg, Stage.scan, Stage.harvest})
 
 
 @dataclass
@@ -178,12 +179,13 @@ class RoundState:
 
 
 def lpg_architecture(config: RoundConfig):
-    """The LPG configuration a round trains from scratch (preset, then ``lpg_max_side``
-    and ``lpg_hu_window`` where set)."""
+    """The LPG configuration a round trains from scratch (preset, then ``lpg.max_side``
+    and ``lpg.hu_window`` where set)."""
     from napari_lesion_harvest.lpg.config import get_config
 
-    overrides = {"max_side": config.lpg_max_side, "hu_window": config.lpg_hu_window}
-    return get_config(config.lpg_config, **{k: v for k, v in overrides.items() if v is not None})
+    lpg = config.lpg
+    overrides = {"max_side": lpg.max_side, "hu_window": lpg.hu_window}
+    return get_config(lpg.architecture, **{k: v for k, v in overrides.items() if v is not None})
 
 
 def train_lpg_stage(state: RoundState) -> StageResult:
@@ -196,7 +198,7 @@ def train_lpg_stage(state: RoundState) -> StageResult:
     slices = lpg_training_slices(
         snapshot,
         use_pool=previous is not None,
-        ignore_known_lesions=state.config.lpg_ignore_known_lesions,
+        ignore_known_lesions=state.config.lpg.ignore_known_lesions,
     )
     if not slices:
         raise HarvestInputError(
@@ -214,10 +216,10 @@ def train_lpg_stage(state: RoundState) -> StageResult:
         for s in slices
     ]
     init, init_sha256 = None, None
-    steps, learning_rate = config.lpg_train_steps, config.lpg_learning_rate
+    steps, learning_rate = config.lpg.train_steps, config.lpg.learning_rate
     if previous is not None:
         init, init_sha256 = state.checkpoint("lpg", round_number=previous)
-        steps = config.lpg_finetune_steps
+        steps = config.lpg.finetune_steps
     try:  # a training checkpoint recorded before this round stopped: continue from it
         _, resume_sha256 = state.checkpoint("lpg")
     except NotFoundError:
@@ -227,23 +229,23 @@ def train_lpg_stage(state: RoundState) -> StageResult:
 
     def report(step, total, parts):
         shown = {k: round(float(v), 4) for k, v in parts.items()}
-        state.progress("train_lpg", step, total, f"loss {shown.get('total', 0):.3f}", shown)
+        state.progress(Stage.train_lpg, step, total, f"loss {shown.get('total', 0):.3f}", shown)
 
     result = train_lpg(
         samples,
         config=lpg_architecture(config),
         options=LPGTrainOptions(
             steps=steps,
-            batch_size=per_rank_batch(config.lpg_batch_size, state.context),
+            batch_size=per_rank_batch(config.lpg.batch_size, state.context),
             learning_rate=learning_rate,
             seed=config.seed + state.number,
             checkpoint_every=max(steps // 10, 1),
-            canvas_size=config.lpg_crop_px,
+            canvas_size=config.lpg.crop_px,
             augmentation=SliceAugmentation(
-                scale_range=config.lpg_zoom_range,
-                flip_probability=config.lpg_flip_probability,
-                box_centred_crop=config.lpg_crop_px is not None,
-                edge_probability=config.lpg_edge_stack_probability,
+                scale_range=config.lpg.zoom_range,
+                flip_probability=config.lpg.flip_probability,
+                box_centred_crop=config.lpg.crop_px is not None,
+                edge_probability=config.lpg.edge_stack_probability,
             ),
         ),
         init_checkpoint=init,
@@ -260,7 +262,7 @@ def train_lpg_stage(state: RoundState) -> StageResult:
     )
     if result.resume_refused:
         state.progress(
-            "train_lpg", 0, steps, f"trained from the first step: {result.resume_refused}"
+            Stage.train_lpg, 0, steps, f"trained from the first step: {result.resume_refused}"
         )
     check_cancelled(state.cancelled)
     if result.stopped:
@@ -291,15 +293,9 @@ def train_lpg_stage(state: RoundState) -> StageResult:
 
 
 def scan_options(config: RoundConfig) -> dict:
-    """The options of :func:`~napari_lesion_harvest.tracking.scan.scan_volume` of a round
-    (``score_threshold``, ``link_iou``, ``fuse_iou``, ``duplicate_iou``, ``scan_batch_size``)."""
-    return {
-        "score_threshold": config.score_threshold,
-        "link_iou": config.link_iou,
-        "fuse_iou": config.fuse_iou,
-        "duplicate_iou": config.duplicate_iou,
-        "batch_size": config.scan_batch_size,
-    }
+    """The options of :func:`~napari_lesion_harvest.tracking.scan.scan_volume` of a round:
+    its section ``scan``."""
+    return asdict(config.scan)
 
 
 def scan_stage(state: RoundState) -> StageResult:
@@ -317,11 +313,11 @@ def scan_stage(state: RoundState) -> StageResult:
     scanned = {}  # volume_id -> (proposals, slices, 2D boxes) of this rank's volumes
     for done, record in enumerate(rank_records):
         check_cancelled(state.cancelled)
-        state.progress("scan", done, len(rank_records), record.volume_id)
+        state.progress(Stage.scan, done, len(rank_records), record.volume_id)
         volume = state.open(record.volume_id)
         proposals, boxes_2d = scan_volume(model, volume, **options, device=state.device)
         scanned[record.volume_id] = (proposals, volume.num_slices, boxes_2d)
-    state.progress("scan", len(rank_records), len(rank_records), "done")
+    state.progress(Stage.scan, len(rank_records), len(rank_records), "done")
     scanned = merged_from_ranks(scanned, state.context)
     if scanned is None:
         return None
@@ -345,12 +341,11 @@ def verify_stage(state: RoundState) -> StageResult:
     """Split proposals into P_RM / P_neg_M (V_M) and P_RH (V_H); verdicts override."""
     by_volume = state.proposals()
     proposals = {v: [s.proposal for s in stored] for v, stored in by_volume.items()}
-    hits = proposals_hitting(
-        proposals, usable_marks(state.snapshot), iou_threshold=state.config.match_iou
-    )
+    match_iou = state.config.harvest.match_iou
+    hits = proposals_hitting(proposals, usable_marks(state.snapshot), iou_threshold=match_iou)
     accepted, rejected = _judged_targets(state.snapshot)
-    hits_accepted = proposals_hitting(proposals, accepted, iou_threshold=state.config.match_iou)
-    hits_rejected = proposals_hitting(proposals, rejected, iou_threshold=state.config.match_iou)
+    hits_accepted = proposals_hitting(proposals, accepted, iou_threshold=match_iou)
+    hits_rejected = proposals_hitting(proposals, rejected, iou_threshold=match_iou)
     updates, counts = [], defaultdict(int)
     for volume_id, stored in by_volume.items():
         in_v_m = state.split_of(volume_id) == Split.V_M
@@ -386,32 +381,32 @@ def _judged_targets(snapshot):
 
 def lpc_training_options(config: RoundConfig, seed: int):
     """The LPC's :class:`~napari_lesion_harvest.lpc.train.LPCTrainOptions` of a round
-    (the CNN settings; ``variant`` is the round's ``lpc_variant``)."""
+    (the CNN settings of its section ``lpc``)."""
     from napari_lesion_harvest.lpc.train import LPCTrainOptions
 
     return LPCTrainOptions(
-        variant=config.lpc_variant,
-        width=config.lpc_width,
-        patch_size=config.lpc_patch_size,
-        pad_px=config.lpc_pad_px,
-        outside=config.lpc_outside,
-        epochs=config.lpc_epochs,
+        variant=config.lpc.variant,
+        width=config.lpc.width,
+        patch_size=config.lpc.patch_size,
+        pad_px=config.lpc.pad_px,
+        outside=config.lpc.outside,
+        epochs=config.lpc.epochs,
         seed=seed,
     )
 
 
 def lpc_plan(config: RoundConfig, seed: int):
     """How a round fits its LPC (:class:`~napari_lesion_harvest.lpc.fitting.LPCPlan`):
-    ``lpc_candidates`` (or ``lpc_variant`` alone), the folds, the threshold's V_M
+    ``lpc.candidates`` (or ``lpc.variant`` alone), the folds, the threshold's V_M
     scores and the V_H scoring of ``config``."""
     from napari_lesion_harvest.lpc.fitting import LPCPlan
 
     return LPCPlan(
-        candidates=config.lpc_candidates or (config.lpc_variant,),
+        candidates=config.lpc.candidates or (config.lpc.variant,),
         options=lpc_training_options(config, seed),
-        folds=config.folds,
-        threshold_mode=config.threshold_mode,
-        v_h_scoring=config.lpc_v_h_scoring,
+        folds=config.lpc.folds,
+        threshold_mode=config.lpc.threshold_mode,
+        v_h_scoring=config.lpc.v_h_scoring,
     )
 
 
@@ -442,7 +437,7 @@ def _verified_sets(state: RoundState):
 
 
 def train_lpc_stage(state: RoundState) -> StageResult:
-    """Fit the LPC on P_RM, P_neg_M and P_RH (choosing among ``lpc_candidates`` when
+    """Fit the LPC on P_RM, P_neg_M and P_RH (choosing among ``lpc.candidates`` when
     set); score V_M for the harvest threshold; keep the models that score V_H."""
     from napari_lesion_harvest.lpc.checkpoint import checkpoint_payload
     from napari_lesion_harvest.lpc.fitting import fit_round_lpc
@@ -467,7 +462,7 @@ def train_lpc_stage(state: RoundState) -> StageResult:
     except MissingClassError as error:
         raise HarvestInputError(
             f"the lesion proposal classifier cannot be trained: {error}. The LPG's proposals "
-            "matched too few marks: train it longer (lpg_train_steps) or annotate more volumes "
+            "matched too few marks: train it longer (lpg.train_steps) or annotate more volumes "
             "fully (V_M), then run a new round"
         ) from error
     checkpoints = [
@@ -531,11 +526,11 @@ def harvest_stage(state: RoundState) -> StageResult:
     classified = {}  # volume_id -> s_c of its unverified proposals, on this rank
     for done, volume_id in enumerate(rank_volumes):
         check_cancelled(state.cancelled)
-        state.progress("harvest", done, len(rank_volumes), volume_id)
+        state.progress(Stage.harvest, done, len(rank_volumes), volume_id)
         classified[volume_id] = probabilities(
             scorer, state.open(volume_id), to_score[volume_id], device=state.device
         )
-    state.progress("harvest", len(rank_volumes), len(rank_volumes), "done")
+    state.progress(Stage.harvest, len(rank_volumes), len(rank_volumes), "done")
     classified = merged_from_ranks(classified, state.context)
     if classified is None:
         return None
@@ -548,7 +543,7 @@ def harvest_stage(state: RoundState) -> StageResult:
     threshold, precision = threshold_at_precision(
         [s.s_gc for s in v_m],
         [s.role == Role.P_RM for s in v_m],
-        target_precision=config.harvest_precision,
+        target_precision=config.harvest.precision,
     )
     scored = []  # (stored, s_c, s_gc) of unverified V_H / V_H_test proposals
     for volume_id, stored in todo.items():
@@ -560,8 +555,8 @@ def harvest_stage(state: RoundState) -> StageResult:
         [s.volume_id for s, _, _ in scored],
         [s.s_g for s, _, _ in scored],
         ~harvested,
-        min_objectness=config.hard_negative_min_objectness,
-        per_volume=config.hard_negatives_per_volume,
+        min_objectness=config.harvest.hard_negative_min_objectness,
+        per_volume=config.harvest.hard_negatives_per_volume,
     )
     updates = []
     for (stored, s_c, s_gc), is_harvested, is_hard in zip(scored, harvested, hard, strict=True):
@@ -627,7 +622,8 @@ def _count_new_lesions(state: RoundState, harvested) -> int:
     for stored in harvested:
         by_volume[stored.volume_id].append(stored.proposal)
     targets = {v: best_slice_boxes(p) for v, p in known.items()}
-    hits = proposals_hitting(dict(by_volume), targets, iou_threshold=state.config.match_iou)
+    match_iou = state.config.harvest.match_iou
+    hits = proposals_hitting(dict(by_volume), targets, iou_threshold=match_iou)
     return int(sum((~hit).sum() for hit in hits.values()))
 
 
@@ -646,7 +642,7 @@ def evaluate_stage(state: RoundState) -> StageResult:
             proposals=state.proposals(),
             pool=state.snapshot.previous_pool,
             threshold=state.project.rounds.get(state.number).metrics["harvest"]["threshold"],
-            match_iou=state.config.match_iou,
+            match_iou=state.config.harvest.match_iou,
         )
     )
 
@@ -657,10 +653,10 @@ def _number(value: float) -> float | None:
 
 
 STAGE_FUNCTIONS = {
-    "train_lpg": train_lpg_stage,
-    "scan": scan_stage,
-    "verify": verify_stage,
-    "train_lpc": train_lpc_stage,
-    "harvest": harvest_stage,
-    "evaluate": evaluate_stage,
+    Stage.train_lpg: train_lpg_stage,
+    Stage.scan: scan_stage,
+    Stage.verify: verify_stage,
+    Stage.train_lpc: train_lpc_stage,
+    Stage.harvest: harvest_stage,
+    Stage.evaluate: evaluate_stage,
 }

@@ -13,7 +13,7 @@ negative); otherwise ``P_RM``, ``P_RH`` and ``P_pos_H`` are positives and
 
 A round may keep the LPG from learning known lesions as background on the
 training slices they cross away from their own (:func:`known_lesion_region`; config
-field ``lpg_ignore_known_lesions``, not in the paper).
+field ``lpg.ignore_known_lesions``, not in the paper).
 """
 
 from __future__ import annotations

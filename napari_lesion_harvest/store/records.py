@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from napari_lesion_harvest.geometry import Proposal3D, RecistMark
-from napari_lesion_harvest.vocabulary import Origin, Role, Verdict
+from napari_lesion_harvest.vocabulary import Origin, Role, RoundStatus, Verdict
 
 
 @dataclass(frozen=True)
@@ -390,7 +390,7 @@ class RoundRecord:
     @property
     def resumable(self) -> bool:
         """A failed round can be resumed after its last committed stage."""
-        return self.status == "failed"
+        return self.status == RoundStatus.failed
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ from napari_lesion_harvest.store.records import (
     StoredVerdict,
 )
 from napari_lesion_harvest.store.schema import SPLITS
-from napari_lesion_harvest.vocabulary import Role, Verdict
+from napari_lesion_harvest.vocabulary import Role, RoundStatus, Verdict
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _ROUND_SELECT = (
@@ -179,7 +179,7 @@ class RoundStore:
         with self._db.write(f"starting round {number}") as conn:
             lock.check(conn)
             round_pk, status, config, blob = _round_state(conn, number)
-            if status not in ("queued", "failed"):
+            if status not in (RoundStatus.queued, RoundStatus.failed):
                 raise RoundStateError(
                     f"round {number} is {status}; only a queued or failed round can be started"
                 )
@@ -237,7 +237,7 @@ class RoundStore:
         with self._db.write(f"writing stage {stage} of round {number}") as conn:
             lock.check(conn)
             round_pk, status, _, _ = _round_state(conn, number)
-            if status != "running":
+            if status != RoundStatus.running:
                 raise RoundStateError(
                     f"round {number} is {status}, not running; stage {stage} was not written"
                 )
@@ -267,7 +267,7 @@ class RoundStore:
         with self._db.write(f"finishing round {number}") as conn:
             lock.check(conn)
             round_pk, status, _, _ = _round_state(conn, number)
-            if status != "running":
+            if status != RoundStatus.running:
                 raise RoundStateError(f"round {number} is {status}, not running")
             _merge_metrics(conn, round_pk, metrics or {})
             conn.execute(
@@ -283,16 +283,18 @@ class RoundStore:
         it froze cannot give a result) the round ends ``cancelled`` with the
         reason instead, and the next round takes the project as it is then.
         """
-        status = "failed" if resumable else "cancelled"
-        return self._set_final(number, status, error, allowed=("queued", "running"))
+        status = RoundStatus.failed if resumable else RoundStatus.cancelled
+        return self._set_final(
+            number, status, error, allowed=(RoundStatus.queued, RoundStatus.running)
+        )
 
     def cancel(self, number: int, *, author: str) -> RoundRecord:
         """Cancel a queued, running or failed round (the user pressed Stop); not resumable."""
         record = self._set_final(
             number,
-            "cancelled",
+            RoundStatus.cancelled,
             f"cancelled by {author}",
-            allowed=("queued", "running", "failed"),
+            allowed=(RoundStatus.queued, RoundStatus.running, RoundStatus.failed),
             author=author,
         )
         return record
@@ -300,10 +302,10 @@ class RoundStore:
     def _set_final(
         self,
         number: int,
-        status: str,
+        status: RoundStatus,
         error: str,
         *,
-        allowed: tuple[str, ...],
+        allowed: tuple[RoundStatus, ...],
         author: str | None = None,
     ) -> RoundRecord:
         with self._db.write(f"setting round {number} {status}") as conn:
@@ -415,7 +417,7 @@ class RoundStore:
         with self._db.write(f"recording checkpoint {ref.name} of round {number}") as conn:
             lock.check(conn)
             round_pk, status, _, _ = _round_state(conn, number)
-            if status != "running":
+            if status != RoundStatus.running:
                 raise RoundStateError(f"round {number} is {status}, not running")
             self._register_checkpoint(conn, round_pk, ref)
 

@@ -32,7 +32,7 @@ from napari_lesion_harvest.ui.summary_panel import SummaryPanel
 from napari_lesion_harvest.ui.volume_loading import load_record
 from napari_lesion_harvest.ui.volume_view import VolumeView
 from napari_lesion_harvest.ui.worklist import WorklistPanel
-from napari_lesion_harvest.vocabulary import Split
+from napari_lesion_harvest.vocabulary import RoundStatus, Split
 
 #: Widest the dock gets (pixels), so that the CT canvas keeps most of the window.
 DOCK_MAX_WIDTH = 460
@@ -472,7 +472,7 @@ class HarvestDock(QWidget):
         self.worklist.set_summaries(summaries)
         yield
         rounds = project.rounds.list()
-        done = sum(1 for r in rounds if r.status == "done")
+        done = sum(1 for r in rounds if r.status == RoundStatus.done)
         self.project_panel.show_project(
             project.folder, f"{len(summaries)} volumes, {done} finished rounds"
         )

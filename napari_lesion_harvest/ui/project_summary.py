@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from napari_lesion_harvest.store.schema import SPLITS
-from napari_lesion_harvest.vocabulary import Verdict
+from napari_lesion_harvest.vocabulary import RoundStatus, Verdict
 
 #: File the summary is written to beside an export.
 SUMMARY_NAME = "summary.txt"
@@ -119,7 +119,7 @@ def summary_text(project, *, counts: ProjectCounts | None = None) -> str:
         "by the rounds and not rejected, or accepted); accepted: of those, accepted by an",
         "expert; rejected: proposals an expert rejected",
     ]
-    done = [r for r in project.rounds.list() if r.status == "done"]
+    done = [r for r in project.rounds.list() if r.status == RoundStatus.done]
     if done:
         last = done[-1].metrics
         lines += [

@@ -25,6 +25,8 @@ from functools import cache
 
 from qtpy.QtWidgets import QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
+from napari_lesion_harvest.vocabulary import RoundStatus
+
 #: How many recent finished rounds are plotted.
 MAX_ROUNDS_SHOWN = 4
 #: What the Table I symbols mean (tooltips; the cells say it in plain words).
@@ -68,7 +70,7 @@ def table_rows(rounds) -> tuple[str, list[str], list[list[str]]]:
     header : list of str
     rows : list of list of str
     """
-    tables = [r.metrics.get("table_i") for r in rounds if r.status == "done"]
+    tables = [r.metrics.get("table_i") for r in rounds if r.status == RoundStatus.done]
     tables = [table for table in tables if table]
     if not tables:
         return "", ["set"], []
@@ -163,7 +165,7 @@ class ResultsPanel(QWidget):
 
     def show_rounds(self, rounds) -> None:
         """Show the finished rounds among ``rounds`` (RoundRecord list, any order)."""
-        done = sorted((r for r in rounds if r.status == "done"), key=lambda r: r.number)
+        done = sorted((r for r in rounds if r.status == RoundStatus.done), key=lambda r: r.number)
         baseline, header, rows = table_rows(done)
         self.table.setColumnCount(len(header))
         for column, name in enumerate(header):

@@ -7,10 +7,10 @@ per unit of work) for that stage, model and device:
 =============  ===============================================================  ==========
 stage          work (units)                                                     rate key
 =============  ===============================================================  ==========
-``train_lpg``  steps x batch x (side / 256)^2; steps: ``lpg_train_steps`` in     LPG preset
-               the first round, ``lpg_finetune_steps`` later; side: the slices'
-               side after resampling to 0.8 mm pixels, at most ``lpg_max_side``
-               (``lpg_crop_px`` when set)
+``train_lpg``  steps x batch x (side / 256)^2; steps: ``lpg.train_steps`` in     LPG preset
+               the first round, ``lpg.finetune_steps`` later; side: the slices'
+               side after resampling to 0.8 mm pixels, at most ``lpg.max_side``
+               (``lpg.crop_px`` when set)
 ``scan``       sum over V_M, V_H, V_H_test of slices x (side / 256)^2           LPG preset
 ``verify``     volumes                                                          --
 ``train_lpc``  trainings x epochs x (V_M + V_H volumes) x (patch / 64)^2;       LPC width,
@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from napari_lesion_harvest.harvest.stages import STAGES
-from napari_lesion_harvest.vocabulary import Split
+from napari_lesion_harvest.vocabulary import Split, Stage
 
 #: Side (pixels) of the LPG's unit of work, and of the LPC's patch unit.
 LPG_UNIT_SIDE = 256
@@ -57,26 +57,26 @@ RATES_FILE = "round_rates.json"
 #: LPG at 47 training slices/s and 533 scanned slices/s (512 px), the lite
 #: LPG at 12 steps/s (batch 8) and 121 slices/s, the LPC 68 s for 4 x 12 x 45.
 DEFAULT_RATES: dict[tuple[str, str, str], float] = {
-    ("cpu", "train_lpg", "lite"): 0.9,
-    ("cpu", "train_lpg", "paper"): 12.5,
-    ("cpu", "scan", "lite"): 0.2,
-    ("cpu", "scan", "paper"): 3.5,
-    ("cpu", "verify", ""): 0.05,
-    ("cpu", "train_lpc", "lite/multiview"): 0.3,
-    ("cpu", "train_lpc", "paper/multiview"): 1.5,
-    ("cpu", "harvest", "lite/multiview"): 2.0,
-    ("cpu", "harvest", "paper/multiview"): 8.0,
-    ("cpu", "evaluate", ""): 0.2,
-    ("cuda", "train_lpg", "lite"): 0.01,
-    ("cuda", "train_lpg", "paper"): 0.0053,
-    ("cuda", "scan", "lite"): 0.008,
-    ("cuda", "scan", "paper"): 0.0005,
-    ("cuda", "verify", ""): 0.05,
-    ("cuda", "train_lpc", "lite/multiview"): 0.03,
-    ("cuda", "train_lpc", "paper/multiview"): 0.06,
-    ("cuda", "harvest", "lite/multiview"): 0.4,
-    ("cuda", "harvest", "paper/multiview"): 0.8,
-    ("cuda", "evaluate", ""): 0.2,
+    ("cpu", Stage.train_lpg, "lite"): 0.9,
+    ("cpu", Stage.train_lpg, "paper"): 12.5,
+    ("cpu", Stage.scan, "lite"): 0.2,
+    ("cpu", Stage.scan, "paper"): 3.5,
+    ("cpu", Stage.verify, ""): 0.05,
+    ("cpu", Stage.train_lpc, "lite/multiview"): 0.3,
+    ("cpu", Stage.train_lpc, "paper/multiview"): 1.5,
+    ("cpu", Stage.harvest, "lite/multiview"): 2.0,
+    ("cpu", Stage.harvest, "paper/multiview"): 8.0,
+    ("cpu", Stage.evaluate, ""): 0.2,
+    ("cuda", Stage.train_lpg, "lite"): 0.01,
+    ("cuda", Stage.train_lpg, "paper"): 0.0053,
+    ("cuda", Stage.scan, "lite"): 0.008,
+    ("cuda", Stage.scan, "paper"): 0.0005,
+    ("cuda", Stage.verify, ""): 0.05,
+    ("cuda", Stage.train_lpc, "lite/multiview"): 0.03,
+    ("cuda", Stage.train_lpc, "paper/multiview"): 0.06,
+    ("cuda", Stage.harvest, "lite/multiview"): 0.4,
+    ("cuda", Stage.harvest, "paper/multiview"): 0.8,
+    ("cuda", Stage.evaluate, ""): 0.2,
 }
 #: An LPC variant other than the multi-view one costs this times the multi-view rate
 #: when only the multi-view one has a default.
@@ -116,8 +116,8 @@ def _lpg_sides(config, size: ProjectSize) -> list[tuple[int, float]]:
     after resampling to the preset's pixel spacing, at most ``max_side``."""
     from napari_lesion_harvest.lpg.config import get_config
 
-    preset = get_config(config.lpg_config)
-    max_side = float(config.lpg_max_side or preset.max_side)
+    preset = get_config(config.lpg.architecture)
+    max_side = float(config.lpg.max_side or preset.max_side)
     return [
         (z, min(max_side, max(y * sy, x * sx) / preset.pixel_spacing_mm))
         for split in (Split.V_M, Split.V_H, Split.V_H_test)
@@ -137,24 +137,24 @@ def stage_work(stage: str, config, size: ProjectSize, *, first_round: bool) -> f
     first_round : bool
         No round finished before this one (the LPG trains from scratch).
     """
-    lpc_area = (config.lpc_patch_size / LPC_UNIT_SIDE) ** 2
-    if stage == "train_lpg":
-        steps = config.lpg_train_steps if first_round else config.lpg_finetune_steps
+    lpc_area = (config.lpc.patch_size / LPC_UNIT_SIDE) ** 2
+    if stage == Stage.train_lpg:
+        steps = config.lpg.train_steps if first_round else config.lpg.finetune_steps
         sides = [side for _z, side in _lpg_sides(config, size)]
         side = statistics.median(sides) if sides else LPG_UNIT_SIDE
-        if config.lpg_crop_px is not None:
-            side = min(side, config.lpg_crop_px)
-        return steps * config.lpg_batch_size * (side / LPG_UNIT_SIDE) ** 2
-    if stage == "scan":
+        if config.lpg.crop_px is not None:
+            side = min(side, config.lpg.crop_px)
+        return steps * config.lpg.batch_size * (side / LPG_UNIT_SIDE) ** 2
+    if stage == Stage.scan:
         return sum(z * (side / LPG_UNIT_SIDE) ** 2 for z, side in _lpg_sides(config, size))
-    if stage == "verify":
+    if stage == Stage.verify:
         return size.count(Split.V_M, Split.V_H, Split.V_H_test)
-    if stage == "train_lpc":
-        trainings = config.folds + 1 if config.threshold_mode == "out_of_fold" else 1
-        return trainings * config.lpc_epochs * size.count(Split.V_M, Split.V_H) * lpc_area
-    if stage == "harvest":
+    if stage == Stage.train_lpc:
+        trainings = config.lpc.folds + 1 if config.lpc.threshold_mode == "out_of_fold" else 1
+        return trainings * config.lpc.epochs * size.count(Split.V_M, Split.V_H) * lpc_area
+    if stage == Stage.harvest:
         return size.count(Split.V_H, Split.V_H_test) * lpc_area
-    if stage == "evaluate":
+    if stage == Stage.evaluate:
         return size.count(Split.V_H_test)
     raise KeyError(f"unknown round stage {stage!r}; stages: {', '.join(STAGES)}")
 
@@ -166,10 +166,10 @@ def device_kind(device: str) -> str:
 
 def rate_model(stage: str, config) -> str:
     """The model part of a rate key: what makes a stage's unit cost differ."""
-    if stage in ("train_lpg", "scan"):
-        return config.lpg_config
-    if stage in ("train_lpc", "harvest"):
-        return f"{config.lpc_width}/{config.lpc_variant}"
+    if stage in (Stage.train_lpg, Stage.scan):
+        return config.lpg.architecture
+    if stage in (Stage.train_lpc, Stage.harvest):
+        return f"{config.lpc.width}/{config.lpc.variant}"
     return ""
 
 
@@ -205,7 +205,7 @@ class RateBook:
             return statistics.median(measured), True
         kind = device_kind(device)
         default = DEFAULT_RATES.get((kind, stage, model))
-        if default is None and stage in ("train_lpc", "harvest"):
+        if default is None and stage in (Stage.train_lpc, Stage.harvest):
             width = model.split("/")[0]
             default = DEFAULT_RATES[(kind, stage, f"{width}/multiview")]
             default *= OTHER_LPC_VARIANT_FACTOR

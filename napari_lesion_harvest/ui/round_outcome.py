@@ -7,6 +7,7 @@ Read from the round's stored metrics (``harvest``: ``threshold``,
 
 from __future__ import annotations
 
+from napari_lesion_harvest.harvest.config_migration import dotted_fields
 from napari_lesion_harvest.harvest.threshold import HARVEST_PRECISION
 from napari_lesion_harvest.vocabulary import Role
 
@@ -27,7 +28,7 @@ def harvest_outcome(record) -> tuple[str, bool]:
     """
     harvest = record.metrics.get("harvest") or {}
     number = record.number
-    precision = record.config.get("harvest_precision", HARVEST_PRECISION)
+    precision = dotted_fields(record.config).get("harvest.precision", HARVEST_PRECISION)
     harvested, new = harvest.get(Role.P_pos_H), harvest.get("new_lesions")
     threshold, scored = harvest.get("threshold"), harvest.get("scored")
     if not scored:

@@ -40,6 +40,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_lesion_harvest.ui.round_runner import RoundRunner, pretrain_command, round_command
+from napari_lesion_harvest.vocabulary import RoundStatus
 
 #: Log folder inside the project.
 LOGS_DIR = "logs"
@@ -109,8 +110,11 @@ class RoundPlan:
 
 
 def config_differences(config, stored: dict, *, shown: int = 4) -> str:
-    """``"lpg_train_steps 600 -> 20000, ..."``: the stored fields ``config`` changes."""
-    new = json.loads(config.to_json())
+    """``"lpg.train_steps 600 -> 20000, ..."``: the stored fields ``config`` changes
+    (``stored`` in sections or, stored by an earlier version, flat)."""
+    from napari_lesion_harvest.harvest.config_migration import dotted_fields
+
+    new, stored = dotted_fields(json.loads(config.to_json())), dotted_fields(stored)
     changed = [f"{k} {stored.get(k)} -> {v}" for k, v in sorted(new.items()) if stored.get(k) != v]
     more = f", and {len(changed) - shown} more" if len(changed) > shown else ""
     return ", ".join(changed[:shown]) + more
@@ -122,10 +126,12 @@ def round_plan(project, config, *, discard: bool = False) -> RoundPlan:
     from napari_lesion_harvest.harvest.config import stored_config
 
     records = project.rounds.list()
-    stopped = [r for r in records if r.status in ("failed", "queued")]
+    stopped = [r for r in records if r.status in (RoundStatus.failed, RoundStatus.queued)]
     if stopped and not discard:
         record = stopped[0]
-        earlier_done = any(r.status == "done" and r.number < record.number for r in records)
+        earlier_done = any(
+            r.status == RoundStatus.done and r.number < record.number for r in records
+        )
         return RoundPlan(
             stored_config(record.number, record.config),
             record.number,
@@ -135,7 +141,7 @@ def round_plan(project, config, *, discard: bool = False) -> RoundPlan:
     return RoundPlan(
         config,
         project.rounds.next_number(),
-        first_round=not any(r.status == "done" for r in records),
+        first_round=not any(r.status == RoundStatus.done for r in records),
     )
 
 
@@ -461,7 +467,7 @@ class RoundPanel(QWidget):
             self._refuse(f"The round cannot start: {one_line(error)}")
             return None
         records = project.rounds.list()
-        running = [r for r in records if r.status == "running"]
+        running = [r for r in records if r.status == RoundStatus.running]
         if running:
             holder = project.rounds.lock_holder()
             who = f"round {running[0].number}" if holder is None else holder.describe()
