@@ -17,7 +17,7 @@ normalisation and element-wise work count zero, so the fractions are of useful
 arithmetic). ``--profile`` adds torch's profiler table (self CPU time per
 operator) for each network in the round's setting.
 
-    .venv/bin/python benchmarks/cpu_roofline_bench.py --threads 2 [--profile]
+    .venv/bin/python benchmarks/cpu_roofline_bench.py --threads 2 [--profile] [--clock process]
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import argparse
 import platform
 import time
 from contextlib import nullcontext
+from functools import partial
 
 import numpy as np
 import torch
@@ -37,6 +38,11 @@ from napari_lesion_harvest.lpg.config import get_config
 from napari_lesion_harvest.lpg.infer import predict_volume
 from napari_lesion_harvest.lpg.model import build_model
 
+#: The clock that times every call: wall time, or with ``--clock process`` this
+#: process's CPU time (steadier on a shared machine; same as wall time at one thread
+#: on an idle one).
+CLOCK = [time.perf_counter]
+
 
 def _seconds(run, *, repeats: int, warmup: int = 1) -> float:
     """Median wall time of ``run()`` over ``repeats`` calls after ``warmup`` calls."""
@@ -44,9 +50,9 @@ def _seconds(run, *, repeats: int, warmup: int = 1) -> float:
         run()
     times = []
     for _ in range(repeats):
-        start = time.process_time()
+        start = CLOCK[0]()
         run()
-        times.append(time.process_time() - start)
+        times.append(CLOCK[0]() - start)
     return float(np.median(times))
 
 
@@ -69,16 +75,14 @@ def attainable(dtype: torch.dtype, repeats: int) -> dict[str, float]:
     side = 2048
     a, b = torch.randn(side, side, dtype=dtype), torch.randn(side, side, dtype=dtype)
     rates = {"matmul": 2 * side**3 / _seconds(lambda: a @ b, repeats=repeats) / 1e9}
-    conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(dtype)
     for channels_last in (False, True):
-        x = torch.randn(8, 64, 64, 64, dtype=dtype).contiguous(
-            memory_format=_layout(channels_last)
-        )
-        conv = conv.to(memory_format=_layout(channels_last))
+        layout = _layout(channels_last)
+        conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(dtype, memory_format=layout)
+        x = torch.randn(8, 64, 64, 64, dtype=dtype).contiguous(memory_format=layout)
+        run = partial(conv, x)
         with torch.no_grad():
-            flops = _flops(lambda: conv(x))
-            seconds = _seconds(lambda: conv(x), repeats=repeats)
-        rates["conv NHWC" if channels_last else "conv NCHW"] = flops / seconds / 1e9
+            seconds = _seconds(run, repeats=repeats)
+            rates["conv NHWC" if channels_last else "conv NCHW"] = _flops(run) / seconds / 1e9
     return rates
 
 
@@ -111,7 +115,11 @@ def lpg_scan(*, channels_last: bool, bfloat16: bool, slices: int = 24):
 
     def scan():
         for _ in predict_volume(
-            model, volume, batch_size=8, device="cpu", precision=precision,
+            model,
+            volume,
+            batch_size=8,
+            device="cpu",
+            precision=precision,
             channels_last=channels_last,
         ):
             pass
@@ -151,11 +159,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5, help="timed calls of the references")
     parser.add_argument("--profile", action="store_true", help="per-operator profile tables")
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "process"),
+        default="wall",
+        help="time with the wall clock, or with this process's CPU time (a shared machine)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    CLOCK[0] = time.perf_counter if args.clock == "wall" else time.process_time
     bfloat16_native = torch.cpu._is_avx512_bf16_supported()
     print(
         f"{platform.processor() or platform.machine()}, {args.threads} threads, "
+        f"{args.clock} clock, "
         f"torch {torch.__version__}, native bfloat16: {bfloat16_native}"
     )
     limits = {False: attainable(torch.float32, args.repeats)}
@@ -166,8 +182,10 @@ def main() -> None:
         print(f"attainable {'bfloat16' if bfloat16 else 'float32'} GFLOP/s: {names}")
 
     settings = [(False, False), (True, False)] + ([(True, True)] if bfloat16_native else [])
-    print(f"\n{'workload':<22} {'setting':<14} {'GFLOP':>7} {'ms':>8} {'GFLOP/s':>8} "
-          f"{'of matmul':>9} {'of conv':>8}")
+    print(
+        f"\n{'workload':<22} {'setting':<14} {'GFLOP':>7} {'ms':>8} {'GFLOP/s':>8} "
+        f"{'of matmul':>9} {'of conv':>8}"
+    )
     for name, (make, repeats) in WORKLOADS.items():
         for channels_last, bfloat16 in settings:
             run = make(channels_last=channels_last, bfloat16=bfloat16)
@@ -178,8 +196,10 @@ def main() -> None:
             limit = limits[bfloat16]
             conv = limit["conv NHWC" if channels_last else "conv NCHW"]
             setting = f"{'NHWC' if channels_last else 'NCHW'} {'bf16' if bfloat16 else 'fp32'}"
-            print(f"{name:<22} {setting:<14} {flops / 1e9:7.2f} {seconds * 1e3:8.1f} "
-                  f"{rate:8.1f} {rate / limit['matmul']:9.0%} {rate / conv:8.0%}")
+            print(
+                f"{name:<22} {setting:<14} {flops / 1e9:7.2f} {seconds * 1e3:8.1f} "
+                f"{rate:8.1f} {rate / limit['matmul']:9.0%} {rate / conv:8.0%}"
+            )
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 

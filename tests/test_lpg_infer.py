@@ -197,3 +197,20 @@ def test_interleaved_predictions_leave_no_inference_mode_behind(lite_model):
     assert not torch.is_autocast_enabled("cpu")
     weight = torch.ones(2, requires_grad=True)
     assert (weight * 2).sum().requires_grad
+
+
+@pytest.mark.slow
+def test_compiled_scan_at_fixed_rows_equals_the_eager_scan(lite_model):
+    # 7 targets in batches of 3: the last call of every piece (stem, side map,
+    # centre and heads) is padded to full rows and its padding dropped. The "eager"
+    # backend traces the pieces with TorchDynamo without generating kernels
+    # (inductor, the users' backend, is measured by benchmarks/lpg_gpu_bench.py).
+    torch._dynamo.reset()
+    volume = noise_volume(7, 2.0, seed=7)
+    options = {"batch_size": 3, "top_k": 5}
+    eager = list(predict_volume(lite_model, volume, **options))
+    compiled = list(predict_volume(lite_model, volume, compile_backend="eager", **options))
+    assert [zs for zs, _, _ in compiled] == [[0, 1, 2], [3, 4, 5], [6]]
+    for (_, a, _), (_, b, _) in zip(eager, compiled, strict=True):
+        assert b["scores"].shape[0] == a["scores"].shape[0]
+        assert_same_heads(a, b)

@@ -335,7 +335,7 @@ def train_lpc(
     total_steps = steps_per_epoch * options.epochs
     weights = np.where(train_y == 1, 0.5 / n_pos, 0.5 / n_neg)
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay
+        model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay, fused=True
     )
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(total_steps, 1))
     targets_all = torch.from_numpy(train_y).float()

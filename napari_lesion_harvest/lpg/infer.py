@@ -196,21 +196,110 @@ class InferenceSettings:
         return torch.from_numpy(volume.array()).to(self.device)
 
 
-def _naive_heads(model, source, targets, positions, transform, settings, top_k) -> dict:
+def _pad_rows(value, rows: int):
+    """``value`` (Tensor or StemFeatures) with zero rows appended up to ``rows``."""
+    import torch.nn.functional as F
+
+    from napari_lesion_harvest.lpg.model import StemFeatures
+
+    if isinstance(value, StemFeatures):
+        return StemFeatures(*(_pad_rows(t, rows) for t in vars(value).values()))
+    missing = rows - value.shape[0]
+    if missing <= 0:
+        return value
+    return F.pad(value, (0, 0) * (value.dim() - 1) + (0, missing))
+
+
+def _first_rows(value, rows: int):
+    """The first ``rows`` rows of a Tensor, StemFeatures or dict of Tensors."""
+    from napari_lesion_harvest.lpg.model import StemFeatures
+
+    if isinstance(value, dict):
+        return {name: tensor[:rows] for name, tensor in value.items()}
+    if isinstance(value, StemFeatures):
+        return value.select(slice(0, rows))
+    return value[:rows]
+
+
+class ScanNetwork:
+    """The pieces of the network a scan calls, run eagerly or compiled.
+
+    Compiled (``torch.compile`` with ``backend``), every call's inputs are padded
+    with zero rows to a fixed row count (the last chunk of a volume is short) and
+    the padding rows' outputs dropped, so each piece compiles once per canvas size
+    (and once more for any size once the sizes vary: automatic dynamic shapes).
+    Rows are independent in eval mode, so the padding changes no result.
+
+    Parameters
+    ----------
+    model : MultiSliceCenterNet
+    top_k : int
+        Peaks per slice.
+    batch_size : int
+        Targets per call; images and side maps go ``3 * batch_size`` per call.
+    backend : str, optional
+        ``torch.compile`` backend (``"inductor"``); None runs eagerly.
+    """
+
+    def __init__(self, model, *, top_k: int, batch_size: int, backend: str | None = None):
+        from napari_lesion_harvest.lpg.model import StemFeatures
+
+        def naive(stacks):
+            return peak_heads(model, *model.image_maps(stacks), top_k=top_k)
+
+        def centre(previous, centre, following, side_previous, side_following):
+            fused = model.fuse_centre(
+                previous.transition2, centre.transition2, following.transition2
+            )
+            centre_maps = model.centre_map(centre, fused)
+            return peak_heads(model, side_previous, centre_maps, side_following, top_k=top_k)
+
+        def side_maps(stems: StemFeatures):
+            return model.side_map(stems)
+
+        self.config = model.config
+        self.image_rows = 3 * batch_size
+        self.naive = self._fixed_rows(naive, batch_size, backend)
+        self.centre = self._fixed_rows(centre, batch_size, backend)
+        self.stem = self._fixed_rows(model.stem, self.image_rows, backend)
+        self.side_map = self._fixed_rows(side_maps, self.image_rows, backend)
+
+    @staticmethod
+    def _fixed_rows(function, rows: int, backend: str | None):
+        if backend is None:
+            return function
+        import torch
+
+        compiled = torch.compile(function, backend=backend)
+
+        def call(*inputs):
+            count = _rows_of(inputs[0]).shape[0]
+            return _first_rows(compiled(*(_pad_rows(x, rows) for x in inputs)), count)
+
+        return call
+
+
+def _rows_of(value):
+    """The Tensor whose first axis counts ``value``'s rows (Tensor or StemFeatures)."""
+    from napari_lesion_harvest.lpg.model import StemFeatures
+
+    return value.block1 if isinstance(value, StemFeatures) else value
+
+
+def _naive_heads(network: ScanNetwork, source, targets, positions, transform, settings):
     import torch
 
-    config = model.config
+    config = network.config
     stacks = [prepare_slices(source, positions[z], transform, config) for z in targets]
-    maps = model.image_maps(settings.network_input(torch.stack(stacks)))
-    return peak_heads(model, *maps, top_k=top_k)
+    return network.naive(settings.network_input(torch.stack(stacks)))
 
 
 class _SharedFeatureCache:
     """Stem features and side maps of three-slice images, computed once each."""
 
-    def __init__(self, model, source, transform, settings, last_use: dict, chunk: int):
-        self.model, self.source, self.transform = model, source, transform
-        self.settings, self.last_use, self.chunk = settings, last_use, chunk
+    def __init__(self, network: ScanNetwork, source, transform, settings, last_use: dict):
+        self.network, self.source, self.transform = network, source, transform
+        self.settings, self.last_use = settings, last_use
         self.stems: dict = {}
         self.side_maps: dict = {}
 
@@ -218,13 +307,13 @@ class _SharedFeatureCache:
         import torch
 
         missing = list(dict.fromkeys(k for k in keys if k not in self.stems))
-        config = self.model.config
-        for start in range(0, len(missing), self.chunk):
-            part = missing[start : start + self.chunk]
+        config, chunk = self.network.config, self.network.image_rows
+        for start in range(0, len(missing), chunk):
+            part = missing[start : start + chunk]
             images = torch.stack(
                 [prepare_slices(self.source, key, self.transform, config) for key in part]
             )
-            features = self.model.stem(self.settings.network_input(images))
+            features = self.network.stem(self.settings.network_input(images))
             for row, key in enumerate(part):
                 self.stems[key] = features.select(slice(row, row + 1))
 
@@ -232,9 +321,10 @@ class _SharedFeatureCache:
         from napari_lesion_harvest.lpg.model import StemFeatures
 
         missing = list(dict.fromkeys(k for k in keys if k not in self.side_maps))
-        for start in range(0, len(missing), self.chunk):
-            part = missing[start : start + self.chunk]
-            maps = self.model.side_map(StemFeatures.cat([self.stems[k] for k in part]))
+        chunk = self.network.image_rows
+        for start in range(0, len(missing), chunk):
+            part = missing[start : start + chunk]
+            maps = self.network.side_map(StemFeatures.cat([self.stems[k] for k in part]))
             for row, key in enumerate(part):
                 self.side_maps[key] = maps[row : row + 1]
 
@@ -244,7 +334,7 @@ class _SharedFeatureCache:
                 del store[key]
 
 
-def _shared_heads(model, targets, keys, cache: _SharedFeatureCache, top_k: int) -> dict:
+def _shared_heads(targets, keys, cache: _SharedFeatureCache) -> dict:
     import torch
 
     from napari_lesion_harvest.lpg.model import StemFeatures
@@ -252,13 +342,9 @@ def _shared_heads(model, targets, keys, cache: _SharedFeatureCache, top_k: int) 
     triplets = [keys[z] for z in targets]
     cache.ensure_stems([key for triplet in triplets for key in triplet])
     cache.ensure_side_maps([key for triplet in triplets for key in (triplet[0], triplet[2])])
-    previous, centre, following = (
-        StemFeatures.cat([cache.stems[t[i]] for t in triplets]) for i in range(3)
-    )
-    fused = model.fuse_centre(previous.transition2, centre.transition2, following.transition2)
-    centre_maps = model.centre_map(centre, fused)
+    stems = [StemFeatures.cat([cache.stems[t[i]] for t in triplets]) for i in range(3)]
     side = [torch.cat([cache.side_maps[t[i]] for t in triplets]) for i in (0, 2)]
-    return peak_heads(model, side[0], centre_maps, side[1], top_k=top_k)
+    return cache.network.centre(*stems, *side)
 
 
 def predict_volume(
@@ -273,6 +359,7 @@ def predict_volume(
     precision: str = "auto",
     channels_last: bool | None = None,
     top_k: int | None = None,
+    compile_backend: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Iterator[tuple[list[int], dict, SliceTransform]]:
     """Head outputs at the heatmap's peaks for the target slices of a volume, batch by batch.
@@ -303,6 +390,9 @@ def predict_volume(
         CPU, NCHW elsewhere (:meth:`InferenceSettings.resolve`).
     top_k : int, optional
         Peaks per slice (default ``model.config.top_k``).
+    compile_backend : str, optional
+        Compile the network's pieces with ``torch.compile`` and this backend
+        (``"inductor"``), at fixed batch rows (:class:`ScanNetwork`); None: eager.
     progress : callable, optional
         ``progress(done, total)`` after each batch.
 
@@ -349,7 +439,8 @@ def predict_volume(
         for key in keys[z]:
             last_use[key] = z
     source = settings.volume_source(volume)
-    cache = _SharedFeatureCache(model, source, transform, settings, last_use, 3 * batch_size)
+    network = ScanNetwork(model, top_k=top_k, batch_size=batch_size, backend=compile_backend)
+    cache = _SharedFeatureCache(network, source, transform, settings, last_use)
     for start in range(0, len(targets), batch_size):
         batch = targets[start : start + batch_size]
         # Entered per batch, never held across a yield: a suspended generator must
@@ -359,10 +450,10 @@ def predict_volume(
             torch.autocast(settings.device.type, torch.bfloat16, enabled=settings.bfloat16),
         ):
             if shared:
-                outputs = _shared_heads(model, batch, keys, cache, top_k)
+                outputs = _shared_heads(batch, keys, cache)
                 cache.evict(batch[-1])
             else:
-                outputs = _naive_heads(model, source, batch, positions, transform, settings, top_k)
+                outputs = _naive_heads(network, source, batch, positions, transform, settings)
         yield batch, outputs, transform
         if progress is not None:
             progress(start + len(batch), len(targets))
@@ -381,6 +472,7 @@ def detect_volume(
     device: str | None = None,
     precision: str = "auto",
     channels_last: bool | None = None,
+    compile_backend: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[SliceDetections]:
     """2D lesion proposals on every (or every listed) slice of a volume.
@@ -414,6 +506,7 @@ def detect_volume(
         precision=precision,
         channels_last=channels_last,
         top_k=top_k,
+        compile_backend=compile_backend,
         progress=progress,
     ):
         for z, (boxes, scores) in zip(zs, peak_boxes(outputs, stride=config.stride), strict=True):

@@ -185,8 +185,12 @@ def _make_optimizer(model, options: LPGTrainOptions):
     import torch
 
     if options.optimizer == "adamw":
+        # One fused kernel per step instead of a few small ones per tensor.
         return torch.optim.AdamW(
-            model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay
+            model.parameters(),
+            lr=options.learning_rate,
+            weight_decay=options.weight_decay,
+            fused=True,
         )
     if options.optimizer == "sgd":
         return torch.optim.SGD(
