@@ -8,16 +8,19 @@ in under 20 minutes). Measured here, all in one run on the same random volumes
    boxes in original pixels) for float32 / bfloat16 x NCHW / NHWC x batch sizes,
    shared-feature path, 2 mm slices; slices/s and peak GPU memory;
 2. naive versus shared-feature path at the best setting, 2 mm and 5 mm slices;
+   eager versus ``torch.compile``'d (inductor, fixed batch rows) scanning at the
+   best setting and batch 64 / 128, with the compile time;
 3. network FLOPs per target slice (torch's FLOP counter) and the achieved rate;
 4. bfloat16 against float32 outputs (max heatmap probability difference);
 5. training steps/s and peak GPU memory at several batch sizes (bf16, NHWC),
-   and the CPU time to build one batch (the input pipeline of training runs on
-   the CPU), which bounds the step rate.
+   the CPU time to build one batch (the input pipeline of training runs on
+   the CPU, in data-loader workers), which bounds the step rate, and the share
+   of the training's wall time in which the GPU ran no kernel.
 
     python benchmarks/lpg_gpu_bench.py [--slices 96] [--budget-s 240] [--out FILE.jsonl]
 
-``--device cpu --side 64 --slices 12`` is a quick dry run of the script itself
-(memory columns then read 0). Each figure is printed as a markdown row as soon
+``--device cpu --side 64 --slices 12 --compile-backend eager`` is a quick dry run
+of the script itself (memory columns then read 0). Each figure is printed as a markdown row as soon
 as it is measured and, with ``--out``, appended as a JSON line. Parts that would
 start after ``--budget-s`` seconds are skipped (and say so).
 """
@@ -157,6 +160,52 @@ def naive_versus_shared(device: Device, model, report: Report, slices: int, best
         report.record("paths", slice_mm=slice_mm, naive=naive, shared=shared, **settings)
 
 
+def compiled_versus_eager(
+    device: Device, model, report: Report, slices: int, best: dict, backend: str
+):
+    """Eager and ``torch.compile``'d (``backend``) scanning at the best setting, several
+    batch sizes, on the same volume in one run; the compile time apart."""
+    from napari_lesion_harvest.lpg.infer import detect_volume
+
+    settings = {k: v for k, v in best.items() if k not in ("rate", "batch_size")}
+    volume = device.volume(slices, 2.0, seed=5)
+    print("\n| batch | eager slices/s | compiled slices/s | ratio | compile s |")
+    print("|---|---|---|---|---|")
+    for batch in sorted({best["batch_size"], 64, 128}):
+        if not report.time_left(f"compiled scan at batch {batch}"):
+            return
+        eager, _ = scan_rate(device, model, volume, batch_size=batch, **settings)
+        start = time.perf_counter()
+        detect_volume(
+            model,
+            volume,
+            slices=range(batch),
+            batch_size=batch,
+            compile_backend=backend,
+            **settings,
+        )
+        device.synchronize()
+        compile_s = time.perf_counter() - start
+        compiled, gib = scan_rate(
+            device, model, volume, batch_size=batch, compile_backend=backend, **settings
+        )
+        model.to(memory_format=device.torch.contiguous_format)
+        print(
+            f"| {batch} | {eager:.0f} | {compiled:.0f} | {compiled / eager:.2f}x | "
+            f"{compile_s:.0f} |",
+            flush=True,
+        )
+        report.record(
+            "compiled",
+            batch=batch,
+            eager=eager,
+            compiled=compiled,
+            compile_s=compile_s,
+            gib=gib,
+            **settings,
+        )
+
+
 def flops_per_slice(device: Device, model) -> dict[str, float]:
     """Network FLOPs per target slice (naive and shared, 2 mm, 40 slices)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -208,8 +257,8 @@ def training(device: Device, report: Report, batches: tuple[int, ...], steps: in
     samples = [LPGSample(volume, z, box) for z in range(4, 20)]
     print(
         f"\ntraining, paper {device.side} px (bf16 autocast and NHWC on CUDA), AdamW\n"
-        "| batch | steps/s | slices/s | peak GiB | CPU s to build one batch |\n"
-        "|---|---|---|---|---|"
+        "| batch | steps/s | slices/s | peak GiB | CPU s to build one batch | GPU idle |\n"
+        "|---|---|---|---|---|---|"
     )
     for batch in batches:
         if not report.time_left(f"training at batch {batch}"):
@@ -235,11 +284,34 @@ def training(device: Device, report: Report, batches: tuple[int, ...], steps: in
         )
         rate = (len(times) - 2) / (times[-1] - times[1])
         gib = device.peak_gib()
+        idle = gpu_idle_fraction(device, samples, config, batch, steps)
         print(
-            f"| {batch} | {rate:.2f} | {rate * batch:.0f} | {gib:.1f} | {build_s:.2f} |",
+            f"| {batch} | {rate:.2f} | {rate * batch:.0f} | {gib:.1f} | {build_s:.2f} | "
+            f"{idle:.0%} |",
             flush=True,
         )
-        report.record("train", batch=batch, steps_per_s=rate, gib=gib, build_s=build_s)
+        report.record(
+            "train", batch=batch, steps_per_s=rate, gib=gib, build_s=build_s, gpu_idle=idle
+        )
+
+
+def gpu_idle_fraction(device: Device, samples, config, batch: int, steps: int) -> float:
+    """The share of ``steps`` training steps' wall time in which no GPU kernel ran
+    (torch's profiler: kernel time summed over the run; NaN on the CPU)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from napari_lesion_harvest.lpg.train import LPGTrainOptions, train_lpg
+
+    if not device.cuda:
+        return float("nan")
+    options = LPGTrainOptions(steps=steps, batch_size=batch, warmup_steps=1)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as profiler:
+        start = time.perf_counter()
+        train_lpg(samples, config=config, options=options, device=device.name, pretrained=False)
+        device.synchronize()
+        wall_us = (time.perf_counter() - start) * 1e6
+    kernel_us = sum(event.self_device_time_total for event in profiler.key_averages())
+    return max(0.0, 1.0 - kernel_us / wall_us)
 
 
 def main() -> None:
@@ -248,6 +320,9 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=240.0)
     parser.add_argument("--train-steps", type=int, default=6)
     parser.add_argument("--train-batches", default="8,16,32")
+    parser.add_argument(
+        "--compile-backend", default="inductor", help="torch.compile backend of the scan"
+    )
     parser.add_argument("--out", help="append JSON lines here")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--side", type=int, default=512, help="slice and canvas pixels")
@@ -276,6 +351,7 @@ def main() -> None:
             f"{minutes:.1f} min on this device"
         )
         naive_versus_shared(device, model, report, args.slices, best)
+        compiled_versus_eager(device, model, report, args.slices, best, args.compile_backend)
     if report.time_left("FLOP count"):
         flops = flops_per_slice(device, model)
         achieved = flops["shared"] * best["rate"] / 1e12

@@ -8,7 +8,13 @@ import torch
 
 from napari_lesion_harvest.io.volume import CTVolume
 from napari_lesion_harvest.lpg.config import get_config
-from napari_lesion_harvest.lpg.infer import decode_heads, detect_volume, predict_volume
+from napari_lesion_harvest.lpg.infer import (
+    detect_volume,
+    heatmap_peaks,
+    peak_boxes,
+    peak_heads,
+    predict_volume,
+)
 from napari_lesion_harvest.lpg.model import build_model
 
 torch.set_num_threads(1)
@@ -56,8 +62,7 @@ def test_shared_features_equal_naive_per_slice_computation(lite_model, slice_mm,
         lite_model.stem = original
     assert [zs for zs, _, _ in naive] == [zs for zs, _, _ in shared]
     for (_, a, _), (_, b, _) in zip(naive, shared, strict=True):
-        for name in ("heatmap", "size", "offset"):
-            assert (a[name] - b[name]).abs().max().item() < 1e-4
+        assert_same_heads(a, b)
     if slice_mm == 2.0:
         # Three-slice images are keyed by their z positions: at 2 mm they are the
         # 13 + 2 * 3 windows centred on -3..15 clamped to the volume, far fewer than 3 * 13.
@@ -69,21 +74,57 @@ def test_shared_features_equal_naive_per_slice_computation(lite_model, slice_mm,
         assert counter["images"] <= 3 * 13
 
 
+def assert_same_heads(a: dict, b: dict, tolerance: float = 1e-4) -> None:
+    """Two batches of :func:`peak_heads` outputs agree: same peaks, same values."""
+    assert torch.equal(a["index"], b["index"])
+    for name in ("heatmap", "scores", "size", "offset"):
+        assert (a[name].float() - b[name].float()).abs().max().item() < tolerance
+
+
 def test_decode_picks_peaks_and_builds_boxes_in_canvas_pixels():
     heatmap = torch.full((1, 1, 8, 8), -10.0)
     heatmap[0, 0, 3, 5] = 3.0  # peak
     heatmap[0, 0, 3, 6] = 2.0  # neighbour of the peak: suppressed by the 3x3 max-pool
     heatmap[0, 0, 6, 1] = 0.0  # second, weaker peak
-    size = torch.zeros(1, 2, 8, 8)
-    offset = torch.zeros(1, 2, 8, 8)
-    size[0, :, 3, 5] = torch.tensor([4.0, 2.0])
-    offset[0, :, 3, 5] = torch.tensor([0.5, 0.25])
-    outputs = {"heatmap": heatmap, "size": size, "offset": offset}
-    [(boxes, scores)] = decode_heads(outputs, top_k=3, stride=4)
+    scores, index = heatmap_peaks(heatmap, top_k=3)
+    assert index[0, :2].tolist() == [3 * 8 + 5, 6 * 8 + 1]
+    size = torch.zeros(1, 2, 3)
+    offset = torch.zeros(1, 2, 3)
+    size[0, :, 0] = torch.tensor([4.0, 2.0])
+    offset[0, :, 0] = torch.tensor([0.5, 0.25])
+    outputs = {"heatmap": heatmap, "scores": scores, "index": index, "size": size}
+    [(boxes, scores)] = peak_boxes({**outputs, "offset": offset}, stride=4)
     assert scores[0] == pytest.approx(torch.sigmoid(torch.tensor(3.0)).item())
     assert scores[1] == pytest.approx(0.5)
     np.testing.assert_allclose(boxes[0], np.array([3.5, 2.25, 7.5, 4.25]) * 4)
+    np.testing.assert_allclose(boxes[1], np.array([1, 6, 1, 6]) * 4)  # zero size
     assert len(scores) == 3 and scores[2] < 1e-3  # the third "peak" is background
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_box_heads_at_the_peaks_equal_the_dense_heads_there(lite_model, channels_last):
+    # Every cell of a 7 x 5 map, the borders included (the 3x3 convolution's zero
+    # padding), and the peaks that peak_heads picks: the heads evaluated only there
+    # equal the dense heads of predict() at those cells.
+    torch.manual_seed(1)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    maps = [
+        torch.randn(2, lite_model.config.feature_channels, 7, 5).contiguous(memory_format=layout)
+        for _ in range(3)
+    ]
+    with torch.no_grad():
+        dense = lite_model.predict(*maps)
+        fused = lite_model.fused_map(*maps)
+        every_cell = torch.arange(7 * 5).repeat(2, 1)
+        for name, at_cells in zip(
+            ("size", "offset"), lite_model.box_heads_at(fused, every_cell), strict=True
+        ):
+            torch.testing.assert_close(at_cells, dense[name].flatten(2), rtol=1e-4, atol=1e-5)
+        peaks = peak_heads(lite_model, *maps, top_k=6)
+    torch.testing.assert_close(peaks["heatmap"], dense["heatmap"])
+    for name in ("size", "offset"):
+        gathered = dense[name].flatten(2).gather(2, peaks["index"][:, None].expand(-1, 2, -1))
+        torch.testing.assert_close(peaks[name], gathered, rtol=1e-4, atol=1e-5)
 
 
 def test_detect_volume_gives_sorted_boxes_in_original_pixels(lite_model):
@@ -125,8 +166,7 @@ def test_channels_last_gives_the_same_outputs(lite_model):
     nhwc = list(predict_volume(lite_model, volume, channels_last=True, batch_size=4))
     lite_model.to(memory_format=torch.contiguous_format)
     for (_, a, _), (_, b, _) in zip(plain, nhwc, strict=True):
-        for name in ("heatmap", "size", "offset"):
-            assert (a[name] - b[name]).abs().max().item() < 1e-4
+        assert_same_heads(a, b)
 
 
 def test_bfloat16_precision_keeps_the_strong_detections(lite_model):
@@ -157,3 +197,20 @@ def test_interleaved_predictions_leave_no_inference_mode_behind(lite_model):
     assert not torch.is_autocast_enabled("cpu")
     weight = torch.ones(2, requires_grad=True)
     assert (weight * 2).sum().requires_grad
+
+
+@pytest.mark.slow
+def test_compiled_scan_at_fixed_rows_equals_the_eager_scan(lite_model):
+    # 7 targets in batches of 3: the last call of every piece (stem, side map,
+    # centre and heads) is padded to full rows and its padding dropped. The "eager"
+    # backend traces the pieces with TorchDynamo without generating kernels
+    # (inductor, the users' backend, is measured by benchmarks/lpg_gpu_bench.py).
+    torch._dynamo.reset()
+    volume = noise_volume(7, 2.0, seed=7)
+    options = {"batch_size": 3, "top_k": 5}
+    eager = list(predict_volume(lite_model, volume, **options))
+    compiled = list(predict_volume(lite_model, volume, compile_backend="eager", **options))
+    assert [zs for zs, _, _ in compiled] == [[0, 1, 2], [3, 4, 5], [6]]
+    for (_, a, _), (_, b, _) in zip(eager, compiled, strict=True):
+        assert b["scores"].shape[0] == a["scores"].shape[0]
+        assert_same_heads(a, b)

@@ -257,12 +257,14 @@ def edge_setup():
 def scanned_stack(model, volume: CTVolume, z: int) -> torch.Tensor:
     """The 9-slice input that scanning (``predict_volume``) feeds the model for ``z``."""
     seen = []
-    hook = model.register_forward_pre_hook(lambda module, args: seen.append(args[0][0].clone()))
+    # The trunk's first convolution sees the stack as three three-slice images.
+    first_conv = model.trunk["conv0"]
+    hook = first_conv.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
     try:
         list(predict_volume(model, volume, shared=False, slices=[z], batch_size=1))
     finally:
         hook.remove()
-    return seen[0]
+    return seen[0].reshape(9, *seen[0].shape[2:])
 
 
 def test_an_edge_stack_in_training_is_the_stack_scanning_builds_at_a_volume_end(edge_setup):

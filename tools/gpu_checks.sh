@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The GPU checks of issues 6 and 10 in one command, for a lent GPU machine with
-# PyTorch installed: the LPG benchmark (paper MSCN at 512 px), then the harvest
-# benchmark (60 phantom volumes at 256 px, lite, 3 rounds) on CUDA.
+# The GPU checks in one command of about 8 minutes (defaults 330 + 150 s), for a lent
+# GPU machine with PyTorch installed: the LPG benchmark (paper MSCN at 512 px: scan
+# sweep, eager vs compiled scan, FLOPs, bf16 agreement, training at batch 16 and 32
+# with the GPU's idle share), then the harvest benchmark (60 phantom volumes at
+# 256 px, lite) on CUDA for the rounds that fit.
 #
 #   tools/gpu_checks.sh OUTDIR [LPG_SECONDS] [HARVEST_SECONDS]
 #
@@ -11,8 +13,8 @@
 # filterpy) may be put in ./.devdeps, which is added to PYTHONPATH.
 set -u
 out=${1:?usage: gpu_checks.sh OUTDIR [LPG_SECONDS] [HARVEST_SECONDS]}
-lpg_seconds=${2:-230}
-harvest_seconds=${3:-270}
+lpg_seconds=${2:-330}
+harvest_seconds=${3:-150}
 mkdir -p "$out"
 export PYTHONPATH="$PWD:$PWD/.devdeps${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
@@ -25,7 +27,7 @@ torchvision.__version__, 'cuda', torch.version.cuda)" | tee -a "$out/gpu.txt"
 nproc | sed 's/^/cpu cores: /' | tee -a "$out/gpu.txt"
 
 echo "== LPG (limit ${lpg_seconds} s)"
-timeout "$lpg_seconds" $python benchmarks/lpg_gpu_bench.py \
+timeout "$lpg_seconds" $python benchmarks/lpg_gpu_bench.py --train-batches 16,32 \
     --budget-s $((lpg_seconds - 60)) --out "$out/lpg_gpu.jsonl" 2>&1 | tee "$out/lpg_gpu.txt"
 
 echo "== harvest (limit ${harvest_seconds} s)"

@@ -2,7 +2,9 @@
 
 Every slice of a volume is a target: its 9-slice stack gives 2D boxes with
 scores, decoded from the CenterNet heads (3x3 max-pool peaks, top K) and mapped
-back to original pixel coordinates.
+back to original pixel coordinates. The heatmap head runs on the whole stride-4
+map; the size and offset heads only at the top K peaks, the only cells decoding
+reads (:func:`peak_heads`).
 
 Two paths give the same numbers:
 
@@ -60,13 +62,58 @@ class SliceDetections:
     scores: np.ndarray
 
 
-def decode_heads(outputs: dict, *, top_k: int, stride: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Peaks of the heatmap (3x3 max-pool), top ``top_k``, as canvas-pixel boxes.
+def heatmap_peaks(heatmap, top_k: int):
+    """The heatmap's local maxima (3x3 max-pool), the ``top_k`` best per image.
 
     Parameters
     ----------
-    outputs : dict of Tensor
-        ``heatmap`` (B, 1, h, w) logits, ``size`` (B, 2, h, w), ``offset`` (B, 2, h, w).
+    heatmap : Tensor, shape (B, 1, h, w)
+        Heatmap logits.
+
+    Returns
+    -------
+    scores : Tensor, float32, shape (B, K)
+        Peak probabilities, decreasing (``K = min(top_k, h * w)``; cells that are
+        not peaks score 0).
+    index : Tensor, int64, shape (B, K)
+        Flat cell indices ``y * w + x``.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from napari_lesion_harvest.lpg.losses import heatmap_probability
+
+    heat = heatmap_probability(heatmap.float())
+    batch, _, height, width = heat.shape
+    peaks = heat * (F.max_pool2d(heat, 3, stride=1, padding=1) == heat)
+    return torch.topk(peaks.reshape(batch, -1), min(top_k, height * width))
+
+
+def peak_heads(model, previous, centre, following, *, top_k: int) -> dict:
+    """The heads of the fused stride-4 map: the heatmap everywhere, the size and offset
+    heads only at the heatmap's ``top_k`` peaks.
+
+    Parameters
+    ----------
+    model : MultiSliceCenterNet
+    previous, centre, following : Tensor, shape (B, F, h, w)
+        Stride-4 maps of the three three-slice images.
+
+    Returns
+    -------
+    dict of Tensor
+        ``heatmap`` (B, 1, h, w) logits, ``scores`` and ``index`` (B, K) as
+        :func:`heatmap_peaks`, ``size`` and ``offset`` (B, 2, K) at the peaks.
+    """
+    fused = model.fused_map(previous, centre, following)
+    heatmap = model.heatmap_head(fused)
+    scores, index = heatmap_peaks(heatmap, top_k)
+    size, offset = model.box_heads_at(fused, index)
+    return {"heatmap": heatmap, "scores": scores, "index": index, "size": size, "offset": offset}
+
+
+def peak_boxes(outputs: dict, *, stride: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The peaks of :func:`peak_heads` as boxes in canvas pixels.
 
     Returns
     -------
@@ -75,27 +122,16 @@ def decode_heads(outputs: dict, *, top_k: int, stride: int) -> list[tuple[np.nda
         sorted by decreasing score.
     """
     import torch
-    import torch.nn.functional as F
 
-    from napari_lesion_harvest.lpg.losses import heatmap_probability
-
-    heat = heatmap_probability(outputs["heatmap"].float())
-    batch, _, height, width = heat.shape
-    peaks = heat * (F.max_pool2d(heat, 3, stride=1, padding=1) == heat)
-    k = min(top_k, height * width)
-    scores, index = torch.topk(peaks.reshape(batch, -1), k)
+    width = outputs["heatmap"].shape[-1]
+    index, scores = outputs["index"], outputs["scores"]
     ys, xs = (index // width).float(), (index % width).float()
-
-    def gather(name: str) -> torch.Tensor:
-        flat = outputs[name].float().reshape(batch, 2, -1)
-        return flat.gather(2, index[:, None, :].expand(-1, 2, -1))
-
-    offset, size = gather("offset"), gather("size").clamp(min=0)
+    offset, size = outputs["offset"].float(), outputs["size"].float().clamp(min=0)
     cx, cy = xs + offset[:, 0], ys + offset[:, 1]
     half_w, half_h = size[:, 0] / 2, size[:, 1] / 2
     boxes = torch.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], dim=-1) * stride
     boxes, scores = boxes.cpu().numpy().astype(np.float64), scores.cpu().numpy()
-    return [(boxes[i], scores[i]) for i in range(batch)]
+    return [(boxes[i], scores[i]) for i in range(len(boxes))]
 
 
 def _triplet_keys(positions: np.ndarray) -> tuple[tuple[float, ...], ...]:
@@ -121,10 +157,13 @@ class InferenceSettings:
     channels_last: bool
 
     @classmethod
-    def resolve(cls, model, device=None, precision: str = "auto", channels_last: bool = False):
+    def resolve(
+        cls, model, device=None, precision: str = "auto", channels_last: bool | None = None
+    ):
         """Settings for ``model``: ``precision`` ``"auto"`` (bfloat16 on CUDA, float32
-        elsewhere), ``"float32"`` or ``"bfloat16"``. NCHW unless ``channels_last``:
-        it scans faster than NHWC on a GPU (``docs/experiments/lpg-gpu-scan.md``)."""
+        elsewhere), ``"float32"`` or ``"bfloat16"``. ``channels_last`` None: NHWC on
+        the CPU (oneDNN's faster layout), NCHW on a GPU, where it scans faster
+        (``docs/experiments/lpg-gpu-scan.md``, ``docs/experiments/cpu-efficiency.md``)."""
         import torch
 
         device = torch.device(device or next(model.parameters()).device)
@@ -133,6 +172,8 @@ class InferenceSettings:
                 f"precision must be 'auto', 'float32' or 'bfloat16', not {precision!r}"
             )
         bfloat16 = precision == "bfloat16" or (precision == "auto" and device.type == "cuda")
+        if channels_last is None:
+            channels_last = device.type == "cpu"
         return cls(device, bfloat16, channels_last)
 
     def network_input(self, images):
@@ -155,20 +196,110 @@ class InferenceSettings:
         return torch.from_numpy(volume.array()).to(self.device)
 
 
-def _naive_heads(model, source, targets, positions, transform, settings) -> dict:
+def _pad_rows(value, rows: int):
+    """``value`` (Tensor or StemFeatures) with zero rows appended up to ``rows``."""
+    import torch.nn.functional as F
+
+    from napari_lesion_harvest.lpg.model import StemFeatures
+
+    if isinstance(value, StemFeatures):
+        return StemFeatures(*(_pad_rows(t, rows) for t in vars(value).values()))
+    missing = rows - value.shape[0]
+    if missing <= 0:
+        return value
+    return F.pad(value, (0, 0) * (value.dim() - 1) + (0, missing))
+
+
+def _first_rows(value, rows: int):
+    """The first ``rows`` rows of a Tensor, StemFeatures or dict of Tensors."""
+    from napari_lesion_harvest.lpg.model import StemFeatures
+
+    if isinstance(value, dict):
+        return {name: tensor[:rows] for name, tensor in value.items()}
+    if isinstance(value, StemFeatures):
+        return value.select(slice(0, rows))
+    return value[:rows]
+
+
+class ScanNetwork:
+    """The pieces of the network a scan calls, run eagerly or compiled.
+
+    Compiled (``torch.compile`` with ``backend``), every call's inputs are padded
+    with zero rows to a fixed row count (the last chunk of a volume is short) and
+    the padding rows' outputs dropped, so each piece compiles once per canvas size
+    (and once more for any size once the sizes vary: automatic dynamic shapes).
+    Rows are independent in eval mode, so the padding changes no result.
+
+    Parameters
+    ----------
+    model : MultiSliceCenterNet
+    top_k : int
+        Peaks per slice.
+    batch_size : int
+        Targets per call; images and side maps go ``3 * batch_size`` per call.
+    backend : str, optional
+        ``torch.compile`` backend (``"inductor"``); None runs eagerly.
+    """
+
+    def __init__(self, model, *, top_k: int, batch_size: int, backend: str | None = None):
+        from napari_lesion_harvest.lpg.model import StemFeatures
+
+        def naive(stacks):
+            return peak_heads(model, *model.image_maps(stacks), top_k=top_k)
+
+        def centre(previous, centre, following, side_previous, side_following):
+            fused = model.fuse_centre(
+                previous.transition2, centre.transition2, following.transition2
+            )
+            centre_maps = model.centre_map(centre, fused)
+            return peak_heads(model, side_previous, centre_maps, side_following, top_k=top_k)
+
+        def side_maps(stems: StemFeatures):
+            return model.side_map(stems)
+
+        self.config = model.config
+        self.image_rows = 3 * batch_size
+        self.naive = self._fixed_rows(naive, batch_size, backend)
+        self.centre = self._fixed_rows(centre, batch_size, backend)
+        self.stem = self._fixed_rows(model.stem, self.image_rows, backend)
+        self.side_map = self._fixed_rows(side_maps, self.image_rows, backend)
+
+    @staticmethod
+    def _fixed_rows(function, rows: int, backend: str | None):
+        if backend is None:
+            return function
+        import torch
+
+        compiled = torch.compile(function, backend=backend)
+
+        def call(*inputs):
+            count = _rows_of(inputs[0]).shape[0]
+            return _first_rows(compiled(*(_pad_rows(x, rows) for x in inputs)), count)
+
+        return call
+
+
+def _rows_of(value):
+    """The Tensor whose first axis counts ``value``'s rows (Tensor or StemFeatures)."""
+    from napari_lesion_harvest.lpg.model import StemFeatures
+
+    return value.block1 if isinstance(value, StemFeatures) else value
+
+
+def _naive_heads(network: ScanNetwork, source, targets, positions, transform, settings):
     import torch
 
-    config = model.config
+    config = network.config
     stacks = [prepare_slices(source, positions[z], transform, config) for z in targets]
-    return model(settings.network_input(torch.stack(stacks)))
+    return network.naive(settings.network_input(torch.stack(stacks)))
 
 
 class _SharedFeatureCache:
     """Stem features and side maps of three-slice images, computed once each."""
 
-    def __init__(self, model, source, transform, settings, last_use: dict, chunk: int):
-        self.model, self.source, self.transform = model, source, transform
-        self.settings, self.last_use, self.chunk = settings, last_use, chunk
+    def __init__(self, network: ScanNetwork, source, transform, settings, last_use: dict):
+        self.network, self.source, self.transform = network, source, transform
+        self.settings, self.last_use = settings, last_use
         self.stems: dict = {}
         self.side_maps: dict = {}
 
@@ -176,13 +307,13 @@ class _SharedFeatureCache:
         import torch
 
         missing = list(dict.fromkeys(k for k in keys if k not in self.stems))
-        config = self.model.config
-        for start in range(0, len(missing), self.chunk):
-            part = missing[start : start + self.chunk]
+        config, chunk = self.network.config, self.network.image_rows
+        for start in range(0, len(missing), chunk):
+            part = missing[start : start + chunk]
             images = torch.stack(
                 [prepare_slices(self.source, key, self.transform, config) for key in part]
             )
-            features = self.model.stem(self.settings.network_input(images))
+            features = self.network.stem(self.settings.network_input(images))
             for row, key in enumerate(part):
                 self.stems[key] = features.select(slice(row, row + 1))
 
@@ -190,9 +321,10 @@ class _SharedFeatureCache:
         from napari_lesion_harvest.lpg.model import StemFeatures
 
         missing = list(dict.fromkeys(k for k in keys if k not in self.side_maps))
-        for start in range(0, len(missing), self.chunk):
-            part = missing[start : start + self.chunk]
-            maps = self.model.side_map(StemFeatures.cat([self.stems[k] for k in part]))
+        chunk = self.network.image_rows
+        for start in range(0, len(missing), chunk):
+            part = missing[start : start + chunk]
+            maps = self.network.side_map(StemFeatures.cat([self.stems[k] for k in part]))
             for row, key in enumerate(part):
                 self.side_maps[key] = maps[row : row + 1]
 
@@ -202,7 +334,7 @@ class _SharedFeatureCache:
                 del store[key]
 
 
-def _shared_heads(model, targets, keys, cache: _SharedFeatureCache) -> dict:
+def _shared_heads(targets, keys, cache: _SharedFeatureCache) -> dict:
     import torch
 
     from napari_lesion_harvest.lpg.model import StemFeatures
@@ -210,13 +342,9 @@ def _shared_heads(model, targets, keys, cache: _SharedFeatureCache) -> dict:
     triplets = [keys[z] for z in targets]
     cache.ensure_stems([key for triplet in triplets for key in triplet])
     cache.ensure_side_maps([key for triplet in triplets for key in (triplet[0], triplet[2])])
-    previous, centre, following = (
-        StemFeatures.cat([cache.stems[t[i]] for t in triplets]) for i in range(3)
-    )
-    fused = model.fuse_centre(previous.transition2, centre.transition2, following.transition2)
-    centre_maps = model.centre_map(centre, fused)
+    stems = [StemFeatures.cat([cache.stems[t[i]] for t in triplets]) for i in range(3)]
     side = [torch.cat([cache.side_maps[t[i]] for t in triplets]) for i in (0, 2)]
-    return model.predict(side[0], centre_maps, side[1])
+    return cache.network.centre(*stems, *side)
 
 
 def predict_volume(
@@ -229,10 +357,12 @@ def predict_volume(
     slices: Sequence[int] | None = None,
     device: str | None = None,
     precision: str = "auto",
-    channels_last: bool = False,
+    channels_last: bool | None = None,
+    top_k: int | None = None,
+    compile_backend: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Iterator[tuple[list[int], dict, SliceTransform]]:
-    """Raw head outputs for the target slices of a volume, batch by batch.
+    """Head outputs at the heatmap's peaks for the target slices of a volume, batch by batch.
 
     Parameters
     ----------
@@ -255,8 +385,14 @@ def predict_volume(
         device once and the input pipeline runs there.
     precision : {"auto", "float32", "bfloat16"}
         ``"auto"``: bfloat16 autocast on CUDA, float32 elsewhere.
-    channels_last : bool
-        NHWC weights and inputs. Converts ``model`` in place.
+    channels_last : bool, optional
+        NHWC weights and inputs; converts ``model`` in place. Default: NHWC on the
+        CPU, NCHW elsewhere (:meth:`InferenceSettings.resolve`).
+    top_k : int, optional
+        Peaks per slice (default ``model.config.top_k``).
+    compile_backend : str, optional
+        Compile the network's pieces with ``torch.compile`` and this backend
+        (``"inductor"``), at fixed batch rows (:class:`ScanNetwork`); None: eager.
     progress : callable, optional
         ``progress(done, total)`` after each batch.
 
@@ -265,8 +401,9 @@ def predict_volume(
     zs : list of int
         The batch's target slices.
     outputs : dict of Tensor
-        ``heatmap`` (B, 1, h, w) logits, ``size`` and ``offset`` (B, 2, h, w)
-        (bfloat16 under bfloat16 precision).
+        As :func:`peak_heads`: ``heatmap`` (B, 1, h, w) logits, the peaks' ``scores``
+        and ``index`` (B, K), ``size`` and ``offset`` (B, 2, K) (bfloat16 under
+        bfloat16 precision).
     transform : SliceTransform
         Canvas mapping of the volume's slices.
     """
@@ -274,9 +411,10 @@ def predict_volume(
 
     config = model.config
     settings = InferenceSettings.resolve(model, device, precision, channels_last)
+    top_k = config.top_k if top_k is None else int(top_k)
     model.eval()
-    if settings.channels_last:
-        model.to(memory_format=torch.channels_last)
+    layout = torch.channels_last if settings.channels_last else torch.contiguous_format
+    model.to(memory_format=layout)
     targets = list(range(volume.num_slices)) if slices is None else sorted(int(z) for z in slices)
     transform = make_transform(volume.shape[1:], volume.spacing[1:], config, max_side=max_side)
     # Rounded so that equal images computed from different targets get equal keys.
@@ -301,7 +439,8 @@ def predict_volume(
         for key in keys[z]:
             last_use[key] = z
     source = settings.volume_source(volume)
-    cache = _SharedFeatureCache(model, source, transform, settings, last_use, 3 * batch_size)
+    network = ScanNetwork(model, top_k=top_k, batch_size=batch_size, backend=compile_backend)
+    cache = _SharedFeatureCache(network, source, transform, settings, last_use)
     for start in range(0, len(targets), batch_size):
         batch = targets[start : start + batch_size]
         # Entered per batch, never held across a yield: a suspended generator must
@@ -311,10 +450,10 @@ def predict_volume(
             torch.autocast(settings.device.type, torch.bfloat16, enabled=settings.bfloat16),
         ):
             if shared:
-                outputs = _shared_heads(model, batch, keys, cache)
+                outputs = _shared_heads(batch, keys, cache)
                 cache.evict(batch[-1])
             else:
-                outputs = _naive_heads(model, source, batch, positions, transform, settings)
+                outputs = _naive_heads(network, source, batch, positions, transform, settings)
         yield batch, outputs, transform
         if progress is not None:
             progress(start + len(batch), len(targets))
@@ -332,7 +471,8 @@ def detect_volume(
     slices: Sequence[int] | None = None,
     device: str | None = None,
     precision: str = "auto",
-    channels_last: bool = False,
+    channels_last: bool | None = None,
+    compile_backend: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[SliceDetections]:
     """2D lesion proposals on every (or every listed) slice of a volume.
@@ -365,11 +505,11 @@ def detect_volume(
         device=device,
         precision=precision,
         channels_last=channels_last,
+        top_k=top_k,
+        compile_backend=compile_backend,
         progress=progress,
     ):
-        for z, (boxes, scores) in zip(
-            zs, decode_heads(outputs, top_k=top_k, stride=config.stride), strict=True
-        ):
+        for z, (boxes, scores) in zip(zs, peak_boxes(outputs, stride=config.stride), strict=True):
             keep = scores >= min_score
             original = clip_boxes(transform.boxes_to_original(boxes[keep]), volume.shape[1:])
             detections.append(SliceDetections(z, original, scores[keep].astype(np.float64)))

@@ -106,6 +106,13 @@ def _head(in_channels: int, hidden: int, out_channels: int, bias: float) -> nn.S
     return head
 
 
+def _head_on_windows(head: nn.Sequential, windows: torch.Tensor) -> torch.Tensor:
+    """A :func:`_head` applied to flattened 3x3 windows ``(N, K, F * 9)``: ``(N, out, K)``."""
+    conv3, _, conv1 = head
+    hidden = F.linear(windows, conv3.weight.flatten(1), conv3.bias).relu()
+    return F.linear(hidden, conv1.weight.flatten(1), conv1.bias).transpose(1, 2)
+
+
 class MultiSliceCenterNet(nn.Module):
     """MSCN lesion proposal generator.
 
@@ -172,16 +179,54 @@ class MultiSliceCenterNet(nn.Module):
         x = F.interpolate(x, scale_factor=2, mode="nearest") + self.lateral2(block2)
         return F.interpolate(x, scale_factor=2, mode="nearest") + self.lateral1(block1)
 
+    def fused_map(
+        self, previous: torch.Tensor, centre: torch.Tensor, following: torch.Tensor
+    ) -> torch.Tensor:
+        """3-way fusion of the stride-4 maps ``(N, F, H/4, W/4)`` (centre kept)."""
+        return self.fuse_maps(torch.cat([previous, centre, following], dim=1))
+
     def predict(
         self, previous: torch.Tensor, centre: torch.Tensor, following: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        """3-way fusion of the stride-4 maps (centre kept) and the CenterNet heads."""
-        fused = self.fuse_maps(torch.cat([previous, centre, following], dim=1))
+        """The CenterNet heads on every cell of the fused stride-4 map."""
+        fused = self.fused_map(previous, centre, following)
         return {
             "heatmap": self.heatmap_head(fused),
             "size": self.size_head(fused),
             "offset": self.offset_head(fused),
         }
+
+    def box_heads_at(
+        self, fused: torch.Tensor, index: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The size and offset heads at chosen cells only (the heatmap's peaks).
+
+        Equal to :meth:`predict`'s ``size`` and ``offset`` at those cells: each head's
+        3x3 convolution (zero padding) becomes a product of the cells' 3x3 windows
+        with its weights, so a scan pays for K cells instead of the whole map.
+
+        Parameters
+        ----------
+        fused : Tensor, shape (N, F, h, w)
+            :meth:`fused_map`'s output.
+        index : Tensor of int64, shape (N, K)
+            Flat cell indices ``y * w + x``.
+
+        Returns
+        -------
+        size, offset : Tensor, shape (N, 2, K)
+        """
+        batch, channels, height, width = fused.shape
+        padded = F.pad(fused, (1, 1, 1, 1)).reshape(batch, channels, -1)
+        window = torch.arange(3, device=index.device)
+        rows = (index // width)[:, :, None, None] + window[:, None]
+        cols = (index % width)[:, :, None, None] + window[None, :]
+        cells = (rows * (width + 2) + cols).reshape(batch, 1, -1).expand(-1, channels, -1)
+        # (N, F, K * 9) -> (N, K, F * 9): the order of a 3x3 weight's (F, 3, 3) values.
+        windows = padded.gather(2, cells).reshape(batch, channels, index.shape[1], 9)
+        windows = windows.permute(0, 2, 1, 3).reshape(batch, index.shape[1], channels * 9)
+        heads = (self.size_head, self.offset_head)
+        return tuple(_head_on_windows(head, windows) for head in heads)
 
     def centre_map(self, centre: StemFeatures, fused_transition2: torch.Tensor) -> torch.Tensor:
         """Stride-4 map of the centre image from its fused transition2 features."""
@@ -193,8 +238,9 @@ class MultiSliceCenterNet(nn.Module):
 
     # ------------------------------------------------------------------ forward
 
-    def forward(self, stacks: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Predict heads for 9-slice stacks ``(B, 9, H, W)``."""
+    def image_maps(self, stacks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The stride-4 maps of the previous, centre and following three-slice images of
+        9-slice stacks ``(B, 9, H, W)``, each ``(B, F, H/4, W/4)``."""
         batch, slices, height, width = stacks.shape
         if slices != 9:
             raise ValueError(f"MSCN expects 9-slice stacks, got {slices} slices")
@@ -203,7 +249,11 @@ class MultiSliceCenterNet(nn.Module):
         previous, centre, following = (stem.select(index + k) for k in range(3))
         fused = self.fuse_centre(previous.transition2, centre.transition2, following.transition2)
         sides = self.side_map(StemFeatures.cat([previous, following]))
-        return self.predict(sides[:batch], self.centre_map(centre, fused), sides[batch:])
+        return sides[:batch], self.centre_map(centre, fused), sides[batch:]
+
+    def forward(self, stacks: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Predict heads for 9-slice stacks ``(B, 9, H, W)``."""
+        return self.predict(*self.image_maps(stacks))
 
 
 # ---------------------------------------------------------------------- weights
