@@ -26,10 +26,10 @@ def pretraining_volumes(project) -> list:
     return sorted(records, key=lambda r: r.volume_id)
 
 
-def pretraining_config(project, config: str | None):
-    """The LPG configuration to pretrain: that of ``config`` (a round preset or JSON
-    round-config file, as ``lesion-harvest round --config`` takes), else that of the
-    project's weights, else the ``lite`` preset's.
+def pretraining_config(project, config):
+    """The LPG configuration to pretrain: that of ``config`` (a RoundConfig, or a round
+    preset or JSON round-config file as ``lesion-harvest round --config`` takes), else
+    that of the project's weights, else the ``lite`` preset's.
 
     Raises
     ------
@@ -43,11 +43,11 @@ def pretraining_config(project, config: str | None):
     current = project.pretrained.current()
     if config is None:
         return get_config(current.config) if current else lpg_architecture(load_config("lite"))
-    wanted = lpg_architecture(load_config(config))
+    wanted = lpg_architecture(load_config(config) if isinstance(config, str) else config)
     if current is not None and get_config(current.config) != wanted:
         raise HarvestInputError(
             f"the project's pretrained weights ({current.describe()}) are for another LPG "
-            f"configuration than --config {config}; continue them without --config, or "
+            f"configuration than the one asked for; continue them without --config, or "
             "discard them first (lesion-harvest pretrain PROJECT --discard)"
         )
     return wanted
@@ -56,7 +56,7 @@ def pretraining_config(project, config: str | None):
 def run_pretraining(
     project,
     *,
-    config: str | None = None,
+    config=None,
     steps: int | None = None,
     minutes: float | None = None,
     device: str = "cpu",
@@ -70,7 +70,7 @@ def run_pretraining(
     Parameters
     ----------
     project : HarvestProject
-    config : str, optional
+    config : RoundConfig or str, optional
         See :func:`pretraining_config`.
     steps : int, optional
         Planned total steps (default: those of the project's weights, else
