@@ -148,6 +148,7 @@ def main(argv=None) -> int:
                     "last_loss": float(np.mean(done.losses[-20:])),
                 }
             )
+            print(f"seed {seed} pretrained: {pretraining[-1]}", flush=True)
             for arm in arms:
                 model = train_arm(
                     samples, config, seed, args.steps, trunk if arm != "random" else None
