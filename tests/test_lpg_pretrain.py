@@ -38,6 +38,7 @@ from napari_lesion_harvest.lpg.pretrain import (
 from napari_lesion_harvest.lpg.train import LPGTrainOptions, train_lpg
 from napari_lesion_harvest.progress import no_progress
 from napari_lesion_harvest.store import HarvestProject
+from napari_lesion_harvest.store.checkpoints import sha256_file
 from napari_lesion_harvest.vocabulary import Split
 from tests.test_round_failures import ENV, lesion_harvest, write_config
 
@@ -91,8 +92,6 @@ def test_pretraining_lowers_the_restoration_loss_below_the_corrupted_input(blobs
     start = pretrain_trunk(slices, path, config=config, options=replace(TINY, steps=0))
     assert (start.step, start.losses) == (0, [])
     before = _held_in_loss(path, slices, config)
-    from napari_lesion_harvest.store.checkpoints import sha256_file
-
     done = pretrain_trunk(
         slices, path, options=replace(TINY, steps=30), resume_sha256=sha256_file(path)
     )

@@ -329,17 +329,9 @@ def read_pretrained(path: str | os.PathLike, *, sha256: str | None) -> dict:
     CheckpointError
         Missing, unreadable, or not a pretraining checkpoint.
     """
-    from napari_lesion_harvest.store import checkpoints
+    from napari_lesion_harvest.lpg.checkpoint import load_checkpoint
 
-    state = checkpoints.load_checkpoint(path, sha256=sha256)
-    if not isinstance(state, dict) or state.get("kind") != CHECKPOINT_KIND:
-        raise CheckpointError(f"{path}: not an LPG pretraining checkpoint")
-    if state.get("format_version") != CHECKPOINT_VERSION:
-        raise CheckpointError(
-            f"{path}: pretraining checkpoint format {state.get('format_version')} is not "
-            f"supported (expected {CHECKPOINT_VERSION})"
-        )
-    return state
+    return load_checkpoint(path, sha256=sha256, kind=CHECKPOINT_KIND, version=CHECKPOINT_VERSION)
 
 
 def load_pretrained_trunk(model, path: str | os.PathLike, *, sha256: str | None) -> None:
