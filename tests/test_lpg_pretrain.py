@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -93,7 +94,7 @@ def test_pretraining_lowers_the_restoration_loss_below_the_corrupted_input(blobs
     assert (start.step, start.losses) == (0, [])
     before = _held_in_loss(path, slices, config)
     done = pretrain_trunk(
-        slices, path, options=replace(TINY, steps=30), resume_sha256=sha256_file(path)
+        slices, path, options=replace(TINY, steps=30), resume_from=(path, sha256_file(path))
     )
     assert done.step == 30 and len(done.losses) == 30 and not done.stopped
     after = _held_in_loss(path, slices, config)
@@ -173,12 +174,17 @@ def test_a_stopped_run_saves_and_the_next_one_continues_from_its_step(project_di
     weights = _weights(project_dir)
     assert (weights.step, weights.total_steps, weights.config["max_side"]) == (reached, 9999, 64)
 
+    recorded = project_dir / weights.path
+    unrecorded = recorded.with_name("lpg-9999999.pt")  # as a run killed before recording
+    unrecorded.write_bytes(recorded.read_bytes()[:100])
     resumed = lesion_harvest(*command, "--steps", reached + 2)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     events = [json.loads(line) for line in resumed.stdout.splitlines()]
     assert [e["step"] for e in events] == [reached + 1, reached + 2, reached + 2]
     assert events[-1]["metrics"]["stopped"] is False
-    assert _weights(project_dir).step == reached + 2
+    final = _weights(project_dir)
+    assert final.step == reached + 2
+    assert [p.name for p in recorded.parent.iterdir()] == [Path(final.path).name]
 
 
 def test_a_time_budget_stops_and_saves(project_dir, blobs):
@@ -247,14 +253,14 @@ def test_round_1_records_the_pretrained_trunk_and_refuses_weights_of_another_lpg
         "total_steps": 1,
         "minutes": 0,
         "config": "lite",
-        "path": "models/pretrained/lpg.pt",
+        "path": "models/pretrained/lpg-0000001.pt",
     }
 
     paper = write_config(tmp_path, "paper.json", preset="paper", lpg_config="paper")
     refused = lesion_harvest("round", project_dir, "--config", paper, "--device", "cpu")
     assert refused.returncode == 2, refused.stderr[-3000:]
     message = refused.stderr.strip().splitlines()[-1]
-    weights_file = project_dir / "models" / "pretrained" / "lpg.pt"
+    weights_file = project_dir / "models" / "pretrained" / "lpg-0000001.pt"
     assert str(weights_file) in message and "pretrained for LPG config 'lite'" in message
 
     short = load_config(str(write_config(tmp_path, "short.json", lpg_train_steps=2)))

@@ -103,10 +103,11 @@ def run_pretraining(
     """
     from napari_lesion_harvest.io.sources import open_volume
     from napari_lesion_harvest.lpg.pretrain import DEFAULT_OPTIONS, PretrainSlices, pretrain_trunk
-    from napari_lesion_harvest.store.pretrained import PRETRAINED_PATH, PretrainedWeights
+    from napari_lesion_harvest.store.pretrained import PretrainedWeights
 
     options = options or DEFAULT_OPTIONS
     with project.pretrained.lock() as lock:
+        project.pretrained.prune(lock=lock)
         lpg_config = pretraining_config(project, config)
         current = project.pretrained.current()
         records = pretraining_volumes(project)
@@ -116,9 +117,10 @@ def run_pretraining(
             )
         total = steps or (current.total_steps if current else options.steps)
 
-        def record(sha256: str, size: int, step: int, seconds: float) -> None:
+        def record(path, sha256: str, size: int, step: int, seconds: float) -> None:
+            where = path.relative_to(project.folder).as_posix()
             weights = PretrainedWeights(
-                PRETRAINED_PATH, sha256, size, step, total, seconds, lpg_config.to_dict()
+                where, sha256, size, step, total, seconds, lpg_config.to_dict()
             )
             project.pretrained.record(weights, lock=lock, author=author)
 
@@ -128,10 +130,10 @@ def run_pretraining(
 
         return pretrain_trunk(
             PretrainSlices([open_volume(r) for r in records]),
-            project.pretrained.file,
+            project.pretrained.file_for,
             config=lpg_config,
             options=replace(options, steps=total),
-            resume_sha256=current.sha256 if current else None,
+            resume_from=(project.folder / current.path, current.sha256) if current else None,
             minutes=minutes,
             on_checkpoint=record,
             device=device,

@@ -204,14 +204,14 @@ class PretrainResult:
 
 def pretrain_trunk(
     slices: PretrainSlices,
-    checkpoint_path: str | os.PathLike,
+    checkpoint_path: str | os.PathLike | Callable[[int], Path],
     *,
     config: str | LPGConfig = "lite",
     options: LPGTrainOptions = DEFAULT_OPTIONS,
-    resume_sha256: str | None = None,
+    resume_from: tuple[str | os.PathLike, str | None] | None = None,
     minutes: float | None = None,
     save_every_s: float = 60.0,
-    on_checkpoint: Callable[[str, int, int, float], None] | None = None,
+    on_checkpoint: Callable[[Path, str, int, int, float], None] | None = None,
     device: str = "cpu",
     progress: ProgressCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
@@ -221,23 +221,25 @@ def pretrain_trunk(
     Parameters
     ----------
     slices : PretrainSlices
-    checkpoint_path : path
-        Written every ``save_every_s`` seconds and at the end (atomically,
-        durably). With ``resume_sha256``, the run continues from this file.
+    checkpoint_path : path, or callable
+        Where checkpoints go (atomically, durably), every ``save_every_s`` seconds
+        and at the end; a callable gives the file of each step (one file per
+        version: a version is never overwritten).
     config : str or LPGConfig
         Of a new run; a resumed run keeps the checkpoint's.
     options : LPGTrainOptions
         ``steps`` (the planned total, also of a resumed run), ``batch_size``,
         ``learning_rate`` (warm-up then cosine decay), ``weight_decay``,
         ``optimizer``, ``grad_clip``, ``canvas_size``, ``seed`` and ``augmentation``.
-    resume_sha256 : str, optional
-        The digest recorded for ``checkpoint_path``: continue from it (other content
-        is refused, :class:`~napari_lesion_harvest.store.ChecksumMismatchError`).
+    resume_from : (path, sha256), optional
+        Continue from this checkpoint; with a recorded sha256, other content is
+        refused (:class:`~napari_lesion_harvest.store.ChecksumMismatchError`).
     minutes : float, optional
         Time budget of this run: stop and save once it is spent.
     save_every_s : float
     on_checkpoint : callable, optional
-        ``on_checkpoint(sha256, size, step, seconds)`` once each checkpoint is durable.
+        ``on_checkpoint(path, sha256, size, step, seconds)`` once each checkpoint is
+        durable.
     device : str
     progress : callable, optional
     should_stop : callable, optional
@@ -253,8 +255,8 @@ def pretrain_trunk(
     from napari_lesion_harvest.store import checkpoints
 
     resumed = None
-    if resume_sha256 is not None:
-        resumed = read_pretrained(checkpoint_path, sha256=resume_sha256)
+    if resume_from is not None:
+        resumed = read_pretrained(resume_from[0], sha256=resume_from[1])
         config = get_config(resumed["config"])
     config = get_config(config)
     torch.manual_seed(options.seed)
@@ -269,9 +271,11 @@ def pretrain_trunk(
 
     started = last_save = time.monotonic()
     deadline = None if minutes is None else started + 60.0 * minutes
+    saved_step = step if resumed is not None else None
+    path_of = checkpoint_path if callable(checkpoint_path) else lambda _: checkpoint_path
 
     def save() -> None:
-        nonlocal last_save
+        nonlocal last_save, saved_step
         state = {
             "kind": CHECKPOINT_KIND,
             "format_version": CHECKPOINT_VERSION,
@@ -283,10 +287,11 @@ def pretrain_trunk(
             "seconds": elapsed(),
             "seed": options.seed,
         }
-        sha256, size = checkpoints.write_checkpoint(state, checkpoint_path)
-        last_save = time.monotonic()
+        path = Path(path_of(step))
+        sha256, size = checkpoints.write_checkpoint(state, path)
+        last_save, saved_step = time.monotonic(), step
         if on_checkpoint is not None:
-            on_checkpoint(sha256, size, step, state["seconds"])
+            on_checkpoint(path, sha256, size, step, state["seconds"])
 
     def elapsed() -> float:
         return seconds + time.monotonic() - started
@@ -314,7 +319,7 @@ def pretrain_trunk(
             progress(step, options.steps, {"loss": losses[-1], "lr": learning_rate})
         if time.monotonic() - last_save >= save_every_s and step < options.steps:
             save()
-    if losses or resumed is None:
+    if step != saved_step:
         save()
     return PretrainResult(step, options.steps, elapsed(), losses, stopped)
 

@@ -1,12 +1,13 @@
 """The project's self-supervised LPG weights: one checkpoint file and its record.
 
-Pretraining (:mod:`napari_lesion_harvest.lpg.pretrain`) writes
-:data:`PRETRAINED_PATH` with the package's durable writer and records every
-version it writes in the audit log (action :data:`SAVED`, details = the fields of
-:class:`PretrainedWeights`), in the transaction that checks that it still holds
-the project's lock. :data:`DISCARDED` withdraws them. The newest of these two
-entries says what the project has, so a round never reads weights whose sha256
-the project did not record.
+Pretraining (:mod:`napari_lesion_harvest.lpg.pretrain`) writes each version to
+a new file of :data:`PRETRAINED_DIR` (``lpg-<step>.pt``) with the package's
+durable writer and records it in the audit log (action :data:`SAVED`, details =
+the fields of :class:`PretrainedWeights`), in the transaction that checks that it
+still holds the project's lock; then the older files go. :data:`DISCARDED`
+withdraws them. The newest of these two entries says what the project has, so a
+round never reads weights whose sha256 the project did not record, and a process
+killed between writing a version and recording it leaves the recorded one intact.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from napari_lesion_harvest.store import rows
 from napari_lesion_harvest.store.database import Database
 from napari_lesion_harvest.store.lock import PRETRAINING, RoundLock
 
-#: Where the weights live, relative to the project folder.
-PRETRAINED_PATH = "models/pretrained/lpg.pt"
+#: The folder of the weights, relative to the project folder.
+PRETRAINED_DIR = "models/pretrained"
 #: Audit actions: a durable version of the weights, and their withdrawal.
 SAVED, DISCARDED = "pretrain.save", "pretrain.discard"
 
@@ -61,7 +62,8 @@ class PretrainedWeights:
         return self.seconds / 60
 
     def describe(self) -> str:
-        """e.g. ``400 of 2000 steps, 12.5 min, LPG config lite (models/pretrained/lpg.pt)``."""
+        """e.g. ``400 of 2000 steps, 12.5 min, LPG config lite
+        (models/pretrained/lpg-0000400.pt)``."""
         return (
             f"{self.step} of {self.total_steps} steps, {self.minutes:.1f} min, LPG config "
             f"{self.config.get('name')} ({self.path})"
@@ -82,10 +84,20 @@ class PretrainedStore:
         self._db = db
         self.folder = Path(folder)
 
-    @property
-    def file(self) -> Path:
-        """The weights file (absolute)."""
-        return self.folder / PRETRAINED_PATH
+    def file_for(self, step: int) -> Path:
+        """Where the version at ``step`` is written (absolute)."""
+        return self.folder / PRETRAINED_DIR / f"lpg-{int(step):07d}.pt"
+
+    def prune(self, *, lock: RoundLock) -> None:
+        """Remove every file of :data:`PRETRAINED_DIR` but the recorded version's
+        (older versions, and what a killed run wrote but did not record)."""
+        with self._db.read("reading the pretrained weights' record") as conn:
+            lock.check(conn)
+        current = self.current()
+        keep = None if current is None else self.folder / current.path
+        for path in (self.folder / PRETRAINED_DIR).glob("*"):
+            if path.is_file() and path != keep:
+                path.unlink(missing_ok=True)
 
     def lock(self) -> RoundLock:
         """The project's round lock, to hold while pretraining (a context manager):
@@ -111,6 +123,7 @@ class PretrainedStore:
         with self._db.write("recording the pretrained weights") as conn:
             lock.check(conn)
             rows.append_audit(conn, author=author, action=SAVED, details=asdict(weights))
+        self.prune(lock=lock)
 
     def discard(self, *, lock: RoundLock, author: str) -> PretrainedWeights | None:
         """Withdraw the recorded weights and remove their file; returns what was withdrawn
@@ -121,5 +134,5 @@ class PretrainedStore:
         with self._db.write("discarding the pretrained weights") as conn:
             lock.check(conn)
             rows.append_audit(conn, author=author, action=DISCARDED, details=asdict(found))
-        (self.folder / found.path).unlink(missing_ok=True)
+        self.prune(lock=lock)
         return found
