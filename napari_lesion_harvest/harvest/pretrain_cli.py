@@ -93,7 +93,10 @@ def run_pretrain_command(args) -> int:
         "path": weights.path,
         "config": weights.config["name"],
     }
-    verb = "stopped and saved" if result.stopped else "saved"
+    if result.stopped:
+        verb = "stopped and saved"
+    else:
+        verb = "saved" if result.losses else "already pretrained (--steps plans more)"
     message = f"{verb}: {weights.describe()}"
     if args.progress_json:
         progress("done", result.step, result.total_steps, message, summary)
