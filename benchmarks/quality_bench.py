@@ -18,7 +18,9 @@ reuses the dataset, skips the seeds whose run finished, resumes an unfinished on
 and recomputes the report; ``--report-only`` runs nothing and reports the finished
 seeds (the phantom, preset and changes are read from ``OUT``).
 ``tools/quality_compare.py A/quality.json B/quality.json`` gives the paired
-difference of two runs. Protocol and figures: ``docs/experiments/quality-benchmark.md``.
+difference of two runs (e.g. B with ``--pretrain-minutes M``: each seed's LPG trunk
+pretrained on the project's training volumes before round 1). Protocol and figures:
+``docs/experiments/quality-benchmark.md``.
 """
 
 from __future__ import annotations
@@ -111,6 +113,9 @@ def run_seed(out: Path, dataset: Path, config, *, device: str, settings: dict) -
     started, cpu_started = time.monotonic(), time.process_time()
     with HarvestProject.open(project_dir) as project:
         done = sum(r.status == "done" for r in project.rounds.list())
+        if settings["pretrain_minutes"] and not done:
+            pretrain(project, config, minutes=settings["pretrain_minutes"], device=device)
+        pretrained = project.pretrained.current()
         try:
             run_rounds_stoppably(
                 project, config, rounds=config.max_rounds - done, device=device, progress=clock
@@ -123,6 +128,8 @@ def run_seed(out: Path, dataset: Path, config, *, device: str, settings: dict) -
         "config": settings["config"],
         "set": settings["set"],
         "rounds": config.max_rounds,
+        "pretrain_minutes": settings["pretrain_minutes"],
+        "pretrained": pretrained and {"steps": pretrained.step, "minutes": pretrained.minutes},
         "resumed_after_rounds": done,
         "seconds": round(time.monotonic() - started, 1),
         # CPU seconds of this process: about the wall time of an unshared machine
@@ -139,6 +146,27 @@ def run_seed(out: Path, dataset: Path, config, *, device: str, settings: dict) -
     }
     run_file.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     return record
+
+
+def pretrain(project, config, *, minutes: float, device: str) -> None:
+    """Pretrain the project's LPG trunk (``lesion-harvest pretrain``) for what is left of
+    ``minutes`` of training; round 1 then starts from it."""
+    from napari_lesion_harvest.harvest.pretraining import run_pretraining
+    from napari_lesion_harvest.harvest.round import resolve_device
+    from napari_lesion_harvest.progress import no_progress
+
+    current = project.pretrained.current()
+    left = minutes - (current.minutes if current else 0.0)
+    if left > 0:
+        print(f"pretraining the LPG trunk for {left:.1f} min", flush=True)
+        run_pretraining(
+            project,
+            config=config,
+            minutes=left,
+            device=resolve_device(device),
+            author="quality_bench",
+            progress=no_progress,
+        )
 
 
 def _commit() -> str | None:
@@ -242,7 +270,12 @@ def run_settings(runs: dict[int, dict], args) -> dict:
     """``config``, ``set`` and ``rounds`` the seeds ran with (as their run.json records
     them); the program ends when two seeds differ."""
     found = {}
-    for name, default in (("config", args.config), ("set", args.set), ("rounds", args.rounds)):
+    for name, default in (
+        ("config", args.config),
+        ("set", args.set),
+        ("rounds", args.rounds),
+        ("pretrain_minutes", args.pretrain_minutes),
+    ):
         values = {json.dumps(run.get(name, default)) for run in runs.values()}
         if len(values) > 1:
             raise SystemExit(f"the seeds ran with different {name}: {sorted(values)}")
@@ -270,6 +303,11 @@ def main(argv=None) -> int:
     parser.add_argument("--config", default="lite")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--workers", type=int, default=1, help="synthesis processes")
+    parser.add_argument(
+        "--pretrain-minutes",
+        type=float,
+        help="pretrain each seed's LPG trunk this long before round 1 (lesion-harvest pretrain)",
+    )
     parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
     parser.add_argument("--bootstrap-seed", type=int, default=0)
     parser.add_argument(
@@ -298,7 +336,11 @@ def main(argv=None) -> int:
                 dataset,
                 config,
                 device=args.device,
-                settings={"config": args.config, "set": args.set},
+                settings={
+                    "config": args.config,
+                    "set": args.set,
+                    "pretrain_minutes": args.pretrain_minutes,
+                },
             )
             print(f"seed {seed}: {runs[seed]['seconds'] / 60:.1f} min", flush=True)
     report(args.out, args, runs)

@@ -16,6 +16,7 @@ import sys
 #: Modules that contribute subcommands, in the order ``--help`` lists them.
 COMMAND_MODULES: list[str] = [
     "napari_lesion_harvest.harvest.cli",
+    "napari_lesion_harvest.harvest.pretrain_cli",
     "napari_lesion_harvest.harvest.demo",
     "napari_lesion_harvest.evaluation.cli",
     "napari_lesion_harvest.synthetic.cli",

@@ -9,6 +9,7 @@ import pytest
 from napari_lesion_harvest.evaluation.bootstrap import (
     percentile_interval,
     resampled_figures,
+    resampled_froc,
     volume_resamples,
     volume_steps,
 )
@@ -104,3 +105,23 @@ def test_interval_is_central_and_ignores_resamples_without_a_figure():
     draws = np.r_[np.arange(1000.0), np.nan]
     low, high = percentile_interval(draws)
     assert low == pytest.approx(24.975) and high == pytest.approx(974.025)
+
+
+def test_resampled_froc_is_the_froc_of_the_test_set_with_volumes_repeated(test_set):
+    marks, detections = test_set
+    rates = (0.125, 1.0, 4.0)
+    counts = np.r_[np.ones((1, len(marks)), dtype=int), volume_resamples(len(marks), 2, seed=5)]
+    drawn = resampled_froc(
+        steps_of(marks, detections), counts, images=np.ones(len(marks), int), fp_rates=rates
+    )
+    for row, times_of in enumerate(counts):
+        repeated_marks, repeated_detections = {}, {}
+        for volume, times in zip(marks, times_of, strict=True):
+            for copy in range(times):
+                repeated_marks[f"{volume}#{copy}"] = marks[volume]
+                repeated_detections[f"{volume}#{copy}"] = detections[volume]
+        truth = RecistTruth.from_mapping(repeated_marks)
+        table = ProposalTable.from_proposals(repeated_detections, truth.volume_ids)
+        expected = evaluate(truth, table, metric="p3d", fp_rates=rates).sensitivities
+        np.testing.assert_allclose(drawn[row], expected)
+    assert 0 < drawn[0, 0] < drawn[0, 2] < 1  # a real curve

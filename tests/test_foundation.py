@@ -10,7 +10,7 @@ from napari_lesion_harvest.cli import COMMAND_MODULES, build_parser
 
 EXPECTED_COMMANDS = {
     "init", "import", "annotate", "split", "marks", "round", "status", "export", "demo",
-    "evaluate", "synth", "check", "backup", "restore", "weights",
+    "evaluate", "synth", "check", "backup", "restore", "weights", "pretrain",
 }  # fmt: skip
 
 
@@ -54,6 +54,8 @@ def test_console_script_runs_and_bad_arguments_exit_2():
         ["export", "P", "OUT", "--round", "0"],
         ["demo", "--volumes", "0"],
         ["demo", "--size", "x"],
+        ["pretrain", "P", "--steps", "0"],
+        ["pretrain", "P", "--minutes", "0"],
     ],
 )
 def test_counts_below_one_are_refused_by_name(argv, capsys):

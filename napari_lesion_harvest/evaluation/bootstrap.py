@@ -131,6 +131,44 @@ def resampled_figures(
     return {name: np.concatenate(parts) for name, parts in out.items()}
 
 
+def resampled_froc(
+    volume_steps: VolumeSteps, counts: np.ndarray, *, images: np.ndarray, fp_rates=(1.0,)
+) -> np.ndarray:
+    """FROC sensitivities of every resample.
+
+    Parameters
+    ----------
+    volume_steps : VolumeSteps
+    counts : ndarray of int, shape (B, V)
+        As in :func:`resampled_figures`.
+    images : ndarray of int, shape (V,)
+        Units the false positives of each volume are counted per (1 per volume for
+        P3D; its marked slices for the 2D rule).
+    fp_rates : sequence of float
+        False positives per unit at which to read the sensitivity.
+
+    Returns
+    -------
+    ndarray, shape (B, F)
+        As :func:`~.froc.sensitivity_at_fp` reads each resample's curve; nan for a
+        resample without lesions.
+    """
+    from napari_lesion_harvest.evaluation.froc import sensitivity_at_fp
+
+    counts = np.asarray(counts)
+    steps = volume_steps.steps
+    points = steps.last_of_each_score()
+    out = np.full((len(counts), len(np.atleast_1d(fp_rates))), np.nan)
+    for row, drawn in enumerate(counts):
+        weights = drawn[volume_steps.volume]
+        n_lesions, n_images = drawn @ volume_steps.lesions, drawn @ np.asarray(images)
+        if n_lesions > 0:
+            found = np.cumsum(weights * steps.found)[points] / n_lesions
+            false = np.cumsum(weights * steps.misses)[points] / max(n_images, 1)
+            out[row] = sensitivity_at_fp(false, found, fp_rates)
+    return out
+
+
 def _average_precision(recall: np.ndarray, precision: np.ndarray) -> np.ndarray:
     """VOC all-point AP of each row (:func:`~.pr.average_precision`), shape ``(B,)``."""
     rows = len(recall)

@@ -454,6 +454,7 @@ def run_status(args) -> int:
     with _open(args.project) as project:
         summaries = project.volume_summaries()
         rounds = project.rounds.list()
+        pretrained = project.pretrained.current()
     splits = Counter(s.split for s in summaries)
     status = {
         "volumes": len(summaries),
@@ -467,6 +468,15 @@ def run_status(args) -> int:
             | _round_summary(r)
             for r in rounds
         ],
+        "pretrained": None
+        if pretrained is None
+        else {
+            "steps": pretrained.step,
+            "total_steps": pretrained.total_steps,
+            "minutes": round(pretrained.minutes, 2),
+            "config": pretrained.config.get("name"),
+            "path": pretrained.path,
+        },
     }
     if args.json:
         print(json.dumps(status, indent=1))
@@ -478,6 +488,11 @@ def run_status(args) -> int:
         f"{status['marks']} marks ({status['expert_marks']} expert), "
         f"{status['complete_volumes']} complete volumes ({status['complete_v_h_test']} of them "
         "in V_H_test: the evaluation's truth)"
+    )
+    print(
+        f"pretrained LPG trunk: {pretrained.describe()}"
+        if pretrained
+        else "pretrained LPG trunk: none (lesion-harvest pretrain)"
     )
     for r in rounds:
         line = _round_summary(r)

@@ -8,7 +8,8 @@ last committed stage.
 =============  =====================================================================
 stage          what it does
 =============  =====================================================================
-``train_lpg``  train (round 1) or fine-tune with HNSL (later rounds) the LPG
+``train_lpg``  train (round 1; from the project's self-supervised trunk when it has
+               one) or fine-tune with HNSL (later rounds) the LPG
 ``scan``       detect 2D boxes on every slice of V_M, V_H, V_H_test; stack 3D proposals;
                drop duplicates of one lesion
 ``verify``     P3D-match proposals to marks: P_RM / P_neg_M in V_M, P_RH in V_H;
@@ -162,6 +163,12 @@ class RoundState:
         )
         return self.folder / ref.path, ref.sha256
 
+    def pretrained_trunk(self) -> tuple[Path, str] | None:
+        """The project's self-supervised LPG weights as recorded (read on rank 0, sent to
+        every rank): the file and its sha256, or None when the project has none."""
+        weights = from_main(lambda: self.project.pretrained.current(), self.context)
+        return None if weights is None else (self.folder / weights.path, weights.sha256)
+
     def checkpoint_file(self, name: str) -> Path:
         """Where this round writes checkpoint ``name`` (``models/round_NNN/<name>.pt``)."""
         return self.folder / checkpoint_location(self.number, name)
@@ -215,11 +222,13 @@ def train_lpg_stage(state: RoundState) -> StageResult:
         )
         for s in slices
     ]
-    init, init_sha256 = None, None
+    init, init_sha256, trunk = None, None, None
     steps, learning_rate = config.lpg.train_steps, config.lpg.learning_rate
     if previous is not None:
         init, init_sha256 = state.checkpoint("lpg", round_number=previous)
         steps = config.lpg.finetune_steps
+    else:
+        trunk = state.pretrained_trunk()
     try:  # a training checkpoint recorded before this round stopped: continue from it
         _, resume_sha256 = state.checkpoint("lpg")
     except NotFoundError:
@@ -250,6 +259,7 @@ def train_lpg_stage(state: RoundState) -> StageResult:
         ),
         init_checkpoint=init,
         init_sha256=init_sha256,
+        pretrained_trunk=trunk,
         checkpoint_path=state.checkpoint_file("lpg"),
         resume=resume_sha256 is not None,
         resume_sha256=resume_sha256,
@@ -277,6 +287,7 @@ def train_lpg_stage(state: RoundState) -> StageResult:
                 "steps": result.step,
                 "processes": state.context.world_size,
                 "fine_tuned_from": previous,
+                "initialisation": result.model.pretrained_note,
                 "training_slices": len(slices),
                 "drawn_slices": len(samples),
                 "canvas_px": result.canvas_size,

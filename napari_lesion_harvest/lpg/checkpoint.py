@@ -56,7 +56,12 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    path: str | os.PathLike, *, sha256: str | None = None, map_location="cpu"
+    path: str | os.PathLike,
+    *,
+    sha256: str | None = None,
+    map_location="cpu",
+    kind: str = CHECKPOINT_KIND,
+    version: int = CHECKPOINT_VERSION,
 ) -> dict:
     """Read a checkpoint dict safely (``weights_only=True``).
 
@@ -67,6 +72,9 @@ def load_checkpoint(
         As in :func:`napari_lesion_harvest.store.checkpoints.load_checkpoint`:
         the digest the project recorded (None for a file outside a project).
     map_location : str or torch.device, optional
+    kind, version : str, int
+        The ``kind`` and ``format_version`` the file must hold (an LPG checkpoint's by
+        default; :mod:`~napari_lesion_harvest.lpg.pretrain` reads its own).
 
     Raises
     ------
@@ -76,12 +84,12 @@ def load_checkpoint(
         When the file is missing, unreadable or not an LPG checkpoint.
     """
     state = checkpoints.load_checkpoint(path, sha256=sha256, map_location=map_location)
-    if not isinstance(state, dict) or state.get("kind") != CHECKPOINT_KIND:
-        raise CheckpointError(f"{path}: not an LPG checkpoint (kind != {CHECKPOINT_KIND!r})")
-    if state.get("format_version") != CHECKPOINT_VERSION:
+    if not isinstance(state, dict) or state.get("kind") != kind:
+        raise CheckpointError(f"{path}: not an LPG checkpoint (kind != {kind!r})")
+    if state.get("format_version") != version:
         raise CheckpointError(
             f"{path}: checkpoint format {state.get('format_version')} is not supported "
-            f"(expected {CHECKPOINT_VERSION})"
+            f"(expected {version})"
         )
     return state
 

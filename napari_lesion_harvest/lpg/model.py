@@ -334,3 +334,52 @@ def build_model(
             f"config {config.name!r} is not DenseNet-121 shaped; random initialisation"
         )
     return model
+
+
+# ------------------------------------------------------------- pretrained trunk
+
+#: Parameter-name prefixes of the CenterNet heads. Everything else (the trunk, the
+#: 3D fusion and the top-down path) is what self-supervised pretraining learns.
+HEAD_PREFIXES = ("heatmap_head.", "size_head.", "offset_head.")
+
+
+def trunk_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict of ``model`` without its CenterNet heads (on the CPU)."""
+    return {
+        key: value.detach().cpu()
+        for key, value in model.state_dict().items()
+        if not key.startswith(HEAD_PREFIXES)
+    }
+
+
+def load_trunk_state(
+    model: MultiSliceCenterNet, state: dict[str, torch.Tensor], *, source: str
+) -> None:
+    """Load a :func:`trunk_state` into ``model``; its heads keep their initialisation.
+
+    Raises
+    ------
+    ValueError
+        The names or shapes of ``state`` differ from the model's (the message
+        starts with ``source``); nothing was loaded.
+    """
+    expected = trunk_state(model)
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    reshaped = sorted(
+        key
+        for key in set(expected) & set(state)
+        if tuple(state[key].shape) != tuple(expected[key].shape)
+    )
+    if missing or unexpected or reshaped:
+        found = [
+            f"{len(keys)} {what} (e.g. {keys[0]})"
+            for keys, what in (
+                (missing, "missing"),
+                (unexpected, "unexpected"),
+                (reshaped, "of another shape"),
+            )
+            if keys
+        ]
+        raise ValueError(f"{source}: its trunk weights do not fit this LPG: {', '.join(found)}")
+    model.load_state_dict(state, strict=False)

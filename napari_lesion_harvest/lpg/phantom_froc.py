@@ -18,7 +18,16 @@ from napari_lesion_harvest.synthetic.phantom import PhantomConfig, SeriesIdentit
 
 def detection_froc(model, volumes, marks, fp_rates):
     """FROC sensitivities (2D rule, IoU >= 0.5, FPs per marked slice) of ``model``'s
-    detections (top 20 per slice, score >= 0.01) against key-slice ``marks``."""
+    detections (:func:`detection_table`) against key-slice ``marks``."""
+    detections = detection_table(model, volumes)
+    report = evaluate(RecistTruth.from_mapping(marks), detections, metric="2d", fp_rates=fp_rates)
+    print(report.format_text())
+    return dict(zip(report.fp_rates, report.sensitivities, strict=True))
+
+
+def detection_table(model, volumes) -> ProposalTable:
+    """``model``'s 2D detections on every slice of ``volumes`` (top 20 per slice, score
+    >= 0.01), one single-slice proposal each, over the volume ids of ``volumes``."""
     slice_z, slice_boxes, slice_scores, slice_volume = [], [], [], []
     for index, volume in enumerate(volumes):
         for found in detect_volume(model, volume, top_k=20, min_score=0.01):
@@ -26,7 +35,7 @@ def detection_froc(model, volumes, marks, fp_rates):
             slice_boxes.append(found.boxes)
             slice_scores.append(found.scores)
             slice_volume += [index] * len(found.scores)
-    detections = ProposalTable.from_slices(
+    return ProposalTable.from_slices(
         [v.volume_id for v in volumes],
         slice_volume,
         np.arange(len(slice_z)),
@@ -34,9 +43,6 @@ def detection_froc(model, volumes, marks, fp_rates):
         np.concatenate(slice_boxes),
         np.concatenate(slice_scores),
     )
-    report = evaluate(RecistTruth.from_mapping(marks), detections, metric="2d", fp_rates=fp_rates)
-    print(report.format_text())
-    return dict(zip(report.fp_rates, report.sensitivities, strict=True))
 
 
 def synthetic_ct(index: int, size: int):

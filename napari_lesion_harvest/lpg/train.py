@@ -214,6 +214,7 @@ def train_lpg(
     resume_sha256: str | None = None,
     on_checkpoint: Callable[[str, int], None] | None = None,
     pretrained: bool = True,
+    pretrained_trunk: tuple[str | os.PathLike, str | None] | None = None,
     device: str | None = None,
     progress: ProgressCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
@@ -246,6 +247,10 @@ def train_lpg(
         durable on disk (to record it).
     pretrained : bool
         ImageNet trunk for a new model (when on disk; never downloaded).
+    pretrained_trunk : (path, sha256), optional
+        Self-supervised trunk weights for a new model instead
+        (:func:`~napari_lesion_harvest.lpg.pretrain.load_pretrained_trunk`; the file
+        must have the recorded sha256 and fit ``config``).
     device : str, optional
         Default: this rank's GPU if any, else CPU. bf16 autocast is used on CUDA only.
     progress : callable, optional
@@ -288,7 +293,11 @@ def train_lpg(
     elif init_checkpoint is not None:
         model = model_from_checkpoint(load_checkpoint(init_checkpoint, sha256=init_sha256))
     else:
-        model = build_model(get_config(config), pretrained=pretrained)
+        model = build_model(get_config(config), pretrained=pretrained and not pretrained_trunk)
+        if pretrained_trunk is not None:
+            from napari_lesion_harvest.lpg.pretrain import load_pretrained_trunk
+
+            load_pretrained_trunk(model, pretrained_trunk[0], sha256=pretrained_trunk[1])
     config = model.config
     use_cuda = context.device.startswith("cuda")
     # NHWC weights and inputs on every device (oneDNN's and cuDNN's faster layout:

@@ -28,6 +28,8 @@ from napari_lesion_harvest.store.errors import RoundLockedError
 
 #: Seconds without heartbeat after which another host's lock counts as abandoned.
 STALE_AFTER_S = 900.0
+#: The ``round_number`` of the lock that self-supervised pretraining holds (no round).
+PRETRAINING = None
 
 
 @dataclass(frozen=True)
@@ -43,11 +45,17 @@ class LockHolder:
     heartbeat_at: float
 
     def describe(self) -> str:
-        """Human-readable owner, e.g. ``round 2 (pid 4242 on gpu1, since 2026-05-09 10:00)``."""
+        """Human-readable owner, e.g. ``round 2 (pid 4242 on gpu1, since 2026-05-09 10:00)``
+        (``pretraining (...)`` for the holder of :data:`PRETRAINING`)."""
         import time
 
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.acquired_at))
-        return f"round {self.round_number} (pid {self.pid} on {self.host}, since {since})"
+        return f"{job_name(self.round_number)} (pid {self.pid} on {self.host}, since {since})"
+
+
+def job_name(round_number: int | None) -> str:
+    """``round N``, or ``pretraining`` for :data:`PRETRAINING`."""
+    return "pretraining" if round_number is PRETRAINING else f"round {round_number}"
 
 
 def _proc_stat(pid: int) -> tuple[str, str] | None:
@@ -109,7 +117,8 @@ class RoundLock:
     Parameters
     ----------
     db : Database
-    round_number : int
+    round_number : int or None
+        The round to run, or :data:`PRETRAINING`.
     stale_after_s : float, optional
         See the module docstring.
 
@@ -119,22 +128,25 @@ class RoundLock:
         On entering, when a live process holds the lock.
     """
 
-    def __init__(self, db: Database, round_number: int, *, stale_after_s: float = STALE_AFTER_S):
+    def __init__(
+        self, db: Database, round_number: int | None, *, stale_after_s: float = STALE_AFTER_S
+    ):
         self._db = db
-        self.round_number = int(round_number)
+        self.round_number = None if round_number is PRETRAINING else int(round_number)
         self.stale_after_s = stale_after_s
         self.token = uuid.uuid4().hex
         self.taken_over: LockHolder | None = None
 
     def acquire(self) -> RoundLock:
         """Take the lock (taking over a stale one and failing its round)."""
-        with self._db.write(f"locking the project for round {self.round_number}") as conn:
+        with self._db.write(f"locking the project for {job_name(self.round_number)}") as conn:
             holder = read_holder(conn)
             at = rows.now()
             if holder is not None:
                 if not is_stale(holder, now=at, stale_after_s=self.stale_after_s):
+                    busy = "another round" if holder.round_number is not None else "a job"
                     raise RoundLockedError(
-                        f"{self._db.path}: another round is running: {holder.describe()}. "
+                        f"{self._db.path}: {busy} is running: {holder.describe()}. "
                         "Wait for it to finish or stop it first."
                     )
                 fail_interrupted_round(conn, holder)
@@ -164,7 +176,8 @@ class RoundLock:
             holder = read_holder(conn)
             owner = holder.describe() if holder else "nobody"
             raise RoundLockedError(
-                f"{self._db.path}: round {self.round_number} lost its lock (now held by {owner}); "
+                f"{self._db.path}: {job_name(self.round_number)} lost its lock (now held by "
+                f"{owner}); "
                 "its results were not written"
             )
 

@@ -4,8 +4,9 @@
 uses it for the volume table, the overlays of the shown volume, marks
 (add / edit / soft delete / restore), completing volumes and verdicts; the
 round engine uses :attr:`HarvestProject.rounds` (see
-:mod:`napari_lesion_harvest.store.rounds`). Several processes may open the
-same project at once: SQLite's WAL lets readers run beside one writer, and
+:mod:`napari_lesion_harvest.store.rounds`), pretraining :attr:`HarvestProject.pretrained`
+(:mod:`napari_lesion_harvest.store.pretrained`). Several processes may open the same
+project at once: SQLite's WAL lets readers run beside one writer, and
 every write is one short transaction that is durable when the call returns.
 
 Examples
@@ -137,11 +138,13 @@ class HarvestProject:
             (self.folder / name).mkdir(exist_ok=True)
 
     def _attach(self, folder: Path, db: Database) -> None:
+        from napari_lesion_harvest.store.pretrained import PretrainedStore
         from napari_lesion_harvest.store.rounds import RoundStore
 
         self.folder = folder
         self._db = db
         self.rounds = RoundStore(self._db, self.folder)
+        self.pretrained = PretrainedStore(self._db, self.folder)
 
     @classmethod
     def open(
