@@ -41,7 +41,7 @@ from napari_lesion_harvest.progress import no_progress
 from napari_lesion_harvest.store import HarvestProject
 from napari_lesion_harvest.store.checkpoints import sha256_file
 from napari_lesion_harvest.vocabulary import Split
-from tests.test_round_failures import ENV, lesion_harvest, write_config
+from tests.round_command import ENV, lesion_harvest, write_config
 
 #: Tiny optimisation for the blob volumes (64-pixel slices).
 TINY = replace(DEFAULT_OPTIONS, canvas_size=64, warmup_steps=5, learning_rate=3e-3, seed=1)
@@ -256,14 +256,14 @@ def test_round_1_records_the_pretrained_trunk_and_refuses_weights_of_another_lpg
         "path": "models/pretrained/lpg-0000001.pt",
     }
 
-    paper = write_config(tmp_path, "paper.json", preset="paper", lpg_config="paper")
+    paper = write_config(tmp_path, "paper.json", preset="paper", **{"lpg.architecture": "paper"})
     refused = lesion_harvest("round", project_dir, "--config", paper, "--device", "cpu")
     assert refused.returncode == 2, refused.stderr[-3000:]
     message = refused.stderr.strip().splitlines()[-1]
     weights_file = project_dir / "models" / "pretrained" / "lpg-0000001.pt"
     assert str(weights_file) in message and "pretrained for LPG config 'lite'" in message
 
-    short = load_config(str(write_config(tmp_path, "short.json", lpg_train_steps=2)))
+    short = load_config(str(write_config(tmp_path, "short.json", **{"lpg.train_steps": 2})))
     with HarvestProject.open(project_dir) as project:
         project.rounds.cancel(1, author="test")
         with pytest.raises(HarvestInputError):  # two LPG steps find no lesion for the LPC

@@ -390,17 +390,15 @@ class RoundPanel(QWidget):
 
     def show_pretrained(self) -> None:
         """Say whether the open project holds pretrained LPG weights."""
-        from napari_lesion_harvest.harvest.pretrained import pretrained_weights_info
-
         project = self._project()
-        info = None if project is None else pretrained_weights_info(project)
+        weights = None if project is None else project.pretrained.current()
         if project is None:
             self.pretrained_label.setText("")
-        elif info is None:
+        elif weights is None:
             self.pretrained_label.setText("Pretrained LPG weights: none in this project.")
         else:
             self.pretrained_label.setText(
-                f"Pretrained LPG weights: {info['description']}; round 1 starts from them."
+                f"Pretrained LPG weights: {weights.describe()}; round 1 starts from them."
             )
 
     # ------------------------------------------------------------------ actions
