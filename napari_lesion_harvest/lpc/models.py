@@ -316,12 +316,3 @@ class ProposalClassifier(nn.Module):
                 [trunk(patches[:, v : v + 1]) for v, trunk in enumerate(self.trunks)], dim=1
             )
         return self.fc(features).squeeze(1)
-
-
-def to_fast_layout(model: ProposalClassifier) -> ProposalClassifier:
-    """``model`` with NHWC weights when its trunks are 2D (oneDNN's and cuDNN's faster
-    layout; docs/experiments/cpu-efficiency.md); the ``3d`` cube model is unchanged.
-    Converts in place and returns ``model``."""
-    if model.spec.kind == "views":
-        model.to(memory_format=torch.channels_last)
-    return model

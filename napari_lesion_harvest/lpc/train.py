@@ -25,7 +25,7 @@ from napari_lesion_harvest.lpc.augment import PatchAugmentation, augment_patches
 from napari_lesion_harvest.lpc.checkpoint import save_checkpoint
 from napari_lesion_harvest.lpc.features import proposal_features
 from napari_lesion_harvest.lpc.metrics import roc_auc
-from napari_lesion_harvest.lpc.models import ProposalClassifier, build_classifier, to_fast_layout
+from napari_lesion_harvest.lpc.models import ProposalClassifier, build_classifier
 from napari_lesion_harvest.lpc.patches import (
     DEFAULT_PAD_PX,
     DEFAULT_PATCH_SIZE,
@@ -243,7 +243,7 @@ def _balanced_loss(logits, targets):
 
 def predict_logits(model, patches: torch.Tensor, *, batch_size: int, device) -> np.ndarray:
     """Logits of stored patches, shape ``(N,)`` float64 (bf16 autocast on CUDA)."""
-    to_fast_layout(model).eval()
+    model.eval()
     out = []
     with torch.no_grad():
         for start in range(0, patches.shape[0], batch_size):
@@ -308,7 +308,7 @@ def train_lpc(
             outside=options.outside,
             pretrained=options.pretrained,
         )
-    model = to_fast_layout(model.to(device))
+    model = model.to(device)
     spec = model.spec
 
     train_idx, val_idx = split_holdout(sets, options.holdout_fraction, rng)
@@ -335,7 +335,7 @@ def train_lpc(
     total_steps = steps_per_epoch * options.epochs
     weights = np.where(train_y == 1, 0.5 / n_pos, 0.5 / n_neg)
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay, fused=True
+        model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(total_steps, 1))
     targets_all = torch.from_numpy(train_y).float()

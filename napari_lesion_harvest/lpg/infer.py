@@ -157,13 +157,11 @@ class InferenceSettings:
     channels_last: bool
 
     @classmethod
-    def resolve(
-        cls, model, device=None, precision: str = "auto", channels_last: bool | None = None
-    ):
+    def resolve(cls, model, device=None, precision: str = "auto", channels_last: bool = False):
         """Settings for ``model``: ``precision`` ``"auto"`` (bfloat16 on CUDA, float32
-        elsewhere), ``"float32"`` or ``"bfloat16"``. ``channels_last`` None: NHWC on
-        the CPU (oneDNN's faster layout), NCHW on a GPU, where it scans faster
-        (``docs/experiments/lpg-gpu-scan.md``, ``docs/experiments/cpu-efficiency.md``)."""
+        elsewhere), ``"float32"`` or ``"bfloat16"``. NCHW unless ``channels_last``:
+        it scans faster than NHWC on a GPU (``docs/experiments/lpg-gpu-scan.md``); on
+        the CPU NHWC is faster but not the default (``docs/experiments/cpu-efficiency.md``)."""
         import torch
 
         device = torch.device(device or next(model.parameters()).device)
@@ -172,8 +170,6 @@ class InferenceSettings:
                 f"precision must be 'auto', 'float32' or 'bfloat16', not {precision!r}"
             )
         bfloat16 = precision == "bfloat16" or (precision == "auto" and device.type == "cuda")
-        if channels_last is None:
-            channels_last = device.type == "cpu"
         return cls(device, bfloat16, channels_last)
 
     def network_input(self, images):
@@ -357,7 +353,7 @@ def predict_volume(
     slices: Sequence[int] | None = None,
     device: str | None = None,
     precision: str = "auto",
-    channels_last: bool | None = None,
+    channels_last: bool = False,
     top_k: int | None = None,
     compile_backend: str | None = None,
     progress: Callable[[int, int], None] | None = None,
@@ -385,9 +381,8 @@ def predict_volume(
         device once and the input pipeline runs there.
     precision : {"auto", "float32", "bfloat16"}
         ``"auto"``: bfloat16 autocast on CUDA, float32 elsewhere.
-    channels_last : bool, optional
-        NHWC weights and inputs; converts ``model`` in place. Default: NHWC on the
-        CPU, NCHW elsewhere (:meth:`InferenceSettings.resolve`).
+    channels_last : bool
+        NHWC weights and inputs (else NCHW); converts ``model`` in place.
     top_k : int, optional
         Peaks per slice (default ``model.config.top_k``).
     compile_backend : str, optional
@@ -471,7 +466,7 @@ def detect_volume(
     slices: Sequence[int] | None = None,
     device: str | None = None,
     precision: str = "auto",
-    channels_last: bool | None = None,
+    channels_last: bool = False,
     compile_backend: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[SliceDetections]:

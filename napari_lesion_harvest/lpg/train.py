@@ -185,12 +185,8 @@ def _make_optimizer(model, options: LPGTrainOptions):
     import torch
 
     if options.optimizer == "adamw":
-        # One fused kernel per step instead of a few small ones per tensor.
         return torch.optim.AdamW(
-            model.parameters(),
-            lr=options.learning_rate,
-            weight_decay=options.weight_decay,
-            fused=True,
+            model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay
         )
     if options.optimizer == "sgd":
         return torch.optim.SGD(
@@ -300,9 +296,8 @@ def train_lpg(
             load_pretrained_trunk(model, pretrained_trunk[0], sha256=pretrained_trunk[1])
     config = model.config
     use_cuda = context.device.startswith("cuda")
-    # NHWC weights and inputs on every device (oneDNN's and cuDNN's faster layout:
-    # docs/experiments/cpu-efficiency.md, lpg-gpu-training.md); bf16 autocast on GPUs.
-    memory_format = torch.channels_last
+    # On GPUs: NHWC weights and inputs, and bf16 autocast (docs/experiments/lpg-gpu-training.md).
+    memory_format = torch.channels_last if use_cuda else torch.contiguous_format
     model.to(context.device, memory_format=memory_format).train()
     optimizer = _make_optimizer(model, options)
     start = 0
