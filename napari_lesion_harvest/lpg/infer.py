@@ -217,6 +217,13 @@ def _first_rows(value, rows: int):
     return value[:rows]
 
 
+def _rows_of(value):
+    """The Tensor whose first axis counts ``value``'s rows (Tensor or StemFeatures)."""
+    from napari_lesion_harvest.lpg.model import StemFeatures
+
+    return value.block1 if isinstance(value, StemFeatures) else value
+
+
 class ScanNetwork:
     """The pieces of the network a scan calls, run eagerly or compiled.
 
@@ -238,8 +245,6 @@ class ScanNetwork:
     """
 
     def __init__(self, model, *, top_k: int, batch_size: int, backend: str | None = None):
-        from napari_lesion_harvest.lpg.model import StemFeatures
-
         def naive(stacks):
             return peak_heads(model, *model.image_maps(stacks), top_k=top_k)
 
@@ -250,15 +255,12 @@ class ScanNetwork:
             centre_maps = model.centre_map(centre, fused)
             return peak_heads(model, side_previous, centre_maps, side_following, top_k=top_k)
 
-        def side_maps(stems: StemFeatures):
-            return model.side_map(stems)
-
         self.config = model.config
         self.image_rows = 3 * batch_size
         self.naive = self._fixed_rows(naive, batch_size, backend)
         self.centre = self._fixed_rows(centre, batch_size, backend)
         self.stem = self._fixed_rows(model.stem, self.image_rows, backend)
-        self.side_map = self._fixed_rows(side_maps, self.image_rows, backend)
+        self.side_map = self._fixed_rows(model.side_map, self.image_rows, backend)
 
     @staticmethod
     def _fixed_rows(function, rows: int, backend: str | None):
@@ -273,13 +275,6 @@ class ScanNetwork:
             return _first_rows(compiled(*(_pad_rows(x, rows) for x in inputs)), count)
 
         return call
-
-
-def _rows_of(value):
-    """The Tensor whose first axis counts ``value``'s rows (Tensor or StemFeatures)."""
-    from napari_lesion_harvest.lpg.model import StemFeatures
-
-    return value.block1 if isinstance(value, StemFeatures) else value
 
 
 def _naive_heads(network: ScanNetwork, source, targets, positions, transform, settings):
@@ -382,7 +377,7 @@ def predict_volume(
     precision : {"auto", "float32", "bfloat16"}
         ``"auto"``: bfloat16 autocast on CUDA, float32 elsewhere.
     channels_last : bool
-        NHWC weights and inputs (else NCHW); converts ``model`` in place.
+        NHWC weights and inputs. Converts ``model`` in place.
     top_k : int, optional
         Peaks per slice (default ``model.config.top_k``).
     compile_backend : str, optional
@@ -408,8 +403,8 @@ def predict_volume(
     settings = InferenceSettings.resolve(model, device, precision, channels_last)
     top_k = config.top_k if top_k is None else int(top_k)
     model.eval()
-    layout = torch.channels_last if settings.channels_last else torch.contiguous_format
-    model.to(memory_format=layout)
+    if settings.channels_last:
+        model.to(memory_format=torch.channels_last)
     targets = list(range(volume.num_slices)) if slices is None else sorted(int(z) for z in slices)
     transform = make_transform(volume.shape[1:], volume.spacing[1:], config, max_side=max_side)
     # Rounded so that equal images computed from different targets get equal keys.
