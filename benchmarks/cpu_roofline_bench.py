@@ -38,21 +38,21 @@ from napari_lesion_harvest.lpg.config import get_config
 from napari_lesion_harvest.lpg.infer import predict_volume
 from napari_lesion_harvest.lpg.model import build_model
 
-#: The clock that times every call: wall time, or with ``--clock process`` this
-#: process's CPU time (steadier on a shared machine; same as wall time at one thread
-#: on an idle one).
-CLOCK = [time.perf_counter]
+#: The clocks that can time the calls: wall time, or this process's CPU time
+#: (steadier on a shared machine; the same as wall time at one thread on an idle one).
+CLOCKS = {"wall": time.perf_counter, "process": time.process_time}
 
 
-def _seconds(run, *, repeats: int, warmup: int = 1) -> float:
-    """Median wall time of ``run()`` over ``repeats`` calls after ``warmup`` calls."""
+def _seconds(run, *, repeats: int, clock, warmup: int = 1) -> float:
+    """Median time on ``clock`` of ``run()`` over ``repeats`` calls after ``warmup``
+    calls."""
     for _ in range(warmup):
         run()
     times = []
     for _ in range(repeats):
-        start = CLOCK[0]()
+        start = clock()
         run()
-        times.append(CLOCK[0]() - start)
+        times.append(clock() - start)
     return float(np.median(times))
 
 
@@ -70,18 +70,18 @@ def _layout(channels_last: bool):
     return torch.channels_last if channels_last else torch.contiguous_format
 
 
-def attainable(dtype: torch.dtype, repeats: int) -> dict[str, float]:
+def attainable(dtype: torch.dtype, repeats: int, clock) -> dict[str, float]:
     """GFLOP/s of a dense matrix product and of the reference convolution."""
     side = 2048
     a, b = torch.randn(side, side, dtype=dtype), torch.randn(side, side, dtype=dtype)
-    rates = {"matmul": 2 * side**3 / _seconds(lambda: a @ b, repeats=repeats) / 1e9}
+    rates = {"matmul": 2 * side**3 / _seconds(lambda: a @ b, repeats=repeats, clock=clock) / 1e9}
     for channels_last in (False, True):
         layout = _layout(channels_last)
         conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(dtype, memory_format=layout)
         x = torch.randn(8, 64, 64, 64, dtype=dtype).contiguous(memory_format=layout)
         run = partial(conv, x)
         with torch.no_grad():
-            seconds = _seconds(run, repeats=repeats)
+            seconds = _seconds(run, repeats=repeats, clock=clock)
             rates["conv NHWC" if channels_last else "conv NCHW"] = _flops(run) / seconds / 1e9
     return rates
 
@@ -161,22 +161,22 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="per-operator profile tables")
     parser.add_argument(
         "--clock",
-        choices=("wall", "process"),
+        choices=tuple(CLOCKS),
         default="wall",
         help="time with the wall clock, or with this process's CPU time (a shared machine)",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    CLOCK[0] = time.perf_counter if args.clock == "wall" else time.process_time
+    clock = CLOCKS[args.clock]
     bfloat16_native = torch.cpu._is_avx512_bf16_supported()
     print(
         f"{platform.processor() or platform.machine()}, {args.threads} threads, "
         f"{args.clock} clock, "
         f"torch {torch.__version__}, native bfloat16: {bfloat16_native}"
     )
-    limits = {False: attainable(torch.float32, args.repeats)}
+    limits = {False: attainable(torch.float32, args.repeats, clock)}
     if bfloat16_native:
-        limits[True] = attainable(torch.bfloat16, args.repeats)
+        limits[True] = attainable(torch.bfloat16, args.repeats, clock)
     for bfloat16, rates in limits.items():
         names = ", ".join(f"{name} {rate:.1f}" for name, rate in rates.items())
         print(f"attainable {'bfloat16' if bfloat16 else 'float32'} GFLOP/s: {names}")
@@ -191,7 +191,7 @@ def main() -> None:
             run = make(channels_last=channels_last, bfloat16=bfloat16)
             run()
             flops = _flops(run)
-            seconds = _seconds(run, repeats=repeats)
+            seconds = _seconds(run, repeats=repeats, clock=clock)
             rate = flops / seconds / 1e9
             limit = limits[bfloat16]
             conv = limit["conv NHWC" if channels_last else "conv NCHW"]
