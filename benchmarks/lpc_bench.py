@@ -7,7 +7,7 @@ Usage::
 A DeepLesion-like volume (60 slices of 512 x 512, spacing 2.5 x 0.8 x 0.8 mm)
 held in memory (no PNG decoding: reading cost is the readers' benchmark), and
 random lesion-sized proposals (10 to 60 px, 3 to 9 slices). For each variant at
-the paper's width and patch size (96 px views; 48 voxel cube for ``3d``),
+the `paper` preset's width and patch size (128 px views; 64 voxel cube for ``3d``),
 extraction and the forward pass are timed separately on the same proposals.
 """
 

@@ -350,7 +350,9 @@ def main() -> None:
             flush=True,
         )
 
-        options = LPGTrainOptions(steps=snapshots[-1], batch_size=args.batch, seed=args.seed)
+        options = LPGTrainOptions(
+            steps=snapshots[-1], batch_size=args.batch, learning_rate=1e-3, seed=args.seed
+        )
         checkpoint = work / "lpg.pt"
         config = get_config("lite", max_side=args.size)
         points, z_errors, timings, done = [], [], [], 0

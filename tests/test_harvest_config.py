@@ -31,6 +31,19 @@ def test_presets_by_name_and_paper_defaults():
     assert load_config("lite", {"seed": 3}).seed == 3
 
 
+def test_the_paper_preset_gives_the_components_their_own_defaults():
+    from napari_lesion_harvest.harvest.stages import lpc_plan, lpg_training_options
+    from napari_lesion_harvest.lpc.options import LPCPlan, LPCTrainOptions
+    from napari_lesion_harvest.lpg.train import LPGTrainOptions
+
+    lpg = PAPER.lpg
+    built = lpg_training_options(PAPER, steps=lpg.train_steps, batch_size=lpg.batch_size, seed=0)
+    assert replace(built, checkpoint_every=0) == LPGTrainOptions()
+    assert lpc_plan(PAPER, seed=0) == LPCPlan(("multiview",), LPCTrainOptions())
+    lite = lpc_plan(LITE, seed=4)
+    assert (lite.options.patch_size, lite.options.width, lite.options.seed) == (64, "lite", 4)
+
+
 def test_json_file_overrides_a_preset_and_round_trips(tmp_path):
     path = tmp_path / "round.json"
     path.write_text(json.dumps({"preset": "lite", "lpg": {"train_steps": 50}, "lpc.folds": 3}))

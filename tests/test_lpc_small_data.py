@@ -13,14 +13,14 @@ from napari_lesion_harvest.lpc.feature_model import FeatureClassifier, fit_featu
 from napari_lesion_harvest.lpc.features import FEATURE_NAMES, proposal_features
 from napari_lesion_harvest.lpc.fitting import (
     FoldMean,
-    LPCPlan,
     chosen_candidate,
     fit_round_lpc,
     probabilities,
     v_m_ranking,
 )
 from napari_lesion_harvest.lpc.metrics import average_precision, roc_auc
-from napari_lesion_harvest.lpc.train import LPCTrainOptions, ProposalSet
+from napari_lesion_harvest.lpc.options import LPCPlan, LPCTrainOptions
+from napari_lesion_harvest.lpc.train import ProposalSet
 from napari_lesion_harvest.store.checkpoints import CheckpointError
 from tests.lpc_phantom import phantom_sets
 

@@ -10,14 +10,14 @@ import torch
 
 from napari_lesion_harvest.geometry import Proposal3D
 from napari_lesion_harvest.io.volume import CTVolume
-from napari_lesion_harvest.lpc.augment import PatchAugmentation, augment_patches
+from napari_lesion_harvest.lpc.augment import augment_patches
 from napari_lesion_harvest.lpc.checkpoint import load_checkpoint
-from napari_lesion_harvest.lpc.fitting import LPCPlan, fit_round_lpc, out_of_fold
+from napari_lesion_harvest.lpc.fitting import fit_round_lpc, out_of_fold
 from napari_lesion_harvest.lpc.metrics import average_precision, precision_recall, roc_auc
+from napari_lesion_harvest.lpc.options import LPCPlan, LPCTrainOptions, PatchAugmentation
 from napari_lesion_harvest.lpc.patches import PatchSpec, extract_patches
 from napari_lesion_harvest.lpc.score import classify_proposals, fold_of_volumes, lesion_scores
 from napari_lesion_harvest.lpc.train import (
-    LPCTrainOptions,
     ProposalSet,
     proposal_sets,
     split_holdout,

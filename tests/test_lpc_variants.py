@@ -19,9 +19,10 @@ import pytest
 import torch
 
 from napari_lesion_harvest.lpc.metrics import roc_auc
+from napari_lesion_harvest.lpc.options import LPCTrainOptions
 from napari_lesion_harvest.lpc.report import plot_score_pr
 from napari_lesion_harvest.lpc.score import classify_proposals, lesion_scores
-from napari_lesion_harvest.lpc.train import LPCTrainOptions, train_lpc
+from napari_lesion_harvest.lpc.train import train_lpc
 from tests.lpc_phantom import phantom_sets, project_phantom_set
 
 

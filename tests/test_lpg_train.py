@@ -33,7 +33,9 @@ def samples():
 
 
 def options(steps: int, **changes) -> LPGTrainOptions:
-    return LPGTrainOptions(steps=steps, batch_size=2, warmup_steps=2, **changes)
+    return LPGTrainOptions(
+        **{"steps": steps, "batch_size": 2, "learning_rate": 1e-3, "warmup_steps": 2} | changes
+    )
 
 
 def test_training_writes_a_safe_checkpoint_and_reports_progress(samples, tmp_path):

@@ -5,8 +5,12 @@
 :class:`HarvestSettings` (``harvest``). A field is named by its section and its own
 name, ``lpg.train_steps``; each field, its value in both presets and its meaning are
 tabled in docs/harvest.md#configuration. A section's defaults are the ``paper``
-preset; where the round uses a component's own default, the default is that
-component's constant.
+preset, and a setting that a component's own options also hold takes its default from
+them (:class:`~napari_lesion_harvest.lpg.train.LPGTrainOptions`,
+:class:`~napari_lesion_harvest.lpg.data.SliceAugmentation`,
+:class:`~napari_lesion_harvest.lpc.options.LPCTrainOptions`,
+:class:`~napari_lesion_harvest.lpc.options.LPCPlan`, the tracker's constants), so that
+each default has one home.
 """
 
 from __future__ import annotations
@@ -32,8 +36,10 @@ from napari_lesion_harvest.harvest.hard_negatives import (
 )
 from napari_lesion_harvest.harvest.threshold import HARVEST_PRECISION
 from napari_lesion_harvest.lpc.choices import CLASSIFIER_NAMES, V_H_SCORINGS, V_M_SCORE_MODES
-from napari_lesion_harvest.lpc.patches import DEFAULT_PAD_PX, OUTSIDE_FILLS
+from napari_lesion_harvest.lpc.options import LPCPlan, LPCTrainOptions
+from napari_lesion_harvest.lpc.patches import OUTSIDE_FILLS
 from napari_lesion_harvest.lpg.data import SliceAugmentation
+from napari_lesion_harvest.lpg.train import LPGTrainOptions
 from napari_lesion_harvest.tracking.stacking import (
     DEFAULT_FUSE_IOU,
     DEFAULT_LINK_IOU,
@@ -60,10 +66,10 @@ class LPGSettings:
     zoom_range: tuple[float, float] = SliceAugmentation.scale_range
     flip_probability: float = SliceAugmentation.flip_probability
     edge_stack_probability: float = SliceAugmentation.edge_probability
-    train_steps: int = 20000
+    train_steps: int = LPGTrainOptions.steps
     finetune_steps: int = 5000
-    batch_size: int = 16
-    learning_rate: float = 2e-4
+    batch_size: int = LPGTrainOptions.batch_size
+    learning_rate: float = LPGTrainOptions.learning_rate
     crop_px: int | None = None
     ignore_known_lesions: bool = False
 
@@ -115,16 +121,16 @@ class LPCSettings:
     :class:`~napari_lesion_harvest.lpc.fitting.LPCPlan` and the CNN settings of its
     :class:`~napari_lesion_harvest.lpc.train.LPCTrainOptions`."""
 
-    variant: str = "multiview"
+    variant: str = LPCTrainOptions.variant
     candidates: tuple[str, ...] | None = None
-    v_h_scoring: str = "final_model"
-    outside: str = "air"
-    epochs: int = 30
-    patch_size: int = 128
-    pad_px: float = DEFAULT_PAD_PX
-    width: str = "paper"
-    folds: int = 5
-    threshold_mode: str = "out_of_fold"
+    v_h_scoring: str = LPCPlan.v_h_scoring
+    outside: str = LPCTrainOptions.outside
+    epochs: int = LPCTrainOptions.epochs
+    patch_size: int = LPCTrainOptions.patch_size
+    pad_px: float = LPCTrainOptions.pad_px
+    width: str = LPCTrainOptions.width
+    folds: int = LPCPlan.folds
+    threshold_mode: str = LPCPlan.threshold_mode
 
     RULES: ClassVar[dict] = {
         "variant": rule.choice(*CLASSIFIER_NAMES),

@@ -54,7 +54,10 @@ from napari_lesion_harvest.harvest.training_sets import (
     volume_records,
 )
 from napari_lesion_harvest.io.sources import open_volume
+from napari_lesion_harvest.lpc.options import LPCPlan, LPCTrainOptions
+from napari_lesion_harvest.lpg.data import SliceAugmentation
 from napari_lesion_harvest.lpg.distributed import DistributedContext, shard
+from napari_lesion_harvest.lpg.train import LPGTrainOptions
 from napari_lesion_harvest.progress import Progress, check_cancelled
 from napari_lesion_harvest.store import (
     CheckpointRef,
@@ -195,10 +198,30 @@ def lpg_architecture(config: RoundConfig):
     return get_config(lpg.architecture, **{k: v for k, v in overrides.items() if v is not None})
 
 
+def lpg_training_options(config: RoundConfig, *, steps: int, batch_size: int, seed: int):
+    """The LPG's :class:`~napari_lesion_harvest.lpg.train.LPGTrainOptions` of a round
+    (section ``lpg``; ``steps`` and ``batch_size`` are this round's and this rank's),
+    with a checkpoint every tenth of the steps."""
+    return LPGTrainOptions(
+        steps=steps,
+        batch_size=batch_size,
+        learning_rate=config.lpg.learning_rate,
+        seed=seed,
+        checkpoint_every=max(steps // 10, 1),
+        canvas_size=config.lpg.crop_px,
+        augmentation=SliceAugmentation(
+            scale_range=config.lpg.zoom_range,
+            flip_probability=config.lpg.flip_probability,
+            box_centred_crop=config.lpg.crop_px is not None,
+            edge_probability=config.lpg.edge_stack_probability,
+        ),
+    )
+
+
 def train_lpg_stage(state: RoundState) -> StageResult:
     """Train the LPG (round 1) or fine-tune the previous round's with HNSL."""
-    from napari_lesion_harvest.lpg.data import LPGSample, SliceAugmentation
-    from napari_lesion_harvest.lpg.train import LPGTrainOptions, train_lpg
+    from napari_lesion_harvest.lpg.data import LPGSample
+    from napari_lesion_harvest.lpg.train import train_lpg
 
     config, snapshot = state.config, state.snapshot
     previous = snapshot.previous_round
@@ -223,7 +246,7 @@ def train_lpg_stage(state: RoundState) -> StageResult:
         for s in slices
     ]
     init, init_sha256, trunk = None, None, None
-    steps, learning_rate = config.lpg.train_steps, config.lpg.learning_rate
+    steps = config.lpg.train_steps
     if previous is not None:
         init, init_sha256 = state.checkpoint("lpg", round_number=previous)
         steps = config.lpg.finetune_steps
@@ -243,19 +266,11 @@ def train_lpg_stage(state: RoundState) -> StageResult:
     result = train_lpg(
         samples,
         config=lpg_architecture(config),
-        options=LPGTrainOptions(
+        options=lpg_training_options(
+            config,
             steps=steps,
             batch_size=per_rank_batch(config.lpg.batch_size, state.context),
-            learning_rate=learning_rate,
             seed=config.seed + state.number,
-            checkpoint_every=max(steps // 10, 1),
-            canvas_size=config.lpg.crop_px,
-            augmentation=SliceAugmentation(
-                scale_range=config.lpg.zoom_range,
-                flip_probability=config.lpg.flip_probability,
-                box_centred_crop=config.lpg.crop_px is not None,
-                edge_probability=config.lpg.edge_stack_probability,
-            ),
         ),
         init_checkpoint=init,
         init_sha256=init_sha256,
@@ -393,8 +408,6 @@ def _judged_targets(snapshot):
 def lpc_training_options(config: RoundConfig, seed: int):
     """The LPC's :class:`~napari_lesion_harvest.lpc.train.LPCTrainOptions` of a round
     (the CNN settings of its section ``lpc``)."""
-    from napari_lesion_harvest.lpc.train import LPCTrainOptions
-
     return LPCTrainOptions(
         variant=config.lpc.variant,
         width=config.lpc.width,
@@ -410,8 +423,6 @@ def lpc_plan(config: RoundConfig, seed: int):
     """How a round fits its LPC (:class:`~napari_lesion_harvest.lpc.fitting.LPCPlan`):
     ``lpc.candidates`` (or ``lpc.variant`` alone), the folds, the threshold's V_M
     scores and the V_H scoring of ``config``."""
-    from napari_lesion_harvest.lpc.fitting import LPCPlan
-
     return LPCPlan(
         candidates=config.lpc.candidates or (config.lpc.variant,),
         options=lpc_training_options(config, seed),

@@ -13,11 +13,11 @@ patch border follows the spec's ``outside``: air, or the patch mirrored.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from napari_lesion_harvest.lpc.options import PatchAugmentation
 from napari_lesion_harvest.lpc.patches import AIR_HU, PatchSpec, lpc_window
 
 # Volume axes that each view's rows and columns follow (see lpc.patches).
@@ -25,31 +25,6 @@ _VIEW_ROWS_COLS = {"axial": ("y", "x"), "coronal": ("z", "x"), "sagittal": ("z",
 # Dims of a cube batch (N, z, y, x).
 _CUBE_DIMS = {"z": 1, "y": 2, "x": 3}
 _AXIS_INDEX = {"z": 0, "y": 1, "x": 2}
-
-
-@dataclass(frozen=True)
-class PatchAugmentation:
-    """Ranges of the random transforms.
-
-    Attributes
-    ----------
-    flips : bool
-        Random flips along z, y, x and x/y exchange.
-    max_rotation_deg : float
-        Rotation about z, uniform in +-this.
-    max_shift : float
-        Centre translation, uniform in +-this fraction of the patch half-width.
-    intensity_offset : float
-        Standard deviation of an added offset (windowed units, 0..255 scale).
-    intensity_gain : float
-        Standard deviation of a multiplicative gain around 1.
-    """
-
-    flips: bool = True
-    max_rotation_deg: float = 15.0
-    max_shift: float = 0.08
-    intensity_offset: float = 3.0
-    intensity_gain: float = 0.05
 
 
 def _flip(batch, mask, dim: int) -> None:
@@ -119,7 +94,7 @@ def augment_patches(
     batch: torch.Tensor,
     spec: PatchSpec,
     *,
-    augmentation: PatchAugmentation = PatchAugmentation(),
+    augmentation: PatchAugmentation | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Randomly transformed copy of a batch of windowed patches.
@@ -130,6 +105,7 @@ def augment_patches(
         Windowed patches laid out as ``spec`` describes.
     spec : PatchSpec
     augmentation : PatchAugmentation, optional
+        Default: ``PatchAugmentation()``.
     generator : torch.Generator, optional
         CPU generator for repeatable draws.
 
@@ -137,6 +113,7 @@ def augment_patches(
     -------
     Tensor, same shape and device as ``batch``
     """
+    augmentation = augmentation or PatchAugmentation()
     batch = batch.clone()
     n = batch.shape[0]
     if augmentation.flips:

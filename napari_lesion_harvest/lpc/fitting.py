@@ -33,16 +33,11 @@ import numpy as np
 
 from napari_lesion_harvest.geometry import Proposal3D
 from napari_lesion_harvest.io.volume import CTVolume
-from napari_lesion_harvest.lpc.choices import CLASSIFIER_NAMES, V_H_SCORINGS, V_M_SCORE_MODES
 from napari_lesion_harvest.lpc.feature_model import DEFAULT_L2, fit_feature_classifier
 from napari_lesion_harvest.lpc.metrics import average_precision, roc_auc
+from napari_lesion_harvest.lpc.options import LPCPlan, LPCTrainOptions
 from napari_lesion_harvest.lpc.score import classify_proposals, fold_of_volumes, lesion_scores
-from napari_lesion_harvest.lpc.train import (
-    LPCTrainOptions,
-    MissingClassError,
-    ProposalSet,
-    train_lpc,
-)
+from napari_lesion_harvest.lpc.train import MissingClassError, ProposalSet, train_lpc
 from napari_lesion_harvest.progress import Progress, check_cancelled, no_progress
 
 
@@ -243,48 +238,6 @@ def v_m_ranking(sets: Sequence[ProposalSet], scores: dict[str, np.ndarray]) -> d
     )
     labels = np.concatenate([s.labels for s in v_m])
     return {"ap": average_precision(s_gc, labels), "auc": roc_auc(s_gc, labels)}
-
-
-@dataclass(frozen=True)
-class LPCPlan:
-    """How a round fits its LPC.
-
-    Attributes
-    ----------
-    candidates : tuple of str
-        Classifiers to compare (:data:`CLASSIFIER_NAMES`); one: no comparison.
-    options : LPCTrainOptions
-        CNN training settings and the seed of everything.
-    folds : int
-        Out-of-fold folds (fewer when V_M has fewer volumes with proposals).
-    threshold_mode : {"out_of_fold", "in_sample"}
-        Which V_M scores set the harvest threshold.
-    v_h_scoring : {"final_model", "fold_mean"}
-    feature_l2 : float
-    """
-
-    candidates: tuple[str, ...]
-    options: LPCTrainOptions
-    folds: int = 5
-    threshold_mode: str = "out_of_fold"
-    v_h_scoring: str = "final_model"
-    feature_l2: float = DEFAULT_L2
-
-    def __post_init__(self):
-        unknown = [c for c in self.candidates if c not in CLASSIFIER_NAMES]
-        if not self.candidates or unknown:
-            raise ValueError(
-                f"LPC candidates must be a non-empty subset of {CLASSIFIER_NAMES}, got "
-                f"{self.candidates}"
-            )
-        if self.threshold_mode not in V_M_SCORE_MODES:
-            raise ValueError(
-                f"V_M score mode must be one of {V_M_SCORE_MODES}, got {self.threshold_mode!r}"
-            )
-        if self.v_h_scoring not in V_H_SCORINGS:
-            raise ValueError(
-                f"V_H scoring must be one of {V_H_SCORINGS}, got {self.v_h_scoring!r}"
-            )
 
 
 @dataclass

@@ -54,8 +54,8 @@ AIR_HU = PAPER_HU_WINDOW[0]
 OUTSIDE_FILLS = ("air", "mirror")
 #: The three planes, in the order the multi-view model stacks them.
 VIEW_NAMES = ("axial", "coronal", "sagittal")
-#: Default side of a 2D patch in pixels.
-DEFAULT_PATCH_SIZE = 96
+#: Default side of a 2D patch in pixels (the `paper` preset's; the paper does not give it).
+DEFAULT_PATCH_SIZE = 128
 #: Default context around the proposal, in in-plane pixels (the paper's 64).
 DEFAULT_PAD_PX = 64.0
 

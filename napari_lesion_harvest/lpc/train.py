@@ -21,14 +21,13 @@ import torch.nn.functional as F
 
 from napari_lesion_harvest.geometry import Proposal3D
 from napari_lesion_harvest.io.volume import CTVolume
-from napari_lesion_harvest.lpc.augment import PatchAugmentation, augment_patches
+from napari_lesion_harvest.lpc.augment import augment_patches
 from napari_lesion_harvest.lpc.checkpoint import save_checkpoint
 from napari_lesion_harvest.lpc.features import proposal_features
 from napari_lesion_harvest.lpc.metrics import roc_auc
 from napari_lesion_harvest.lpc.models import ProposalClassifier, build_classifier
+from napari_lesion_harvest.lpc.options import LPCTrainOptions
 from napari_lesion_harvest.lpc.patches import (
-    DEFAULT_PAD_PX,
-    DEFAULT_PATCH_SIZE,
     PatchSpec,
     extract_patches,
 )
@@ -140,46 +139,6 @@ def _volume(volumes, volume_id) -> CTVolume:
         return volumes[volume_id]
     except KeyError:
         raise KeyError(f"proposals refer to volume {volume_id!r}, which was not given") from None
-
-
-@dataclass(frozen=True)
-class LPCTrainOptions:
-    """Hyper-parameters of LPC training.
-
-    Attributes
-    ----------
-    variant, width, patch_size, pad_px, hu_window, outside, pretrained
-        Passed to :func:`~napari_lesion_harvest.lpc.models.build_classifier`.
-    epochs : int
-        Maximum epochs; an epoch draws as many balanced samples as there are
-        training proposals (at least one batch).
-    batch_size : int
-    learning_rate : float
-        AdamW peak rate, cosine-decayed over all steps.
-    weight_decay : float
-    holdout_fraction : float
-        Part of the V_M volumes held out for early stopping (0 disables it).
-    patience : int
-        Epochs without a better held-out loss before stopping.
-    augmentation : PatchAugmentation
-    seed : int
-    """
-
-    variant: str = "multiview"
-    width: str = "paper"
-    patch_size: int = DEFAULT_PATCH_SIZE
-    pad_px: float = DEFAULT_PAD_PX
-    hu_window: tuple[float, float] | None = None
-    outside: str = "air"
-    pretrained: object = True
-    epochs: int = 30
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
-    holdout_fraction: float = 0.2
-    patience: int = 5
-    augmentation: PatchAugmentation = field(default_factory=PatchAugmentation)
-    seed: int = 0
 
 
 @dataclass

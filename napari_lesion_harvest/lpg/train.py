@@ -29,7 +29,7 @@ ProgressCallback = Callable[[int, int, dict[str, float]], None]
 
 @dataclass(frozen=True)
 class LPGTrainOptions:
-    """Optimisation settings.
+    """Optimisation settings; the defaults are the ``paper`` preset's.
 
     Attributes
     ----------
@@ -57,9 +57,9 @@ class LPGTrainOptions:
         same with any number of workers.
     """
 
-    steps: int = 1000
-    batch_size: int = 8
-    learning_rate: float = 1e-3
+    steps: int = 20000
+    batch_size: int = 16
+    learning_rate: float = 2e-4
     weight_decay: float = 1e-4
     optimizer: str = "adamw"
     warmup_steps: int = 50
