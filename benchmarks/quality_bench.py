@@ -18,8 +18,8 @@ reuses the dataset, skips the seeds whose run finished, resumes an unfinished on
 and recomputes the report; ``--report-only`` runs nothing and reports the finished
 seeds (the phantom, preset and changes are read from ``OUT``).
 ``tools/quality_compare.py A/quality.json B/quality.json`` gives the paired
-difference of two runs (e.g. B with ``--pretrain-minutes M``: each seed's LPG trunk
-pretrained on the project's training volumes before round 1). Protocol and figures:
+difference of two runs (e.g. B with ``--pretrain-steps N`` or ``--pretrain-minutes M``:
+each seed's LPG trunk pretrained on the project's training volumes before round 1). Protocol and figures:
 ``docs/experiments/quality-benchmark.md``.
 """
 
@@ -113,8 +113,14 @@ def run_seed(out: Path, dataset: Path, config, *, device: str, settings: dict) -
     started, cpu_started = time.monotonic(), time.process_time()
     with HarvestProject.open(project_dir) as project:
         done = sum(r.status == "done" for r in project.rounds.list())
-        if settings["pretrain_minutes"] and not done:
-            pretrain(project, config, minutes=settings["pretrain_minutes"], device=device)
+        if (settings["pretrain_minutes"] or settings["pretrain_steps"]) and not done:
+            pretrain(
+                project,
+                config,
+                minutes=settings["pretrain_minutes"],
+                steps=settings["pretrain_steps"],
+                device=device,
+            )
         pretrained = project.pretrained.current()
         try:
             run_rounds_stoppably(
@@ -129,6 +135,7 @@ def run_seed(out: Path, dataset: Path, config, *, device: str, settings: dict) -
         "set": settings["set"],
         "rounds": config.max_rounds,
         "pretrain_minutes": settings["pretrain_minutes"],
+        "pretrain_steps": settings["pretrain_steps"],
         "pretrained": pretrained and {"steps": pretrained.step, "minutes": pretrained.minutes},
         "resumed_after_rounds": done,
         "seconds": round(time.monotonic() - started, 1),
@@ -148,20 +155,22 @@ def run_seed(out: Path, dataset: Path, config, *, device: str, settings: dict) -
     return record
 
 
-def pretrain(project, config, *, minutes: float, device: str) -> None:
-    """Pretrain the project's LPG trunk (``lesion-harvest pretrain``) for what is left of
-    ``minutes`` of training; round 1 then starts from it."""
+def pretrain(project, config, *, minutes: float | None, steps: int | None, device: str) -> None:
+    """Pretrain the project's LPG trunk (``lesion-harvest pretrain``) up to ``steps`` steps
+    (default: the command's), for at most what is left of ``minutes`` of training
+    (default: no limit); round 1 then starts from it."""
     from napari_lesion_harvest.harvest.pretraining import run_pretraining
     from napari_lesion_harvest.harvest.round import resolve_device
     from napari_lesion_harvest.progress import no_progress
 
     current = project.pretrained.current()
-    left = minutes - (current.minutes if current else 0.0)
-    if left > 0:
-        print(f"pretraining the LPG trunk for {left:.1f} min", flush=True)
+    left = None if minutes is None else minutes - (current.minutes if current else 0.0)
+    if (left is None or left > 0) and not (current and steps and current.step >= steps):
+        print(f"pretraining the LPG trunk: {steps or 'default'} steps, {left} min", flush=True)
         run_pretraining(
             project,
             config=config,
+            steps=steps,
             minutes=left,
             device=resolve_device(device),
             author="quality_bench",
@@ -275,6 +284,7 @@ def run_settings(runs: dict[int, dict], args) -> dict:
         ("set", args.set),
         ("rounds", args.rounds),
         ("pretrain_minutes", args.pretrain_minutes),
+        ("pretrain_steps", args.pretrain_steps),
     ):
         values = {json.dumps(run.get(name, default)) for run in runs.values()}
         if len(values) > 1:
@@ -308,6 +318,12 @@ def main(argv=None) -> int:
         type=float,
         help="pretrain each seed's LPG trunk this long before round 1 (lesion-harvest pretrain)",
     )
+    parser.add_argument(
+        "--pretrain-steps",
+        type=int,
+        help="pretrain each seed's LPG trunk this many steps before round 1 (with "
+        "--pretrain-minutes: whichever ends first)",
+    )
     parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
     parser.add_argument("--bootstrap-seed", type=int, default=0)
     parser.add_argument(
@@ -340,6 +356,7 @@ def main(argv=None) -> int:
                     "config": args.config,
                     "set": args.set,
                     "pretrain_minutes": args.pretrain_minutes,
+                    "pretrain_steps": args.pretrain_steps,
                 },
             )
             print(f"seed {seed}: {runs[seed]['seconds'] / 60:.1f} min", flush=True)
