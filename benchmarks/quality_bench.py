@@ -19,8 +19,8 @@ and recomputes the report; ``--report-only`` runs nothing and reports the finish
 seeds (the phantom, preset and changes are read from ``OUT``).
 ``tools/quality_compare.py A/quality.json B/quality.json`` gives the paired
 difference of two runs (e.g. B with ``--pretrain-steps N`` or ``--pretrain-minutes M``:
-each seed's LPG trunk pretrained on the project's training volumes before round 1). Protocol and figures:
-``docs/experiments/quality-benchmark.md``.
+each seed's LPG trunk pretrained on the project's training volumes before round 1).
+Protocol and figures: ``docs/experiments/quality-benchmark.md``.
 """
 
 from __future__ import annotations

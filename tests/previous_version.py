@@ -17,8 +17,11 @@ OLD_FIELDS = {
 
 
 def as_previous_version(config) -> dict:
-    """``config`` as the previous version stored it with a round: flat names, and the
-    fields it had that this version removed, at the value both presets gave them."""
+    """``config`` as the previous version stored it with a round: flat names (the
+    fields added since, which have none, left out), and the fields it had that this
+    version removed, at the value both presets gave them."""
     flat_names = {dotted: flat for flat, dotted in FLAT_NAMES.items()}
     values = dotted_fields(json.loads(config.to_json()))
-    return {**{flat_names.get(name, name): v for name, v in values.items()}, **OLD_FIELDS}
+    kept = {name: v for name, v in values.items() if "." not in name}
+    kept |= {flat_names[name]: v for name, v in values.items() if name in flat_names}
+    return {**kept, **OLD_FIELDS}

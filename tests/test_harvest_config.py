@@ -44,6 +44,16 @@ def test_the_paper_preset_gives_the_components_their_own_defaults():
     assert (lite.options.patch_size, lite.options.width, lite.options.seed) == (64, "lite", 4)
 
 
+def test_the_precision_reaches_the_lpgs_training_and_scan():
+    from napari_lesion_harvest.harvest.stages import lpg_training_options, scan_options
+
+    assert (PAPER.lpg.precision, PAPER.scan.precision) == ("auto", "auto")
+    config = with_changes(LITE, {"lpg.precision": "bfloat16", "scan.precision": "float32"})
+    options = lpg_training_options(config, steps=3, batch_size=2, seed=0)
+    assert options.precision == "bfloat16"
+    assert scan_options(config)["precision"] == "float32"
+
+
 def test_json_file_overrides_a_preset_and_round_trips(tmp_path):
     path = tmp_path / "round.json"
     path.write_text(json.dumps({"preset": "lite", "lpg": {"train_steps": 50}, "lpc.folds": 3}))
@@ -154,8 +164,10 @@ BAD_VALUES = {
     "scan.link_iou": [0, 2],
     "scan.fuse_iou": [0, 1.5],
     "scan.duplicate_iou": [0, -1, None],
+    "scan.precision": ["half", None, 16],
     "harvest.match_iou": [0, 1.01],
     "lpg.ignore_known_lesions": ["true", 1, None],
+    "lpg.precision": ["bf16", None],
     "lpg.edge_stack_probability": [-0.1, 1.5, "often", None, float("nan")],
     "lpc.variant": ["2.5d", None],
     "lpc.candidates": [[], ["features", "features"], ["resnet"], "features", [1]],

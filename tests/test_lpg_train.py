@@ -144,3 +144,18 @@ def test_bad_samples_and_checkpoints_raise_clear_errors(tmp_path):
         load_checkpoint(other)
     with pytest.raises(CheckpointError, match="missing.pt does not exist"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_bfloat16_training_on_the_cpu_follows_float32_training(samples, tmp_path):
+    exact = train_lpg(samples, config=CONFIG, options=options(3, precision="float32"))
+    path = tmp_path / "bf16.pt"
+    rounded = train_lpg(
+        samples, config=CONFIG, options=options(3, precision="bfloat16"), checkpoint_path=path
+    )
+    assert rounded.history != exact.history  # the forward pass really ran in bfloat16
+    for ran, reference in zip(rounded.history, exact.history, strict=True):
+        assert ran["total"] == pytest.approx(reference["total"], rel=0.05)
+    assert all(p.dtype == torch.float32 for p in rounded.model.parameters())
+    assert load_model(path).config == CONFIG
+    with pytest.raises(ValueError, match="precision must be one of"):
+        train_lpg(samples, config=CONFIG, options=options(1, precision="half"))

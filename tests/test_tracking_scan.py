@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -14,7 +16,13 @@ from napari_lesion_harvest.tracking.scan import scan_volume
 
 torch.set_num_threads(1)
 
-OPTIONS = {"score_threshold": 0.0, "link_iou": 0.3, "fuse_iou": 0.3, "batch_size": 4}
+OPTIONS = {
+    "score_threshold": 0.0,
+    "link_iou": 0.3,
+    "fuse_iou": 0.3,
+    "batch_size": 4,
+    "precision": "float32",
+}
 
 
 @pytest.fixture(scope="module")
@@ -58,3 +66,14 @@ def test_duplicates_of_one_lesion_are_dropped(model_and_volume):
         return tuple(proposal.slices), proposal.boxes.tobytes(), proposal.s_g
 
     assert {key(p) for p in kept} < {key(p) for p in everything}
+
+
+def test_a_bfloat16_scan_finds_what_the_float32_scan_finds(model_and_volume):
+    model, volume = model_and_volume
+    exact, _ = scan_volume(copy.deepcopy(model), volume, **OPTIONS, duplicate_iou=0.3)
+    in_bfloat16 = {**OPTIONS, "precision": "bfloat16"}
+    rounded, _ = scan_volume(copy.deepcopy(model), volume, **in_bfloat16, duplicate_iou=0.3)
+    strongest, strongest_rounded = (max(p, key=lambda q: q.s_g) for p in (exact, rounded))
+    assert strongest_rounded.s_g == pytest.approx(strongest.s_g, abs=0.02)
+    assert strongest_rounded.best_slice == strongest.best_slice
+    assert np.allclose(strongest_rounded.best_box, strongest.best_box, atol=1.0)

@@ -38,6 +38,7 @@ from napari_lesion_harvest.harvest.threshold import HARVEST_PRECISION
 from napari_lesion_harvest.lpc.choices import CLASSIFIER_NAMES, V_H_SCORINGS, V_M_SCORE_MODES
 from napari_lesion_harvest.lpc.options import LPCPlan, LPCTrainOptions
 from napari_lesion_harvest.lpc.patches import OUTSIDE_FILLS
+from napari_lesion_harvest.lpg.config import DEFAULT_PRECISION, PRECISIONS
 from napari_lesion_harvest.lpg.data import SliceAugmentation
 from napari_lesion_harvest.lpg.train import LPGTrainOptions
 from napari_lesion_harvest.tracking.stacking import (
@@ -72,6 +73,7 @@ class LPGSettings:
     learning_rate: float = LPGTrainOptions.learning_rate
     crop_px: int | None = None
     ignore_known_lesions: bool = False
+    precision: str = LPGTrainOptions.precision
 
     RULES: ClassVar[dict] = {
         "architecture": rule.choice("paper", "lite"),
@@ -86,6 +88,7 @@ class LPGSettings:
         "learning_rate": rule.real(0.0, low_open=True),
         "crop_px": rule.whole(MIN_LPG_CROP_PX, optional=True),
         "ignore_known_lesions": rule.flag,
+        "precision": rule.choice(*PRECISIONS),
     }
 
     def __post_init__(self):
@@ -102,6 +105,7 @@ class ScanSettings:
     link_iou: float = DEFAULT_LINK_IOU
     fuse_iou: float = DEFAULT_FUSE_IOU
     duplicate_iou: float = DEFAULT_DUPLICATE_IOU
+    precision: str = DEFAULT_PRECISION
 
     RULES: ClassVar[dict] = {
         "batch_size": rule.whole(1),
@@ -109,6 +113,7 @@ class ScanSettings:
         "link_iou": rule.FRACTION,
         "fuse_iou": rule.FRACTION,
         "duplicate_iou": rule.real(0.0, low_open=True),
+        "precision": rule.choice(*PRECISIONS),
     }
 
     def __post_init__(self):

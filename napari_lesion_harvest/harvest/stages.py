@@ -209,6 +209,7 @@ def lpg_training_options(config: RoundConfig, *, steps: int, batch_size: int, se
         seed=seed,
         checkpoint_every=max(steps // 10, 1),
         canvas_size=config.lpg.crop_px,
+        precision=config.lpg.precision,
         augmentation=SliceAugmentation(
             scale_range=config.lpg.zoom_range,
             flip_probability=config.lpg.flip_probability,

@@ -150,3 +150,20 @@ def get_config(config: str | LPGConfig | dict, **overrides) -> LPGConfig:
     else:
         raise ValueError(f"unknown LPG configuration {config!r}; choose one of {sorted(CONFIGS)}")
     return resolved.with_options(**overrides) if overrides else resolved
+
+
+#: Compute precisions of the LPG's training and scan. ``auto``: bfloat16 on CUDA,
+#: float32 elsewhere; ``bfloat16`` on a CPU pays off only where the CPU computes in
+#: bfloat16 natively (AVX512-BF16 or AMX; docs/performance.md).
+PRECISIONS = ("auto", "float32", "bfloat16")
+#: The precision of a round's LPG training and scan unless configured.
+DEFAULT_PRECISION = "auto"
+
+
+def uses_bfloat16(precision: str, device_type: str) -> bool:
+    """Whether the LPG runs in bfloat16 autocast (with NHWC weights and inputs where it
+    trains) for ``precision`` (one of :data:`PRECISIONS`) on a ``device_type`` device
+    (``"cpu"``, ``"cuda"``)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+    return precision == "bfloat16" or (precision == "auto" and device_type == "cuda")

@@ -28,6 +28,7 @@ import numpy as np
 
 from napari_lesion_harvest.geometry import clip_boxes
 from napari_lesion_harvest.io.volume import CTVolume
+from napari_lesion_harvest.lpg.config import uses_bfloat16
 from napari_lesion_harvest.lpg.preprocess import (
     SliceTransform,
     make_transform,
@@ -158,19 +159,17 @@ class InferenceSettings:
 
     @classmethod
     def resolve(cls, model, device=None, precision: str = "auto", channels_last: bool = False):
-        """Settings for ``model``: ``precision`` ``"auto"`` (bfloat16 on CUDA, float32
-        elsewhere), ``"float32"`` or ``"bfloat16"``. NCHW unless ``channels_last``:
-        it scans faster than NHWC on a GPU (``docs/experiments/lpg-gpu-scan.md``); on
-        the CPU NHWC is faster but not the default (``docs/experiments/cpu-efficiency.md``)."""
+        """Settings for ``model``: ``precision`` one of
+        :data:`~napari_lesion_harvest.lpg.config.PRECISIONS`. NCHW unless
+        ``channels_last`` or bfloat16 on the CPU (oneDNN's bfloat16 convolutions want
+        NHWC): NCHW scans faster than NHWC on a GPU
+        (``docs/experiments/lpg-gpu-scan.md``); on the CPU NHWC is faster but not the
+        default in float32 (``docs/experiments/cpu-efficiency.md``)."""
         import torch
 
         device = torch.device(device or next(model.parameters()).device)
-        if precision not in ("auto", "float32", "bfloat16"):
-            raise ValueError(
-                f"precision must be 'auto', 'float32' or 'bfloat16', not {precision!r}"
-            )
-        bfloat16 = precision == "bfloat16" or (precision == "auto" and device.type == "cuda")
-        return cls(device, bfloat16, channels_last)
+        bfloat16 = uses_bfloat16(precision, device.type)
+        return cls(device, bfloat16, channels_last or (bfloat16 and device.type == "cpu"))
 
     def network_input(self, images):
         """``images`` ``(N, C, H, W)`` on the device, in the model's memory layout."""

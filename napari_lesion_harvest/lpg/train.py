@@ -20,7 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_lesion_harvest.lpg.config import LPGConfig, get_config
+from napari_lesion_harvest.lpg.config import (
+    DEFAULT_PRECISION,
+    LPGConfig,
+    get_config,
+    uses_bfloat16,
+)
 from napari_lesion_harvest.lpg.data import LPGSample, SliceAugmentation, collate, make_example
 
 #: ``progress(step, total_steps, loss_parts)`` after every step.
@@ -55,6 +60,10 @@ class LPGTrainOptions:
         targets) while the network trains on the current one. Default: up to 4
         on CUDA (CPU cores permitting), none on the CPU. The batches are the
         same with any number of workers.
+    precision : {"auto", "float32", "bfloat16"}
+        :data:`~napari_lesion_harvest.lpg.config.PRECISIONS`: in bfloat16, the forward
+        pass runs under bfloat16 autocast with NHWC weights and inputs (the loss and
+        the optimiser in float32); ``auto`` is bfloat16 on CUDA only.
     """
 
     steps: int = 20000
@@ -69,6 +78,7 @@ class LPGTrainOptions:
     checkpoint_every: int = 0
     augmentation: SliceAugmentation | None = field(default_factory=SliceAugmentation)
     loader_workers: int | None = None
+    precision: str = DEFAULT_PRECISION
 
 
 @dataclass
@@ -248,7 +258,7 @@ def train_lpg(
         (:func:`~napari_lesion_harvest.lpg.pretrain.load_pretrained_trunk`; the file
         must have the recorded sha256 and fit ``config``).
     device : str, optional
-        Default: this rank's GPU if any, else CPU. bf16 autocast is used on CUDA only.
+        Default: this rank's GPU if any, else CPU.
     progress : callable, optional
         ``progress(step, total_steps, {"total", "heatmap", "size", "offset", "lr"})``.
     should_stop : callable, optional
@@ -295,9 +305,12 @@ def train_lpg(
 
             load_pretrained_trunk(model, pretrained_trunk[0], sha256=pretrained_trunk[1])
     config = model.config
-    use_cuda = context.device.startswith("cuda")
-    # On GPUs: NHWC weights and inputs, and bf16 autocast (docs/experiments/lpg-gpu-training.md).
-    memory_format = torch.channels_last if use_cuda else torch.contiguous_format
+    device_type = torch.device(context.device).type
+    use_cuda = device_type == "cuda"
+    # bfloat16 with NHWC weights and inputs: docs/experiments/lpg-gpu-training.md (GPUs),
+    # docs/experiments/cpu-efficiency.md (CPUs).
+    bfloat16 = uses_bfloat16(options.precision, device_type)
+    memory_format = torch.channels_last if bfloat16 else torch.contiguous_format
     model.to(context.device, memory_format=memory_format).train()
     optimizer = _make_optimizer(model, options)
     start = 0
@@ -358,7 +371,7 @@ def train_lpg(
         learning_rate = learning_rate_at(step, options)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda):
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bfloat16):
             outputs = network(inputs)
         parts = mscn_loss(outputs, targets, config, **loss_options)
         optimizer.zero_grad(set_to_none=True)

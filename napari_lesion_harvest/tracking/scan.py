@@ -26,6 +26,7 @@ def scan_volume(
     fuse_iou: float,
     duplicate_iou: float,
     batch_size: int,
+    precision: str,
     device: str | None = None,
 ) -> tuple[list[Proposal3D], int]:
     """The 3D proposals of one volume.
@@ -44,6 +45,8 @@ def scan_volume(
         As ``iou_threshold`` of :func:`~.suppression.suppress_duplicates`.
     batch_size : int
         Target slices per forward pass.
+    precision : {"auto", "float32", "bfloat16"}
+        As :func:`~napari_lesion_harvest.lpg.infer.detect_volume`.
     device : str, optional
         ``"cpu"`` or ``"cuda"`` (default: the model's).
 
@@ -56,7 +59,12 @@ def scan_volume(
     from napari_lesion_harvest.lpg.infer import detect_volume
 
     detections = detect_volume(
-        model, volume, min_score=score_threshold, batch_size=batch_size, device=device
+        model,
+        volume,
+        min_score=score_threshold,
+        batch_size=batch_size,
+        precision=precision,
+        device=device,
     )
     proposals = suppress_duplicates(
         stack_proposals(
