@@ -138,7 +138,7 @@ def real_round_stalls(work: Path, *, rounds: int = 2) -> list[dict]:
 
     from napari_lesion_harvest.harvest.blob_project import make_blob_project
     from napari_lesion_harvest.ui.dock import HarvestDock
-    from napari_lesion_harvest.ui.round_panel import prepare_napari_progress
+    from napari_lesion_harvest.ui.job_progress import prepare_napari_progress
 
     def run_until(condition) -> None:
         while not condition():

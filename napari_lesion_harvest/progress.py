@@ -33,7 +33,7 @@ class JsonLinesProgress:
 
     Each line has ``stage``, ``step``, ``total``, ``message``, ``metrics`` and
     ``time`` (Unix seconds). The napari widget reads these from the round
-    subprocess's standard output.
+    subprocess's standard output with :func:`parse_progress_line`.
     """
 
     def __init__(self, stream: IO[str] | None = None):
@@ -52,6 +52,31 @@ class JsonLinesProgress:
         with self._lock:
             self._stream.write(json.dumps(event) + "\n")
             self._stream.flush()
+
+
+def parse_progress_line(line: str) -> dict | None:
+    """The progress event of one output line, or ``None`` when it is not one.
+
+    Returns
+    -------
+    dict or None
+        ``stage`` (str), ``step`` and ``total`` (int), ``message`` (str) and
+        ``metrics`` (dict); extra keys are kept.
+    """
+    text = line.strip()
+    if not text.startswith("{"):
+        return None
+    try:
+        event = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(event, dict) or "stage" not in event:
+        return None
+    event.setdefault("step", 0)
+    event.setdefault("total", 0)
+    event.setdefault("message", "")
+    event.setdefault("metrics", {})
+    return event
 
 
 class TqdmProgress:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 
-from napari_lesion_harvest.progress import CancelToken, JsonLinesProgress
+from napari_lesion_harvest.progress import CancelToken, JsonLinesProgress, parse_progress_line
 
 
 def test_json_lines_progress_writes_one_parsable_event_per_call():
@@ -22,6 +22,14 @@ def test_json_lines_progress_writes_one_parsable_event_per_call():
         ("scan", 4, 10),
     ]
     assert events[0]["metrics"] == {"boxes": 12} and events[1]["message"] == ""
+
+
+def test_parse_progress_line_accepts_events_and_skips_other_output():
+    event = parse_progress_line('{"stage": "scan", "step": 2, "total": 5}\n')
+    assert event == {"stage": "scan", "step": 2, "total": 5, "message": "", "metrics": {}}
+    assert parse_progress_line("Epoch 1 loss 0.3") is None
+    assert parse_progress_line('{"no_stage": 1}') is None
+    assert parse_progress_line("{broken json") is None
 
 
 def test_sigterm_sets_the_cancel_token_in_a_real_process():

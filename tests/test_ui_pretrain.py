@@ -14,12 +14,8 @@ from qtpy.QtCore import Qt
 
 from napari_lesion_harvest.geometry import RecistMark
 from napari_lesion_harvest.ui.pretrain_clock import PretrainClock
-from napari_lesion_harvest.ui.round_panel import (
-    PRETRAIN_JOB,
-    PROBLEM_COLOUR,
-    ROUND_JOB,
-    RoundPanel,
-)
+from napari_lesion_harvest.ui.round_panel import PROBLEM_COLOUR, RoundPanel
+from napari_lesion_harvest.ui.round_plan import PRETRAIN_JOB, ROUND_JOB
 from napari_lesion_harvest.ui.round_runner import pretrain_command
 from tests.ui_helpers import make_project, open_dock
 
@@ -75,21 +71,22 @@ def test_pretraining_shows_progress_stops_saved_and_never_runs_beside_a_round(
         ),
     )
     qtbot.addWidget(panel)
-    panel.show_pretrained()
-    assert panel.pretrained_label.text() == "Pretrained LPG weights: none in this project."
+    row, progress = panel.pretrain_row, panel.progress
+    row.show_pretrained()
+    assert row.pretrained_label.text() == "Pretrained LPG weights: none in this project."
     panel.device_box.setCurrentText("cpu")
-    panel.minutes_box.setValue(3)
+    row.minutes_box.setValue(3)
 
-    qtbot.mouseClick(panel.pretrain_button, Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(row.pretrain_button, Qt.MouseButton.LeftButton)
     assert panel.runner.running and panel.job is PRETRAIN_JOB
     assert Path(panel.runner.log_path).name.startswith("pretrain-")
-    assert not panel.run_button.isEnabled() and not panel.pretrain_button.isEnabled()
+    assert not panel.run_button.isEnabled() and not row.pretrain_button.isEnabled()
     assert panel.stop_button.isEnabled()
     qtbot.waitUntil(lambda: panel.events_seen >= 10, timeout=30_000)
-    assert re.fullmatch(r"Pretraining the LPG: step \d+ of 400", panel.stage_label.text())
-    assert panel.stage_bar.maximum() == 400 and panel.stage_bar.value() >= 10
-    assert panel.progress_bar.total == 400
-    assert re.fullmatch(r"About .+ left \(done at about \d\d:\d\d\)\.", panel.eta_label.text())
+    assert re.fullmatch(r"Pretraining the LPG: step \d+ of 400", progress.stage_label.text())
+    assert progress.stage_bar.maximum() == 400 and progress.stage_bar.value() >= 10
+    assert progress.progress_bar.total == 400
+    assert re.fullmatch(r"About .+ left \(done at about \d\d:\d\d\)\.", progress.eta_label.text())
     assert not panel.start_round()  # a round is refused while pretraining runs
     assert panel.status_label.text() == (
         f"Not started: pretraining is already running (pid {panel.runner.pid}); stop it or wait."
@@ -103,13 +100,13 @@ def test_pretraining_shows_progress_stops_saved_and_never_runs_beside_a_round(
         panel.status_label.text(),
     )
     assert PROBLEM_COLOUR not in panel.status_label.styleSheet()
-    assert panel.run_button.isEnabled() and panel.pretrain_button.isEnabled()
+    assert panel.run_button.isEnabled() and row.pretrain_button.isEnabled()
     assert project.rounds.list() == []  # the refused round left nothing
 
     assert panel.start_round()  # the stand-in round
     assert panel.job is ROUND_JOB
     qtbot.waitUntil(lambda: panel.events_seen >= 1, timeout=30_000)
-    assert not panel.pretrain_button.isEnabled()
+    assert not row.pretrain_button.isEnabled()
     assert not panel.start_pretrain()  # and pretraining is refused while a round runs
     assert panel.status_label.text() == (
         f"Not started: a harvest round is already running (pid {panel.runner.pid}); stop it "
@@ -118,7 +115,7 @@ def test_pretraining_shows_progress_stops_saved_and_never_runs_beside_a_round(
     assert Path(panel.runner.log_path).name.startswith("round-")
     panel.stop_round()
     qtbot.waitUntil(lambda: not panel.runner.running, timeout=30_000)
-    assert panel.pretrain_button.isEnabled()
+    assert row.pretrain_button.isEnabled()
     project.close()
 
 
@@ -132,14 +129,15 @@ def test_the_pretrain_button_runs_lesion_harvest_pretrain_on_the_open_project(
     make_project(folder).close()
     _viewer, dock = open_dock(make_napari_viewer, qtbot, folder)
     panel = dock.round_panel
+    row = panel.pretrain_row
     dock.tabs.setCurrentWidget(panel)
-    qtbot.waitUntil(lambda: panel.pretrained_label.text() != "", timeout=20_000)
-    assert panel.pretrained_label.text() == "Pretrained LPG weights: none in this project."
+    qtbot.waitUntil(lambda: row.pretrained_label.text() != "", timeout=20_000)
+    assert row.pretrained_label.text() == "Pretrained LPG weights: none in this project."
     panel.set_config("lite")
     panel.device_box.setCurrentText("cpu")
-    panel.minutes_box.setValue(1)
+    row.minutes_box.setValue(1)
 
-    panel.pretrain_button.click()
+    row.pretrain_button.click()
     assert panel.runner.running and not panel.run_button.isEnabled()
     command = pretrain_command(folder, config="lite", minutes=1, device="cpu")
     log = Path(panel.runner.log_path)
@@ -151,8 +149,8 @@ def test_the_pretrain_button_runs_lesion_harvest_pretrain_on_the_open_project(
     assert re.match(r"Pretraining (stopped and )?saved: ", panel.status_label.text())
     weights = dock.project.pretrained.current()
     assert weights is not None and (folder / weights.path).is_file()
-    assert panel.pretrained_label.text() == (
+    assert row.pretrained_label.text() == (
         f"Pretrained LPG weights: {weights.describe()}; round 1 starts from them."
     )
-    assert panel.run_button.isEnabled() and panel.pretrain_button.isEnabled()
+    assert panel.run_button.isEnabled() and row.pretrain_button.isEnabled()
     dock.close_project()

@@ -86,7 +86,7 @@ def _watch(panel, dock):
     seen, finished = [], []
 
     def on_event(event):
-        bar = panel.progress_bar
+        bar = panel.progress.progress_bar
         seen.append((event["stage"], None if bar is None else (bar.n, bar.total)))
 
     panel.runner.progressed.connect(on_event)

@@ -38,16 +38,16 @@ def test_progress_time_left_in_the_dock_and_closing_napari_stops_the_round(
     assert panel.start_round()
     qtbot.waitUntil(lambda: panel.clock.stage == "train_lpg", timeout=ROUND_TIMEOUT_MS)
     qtbot.waitUntil(
-        lambda: panel.stage_bar.maximum() == TINY_CONFIG["lpg.train_steps"],
+        lambda: panel.progress.stage_bar.maximum() == TINY_CONFIG["lpg.train_steps"],
         timeout=ROUND_TIMEOUT_MS,
     )
-    assert panel.stage_label.text() == "Stage 1 of 6: train_lpg"
-    assert panel.stage_bar.isVisible() and panel.stop_button.isEnabled()
-    assert panel.eta_label.text().startswith("About ")
-    assert " left (done at about " in panel.eta_label.text()
+    assert panel.progress.stage_label.text() == "Stage 1 of 6: train_lpg"
+    assert panel.progress.stage_bar.isVisible() and panel.stop_button.isEnabled()
+    assert panel.progress.eta_label.text().startswith("About ")
+    assert " left (done at about " in panel.progress.eta_label.text()
     # the scan starts: the training's seconds per unit are kept for this machine
     qtbot.waitUntil(lambda: panel.clock.stage == "scan", timeout=ROUND_TIMEOUT_MS)
-    assert panel.stage_label.text() == "Stage 2 of 6: scan"
+    assert panel.progress.stage_label.text() == "Stage 2 of 6: scan"
     rates = json.loads((tmp_path / "config" / "round_rates.json").read_text())
     assert list(rates) == [f"{socket.gethostname()}|cpu|train_lpg|lite"]
     assert len(rates[f"{socket.gethostname()}|cpu|train_lpg|lite"]) == 1

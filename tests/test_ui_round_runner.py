@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from napari_lesion_harvest.ui.round_panel import RoundPanel
-from napari_lesion_harvest.ui.round_runner import RoundAlreadyRunning, parse_progress_line
+from napari_lesion_harvest.ui.round_runner import RoundAlreadyRunning
 
 pytestmark = pytest.mark.gui
 
@@ -39,14 +39,6 @@ def _panel(tmp_path, steps: int, pause: float, *, fail: bool = False):
     return panel, pid_file, finished
 
 
-def test_parse_progress_line_accepts_events_and_skips_other_output():
-    event = parse_progress_line('{"stage": "scan", "step": 2, "total": 5}\n')
-    assert event == {"stage": "scan", "step": 2, "total": 5, "message": "", "metrics": {}}
-    assert parse_progress_line("Epoch 1 loss 0.3") is None
-    assert parse_progress_line('{"no_stage": 1}') is None
-    assert parse_progress_line("{broken json") is None
-
-
 def test_round_runs_in_background_and_reports_progress(make_napari_viewer, qtbot, tmp_path):
     make_napari_viewer()  # napari's progress bars need a viewer window
     panel, _pid_file, finished = _panel(tmp_path, steps=6, pause=0.15)
@@ -64,7 +56,7 @@ def test_round_runs_in_background_and_reports_progress(make_napari_viewer, qtbot
 
     timer.start()
     assert panel.start_round()
-    panel.progress_bar.events.value.connect(lambda event: bar_steps.append(event.value))
+    panel.progress.progress_bar.events.value.connect(lambda event: bar_steps.append(event.value))
     assert not panel.run_button.isEnabled()
     with pytest.raises(RoundAlreadyRunning):
         panel.runner.start(["true"], log_path=tmp_path / "second.log")
@@ -83,7 +75,7 @@ def test_round_runs_in_background_and_reports_progress(make_napari_viewer, qtbot
         assert any(before < tick < after for tick in ticks)
     log = Path(panel.runner.log_path).read_text()
     assert "starting (a plain log line)" in log and "exit status 0" in log
-    assert panel.run_button.isEnabled() and panel.progress_bar is None
+    assert panel.run_button.isEnabled() and panel.progress.progress_bar is None
 
 
 def test_failed_round_reports_error_with_log(make_napari_viewer, qtbot, tmp_path):
@@ -97,7 +89,7 @@ def test_failed_round_reports_error_with_log(make_napari_viewer, qtbot, tmp_path
     assert "boom: the stand-in round failed" in Path(panel.runner.log_path).read_text()
     # a round that ends at once leaves the panel idle, not looking alive
     assert panel.run_button.isEnabled() and not panel.stop_button.isEnabled()
-    assert panel.progress_bar is None and not panel.runner.running
+    assert panel.progress.progress_bar is None and not panel.runner.running
 
 
 def test_a_round_that_cannot_start_leaves_the_panel_idle(make_napari_viewer, qtbot, tmp_path):
@@ -111,7 +103,7 @@ def test_a_round_that_cannot_start_leaves_the_panel_idle(make_napari_viewer, qtb
     assert "could not start" in panel.status_label.text()
     assert "# could not start" in Path(panel.runner.log_path).read_text()
     assert panel.run_button.isEnabled() and not panel.stop_button.isEnabled()
-    assert panel.progress_bar is None and not panel.runner.running
+    assert panel.progress.progress_bar is None and not panel.runner.running
 
 
 def test_stop_kills_the_process_tree_and_a_new_round_can_start(

@@ -478,7 +478,7 @@ class HarvestDock(QWidget):
         )
         self.results.show_rounds(rounds)
         self.round_panel.show_estimate()
-        self.round_panel.show_pretrained()
+        self.round_panel.pretrain_row.show_pretrained()
         self.summary.set_project_open(project.folder)
         self._show_summary_if_visible()
         yield
@@ -717,7 +717,7 @@ class HarvestDock(QWidget):
         """Ask whether to stop the running round (or pretraining) and close; True to close."""
         from qtpy.QtWidgets import QMessageBox
 
-        from napari_lesion_harvest.ui.round_panel import PRETRAIN_JOB
+        from napari_lesion_harvest.ui.round_plan import PRETRAIN_JOB
 
         job = self.round_panel.job
         box = QMessageBox(self)

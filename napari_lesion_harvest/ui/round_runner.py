@@ -15,7 +15,6 @@ SIGKILL after a grace period.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -25,6 +24,8 @@ import time
 from pathlib import Path
 
 from qtpy.QtCore import QObject, QTimer, Signal
+
+from napari_lesion_harvest.progress import parse_progress_line
 
 #: Seconds between SIGTERM and SIGKILL when stopping a round.
 STOP_GRACE_S = 10.0
@@ -111,31 +112,6 @@ def pretrain_command(
         "--device",
         device,
     ]
-
-
-def parse_progress_line(line: str) -> dict | None:
-    """The progress event of one output line, or ``None`` when it is not one.
-
-    Returns
-    -------
-    dict or None
-        ``stage`` (str), ``step`` and ``total`` (int), ``message`` (str) and
-        ``metrics`` (dict); extra keys are kept.
-    """
-    text = line.strip()
-    if not text.startswith("{"):
-        return None
-    try:
-        event = json.loads(text)
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(event, dict) or "stage" not in event:
-        return None
-    event.setdefault("step", 0)
-    event.setdefault("total", 0)
-    event.setdefault("message", "")
-    event.setdefault("metrics", {})
-    return event
 
 
 class RoundRunner(QObject):
