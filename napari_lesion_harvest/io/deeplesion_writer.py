@@ -15,13 +15,14 @@ needed to read the same float back (diameters, derived values, always use 6).
 from __future__ import annotations
 
 import csv
-import os
+import io
 from collections.abc import Iterable
 from os import PathLike
 from pathlib import Path
 
 import numpy as np
 
+from napari_lesion_harvest.durable import replace_text
 from napari_lesion_harvest.geometry import RecistMark, index_to_key_slice
 from napari_lesion_harvest.io.deeplesion import DL_INFO_COLUMNS, HU_OFFSET, DLInfoRow
 
@@ -153,15 +154,12 @@ def write_dl_info(path: str | PathLike, rows: Iterable[DLInfoRow]) -> Path:
     Path
         The file written.
     """
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(DL_INFO_COLUMNS)
-        for row in rows:
-            writer.writerow(_cells(row))
-    os.replace(tmp, path)
-    return path
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(DL_INFO_COLUMNS)
+    for row in rows:
+        writer.writerow(_cells(row))
+    return replace_text(path, text.getvalue())
 
 
 def write_series_pngs(

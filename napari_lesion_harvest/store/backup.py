@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from napari_lesion_harvest.durable import fsync_path
 from napari_lesion_harvest.store.database import (
     Database,
     check_file,
@@ -31,7 +32,6 @@ from napari_lesion_harvest.store.database import (
     is_open_here,
     translated,
 )
-from napari_lesion_harvest.store.durable import fsync_path
 from napari_lesion_harvest.store.errors import (
     DamagedProjectError,
     InvalidValueError,

@@ -22,7 +22,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from napari_lesion_harvest.store.durable import fsync_path
+from napari_lesion_harvest.durable import fsync_path
 from napari_lesion_harvest.store.errors import ChecksumMismatchError, StoreError, StoreWriteError
 
 #: Mode of every checkpoint file: the owner writes, everyone who may enter the

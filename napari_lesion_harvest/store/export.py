@@ -32,8 +32,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from napari_lesion_harvest.durable import fsync_path
 from napari_lesion_harvest.geometry import Proposal3D
-from napari_lesion_harvest.store.durable import fsync_path
 from napari_lesion_harvest.store.errors import InvalidValueError
 from napari_lesion_harvest.store.project import HarvestProject
 from napari_lesion_harvest.store.records import StoredProposal

@@ -18,6 +18,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_lesion_harvest.durable import replace_text
+
 #: How many recent projects are remembered.
 MAX_RECENT = 8
 
@@ -47,9 +49,7 @@ def remember_recent(folder: str | Path) -> list[str]:
     recent = recent[:MAX_RECENT]
     path = config_dir() / "recent.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(recent, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    replace_text(path, json.dumps(recent, indent=1))
     return recent
 
 

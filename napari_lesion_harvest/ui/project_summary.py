@@ -12,12 +12,12 @@ Qt-free; the dock runs the export in a worker thread.
 
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from napari_lesion_harvest.durable import replace_text
 from napari_lesion_harvest.store.schema import SPLITS
 from napari_lesion_harvest.vocabulary import RoundStatus, Verdict
 
@@ -187,13 +187,7 @@ def export_with_summary(project, folder: str | Path, *, formats) -> ExportReport
         result = export_annotations(project, folder, formats=formats)
         counts = project_counts(project)
         text = summary_text(project, counts=counts)
-    summary = result.folder / SUMMARY_NAME
-    tmp = summary.with_name(f".{SUMMARY_NAME}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, summary)
+    summary = replace_text(result.folder / SUMMARY_NAME, text)
     return ExportReport(
         folder=result.folder,
         files=[*result.files, summary],

@@ -32,7 +32,6 @@ the last :data:`RATES_KEPT` is used. Before a stage was measured here,
 from __future__ import annotations
 
 import json
-import os
 import socket
 import statistics
 import time
@@ -40,6 +39,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from napari_lesion_harvest.durable import replace_text
 from napari_lesion_harvest.harvest.stages import STAGES
 from napari_lesion_harvest.vocabulary import Split, Stage
 
@@ -219,9 +219,7 @@ class RateBook:
         kept = [*self.measured.get(key, []), float(seconds_per_unit)][-RATES_KEPT:]
         self.measured[key] = kept
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.measured, indent=1, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, self.path)
+        replace_text(self.path, json.dumps(self.measured, indent=1, sort_keys=True))
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from napari_lesion_harvest.durable import fsync_path
 from napari_lesion_harvest.store.checkpoints import CHECKPOINT_MODE, sha256_file
-from napari_lesion_harvest.store.durable import fsync_path
 
 #: Where torchvision publishes its weight files.
 DEFAULT_URL_BASE = "https://download.pytorch.org/models/"
