@@ -3,12 +3,14 @@
 Usage::
 
     .venv/bin/python benchmarks/lpc_bench.py [--proposals 64] [--threads 2] [--device cpu]
+        [--patch-size 128]
 
 A DeepLesion-like volume (60 slices of 512 x 512, spacing 2.5 x 0.8 x 0.8 mm)
 held in memory (no PNG decoding: reading cost is the readers' benchmark), and
 random lesion-sized proposals (10 to 60 px, 3 to 9 slices). For each variant at
-the `paper` preset's width and patch size (128 px views; 64 voxel cube for ``3d``),
-extraction and the forward pass are timed separately on the same proposals.
+the `paper` preset's width and, unless ``--patch-size`` says otherwise, its patch size
+(128 px views; a 64 voxel cube for ``3d``), extraction and the forward pass are timed
+separately on the same proposals.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import torch
 from napari_lesion_harvest.geometry import Proposal3D
 from napari_lesion_harvest.io.volume import CTVolume
 from napari_lesion_harvest.lpc.models import build_classifier
-from napari_lesion_harvest.lpc.patches import extract_patches
+from napari_lesion_harvest.lpc.patches import DEFAULT_PATCH_SIZE, extract_patches
 from napari_lesion_harvest.lpc.train import predict_logits
 
 
@@ -44,8 +46,8 @@ def make_proposals(rng, count: int) -> list[Proposal3D]:
     return proposals
 
 
-def bench_variant(variant, volume, proposals, *, device, batch_size) -> dict:
-    model = build_classifier(variant, pretrained=False).to(device).eval()
+def bench_variant(variant, volume, proposals, *, device, batch_size, patch_size) -> dict:
+    model = build_classifier(variant, patch_size=patch_size, pretrained=False).to(device).eval()
     extract_patches(volume, proposals[:2], model.spec)  # warm-up
     predict_logits(
         model,
@@ -79,6 +81,7 @@ def main() -> None:
     parser.add_argument("--proposals-3d", type=int, default=8, help="fewer: r3d_18 is slow on CPU")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--patch-size", type=int, default=DEFAULT_PATCH_SIZE, help="view side, px")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--variants", nargs="+", default=["multiview", "axial", "3d"])
     args = parser.parse_args()
@@ -96,7 +99,12 @@ def main() -> None:
     for variant in args.variants:
         count = args.proposals_3d if variant == "3d" else args.proposals
         r = bench_variant(
-            variant, volume, proposals[:count], device=device, batch_size=args.batch_size
+            variant,
+            volume,
+            proposals[:count],
+            device=device,
+            batch_size=args.batch_size,
+            patch_size=args.patch_size,
         )
         print(
             f"| {r['variant']} | {r['proposals']} | {r['patch']} | {r['extract_per_s']:.1f} | "
