@@ -454,7 +454,8 @@ def run_status(args) -> int:
     with _open(args.project) as project:
         summaries = project.volume_summaries()
         rounds = project.rounds.list()
-        pretrained = project.pretrained.current()
+        pretrained = project.pretrained.current("lpg")
+        pretrained_lpc = project.pretrained.current("lpc")
     splits = Counter(s.split for s in summaries)
     status = {
         "volumes": len(summaries),
@@ -477,6 +478,17 @@ def run_status(args) -> int:
             "config": pretrained.config.get("name"),
             "path": pretrained.path,
         },
+        "pretrained_lpc": None
+        if pretrained_lpc is None
+        else {
+            "steps": pretrained_lpc.step,
+            "total_steps": pretrained_lpc.total_steps,
+            "minutes": round(pretrained_lpc.minutes, 2),
+            "config": {
+                k: pretrained_lpc.config.get(k) for k in ("variant", "width", "patch_size")
+            },
+            "path": pretrained_lpc.path,
+        },
     }
     if args.json:
         print(json.dumps(status, indent=1))
@@ -493,6 +505,11 @@ def run_status(args) -> int:
         f"pretrained LPG trunk: {pretrained.describe()}"
         if pretrained
         else "pretrained LPG trunk: none (lesion-harvest pretrain)"
+    )
+    print(
+        f"pretrained LPC trunks: {pretrained_lpc.describe()}"
+        if pretrained_lpc
+        else "pretrained LPC trunks: none (lesion-harvest pretrain --network lpc)"
     )
     for r in rounds:
         line = _round_summary(r)

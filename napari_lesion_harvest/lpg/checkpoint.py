@@ -85,7 +85,8 @@ def load_checkpoint(
     """
     state = checkpoints.load_checkpoint(path, sha256=sha256, map_location=map_location)
     if not isinstance(state, dict) or state.get("kind") != kind:
-        raise CheckpointError(f"{path}: not an LPG checkpoint (kind != {kind!r})")
+        what = "an LPG checkpoint" if kind == CHECKPOINT_KIND else f"a {kind} checkpoint"
+        raise CheckpointError(f"{path}: not {what} (kind != {kind!r})")
     if state.get("format_version") != version:
         raise CheckpointError(
             f"{path}: checkpoint format {state.get('format_version')} is not supported "

@@ -249,18 +249,81 @@ def pretrain_trunk(
     -------
     PretrainResult
     """
-    import torch
-
-    from napari_lesion_harvest.lpg.train import _make_optimizer
-    from napari_lesion_harvest.store import checkpoints
-
     resumed = None
     if resume_from is not None:
         resumed = read_pretrained(resume_from[0], sha256=resume_from[1])
         config = get_config(resumed["config"])
     config = get_config(config)
+    return train_restoration(
+        lambda: restoration_network(config),
+        lambda step: restoration_batch(slices, config, options, step),
+        checkpoint_path,
+        header={
+            "kind": CHECKPOINT_KIND,
+            "format_version": CHECKPOINT_VERSION,
+            "config": config.to_dict(),
+        },
+        options=options,
+        resumed=resumed,
+        minutes=minutes,
+        save_every_s=save_every_s,
+        on_checkpoint=on_checkpoint,
+        device=device,
+        progress=progress,
+        should_stop=should_stop,
+    )
+
+
+def train_restoration(
+    build_network: Callable[[], object],
+    batch_of: Callable[[int], tuple],
+    checkpoint_path: str | os.PathLike | Callable[[int], Path],
+    *,
+    header: dict,
+    options,
+    resumed: dict | None = None,
+    minutes: float | None = None,
+    save_every_s: float = 60.0,
+    on_checkpoint: Callable[[Path, str, int, int, float], None] | None = None,
+    device: str = "cpu",
+    progress: ProgressCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> PretrainResult:
+    """The restoration training loop of every self-supervised pretraining (the LPG's
+    trunk here, the LPC's view trunks in :mod:`napari_lesion_harvest.lpc.pretrain`).
+
+    Parameters
+    ----------
+    build_network : callable
+        ``build_network()`` gives the network (after ``torch.manual_seed(options.seed)``).
+    batch_of : callable
+        ``batch_of(step)`` gives the ``(inputs, targets)`` tensors of ``step``; the loss
+        is ``mse_loss(network(inputs), targets)``.
+    checkpoint_path : path, or callable
+        As for :func:`pretrain_trunk`.
+    header : dict
+        ``kind``, ``format_version`` and ``config`` of every checkpoint written; the
+        loop adds ``model``, ``optimizer``, ``step``, ``total_steps``, ``seconds`` and
+        ``seed``.
+    options : LPGTrainOptions or alike
+        ``steps``, ``learning_rate``, ``warmup_steps``, ``weight_decay``,
+        ``optimizer``, ``grad_clip`` and ``seed`` are read.
+    resumed : dict, optional
+        A checkpoint to continue (its ``model``, ``optimizer``, ``step``, ``seconds``).
+    minutes, save_every_s, on_checkpoint, device, progress, should_stop
+        As for :func:`pretrain_trunk`.
+
+    Returns
+    -------
+    PretrainResult
+    """
+    import torch
+
+    from napari_lesion_harvest.lpg.train import _make_optimizer
+    from napari_lesion_harvest.store import checkpoints
+
     torch.manual_seed(options.seed)
-    network = restoration_network(config)
+    network = build_network()
     optimizer = _make_optimizer(network, options)
     step, seconds = 0, 0.0
     if resumed is not None:
@@ -277,9 +340,7 @@ def pretrain_trunk(
     def save() -> None:
         nonlocal last_save, saved_step
         state = {
-            "kind": CHECKPOINT_KIND,
-            "format_version": CHECKPOINT_VERSION,
-            "config": config.to_dict(),
+            **header,
             "model": {k: v.detach().cpu() for k, v in network.state_dict().items()},
             "optimizer": optimizer.state_dict(),
             "step": step,
@@ -303,7 +364,7 @@ def pretrain_trunk(
         if out_of_time or (should_stop is not None and should_stop()):
             stopped = True
             break
-        inputs, targets = restoration_batch(slices, config, options, step)
+        inputs, targets = batch_of(step)
         learning_rate = learning_rate_at(step, options)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate
