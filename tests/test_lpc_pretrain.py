@@ -51,19 +51,6 @@ TINY = replace(DEFAULT_OPTIONS, warmup_steps=5, learning_rate=1e-2, seed=1)
 
 
 @pytest.fixture(scope="module")
-def blobs(tmp_path_factory):
-    """A blob project (never changed: each test copies it) and its folder."""
-    folder = tmp_path_factory.mktemp("blobs")
-    return make_blob_project(folder), folder
-
-
-@pytest.fixture
-def project_dir(blobs, tmp_path):
-    """A copy of the blob project (its volumes stay where the project recorded them)."""
-    return shutil.copytree(blobs[0], tmp_path / "project")
-
-
-@pytest.fixture(scope="module")
 def slices(blobs):
     with HarvestProject.open(blobs[0]) as project:
         return PretrainSlices([open_volume(r) for r in pretraining_volumes(project)])
@@ -223,10 +210,10 @@ def test_trunkless_variants_are_refused_in_one_line_and_nothing_is_written(proje
     assert not (project_dir / "models" / "pretrained").exists()
 
 
-def test_the_whole_command_keeps_to_its_minutes_and_discard_takes_one_network(project_dir, blobs):
+def test_both_networks_share_the_minutes_and_discard_takes_one_network(project_dir, blobs):
     tiny = blobs[1] / "tiny.json"
     both = ["pretrain", project_dir, "--network", "both", "--config", tiny, "--device", "cpu"]
-    done = lesion_harvest(*both, "--minutes", "0.1", "--steps", "99999", "--progress-json")
+    done = lesion_harvest(*both, "--minutes", "0.04", "--steps", "99999", "--progress-json")
     assert done.returncode == 0, done.stderr[-3000:]
     events = [json.loads(line) for line in done.stdout.splitlines()]
     assert {e["stage"] for e in events} == {"pretrain", "pretrain-lpc", "done"}

@@ -448,6 +448,24 @@ def run_export(args) -> int:
     return 0
 
 
+def _pretrained_summary(weights) -> dict | None:
+    """``status --json``'s figures of a network's pretrained weights (None: none);
+    ``config``: the LPG configuration's name, or the LPC's variant, width and patch size."""
+    if weights is None:
+        return None
+    if weights.network == "lpg":
+        config = weights.config.get("name")
+    else:
+        config = {k: weights.config.get(k) for k in ("variant", "width", "patch_size")}
+    return {
+        "steps": weights.step,
+        "total_steps": weights.total_steps,
+        "minutes": round(weights.minutes, 2),
+        "config": config,
+        "path": weights.path,
+    }
+
+
 def run_status(args) -> int:
     from collections import Counter
 
@@ -469,26 +487,8 @@ def run_status(args) -> int:
             | _round_summary(r)
             for r in rounds
         ],
-        "pretrained": None
-        if pretrained is None
-        else {
-            "steps": pretrained.step,
-            "total_steps": pretrained.total_steps,
-            "minutes": round(pretrained.minutes, 2),
-            "config": pretrained.config.get("name"),
-            "path": pretrained.path,
-        },
-        "pretrained_lpc": None
-        if pretrained_lpc is None
-        else {
-            "steps": pretrained_lpc.step,
-            "total_steps": pretrained_lpc.total_steps,
-            "minutes": round(pretrained_lpc.minutes, 2),
-            "config": {
-                k: pretrained_lpc.config.get(k) for k in ("variant", "width", "patch_size")
-            },
-            "path": pretrained_lpc.path,
-        },
+        "pretrained": _pretrained_summary(pretrained),
+        "pretrained_lpc": _pretrained_summary(pretrained_lpc),
     }
     if args.json:
         print(json.dumps(status, indent=1))

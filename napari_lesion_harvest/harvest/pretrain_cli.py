@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import time
 from pathlib import Path
 
 from napari_lesion_harvest.cli import positive_int
@@ -99,21 +98,18 @@ def run_pretrain_command(args) -> int:
         device = resolve_device(args.device)
         token = CancelToken()
         restore = token.install_signal_handlers()
-        deadline = None if args.minutes is None else time.monotonic() + 60 * args.minutes
+        left = args.minutes  # of training, for the networks still to run
         done = {}
         try:
             for rank, network in enumerate(networks):
-                minutes = None
-                if deadline is not None:
-                    minutes = (deadline - time.monotonic()) / 60 / (len(networks) - rank)
-                    if minutes <= 0:
-                        break
+                share = None if left is None else left / (len(networks) - rank)
+                before = project.pretrained.current(network)
                 done[network] = run_pretraining(
                     project,
                     network=network,
                     config=config,
                     steps=args.steps,
-                    minutes=minutes,
+                    minutes=share,
                     device=device,
                     author=author,
                     progress=progress,
@@ -121,6 +117,9 @@ def run_pretrain_command(args) -> int:
                 )
                 if token():
                     break
+                if left is not None:
+                    spent = done[network].seconds - (before.seconds if before else 0.0)
+                    left = max(left - spent / 60, 0.0)
         finally:
             restore()
             if isinstance(progress, TqdmProgress):

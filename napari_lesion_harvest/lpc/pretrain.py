@@ -50,7 +50,6 @@ from napari_lesion_harvest.lpg.corruption import corrupt, from_unit, to_unit
 from napari_lesion_harvest.lpg.pretrain import (
     PretrainResult,
     PretrainSlices,
-    ProgressCallback,
     train_restoration,
 )
 from napari_lesion_harvest.store.checkpoints import CheckpointError
@@ -258,12 +257,7 @@ def pretrain_trunks(
     config: dict,
     options: LPCPretrainOptions = DEFAULT_OPTIONS,
     resume_from: tuple[str | os.PathLike, str | None] | None = None,
-    minutes: float | None = None,
-    save_every_s: float = 60.0,
-    on_checkpoint: Callable[[Path, str, int, int, float], None] | None = None,
-    device: str = "cpu",
-    progress: ProgressCallback | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    **loop,
 ) -> PretrainResult:
     """Pretrain (or continue pretraining) the LPC's view trunks by restoration.
 
@@ -272,14 +266,15 @@ def pretrain_trunks(
     slices : PretrainSlices
         The volumes to learn from (never evaluation volumes).
     checkpoint_path : path, or callable
-        As for :func:`~napari_lesion_harvest.lpg.pretrain.pretrain_trunk`.
+        As for :func:`~napari_lesion_harvest.lpg.pretrain.train_restoration`.
     config : dict
         Classifier configuration of a new run; a resumed run keeps the checkpoint's.
     options : LPCPretrainOptions
     resume_from : (path, sha256), optional
         Continue from this checkpoint; with a recorded sha256, other content is refused.
-    minutes, save_every_s, on_checkpoint, device, progress, should_stop
-        As for :func:`~napari_lesion_harvest.lpg.pretrain.pretrain_trunk`.
+    **loop
+        ``minutes``, ``save_every_s``, ``on_checkpoint``, ``device``, ``progress``,
+        ``should_stop``: as for :func:`~napari_lesion_harvest.lpg.pretrain.train_restoration`.
 
     Returns
     -------
@@ -302,12 +297,7 @@ def pretrain_trunks(
         header={"kind": CHECKPOINT_KIND, "format_version": CHECKPOINT_VERSION, "config": config},
         options=options,
         resumed=resumed,
-        minutes=minutes,
-        save_every_s=save_every_s,
-        on_checkpoint=on_checkpoint,
-        device=device,
-        progress=progress,
-        should_stop=should_stop,
+        **loop,
     )
 
 

@@ -74,7 +74,8 @@ def load_checkpoint(
     map_location : str or torch.device, optional
     kind, version : str, int
         The ``kind`` and ``format_version`` the file must hold (an LPG checkpoint's by
-        default; :mod:`~napari_lesion_harvest.lpg.pretrain` reads its own).
+        default; :mod:`~napari_lesion_harvest.lpg.pretrain` and
+        :mod:`~napari_lesion_harvest.lpc.pretrain` read their own).
 
     Raises
     ------

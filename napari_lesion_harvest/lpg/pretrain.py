@@ -23,6 +23,10 @@ Checkpoint (written by the package's durable writer, read weights-only)::
 Every random draw of step ``s`` comes from ``numpy.random.default_rng([seed, s, k])``
 (``k`` = position in the batch), so a resumed run draws what an uninterrupted
 one would.
+
+:func:`train_restoration` is the training loop (optimiser, warm-up and cosine
+learning rate, time budget, stop, durable checkpoints, resume) that the LPC's
+pretraining (:mod:`napari_lesion_harvest.lpc.pretrain`) runs too.
 """
 
 from __future__ import annotations
@@ -209,12 +213,7 @@ def pretrain_trunk(
     config: str | LPGConfig = "lite",
     options: LPGTrainOptions = DEFAULT_OPTIONS,
     resume_from: tuple[str | os.PathLike, str | None] | None = None,
-    minutes: float | None = None,
-    save_every_s: float = 60.0,
-    on_checkpoint: Callable[[Path, str, int, int, float], None] | None = None,
-    device: str = "cpu",
-    progress: ProgressCallback | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    **loop,
 ) -> PretrainResult:
     """Pretrain (or continue pretraining) the LPG trunk by restoration.
 
@@ -222,9 +221,7 @@ def pretrain_trunk(
     ----------
     slices : PretrainSlices
     checkpoint_path : path, or callable
-        Where checkpoints go (atomically, durably), every ``save_every_s`` seconds
-        and at the end; a callable gives the file of each step (one file per
-        version: a version is never overwritten).
+        As for :func:`train_restoration`.
     config : str or LPGConfig
         Of a new run; a resumed run keeps the checkpoint's.
     options : LPGTrainOptions
@@ -234,16 +231,9 @@ def pretrain_trunk(
     resume_from : (path, sha256), optional
         Continue from this checkpoint; with a recorded sha256, other content is
         refused (:class:`~napari_lesion_harvest.store.ChecksumMismatchError`).
-    minutes : float, optional
-        Time budget of this run: stop and save once it is spent.
-    save_every_s : float
-    on_checkpoint : callable, optional
-        ``on_checkpoint(path, sha256, size, step, seconds)`` once each checkpoint is
-        durable.
-    device : str
-    progress : callable, optional
-    should_stop : callable, optional
-        Checked between steps; True saves and returns ``stopped=True``.
+    **loop
+        ``minutes``, ``save_every_s``, ``on_checkpoint``, ``device``, ``progress``,
+        ``should_stop``: as for :func:`train_restoration`.
 
     Returns
     -------
@@ -265,12 +255,7 @@ def pretrain_trunk(
         },
         options=options,
         resumed=resumed,
-        minutes=minutes,
-        save_every_s=save_every_s,
-        on_checkpoint=on_checkpoint,
-        device=device,
-        progress=progress,
-        should_stop=should_stop,
+        **loop,
     )
 
 
@@ -300,7 +285,9 @@ def train_restoration(
         ``batch_of(step)`` gives the ``(inputs, targets)`` tensors of ``step``; the loss
         is ``mse_loss(network(inputs), targets)``.
     checkpoint_path : path, or callable
-        As for :func:`pretrain_trunk`.
+        Where checkpoints go (atomically, durably), every ``save_every_s`` seconds
+        and at the end; a callable gives the file of each step (one file per
+        version: a version is never overwritten).
     header : dict
         ``kind``, ``format_version`` and ``config`` of every checkpoint written; the
         loop adds ``model``, ``optimizer``, ``step``, ``total_steps``, ``seconds`` and
@@ -310,8 +297,17 @@ def train_restoration(
         ``optimizer``, ``grad_clip`` and ``seed`` are read.
     resumed : dict, optional
         A checkpoint to continue (its ``model``, ``optimizer``, ``step``, ``seconds``).
-    minutes, save_every_s, on_checkpoint, device, progress, should_stop
-        As for :func:`pretrain_trunk`.
+    minutes : float, optional
+        Time budget of this run: stop and save once it is spent.
+    save_every_s : float
+    on_checkpoint : callable, optional
+        ``on_checkpoint(path, sha256, size, step, seconds)`` once each checkpoint is
+        durable.
+    device : str
+    progress : callable, optional
+        ``progress(step, total_steps, {"loss", "lr"})`` after every step.
+    should_stop : callable, optional
+        Checked between steps; True saves and returns ``stopped=True``.
 
     Returns
     -------

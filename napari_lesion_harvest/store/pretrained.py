@@ -1,7 +1,7 @@
-"""The project's self-supervised weights: per network (:data:`NETWORKS`: the LPG's trunk,
-the LPC's view trunks) one checkpoint file and its record.
+"""The project's self-supervised weights: per network (the LPG's trunk, the LPC's view
+trunks) one checkpoint file and its record.
 
-Pretraining (:mod:`napari_lesion_harvest.lpg.pretrain`,
+Pretraining a network of :data:`NETWORKS` (:mod:`napari_lesion_harvest.lpg.pretrain`,
 :mod:`napari_lesion_harvest.lpc.pretrain`) writes each version to a new file of
 :data:`PRETRAINED_DIR` (``lpg-<step>.pt``, ``lpc-<step>.pt``) with the package's
 durable writer and records it in the audit log (action :data:`SAVED`, details =
@@ -11,7 +11,7 @@ files go. :data:`DISCARDED` withdraws a network's weights. The newest of these t
 entries of a network says what the project has for it, so a round never reads
 weights whose sha256 the project did not record, and a process killed between
 writing a version and recording it leaves the recorded one intact. A record
-without ``network`` (written before the LPC's pretraining existed) is the LPG's.
+without ``network`` (as earlier versions wrote them) is the LPG's.
 """
 
 from __future__ import annotations
