@@ -33,6 +33,7 @@ from napari_lesion_harvest.lpc.pretrain import (
     read_pretrained,
     restoration_batch,
     restoration_network,
+    trunk_misfit,
 )
 from napari_lesion_harvest.lpc.pretrain import pretrain_trunks as pretrain_lpc
 from napari_lesion_harvest.lpc.train import ProposalSet, train_lpc
@@ -172,6 +173,7 @@ def test_the_lpc_starts_from_the_pretrained_trunks_and_refuses_misfits_by_name(
         train_lpc(_training_sets(slices), wider, pretrained_trunks=(path, sha256))
     (line,) = str(refused.value).splitlines()
     assert str(path) in line and "patch_size 48 is not the pretrained 32" in line
+    assert trunk_misfit(config, {**config, "variant": "3d"}) == "it has no 2D trunk"
 
 
 def test_a_round_starts_its_lpc_from_fitting_trunks_and_says_why_others_do_not(

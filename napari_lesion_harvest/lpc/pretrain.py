@@ -318,13 +318,13 @@ def read_pretrained(path: str | os.PathLike, *, sha256: str | None) -> dict:
 
 def trunk_misfit(pretrained: dict, classifier: dict) -> str | None:
     """Why trunks pretrained for classifier configuration ``pretrained`` do not fit a
-    classifier of configuration ``classifier`` (None: they fit).
+    classifier of configuration ``classifier`` (None: they fit), said of the classifier
+    (``it has no 2D trunk``, ``its patch_size 48 is not the pretrained 32``).
 
     Both are :attr:`~napari_lesion_harvest.lpc.models.ProposalClassifier.config` dicts.
     """
-    reason = no_trunk_reason(classifier["variant"])
-    if reason:
-        return reason
+    if no_trunk_reason(classifier["variant"]):
+        return "it has no 2D trunk"
     differ = [name for name in FITTING_FIELDS if pretrained.get(name) != classifier.get(name)]
     if not differ:
         return None
