@@ -11,6 +11,7 @@ too live in the package (:mod:`napari_lesion_harvest.harvest.blob_project`).
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ import pytest
 # test_napari_contributions_load_and_make_sample_data_without_torch for the plugin).
 import torchvision.models  # noqa: F401
 
+from napari_lesion_harvest.harvest.blob_project import make_blob_project
 from napari_lesion_harvest.synthetic.dataset import generate_dataset
 from napari_lesion_harvest.synthetic.phantom import PhantomConfig
 
@@ -59,3 +61,17 @@ def dataset(tmp_path_factory):
     config = PhantomConfig(size=64, slices=(8, 10))
     folder = tmp_path_factory.mktemp("data") / "synth"
     return generate_dataset(folder, volumes=3, seed=1, config=config, write_nifti=True)
+
+
+@pytest.fixture(scope="module")
+def blobs(tmp_path_factory):
+    """A blob project (never changed: each test copies it) and its folder (with
+    ``tiny.json``)."""
+    folder = tmp_path_factory.mktemp("blobs")
+    return make_blob_project(folder), folder
+
+
+@pytest.fixture
+def project_dir(blobs, tmp_path):
+    """A copy of the blob project (its volumes stay where the project recorded them)."""
+    return shutil.copytree(blobs[0], tmp_path / "project")

@@ -47,19 +47,6 @@ from tests.round_command import ENV, lesion_harvest, write_config
 TINY = replace(DEFAULT_OPTIONS, canvas_size=64, warmup_steps=5, learning_rate=3e-3, seed=1)
 
 
-@pytest.fixture(scope="module")
-def blobs(tmp_path_factory):
-    """A blob project (never changed: each test copies it) and its folder."""
-    folder = tmp_path_factory.mktemp("blobs")
-    return make_blob_project(folder), folder
-
-
-@pytest.fixture
-def project_dir(blobs, tmp_path):
-    """A copy of the blob project (its volumes stay where the project recorded them)."""
-    return shutil.copytree(blobs[0], tmp_path / "project")
-
-
 def _tiny_lpg(blobs):
     """The LPG configuration of the blob project's tiny rounds."""
     return lpg_architecture(load_config(str(blobs[1] / "tiny.json")))

@@ -24,13 +24,6 @@ from tests.round_command import (
 )
 
 
-@pytest.fixture(scope="module")
-def blobs(tmp_path_factory):
-    """A project ready for a round (never run: each test copies it) and its folder."""
-    folder = tmp_path_factory.mktemp("blobs")
-    return make_blob_project(folder), folder
-
-
 def copied_project(blobs, tmp_path):
     """A copy of the project (its volumes stay where the project recorded them)."""
     return shutil.copytree(blobs[0], tmp_path / "project")

@@ -448,13 +448,32 @@ def run_export(args) -> int:
     return 0
 
 
+def _pretrained_summary(weights) -> dict | None:
+    """``status --json``'s figures of a network's pretrained weights (None: none);
+    ``config``: the LPG configuration's name, or the LPC's variant, width and patch size."""
+    if weights is None:
+        return None
+    if weights.network == "lpg":
+        config = weights.config.get("name")
+    else:
+        config = {k: weights.config.get(k) for k in ("variant", "width", "patch_size")}
+    return {
+        "steps": weights.step,
+        "total_steps": weights.total_steps,
+        "minutes": round(weights.minutes, 2),
+        "config": config,
+        "path": weights.path,
+    }
+
+
 def run_status(args) -> int:
     from collections import Counter
 
     with _open(args.project) as project:
         summaries = project.volume_summaries()
         rounds = project.rounds.list()
-        pretrained = project.pretrained.current()
+        pretrained = project.pretrained.current("lpg")
+        pretrained_lpc = project.pretrained.current("lpc")
     splits = Counter(s.split for s in summaries)
     status = {
         "volumes": len(summaries),
@@ -468,15 +487,8 @@ def run_status(args) -> int:
             | _round_summary(r)
             for r in rounds
         ],
-        "pretrained": None
-        if pretrained is None
-        else {
-            "steps": pretrained.step,
-            "total_steps": pretrained.total_steps,
-            "minutes": round(pretrained.minutes, 2),
-            "config": pretrained.config.get("name"),
-            "path": pretrained.path,
-        },
+        "pretrained": _pretrained_summary(pretrained),
+        "pretrained_lpc": _pretrained_summary(pretrained_lpc),
     }
     if args.json:
         print(json.dumps(status, indent=1))
@@ -493,6 +505,11 @@ def run_status(args) -> int:
         f"pretrained LPG trunk: {pretrained.describe()}"
         if pretrained
         else "pretrained LPG trunk: none (lesion-harvest pretrain)"
+    )
+    print(
+        f"pretrained LPC trunks: {pretrained_lpc.describe()}"
+        if pretrained_lpc
+        else "pretrained LPC trunks: none (lesion-harvest pretrain --network lpc)"
     )
     for r in rounds:
         line = _round_summary(r)

@@ -1,11 +1,15 @@
-"""Self-supervised pretraining of a project's LPG on the project's own training CT.
+"""Self-supervised pretraining of a project's networks on the project's own training CT.
 
-:func:`run_pretraining` holds the project's round lock (so a round and
-pretraining never run at once), draws slices from the training volumes only
-(:data:`PRETRAINING_SPLITS`: never a volume held out for evaluation, and never a
-mark), continues the project's weights where a previous run stopped, and records
-every checkpoint it writes (:mod:`napari_lesion_harvest.store.pretrained`). Round
-1 then starts its LPG from these weights (``train_lpg`` stage).
+:func:`run_pretraining` pretrains one network (:data:`~napari_lesion_harvest.store.
+pretrained.NETWORKS`): the LPG's trunk (:mod:`napari_lesion_harvest.lpg.pretrain`)
+or the LPC's view trunks (:mod:`napari_lesion_harvest.lpc.pretrain`). It holds the
+project's round lock (so a round and pretraining never run at once), draws from the
+training volumes only (:data:`PRETRAINING_SPLITS`: never a volume held out for
+evaluation, and never a mark), continues the project's weights where a previous run
+stopped, and records every checkpoint it writes
+(:mod:`napari_lesion_harvest.store.pretrained`). Round 1 then starts its LPG from the
+LPG's weights (``train_lpg`` stage), and every round starts its LPC from the LPC's
+when they fit (``train_lpc`` stage).
 """
 
 from __future__ import annotations
@@ -26,29 +30,83 @@ def pretraining_volumes(project) -> list:
     return sorted(records, key=lambda r: r.volume_id)
 
 
-def pretraining_config(project, config):
-    """The LPG configuration to pretrain: that of ``config`` (a RoundConfig, or a round
-    preset or JSON round-config file as ``lesion-harvest round --config`` takes), else
-    that of the project's weights, else the ``lite`` preset's.
+def lpc_architecture(config) -> dict:
+    """The classifier configuration (``ProposalClassifier.config``) of a round's
+    ``lpc.variant`` (a RoundConfig's section ``lpc``)."""
+    from napari_lesion_harvest.lpc.models import classifier_config
+
+    lpc = config.lpc
+    return classifier_config(
+        lpc.variant,
+        width=lpc.width,
+        patch_size=lpc.patch_size,
+        pad_px=lpc.pad_px,
+        hu_window=None,
+        outside=lpc.outside,
+    )
+
+
+def _architecture(network: str, round_config):
+    """What ``network`` pretrains for a RoundConfig: an LPGConfig or a classifier config.
 
     Raises
     ------
     HarvestInputError
-        ``config`` differs from the configuration of the project's weights.
+        The round's LPC has no 2D trunk.
+    """
+    if network == "lpg":
+        from napari_lesion_harvest.harvest.stages import lpg_architecture
+
+        return lpg_architecture(round_config)
+    from napari_lesion_harvest.lpc.pretrain import no_trunk_reason
+
+    reason = no_trunk_reason(round_config.lpc.variant)
+    if reason:
+        raise HarvestInputError(
+            f"lpc.variant {round_config.lpc.variant}: {reason}, so there is nothing to "
+            "pretrain for it; pretrain the LPG alone (--network lpg)"
+        )
+    return lpc_architecture(round_config)
+
+
+def _from_record(network: str, config: dict):
+    """The configuration a weights record holds, as :func:`_architecture` gives it."""
+    if network == "lpg":
+        from napari_lesion_harvest.lpg.config import get_config
+
+        return get_config(config)
+    return dict(config)
+
+
+def pretraining_config(project, config, *, network: str = "lpg"):
+    """The configuration of ``network`` to pretrain: that of ``config`` (a RoundConfig,
+    or a round preset or JSON round-config file as ``lesion-harvest round --config``
+    takes), else that of the project's weights, else the ``lite`` preset's.
+
+    Returns
+    -------
+    LPGConfig (``network="lpg"``) or dict (``"lpc"``: a classifier configuration)
+
+    Raises
+    ------
+    HarvestInputError
+        ``config`` differs from the configuration of the project's weights, or its LPC
+        has no 2D trunk.
     """
     from napari_lesion_harvest.harvest.config import load_config
-    from napari_lesion_harvest.harvest.stages import lpg_architecture
-    from napari_lesion_harvest.lpg.config import get_config
 
-    current = project.pretrained.current()
+    current = project.pretrained.current(network)
     if config is None:
-        return get_config(current.config) if current else lpg_architecture(load_config("lite"))
-    wanted = lpg_architecture(load_config(config) if isinstance(config, str) else config)
-    if current is not None and get_config(current.config) != wanted:
+        if current is not None:
+            return _from_record(network, current.config)
+        return _architecture(network, load_config("lite"))
+    wanted = _architecture(network, load_config(config) if isinstance(config, str) else config)
+    if current is not None and _from_record(network, current.config) != wanted:
         raise HarvestInputError(
-            f"the project's pretrained weights ({current.describe()}) are for another LPG "
-            f"configuration than the one asked for; continue them without --config, or "
-            "discard them first (lesion-harvest pretrain PROJECT --discard)"
+            f"the project's pretrained weights ({current.describe()}) are for another "
+            f"{network.upper()} configuration than the one asked for; continue them without "
+            f"--config, or discard them first (lesion-harvest pretrain PROJECT --network "
+            f"{network} --discard)"
         )
     return wanted
 
@@ -56,6 +114,7 @@ def pretraining_config(project, config):
 def run_pretraining(
     project,
     *,
+    network: str = "lpg",
     config=None,
     steps: int | None = None,
     minutes: float | None = None,
@@ -65,11 +124,14 @@ def run_pretraining(
     cancelled=None,
     options=None,
 ):
-    """Pretrain (or continue pretraining) the project's LPG trunk.
+    """Pretrain (or continue pretraining) one of the project's networks.
 
     Parameters
     ----------
     project : HarvestProject
+    network : {"lpg", "lpc"}
+        The LPG's trunk, or the LPC's view trunks (of the round configuration's
+        ``lpc.variant``).
     config : RoundConfig or str, optional
         See :func:`pretraining_config`.
     steps : int, optional
@@ -82,11 +144,13 @@ def run_pretraining(
     author : str
         Recorded with the weights.
     progress : callable
-        ``progress("pretrain", step, total, "loss ...", {"loss", "lr"})``.
+        ``progress(stage, step, total, "loss ...", {"loss", "lr"})``, stage ``pretrain``
+        (the LPG) or ``pretrain-lpc``.
     cancelled : callable, optional
         True once a stop was requested: the run saves and returns.
-    options : LPGTrainOptions, optional
-        Default :data:`~napari_lesion_harvest.lpg.pretrain.DEFAULT_OPTIONS`.
+    options : LPGTrainOptions or LPCPretrainOptions, optional
+        Default: the network's ``DEFAULT_OPTIONS``
+        (:mod:`~napari_lesion_harvest.lpg.pretrain`, :mod:`~napari_lesion_harvest.lpc.pretrain`).
 
     Returns
     -------
@@ -97,41 +161,52 @@ def run_pretraining(
     RoundLockedError
         A round (or another pretraining) is running.
     HarvestInputError
-        No training volume, or ``config`` does not fit the project's weights.
+        No training volume, ``config`` does not fit the project's weights, or the LPC
+        asked for has no 2D trunk.
     ChecksumMismatchError
         The weights file is not the one the project recorded.
     """
     from napari_lesion_harvest.io.sources import open_volume
-    from napari_lesion_harvest.lpg.pretrain import DEFAULT_OPTIONS, PretrainSlices, pretrain_trunk
+    from napari_lesion_harvest.lpg.pretrain import PretrainSlices
     from napari_lesion_harvest.store.pretrained import PretrainedWeights
 
-    options = options or DEFAULT_OPTIONS
+    if network == "lpg":
+        from napari_lesion_harvest.lpg import pretrain as module
+
+        pretrain = module.pretrain_trunk
+    else:
+        from napari_lesion_harvest.lpc import pretrain as module
+
+        pretrain = module.pretrain_trunks
+    options = options or module.DEFAULT_OPTIONS
+    stage = "pretrain" if network == "lpg" else f"pretrain-{network}"
     with project.pretrained.lock() as lock:
         project.pretrained.prune(lock=lock)
-        lpg_config = pretraining_config(project, config)
-        current = project.pretrained.current()
+        wanted = pretraining_config(project, config, network=network)
+        current = project.pretrained.current(network)
         records = pretraining_volumes(project)
         if not records:
             raise HarvestInputError(
                 "no training volume (V_M or V_H) to pretrain on; import volumes first"
             )
         total = steps or (current.total_steps if current else options.steps)
+        as_dict = wanted.to_dict() if network == "lpg" else dict(wanted)
 
         def record(path, sha256: str, size: int, step: int, seconds: float) -> None:
             where = path.relative_to(project.folder).as_posix()
             weights = PretrainedWeights(
-                where, sha256, size, step, total, seconds, lpg_config.to_dict()
+                where, sha256, size, step, total, seconds, as_dict, network=network
             )
             project.pretrained.record(weights, lock=lock, author=author)
 
         def report(step: int, total_steps: int, parts: dict) -> None:
             shown = {k: round(float(v), 6) for k, v in parts.items()}
-            progress("pretrain", step, total_steps, f"loss {shown['loss']:.4f}", shown)
+            progress(stage, step, total_steps, f"loss {shown['loss']:.4f}", shown)
 
-        return pretrain_trunk(
+        return pretrain(
             PretrainSlices([open_volume(r) for r in records]),
-            project.pretrained.file_for,
-            config=lpg_config,
+            lambda step: project.pretrained.file_for(step, network),
+            config=wanted,
             options=replace(options, steps=total),
             resume_from=(project.folder / current.path, current.sha256) if current else None,
             minutes=minutes,

@@ -14,7 +14,8 @@ stage          what it does
                drop duplicates of one lesion
 ``verify``     P3D-match proposals to marks: P_RM / P_neg_M in V_M, P_RH in V_H;
                expert verdicts override
-``train_lpc``  train the LPC on P_RM, P_neg_M, P_RH; V_M scores for the threshold
+``train_lpc``  train the LPC on P_RM, P_neg_M, P_RH (from the project's self-supervised
+               trunks when they fit); V_M scores for the threshold
 ``harvest``    s_c and s_gc of the rest; P_pos_H above the 95%-precision threshold;
                hard negatives P_neg_H; the pool P_i
 ``evaluate``   Table I rows, PR and FROC on the V_H_test volumes flagged complete
@@ -37,7 +38,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -433,6 +434,51 @@ def lpc_plan(config: RoundConfig, seed: int):
     )
 
 
+def lpc_pretrained_trunks(state: RoundState, plan: LPCPlan) -> tuple[dict, str | None]:
+    """The project's self-supervised LPC trunks for the plan's candidates.
+
+    Returns
+    -------
+    trunks : dict name -> (path, sha256)
+        For each CNN candidate the trunks fit (:attr:`LPCPlan.pretrained_trunks`).
+    unused : str or None
+        One line saying why a CNN candidate starts from its usual initialisation
+        although the project has pretrained trunks (None: every CNN candidate uses them,
+        or the project has none).
+    """
+    from napari_lesion_harvest.lpc.models import VARIANTS, classifier_config
+    from napari_lesion_harvest.lpc.pretrain import trunk_misfit
+
+    weights = state.project.pretrained.current("lpc")
+    if weights is None:
+        return {}, None
+    options = plan.options
+    trunks, reasons = {}, []
+    for name in (c for c in plan.candidates if c in VARIANTS):
+        misfit = trunk_misfit(
+            weights.config,
+            classifier_config(
+                name,
+                width=options.width,
+                patch_size=options.patch_size,
+                pad_px=options.pad_px,
+                hu_window=options.hu_window,
+                outside=options.outside,
+            ),
+        )
+        if misfit:
+            reasons.append(f"the {name} LPC: {misfit}")
+        else:
+            trunks[name] = (str(state.folder / weights.path), weights.sha256)
+    if not reasons:
+        return trunks, None
+    return trunks, (
+        f"pretrained LPC trunks ({weights.architecture}, {weights.path}) not used by "
+        + "; ".join(reasons)
+        + ": trained from the usual initialisation"
+    )
+
+
 def _verified_sets(state: RoundState):
     """LPC training sets and, per V_M volume, the proposal ids in the sets' order."""
     from napari_lesion_harvest.lpc.train import proposal_sets
@@ -474,10 +520,14 @@ def train_lpc_stage(state: RoundState) -> StageResult:
         state.progress(stage, step, total, message, metrics)
 
     started = time.monotonic()
+    plan = lpc_plan(config, config.seed + state.number)
+    trunks, trunks_unused = lpc_pretrained_trunks(state, plan)
+    if trunks_unused:
+        state.progress(Stage.train_lpc, 0, 0, trunks_unused)
     try:
         fitted = fit_round_lpc(
             sets,
-            lpc_plan(config, config.seed + state.number),
+            replace(plan, pretrained_trunks=trunks),
             device=state.device,
             progress=report,
             cancelled=state.cancelled,
@@ -519,6 +569,7 @@ def train_lpc_stage(state: RoundState) -> StageResult:
                 "scorer_checkpoints": sorted(fitted.stored),
                 "threshold_mode": fitted.threshold_mode,
                 "threshold_mode_note": fitted.note,
+                "pretrained_trunks_unused": trunks_unused,
                 "folds": fitted.folds,
                 "seconds": round(time.monotonic() - started, 2),
             }

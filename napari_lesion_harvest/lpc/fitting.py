@@ -91,7 +91,8 @@ class Trained:
     ----------
     model : ProposalClassifier, FeatureClassifier or ObjectnessOnly
     info : dict
-        Plain values for the round's metrics (CNN: counts, best epoch, early stop).
+        Plain values for the round's metrics (CNN: counts, best epoch, early stop, and
+        ``initialisation``: where the trunks' initial weights came from).
     """
 
     model: object
@@ -104,6 +105,7 @@ def train_candidate(
     options: LPCTrainOptions,
     *,
     feature_l2: float = DEFAULT_L2,
+    pretrained_trunks: tuple[str, str] | None = None,
     device=None,
     progress: Progress = no_progress,
     cancelled: Callable[[], bool] | None = None,
@@ -119,8 +121,8 @@ def train_candidate(
         CNN training settings (``variant`` is replaced by ``name``); ``seed`` too.
     feature_l2 : float
         L2 penalty of the feature model.
-    device, progress, cancelled
-        As for :func:`~napari_lesion_harvest.lpc.train.train_lpc`.
+    pretrained_trunks, device, progress, cancelled
+        As for :func:`~napari_lesion_harvest.lpc.train.train_lpc` (CNN candidates).
 
     Raises
     ------
@@ -144,6 +146,7 @@ def train_candidate(
     result = train_lpc(
         sets,
         replace(options, variant=name),
+        pretrained_trunks=pretrained_trunks,
         device=device,
         progress=progress,
         cancelled=cancelled,
@@ -152,6 +155,7 @@ def train_candidate(
         **result.counts,
         "best_epoch": result.best_epoch,
         "stopped_early": result.stopped_early,
+        "initialisation": result.model.pretrained_source,
     }
     return Trained(result.model, info)
 
@@ -182,6 +186,7 @@ def out_of_fold(
     *,
     folds: int,
     feature_l2: float = DEFAULT_L2,
+    pretrained_trunks: tuple[str, str] | None = None,
     device=None,
     progress: Progress = no_progress,
     cancelled: Callable[[], bool] | None = None,
@@ -189,7 +194,8 @@ def out_of_fold(
     """Score every V_M proposal with a model of candidate ``name`` that did not see its volume.
 
     The folds come from :func:`~napari_lesion_harvest.lpc.score.fold_of_volumes` with
-    ``options.seed``; fold ``k``'s model trains with seed ``options.seed + k``.
+    ``options.seed``; fold ``k``'s model trains with seed ``options.seed + k`` (from
+    ``pretrained_trunks`` when given, as in :func:`train_candidate`).
 
     Raises
     ------
@@ -209,6 +215,7 @@ def out_of_fold(
             training,
             replace(options, seed=options.seed + fold),
             feature_l2=feature_l2,
+            pretrained_trunks=pretrained_trunks,
             device=device,
             progress=progress,
             cancelled=cancelled,
@@ -267,7 +274,8 @@ class FittedLPC:
         without out-of-fold scores).
     training : dict
         The chosen final model's :attr:`Trained.info` and, for a CNN, the fold
-        models' best epochs (``fold_best_epochs``).
+        models' best epochs (``fold_best_epochs``) and initial weights
+        (``initialisation``).
     """
 
     chosen: str
@@ -323,6 +331,7 @@ def fit_round_lpc(
                     plan.options,
                     folds=folds,
                     feature_l2=plan.feature_l2,
+                    pretrained_trunks=plan.pretrained_trunks.get(name),
                     device=device,
                     progress=progress,
                     cancelled=cancelled,
@@ -336,6 +345,7 @@ def fit_round_lpc(
     training = {}
     if oof and any("best_epoch" in info for info in oof[chosen].infos):
         training["fold_best_epochs"] = [info["best_epoch"] for info in oof[chosen].infos]
+        training["initialisation"] = oof[chosen].infos[0]["initialisation"]
     final = None
     if threshold_mode == "in_sample" or v_h_scoring == "final_model":
         trained = train_candidate(
@@ -343,6 +353,7 @@ def fit_round_lpc(
             sets,
             plan.options,
             feature_l2=plan.feature_l2,
+            pretrained_trunks=plan.pretrained_trunks.get(chosen),
             device=device,
             progress=progress,
             cancelled=cancelled,

@@ -234,11 +234,40 @@ def build_classifier(
     -------
     ProposalClassifier
     """
+    config = classifier_config(
+        variant,
+        width=width,
+        patch_size=patch_size,
+        pad_px=pad_px,
+        hu_window=hu_window,
+        outside=outside,
+    )
+    return ProposalClassifier(config, pretrained=pretrained)
+
+
+def classifier_config(
+    variant: str,
+    *,
+    width: str,
+    patch_size: int,
+    pad_px: float,
+    hu_window: tuple[float, float] | None,
+    outside: str,
+) -> dict:
+    """The configuration dict of a classifier (:attr:`ProposalClassifier.config`), checked.
+
+    Parameters are those of :func:`build_classifier`.
+
+    Raises
+    ------
+    ValueError
+        Unknown ``variant`` or ``width``.
+    """
     if variant not in VARIANTS:
         raise ValueError(f"LPC variant must be one of {VARIANTS}, got {variant!r}")
     if width not in WIDTHS:
         raise ValueError(f"LPC width must be one of {tuple(WIDTHS)}, got {width!r}")
-    config = {
+    return {
         "variant": variant,
         "width": width,
         "patch_size": int(patch_size),
@@ -246,7 +275,6 @@ def build_classifier(
         "hu_window": [float(v) for v in (hu_window or PAPER_HU_WINDOW)],
         "outside": outside,
     }
-    return ProposalClassifier(config, pretrained=pretrained)
 
 
 def patch_spec_for(config: dict) -> PatchSpec:

@@ -8,6 +8,7 @@ takes its ``lpc`` defaults from here without loading torch. The defaults are the
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from napari_lesion_harvest.lpc.choices import CLASSIFIER_NAMES, V_H_SCORINGS, V_M_SCORE_MODES
@@ -96,6 +97,10 @@ class LPCPlan:
         Which V_M scores set the harvest threshold.
     v_h_scoring : {"final_model", "fold_mean"}
     feature_l2 : float
+    pretrained_trunks : mapping name -> (path, sha256)
+        The project's self-supervised trunks (:mod:`~napari_lesion_harvest.lpc.pretrain`)
+        for each CNN candidate they fit; every model of that candidate (folds and final)
+        starts from them.
     """
 
     candidates: tuple[str, ...]
@@ -104,6 +109,7 @@ class LPCPlan:
     threshold_mode: str = "out_of_fold"
     v_h_scoring: str = "final_model"
     feature_l2: float = DEFAULT_L2
+    pretrained_trunks: Mapping[str, tuple[str, str]] = field(default_factory=dict)
 
     def __post_init__(self):
         unknown = [c for c in self.candidates if c not in CLASSIFIER_NAMES]

@@ -31,6 +31,7 @@ from napari_lesion_harvest.lpc.patches import (
     PatchSpec,
     extract_patches,
 )
+from napari_lesion_harvest.lpc.pretrain import load_pretrained_trunks
 from napari_lesion_harvest.progress import Progress, check_cancelled, no_progress
 
 
@@ -217,6 +218,7 @@ def train_lpc(
     options: LPCTrainOptions | None = None,
     *,
     model: ProposalClassifier | None = None,
+    pretrained_trunks: tuple[str, str | None] | None = None,
     checkpoint=None,
     device=None,
     progress: Progress = no_progress,
@@ -232,6 +234,10 @@ def train_lpc(
         Default: ``LPCTrainOptions()`` (the paper's multi-view ResNet-18).
     model : ProposalClassifier, optional
         Start from this model (fine-tuning); ``options``' architecture fields are ignored.
+    pretrained_trunks : (path, sha256), optional
+        Without ``model``: start the trunks from these self-supervised weights
+        (:func:`~napari_lesion_harvest.lpc.pretrain.load_pretrained_trunks`; a file that
+        is not the recorded one, or whose trunks do not fit, raises ``CheckpointError``).
     checkpoint : path, optional
         Written atomically at every held-out improvement (or at the end without hold-out).
     device : str or torch.device, optional
@@ -267,6 +273,8 @@ def train_lpc(
             outside=options.outside,
             pretrained=options.pretrained,
         )
+        if pretrained_trunks is not None:
+            load_pretrained_trunks(model, pretrained_trunks[0], sha256=pretrained_trunks[1])
     model = model.to(device)
     spec = model.spec
 

@@ -74,7 +74,8 @@ def load_checkpoint(
     map_location : str or torch.device, optional
     kind, version : str, int
         The ``kind`` and ``format_version`` the file must hold (an LPG checkpoint's by
-        default; :mod:`~napari_lesion_harvest.lpg.pretrain` reads its own).
+        default; :mod:`~napari_lesion_harvest.lpg.pretrain` and
+        :mod:`~napari_lesion_harvest.lpc.pretrain` read their own).
 
     Raises
     ------
@@ -85,7 +86,8 @@ def load_checkpoint(
     """
     state = checkpoints.load_checkpoint(path, sha256=sha256, map_location=map_location)
     if not isinstance(state, dict) or state.get("kind") != kind:
-        raise CheckpointError(f"{path}: not an LPG checkpoint (kind != {kind!r})")
+        what = "an LPG checkpoint" if kind == CHECKPOINT_KIND else f"a {kind} checkpoint"
+        raise CheckpointError(f"{path}: not {what} (kind != {kind!r})")
     if state.get("format_version") != version:
         raise CheckpointError(
             f"{path}: checkpoint format {state.get('format_version')} is not supported "

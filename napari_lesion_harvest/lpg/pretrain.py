@@ -23,6 +23,10 @@ Checkpoint (written by the package's durable writer, read weights-only)::
 Every random draw of step ``s`` comes from ``numpy.random.default_rng([seed, s, k])``
 (``k`` = position in the batch), so a resumed run draws what an uninterrupted
 one would.
+
+:func:`train_restoration` is the training loop (optimiser, warm-up and cosine
+learning rate, time budget, stop, durable checkpoints, resume) that the LPC's
+pretraining (:mod:`napari_lesion_harvest.lpc.pretrain`) runs too.
 """
 
 from __future__ import annotations
@@ -209,12 +213,7 @@ def pretrain_trunk(
     config: str | LPGConfig = "lite",
     options: LPGTrainOptions = DEFAULT_OPTIONS,
     resume_from: tuple[str | os.PathLike, str | None] | None = None,
-    minutes: float | None = None,
-    save_every_s: float = 60.0,
-    on_checkpoint: Callable[[Path, str, int, int, float], None] | None = None,
-    device: str = "cpu",
-    progress: ProgressCallback | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    **loop,
 ) -> PretrainResult:
     """Pretrain (or continue pretraining) the LPG trunk by restoration.
 
@@ -222,9 +221,7 @@ def pretrain_trunk(
     ----------
     slices : PretrainSlices
     checkpoint_path : path, or callable
-        Where checkpoints go (atomically, durably), every ``save_every_s`` seconds
-        and at the end; a callable gives the file of each step (one file per
-        version: a version is never overwritten).
+        As for :func:`train_restoration`.
     config : str or LPGConfig
         Of a new run; a resumed run keeps the checkpoint's.
     options : LPGTrainOptions
@@ -234,6 +231,72 @@ def pretrain_trunk(
     resume_from : (path, sha256), optional
         Continue from this checkpoint; with a recorded sha256, other content is
         refused (:class:`~napari_lesion_harvest.store.ChecksumMismatchError`).
+    **loop
+        ``minutes``, ``save_every_s``, ``on_checkpoint``, ``device``, ``progress``,
+        ``should_stop``: as for :func:`train_restoration`.
+
+    Returns
+    -------
+    PretrainResult
+    """
+    resumed = None
+    if resume_from is not None:
+        resumed = read_pretrained(resume_from[0], sha256=resume_from[1])
+        config = get_config(resumed["config"])
+    config = get_config(config)
+    return train_restoration(
+        lambda: restoration_network(config),
+        lambda step: restoration_batch(slices, config, options, step),
+        checkpoint_path,
+        header={
+            "kind": CHECKPOINT_KIND,
+            "format_version": CHECKPOINT_VERSION,
+            "config": config.to_dict(),
+        },
+        options=options,
+        resumed=resumed,
+        **loop,
+    )
+
+
+def train_restoration(
+    build_network: Callable[[], object],
+    batch_of: Callable[[int], tuple],
+    checkpoint_path: str | os.PathLike | Callable[[int], Path],
+    *,
+    header: dict,
+    options,
+    resumed: dict | None = None,
+    minutes: float | None = None,
+    save_every_s: float = 60.0,
+    on_checkpoint: Callable[[Path, str, int, int, float], None] | None = None,
+    device: str = "cpu",
+    progress: ProgressCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> PretrainResult:
+    """The restoration training loop of every self-supervised pretraining (the LPG's
+    trunk here, the LPC's view trunks in :mod:`napari_lesion_harvest.lpc.pretrain`).
+
+    Parameters
+    ----------
+    build_network : callable
+        ``build_network()`` gives the network (after ``torch.manual_seed(options.seed)``).
+    batch_of : callable
+        ``batch_of(step)`` gives the ``(inputs, targets)`` tensors of ``step``; the loss
+        is ``mse_loss(network(inputs), targets)``.
+    checkpoint_path : path, or callable
+        Where checkpoints go (atomically, durably), every ``save_every_s`` seconds
+        and at the end; a callable gives the file of each step (one file per
+        version: a version is never overwritten).
+    header : dict
+        ``kind``, ``format_version`` and ``config`` of every checkpoint written; the
+        loop adds ``model``, ``optimizer``, ``step``, ``total_steps``, ``seconds`` and
+        ``seed``.
+    options : LPGTrainOptions or alike
+        ``steps``, ``learning_rate``, ``warmup_steps``, ``weight_decay``,
+        ``optimizer``, ``grad_clip`` and ``seed`` are read.
+    resumed : dict, optional
+        A checkpoint to continue (its ``model``, ``optimizer``, ``step``, ``seconds``).
     minutes : float, optional
         Time budget of this run: stop and save once it is spent.
     save_every_s : float
@@ -242,6 +305,7 @@ def pretrain_trunk(
         durable.
     device : str
     progress : callable, optional
+        ``progress(step, total_steps, {"loss", "lr"})`` after every step.
     should_stop : callable, optional
         Checked between steps; True saves and returns ``stopped=True``.
 
@@ -254,13 +318,8 @@ def pretrain_trunk(
     from napari_lesion_harvest.lpg.train import _make_optimizer
     from napari_lesion_harvest.store import checkpoints
 
-    resumed = None
-    if resume_from is not None:
-        resumed = read_pretrained(resume_from[0], sha256=resume_from[1])
-        config = get_config(resumed["config"])
-    config = get_config(config)
     torch.manual_seed(options.seed)
-    network = restoration_network(config)
+    network = build_network()
     optimizer = _make_optimizer(network, options)
     step, seconds = 0, 0.0
     if resumed is not None:
@@ -277,9 +336,7 @@ def pretrain_trunk(
     def save() -> None:
         nonlocal last_save, saved_step
         state = {
-            "kind": CHECKPOINT_KIND,
-            "format_version": CHECKPOINT_VERSION,
-            "config": config.to_dict(),
+            **header,
             "model": {k: v.detach().cpu() for k, v in network.state_dict().items()},
             "optimizer": optimizer.state_dict(),
             "step": step,
@@ -303,7 +360,7 @@ def pretrain_trunk(
         if out_of_time or (should_stop is not None and should_stop()):
             stopped = True
             break
-        inputs, targets = restoration_batch(slices, config, options, step)
+        inputs, targets = batch_of(step)
         learning_rate = learning_rate_at(step, options)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate

@@ -1,13 +1,17 @@
-"""The project's self-supervised LPG weights: one checkpoint file and its record.
+"""The project's self-supervised weights: per network (the LPG's trunk, the LPC's view
+trunks) one checkpoint file and its record.
 
-Pretraining (:mod:`napari_lesion_harvest.lpg.pretrain`) writes each version to
-a new file of :data:`PRETRAINED_DIR` (``lpg-<step>.pt``) with the package's
+Pretraining a network of :data:`NETWORKS` (:mod:`napari_lesion_harvest.lpg.pretrain`,
+:mod:`napari_lesion_harvest.lpc.pretrain`) writes each version to a new file of
+:data:`PRETRAINED_DIR` (``lpg-<step>.pt``, ``lpc-<step>.pt``) with the package's
 durable writer and records it in the audit log (action :data:`SAVED`, details =
-the fields of :class:`PretrainedWeights`), in the transaction that checks that it
-still holds the project's lock; then the older files go. :data:`DISCARDED`
-withdraws them. The newest of these two entries says what the project has, so a
-round never reads weights whose sha256 the project did not record, and a process
-killed between writing a version and recording it leaves the recorded one intact.
+the fields of :class:`PretrainedWeights`, ``network`` among them), in the
+transaction that checks that it still holds the project's lock; then the older
+files go. :data:`DISCARDED` withdraws a network's weights. The newest of these two
+entries of a network says what the project has for it, so a round never reads
+weights whose sha256 the project did not record, and a process killed between
+writing a version and recording it leaves the recorded one intact. A record
+without ``network`` (as earlier versions wrote them) is the LPG's.
 """
 
 from __future__ import annotations
@@ -24,11 +28,13 @@ from napari_lesion_harvest.store.lock import PRETRAINING, RoundLock
 PRETRAINED_DIR = "models/pretrained"
 #: Audit actions: a durable version of the weights, and their withdrawal.
 SAVED, DISCARDED = "pretrain.save", "pretrain.discard"
+#: The networks pretrained, and the one a record without ``network`` belongs to (the first).
+NETWORKS = ("lpg", "lpc")
 
 
 @dataclass(frozen=True)
 class PretrainedWeights:
-    """A recorded version of the project's pretrained LPG weights.
+    """A recorded version of a network's pretrained weights in the project.
 
     Attributes
     ----------
@@ -45,7 +51,9 @@ class PretrainedWeights:
     seconds : float
         Training time of all runs together.
     config : dict
-        The LPG configuration pretrained (``LPGConfig.to_dict()``).
+        The configuration pretrained: the LPG's (``LPGConfig.to_dict()``) or the LPC's
+        (``ProposalClassifier.config``).
+    network : {"lpg", "lpc"}
     """
 
     path: str
@@ -55,23 +63,36 @@ class PretrainedWeights:
     total_steps: int
     seconds: float
     config: dict = field(default_factory=dict)
+    network: str = NETWORKS[0]
 
     @property
     def minutes(self) -> float:
         """Training time in minutes."""
         return self.seconds / 60
 
+    @property
+    def architecture(self) -> str:
+        """What was pretrained, e.g. ``LPG config lite`` or ``LPC multiview, width lite,
+        64 px patches``."""
+        if self.network == "lpc":
+            c = self.config
+            return (
+                f"LPC {c.get('variant')}, width {c.get('width')}, {c.get('patch_size')} px patches"
+            )
+        return f"LPG config {self.config.get('name')}"
+
     def describe(self) -> str:
         """e.g. ``400 of 2000 steps, 12.5 min, LPG config lite
         (models/pretrained/lpg-0000400.pt)``."""
         return (
-            f"{self.step} of {self.total_steps} steps, {self.minutes:.1f} min, LPG config "
-            f"{self.config.get('name')} ({self.path})"
+            f"{self.step} of {self.total_steps} steps, {self.minutes:.1f} min, "
+            f"{self.architecture} ({self.path})"
         )
 
 
 class PretrainedStore:
-    """The pretrained weights of one project (``HarvestProject.pretrained``).
+    """The pretrained weights of one project (``HarvestProject.pretrained``), of every
+    network of :data:`NETWORKS`.
 
     Parameters
     ----------
@@ -84,19 +105,18 @@ class PretrainedStore:
         self._db = db
         self.folder = Path(folder)
 
-    def file_for(self, step: int) -> Path:
-        """Where the version at ``step`` is written (absolute)."""
-        return self.folder / PRETRAINED_DIR / f"lpg-{int(step):07d}.pt"
+    def file_for(self, step: int, network: str = NETWORKS[0]) -> Path:
+        """Where ``network``'s version at ``step`` is written (absolute)."""
+        return self.folder / PRETRAINED_DIR / f"{_checked(network)}-{int(step):07d}.pt"
 
     def prune(self, *, lock: RoundLock) -> None:
-        """Remove every file of :data:`PRETRAINED_DIR` but the recorded version's
-        (older versions, and what a killed run wrote but did not record)."""
+        """Remove every file of :data:`PRETRAINED_DIR` but the recorded versions' (older
+        versions, and what a killed run wrote but did not record)."""
         with self._db.read("reading the pretrained weights' record") as conn:
             lock.check(conn)
-        current = self.current()
-        keep = None if current is None else self.folder / current.path
+        keep = {self.folder / w.path for w in map(self.current, NETWORKS) if w is not None}
         for path in (self.folder / PRETRAINED_DIR).glob("*"):
-            if path.is_file() and path != keep:
+            if path.is_file() and path not in keep:
                 path.unlink(missing_ok=True)
 
     def lock(self) -> RoundLock:
@@ -104,19 +124,23 @@ class PretrainedStore:
         a round and pretraining never run at once."""
         return RoundLock(self._db, PRETRAINING)
 
-    def current(self) -> PretrainedWeights | None:
-        """The recorded weights, or None (never pretrained, or discarded)."""
-        with self._db.read("reading the pretrained weights' record") as conn:
-            row = conn.execute(
-                "SELECT action, details FROM audit WHERE action IN (?, ?) ORDER BY id DESC "
-                "LIMIT 1",
-                (SAVED, DISCARDED),
-            ).fetchone()
-        if row is None or row[0] == DISCARDED:
-            return None
-        details = json.loads(row[1])
+    def current(self, network: str = NETWORKS[0]) -> PretrainedWeights | None:
+        """``network``'s recorded weights, or None (never pretrained, or discarded)."""
+        _checked(network)
         known = {f.name for f in fields(PretrainedWeights)}
-        return PretrainedWeights(**{k: v for k, v in details.items() if k in known})
+        with self._db.read("reading the pretrained weights' record") as conn:
+            entries = conn.execute(
+                "SELECT action, details FROM audit WHERE action IN (?, ?) ORDER BY id DESC",
+                (SAVED, DISCARDED),
+            )
+            for action, text in entries:
+                details = json.loads(text)
+                if details.get("network", NETWORKS[0]) != network:
+                    continue
+                if action == DISCARDED:
+                    return None
+                return PretrainedWeights(**{k: v for k, v in details.items() if k in known})
+        return None
 
     def record(self, weights: PretrainedWeights, *, lock: RoundLock, author: str) -> None:
         """Record ``weights``, just written durably, while ``lock`` is held."""
@@ -125,10 +149,12 @@ class PretrainedStore:
             rows.append_audit(conn, author=author, action=SAVED, details=asdict(weights))
         self.prune(lock=lock)
 
-    def discard(self, *, lock: RoundLock, author: str) -> PretrainedWeights | None:
-        """Withdraw the recorded weights and remove their file; returns what was withdrawn
-        (None: there was nothing to discard)."""
-        found = self.current()
+    def discard(
+        self, network: str = NETWORKS[0], *, lock: RoundLock, author: str
+    ) -> PretrainedWeights | None:
+        """Withdraw ``network``'s recorded weights and remove their file; returns what was
+        withdrawn (None: there was nothing to discard)."""
+        found = self.current(network)
         if found is None:
             return None
         with self._db.write("discarding the pretrained weights") as conn:
@@ -136,3 +162,9 @@ class PretrainedStore:
             rows.append_audit(conn, author=author, action=DISCARDED, details=asdict(found))
         self.prune(lock=lock)
         return found
+
+
+def _checked(network: str) -> str:
+    if network not in NETWORKS:
+        raise ValueError(f"network must be one of {NETWORKS}, got {network!r}")
+    return network
