@@ -19,7 +19,8 @@ and recomputes the report; ``--report-only`` runs nothing and reports the finish
 seeds (the phantom, preset and changes are read from ``OUT``).
 ``tools/quality_compare.py A/quality.json B/quality.json`` gives the paired
 difference of two runs (e.g. B with ``--pretrain-steps N`` or ``--pretrain-minutes M``:
-each seed's LPG trunk pretrained on the project's training volumes before round 1).
+each seed's LPG trunk, or with ``--pretrain-network lpc|both`` the LPC's trunks too,
+pretrained on the project's training volumes before round 1).
 Protocol and figures: ``docs/experiments/quality-benchmark.md``.
 """
 
@@ -62,6 +63,8 @@ DEFAULTS = {
 }
 #: What a seed's finished run writes beside its project.
 RUN_FILE = "run.json"
+#: The networks ``--pretrain-network`` pretrains.
+NETWORKS = {"lpg": ("lpg",), "lpc": ("lpc",), "both": ("lpg", "lpc")}
 
 
 def phantom_dataset(out: Path, args, parser) -> Path:
@@ -114,14 +117,16 @@ def run_seed(out: Path, dataset: Path, config, *, device: str, settings: dict) -
     with HarvestProject.open(project_dir) as project:
         done = sum(r.status == "done" for r in project.rounds.list())
         if (settings["pretrain_minutes"] or settings["pretrain_steps"]) and not done:
-            pretrain(
-                project,
-                config,
-                minutes=settings["pretrain_minutes"],
-                steps=settings["pretrain_steps"],
-                device=device,
-            )
-        pretrained = project.pretrained.current()
+            for network in NETWORKS[settings["pretrain_network"]]:
+                pretrain(
+                    project,
+                    config,
+                    network=network,
+                    minutes=settings["pretrain_minutes"],
+                    steps=settings["pretrain_steps"],
+                    device=device,
+                )
+        pretrained = {n: project.pretrained.current(n) for n in NETWORKS["both"]}
         try:
             run_rounds_stoppably(
                 project, config, rounds=config.max_rounds - done, device=device, progress=clock
@@ -136,7 +141,12 @@ def run_seed(out: Path, dataset: Path, config, *, device: str, settings: dict) -
         "rounds": config.max_rounds,
         "pretrain_minutes": settings["pretrain_minutes"],
         "pretrain_steps": settings["pretrain_steps"],
-        "pretrained": pretrained and {"steps": pretrained.step, "minutes": pretrained.minutes},
+        "pretrain_network": settings["pretrain_network"],
+        "pretrained": {
+            network: {"steps": weights.step, "minutes": weights.minutes}
+            for network, weights in pretrained.items()
+            if weights is not None
+        },
         "resumed_after_rounds": done,
         "seconds": round(time.monotonic() - started, 1),
         # CPU seconds of this process: about the wall time of an unshared machine
@@ -155,20 +165,23 @@ def run_seed(out: Path, dataset: Path, config, *, device: str, settings: dict) -
     return record
 
 
-def pretrain(project, config, *, minutes: float | None, steps: int | None, device: str) -> None:
-    """Pretrain the project's LPG trunk (``lesion-harvest pretrain``) up to ``steps`` steps
-    (default: the command's), for at most what is left of ``minutes`` of training
-    (default: no limit); round 1 then starts from it."""
+def pretrain(
+    project, config, *, network: str, minutes: float | None, steps: int | None, device: str
+) -> None:
+    """Pretrain the project's ``network`` (``lesion-harvest pretrain --network``) up to
+    ``steps`` steps (default: the command's), for at most what is left of ``minutes`` of
+    training (default: no limit); the rounds then start from it."""
     from napari_lesion_harvest.harvest.pretraining import run_pretraining
     from napari_lesion_harvest.harvest.round import resolve_device
     from napari_lesion_harvest.progress import no_progress
 
-    current = project.pretrained.current()
+    current = project.pretrained.current(network)
     left = None if minutes is None else minutes - (current.minutes if current else 0.0)
     if (left is None or left > 0) and not (current and steps and current.step >= steps):
-        print(f"pretraining the LPG trunk: {steps or 'default'} steps, {left} min", flush=True)
+        print(f"pretraining the {network}: {steps or 'default'} steps, {left} min", flush=True)
         run_pretraining(
             project,
+            network=network,
             config=config,
             steps=steps,
             minutes=left,
@@ -285,6 +298,7 @@ def run_settings(runs: dict[int, dict], args) -> dict:
         ("rounds", args.rounds),
         ("pretrain_minutes", args.pretrain_minutes),
         ("pretrain_steps", args.pretrain_steps),
+        ("pretrain_network", args.pretrain_network),
     ):
         values = {json.dumps(run.get(name, default)) for run in runs.values()}
         if len(values) > 1:
@@ -317,6 +331,12 @@ def main(argv=None) -> int:
         "--pretrain-minutes",
         type=float,
         help="pretrain each seed's LPG trunk this long before round 1 (lesion-harvest pretrain)",
+    )
+    parser.add_argument(
+        "--pretrain-network",
+        choices=sorted(NETWORKS),
+        default="lpg",
+        help="what --pretrain-steps / --pretrain-minutes pretrain (each network its own)",
     )
     parser.add_argument(
         "--pretrain-steps",
@@ -357,6 +377,7 @@ def main(argv=None) -> int:
                     "set": args.set,
                     "pretrain_minutes": args.pretrain_minutes,
                     "pretrain_steps": args.pretrain_steps,
+                    "pretrain_network": args.pretrain_network,
                 },
             )
             print(f"seed {seed}: {runs[seed]['seconds'] / 60:.1f} min", flush=True)
