@@ -32,18 +32,11 @@ def pretraining_volumes(project) -> list:
 
 def lpc_architecture(config) -> dict:
     """The classifier configuration (``ProposalClassifier.config``) of a round's
-    ``lpc.variant`` (a RoundConfig's section ``lpc``)."""
-    from napari_lesion_harvest.lpc.models import classifier_config
+    ``lpc.variant``: that of the LPC the round trains (a RoundConfig's section ``lpc``)."""
+    from napari_lesion_harvest.harvest.stages import lpc_training_options
+    from napari_lesion_harvest.lpc.models import options_classifier_config
 
-    lpc = config.lpc
-    return classifier_config(
-        lpc.variant,
-        width=lpc.width,
-        patch_size=lpc.patch_size,
-        pad_px=lpc.pad_px,
-        hu_window=None,
-        outside=lpc.outside,
-    )
+    return options_classifier_config(lpc_training_options(config, seed=config.seed))
 
 
 def _architecture(network: str, round_config):

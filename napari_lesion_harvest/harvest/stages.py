@@ -446,26 +446,15 @@ def lpc_pretrained_trunks(state: RoundState, plan: LPCPlan) -> tuple[dict, str |
         although the project has pretrained trunks (None: every CNN candidate uses them,
         or the project has none).
     """
-    from napari_lesion_harvest.lpc.models import VARIANTS, classifier_config
+    from napari_lesion_harvest.lpc.models import VARIANTS, options_classifier_config
     from napari_lesion_harvest.lpc.pretrain import trunk_misfit
 
     weights = state.project.pretrained.current("lpc")
     if weights is None:
         return {}, None
-    options = plan.options
     trunks, reasons = {}, []
     for name in (c for c in plan.candidates if c in VARIANTS):
-        misfit = trunk_misfit(
-            weights.config,
-            classifier_config(
-                name,
-                width=options.width,
-                patch_size=options.patch_size,
-                pad_px=options.pad_px,
-                hu_window=options.hu_window,
-                outside=options.outside,
-            ),
-        )
+        misfit = trunk_misfit(weights.config, options_classifier_config(plan.options, name))
         if misfit:
             reasons.append(f"the {name} LPC: {misfit}")
         else:

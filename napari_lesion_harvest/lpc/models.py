@@ -277,6 +277,20 @@ def classifier_config(
     }
 
 
+def options_classifier_config(options, variant: str | None = None) -> dict:
+    """The configuration of the classifier that ``options`` (an
+    :class:`~napari_lesion_harvest.lpc.options.LPCTrainOptions`) trains: of ``variant``
+    when given, else of ``options.variant``."""
+    return classifier_config(
+        variant or options.variant,
+        width=options.width,
+        patch_size=options.patch_size,
+        pad_px=options.pad_px,
+        hu_window=options.hu_window,
+        outside=options.outside,
+    )
+
+
 def patch_spec_for(config: dict) -> PatchSpec:
     """The :class:`PatchSpec` a classifier configuration reads."""
     variant, size = config["variant"], config["patch_size"]

@@ -48,7 +48,9 @@ class LPCTrainOptions:
     Attributes
     ----------
     variant, width, patch_size, pad_px, hu_window, outside, pretrained
-        Passed to :func:`~napari_lesion_harvest.lpc.models.build_classifier`.
+        The classifier trained, as the parameters of
+        :func:`~napari_lesion_harvest.lpc.models.build_classifier`
+        (:func:`~napari_lesion_harvest.lpc.models.options_classifier_config`).
     epochs : int
         Maximum epochs; an epoch draws as many balanced samples as there are
         training proposals (at least one batch).

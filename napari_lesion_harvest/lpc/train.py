@@ -25,7 +25,7 @@ from napari_lesion_harvest.lpc.augment import augment_patches
 from napari_lesion_harvest.lpc.checkpoint import save_checkpoint
 from napari_lesion_harvest.lpc.features import proposal_features
 from napari_lesion_harvest.lpc.metrics import roc_auc
-from napari_lesion_harvest.lpc.models import ProposalClassifier, build_classifier
+from napari_lesion_harvest.lpc.models import ProposalClassifier, options_classifier_config
 from napari_lesion_harvest.lpc.options import LPCTrainOptions
 from napari_lesion_harvest.lpc.patches import (
     PatchSpec,
@@ -264,14 +264,8 @@ def train_lpc(
     torch.manual_seed(options.seed)
     generator = torch.Generator().manual_seed(options.seed)
     if model is None:
-        model = build_classifier(
-            options.variant,
-            width=options.width,
-            patch_size=options.patch_size,
-            pad_px=options.pad_px,
-            hu_window=options.hu_window,
-            outside=options.outside,
-            pretrained=options.pretrained,
+        model = ProposalClassifier(
+            options_classifier_config(options), pretrained=options.pretrained
         )
         if pretrained_trunks is not None:
             load_pretrained_trunks(model, pretrained_trunks[0], sha256=pretrained_trunks[1])
