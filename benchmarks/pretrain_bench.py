@@ -17,7 +17,9 @@ as ``lpg_phantom_bench.py``), per arm and seed, and the paired difference
 (the quality benchmark's two-level bootstrap, ``harvest.quality.seed_weights``).
 
 Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/pretrain_bench.py --seeds 0 1 2
---pretrain-minutes 10``. Prints one JSON object (and ``--out FILE`` keeps it).
+--pretrain-minutes 10``. Prints one JSON object (and ``--out FILE`` keeps it), which
+holds each seed's bootstrap draws: seeds run in separate processes (one ``--out``
+each, same other options) are reported together by ``--combine FILE [FILE ...]``.
 """
 
 from __future__ import annotations
@@ -49,7 +51,12 @@ from napari_lesion_harvest.lpg.phantom_froc import (
     key_slice_samples,
     synthetic_ct,
 )
-from napari_lesion_harvest.lpg.pretrain import DEFAULT_OPTIONS, PretrainSlices, pretrain_trunk
+from napari_lesion_harvest.lpg.pretrain import (
+    DEFAULT_OPTIONS,
+    PRETEXTS,
+    PretrainSlices,
+    pretrain_trunk,
+)
 from napari_lesion_harvest.lpg.train import LPGTrainOptions, train_lpg
 
 #: First phantom index of the unlabelled-only and of the held-out volumes.
@@ -96,6 +103,111 @@ def train_arm(samples, config, seed: int, steps: int, trunk: Path | None):
     return result.model
 
 
+#: Options whose values must agree for seeds to be reported together.
+SETTINGS = (
+    "fp_rate",
+    "train",
+    "unlabelled",
+    "held_out",
+    "size",
+    "steps",
+    "pretext",
+    "pretrain_steps",
+    "pretrain_minutes",
+    "resamples",
+)
+ARMS = ("random", "pretrained")
+
+
+def run_seed(seed: int, args, config, labelled, unlabelled, held_out, samples) -> dict:
+    """Pretrain with ``seed``, train both arms and scan the held-out volumes.
+
+    Returns
+    -------
+    dict
+        ``seed``, ``pretraining`` (steps, seconds, first and last loss), ``point``
+        (arm -> sensitivity at ``--fp-rate``) and ``draws`` (arm -> its bootstrap
+        draws over the held-out volumes, ``--resamples`` values).
+    """
+    counts = volume_resamples(len(held_out), args.resamples, seed=0)
+    ones = np.ones((1, len(held_out)), dtype=np.int64)
+    run = {"seed": seed, "point": {}, "draws": {}}
+    with tempfile.TemporaryDirectory() as folder:
+        trunk = Path(folder) / "pretrained.pt"
+        started = time.monotonic()
+        done = pretrain_trunk(
+            PretrainSlices([p.volume for p in labelled + unlabelled]),
+            trunk,
+            config=config,
+            options=replace(DEFAULT_OPTIONS, steps=args.pretrain_steps, seed=seed),
+            pretext=args.pretext,
+            minutes=args.pretrain_minutes,
+        )
+        run["pretraining"] = {
+            "steps": done.step,
+            "seconds": round(time.monotonic() - started),
+            "first_loss": done.losses[0],
+            "last_loss": float(np.mean(done.losses[-20:])),
+        }
+        print(f"seed {seed} pretrained: {run['pretraining']}", flush=True)
+        for arm in ARMS:
+            start_from = None if arm == "random" else trunk
+            model = train_arm(samples, config, seed, args.steps, start_from)
+            steps, images = froc_steps(model, held_out)
+            rates = [args.fp_rate]
+            point = resampled_froc(steps, ones, images=images, fp_rates=rates)[0, 0]
+            run["point"][arm] = float(point)
+            draws = resampled_froc(steps, counts, images=images, fp_rates=rates)[:, 0]
+            run["draws"][arm] = draws.tolist()
+            print(f"seed {seed} {arm}: {run['point'][arm]:.3f}", flush=True)
+    return run
+
+
+def report(settings: dict, runs: list[dict], held_out_lesions: int, training_slices: int) -> dict:
+    """Each arm's mean sensitivity and the paired gain over ``runs`` (one per seed),
+    with 95% two-level bootstrap intervals."""
+    weights = seed_weights(len(runs), settings["resamples"], seed=0)
+    figures = {}
+    for arm in ARMS:
+        draws = np.array([run["draws"][arm] for run in runs])
+        low, high = percentile_interval(combine(draws, weights))
+        per_seed = [run["point"][arm] for run in runs]
+        figures[arm] = {"mean": float(np.mean(per_seed)), "low": low, "high": high}
+        figures[arm]["per_seed"] = per_seed
+    difference = np.array(
+        [np.subtract(run["draws"]["pretrained"], run["draws"]["random"]) for run in runs]
+    )
+    low, high = percentile_interval(combine(difference, weights))
+    gain = np.array([run["point"]["pretrained"] - run["point"]["random"] for run in runs])
+    return {
+        "question": "LPG held-out sensitivity at FP rate per marked slice: pretrained - random",
+        **settings,
+        "seeds": [run["seed"] for run in runs],
+        "held_out_lesions": held_out_lesions,
+        "training_slices": training_slices,
+        "pretraining": [{"seed": run["seed"], **run["pretraining"]} for run in runs],
+        "sensitivity": figures,
+        "gain": {"mean": float(gain.mean()), "low": low, "high": high, "per_seed": gain.tolist()},
+        "runs": runs,
+    }
+
+
+def combined(files: list[Path]) -> dict:
+    """The report over the seeds of earlier runs' ``--out`` files (same settings)."""
+    found = [json.loads(f.read_text(encoding="utf-8")) for f in files]
+    for name in (*SETTINGS, "held_out_lesions", "training_slices"):
+        values = {json.dumps(f[name]) for f in found}
+        if len(values) > 1:
+            raise SystemExit(f"the files were made with different {name}: {sorted(values)}")
+    runs = sorted((run for f in found for run in f["runs"]), key=lambda run: run["seed"])
+    seeds = [run["seed"] for run in runs]
+    if len(set(seeds)) < len(seeds):
+        raise SystemExit(f"a seed is in more than one file: {seeds}")
+    first = found[0]
+    settings = {name: first[name] for name in SETTINGS}
+    return report(settings, runs, first["held_out_lesions"], first["training_slices"])
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -106,94 +218,40 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=800, help="LPG training steps")
     parser.add_argument("--pretrain-minutes", type=float, default=10.0)
     parser.add_argument("--pretrain-steps", type=int, default=DEFAULT_OPTIONS.steps)
+    parser.add_argument("--pretext", choices=PRETEXTS, default=PRETEXTS[0])
     parser.add_argument("--fp-rate", type=float, default=1.0)
     parser.add_argument("--resamples", type=int, default=2000)
     parser.add_argument("--out", type=Path, help="also write the JSON here")
+    parser.add_argument(
+        "--combine", type=Path, nargs="+", help="run nothing: report these --out files together"
+    )
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    config = get_config("lite", max_side=args.size, hu_window=(-200.0, 300.0))
-    labelled = [synthetic_ct(i, args.size) for i in range(args.train)]
-    unlabelled = [
-        synthetic_ct(i, args.size)
-        for i in range(UNLABELLED_START, UNLABELLED_START + args.unlabelled)
-    ]
-    held_out = [
-        synthetic_ct(i, args.size) for i in range(HELD_OUT_START, HELD_OUT_START + args.held_out)
-    ]
-    samples = [s for p in labelled for s in key_slice_samples(p, p.lesions)]
-    counts = volume_resamples(len(held_out), args.resamples, seed=0)
-    weights = seed_weights(len(args.seeds), args.resamples, seed=0)
-    ones = np.ones((1, len(held_out)), dtype=np.int64)
-    arms = ("random", "pretrained")
-    point = {arm: [] for arm in arms}
-    draws = {arm: [] for arm in arms}
-    pretraining = []
-    for seed in args.seeds:
-        with tempfile.TemporaryDirectory() as folder:
-            trunk = Path(folder) / "pretrained.pt"
-            started = time.monotonic()
-            done = pretrain_trunk(
-                PretrainSlices([p.volume for p in labelled + unlabelled]),
-                trunk,
-                config=config,
-                options=replace(DEFAULT_OPTIONS, steps=args.pretrain_steps, seed=seed),
-                minutes=args.pretrain_minutes,
-            )
-            pretraining.append(
-                {
-                    "seed": seed,
-                    "steps": done.step,
-                    "seconds": round(time.monotonic() - started),
-                    "first_loss": done.losses[0],
-                    "last_loss": float(np.mean(done.losses[-20:])),
-                }
-            )
-            print(f"seed {seed} pretrained: {pretraining[-1]}", flush=True)
-            for arm in arms:
-                model = train_arm(
-                    samples, config, seed, args.steps, trunk if arm != "random" else None
-                )
-                steps, images = froc_steps(model, held_out)
-                point[arm].append(
-                    float(
-                        resampled_froc(steps, ones, images=images, fp_rates=[args.fp_rate])[0, 0]
-                    )
-                )
-                draws[arm].append(
-                    resampled_froc(steps, counts, images=images, fp_rates=[args.fp_rate])[:, 0]
-                )
-                print(f"seed {seed} {arm}: {point[arm][-1]:.3f}", flush=True)
-    figures = {}
-    for arm in arms:
-        low, high = percentile_interval(combine(np.array(draws[arm]), weights))
-        figures[arm] = {
-            "mean": float(np.mean(point[arm])),
-            "low": low,
-            "high": high,
-            "per_seed": point[arm],
-        }
-    difference = np.array(draws["pretrained"]) - np.array(draws["random"])
-    low, high = percentile_interval(combine(difference, weights))
-    gain = np.subtract(point["pretrained"], point["random"])
-    report = {
-        "question": "LPG held-out sensitivity at FP rate per marked slice: pretrained - random",
-        "fp_rate": args.fp_rate,
-        "seeds": args.seeds,
-        "train_volumes": args.train,
-        "unlabelled_volumes": args.unlabelled,
-        "held_out_volumes": args.held_out,
-        "held_out_lesions": sum(len(p.lesions) for p in held_out),
-        "training_slices": len(samples),
-        "lpg_steps": args.steps,
-        "size": args.size,
-        "pretraining": pretraining,
-        "sensitivity": figures,
-        "gain": {"mean": float(gain.mean()), "low": low, "high": high, "per_seed": gain.tolist()},
-    }
-    text = json.dumps(report, indent=1)
-    print(text)
+    if args.combine:
+        result = combined(args.combine)
+    else:
+        torch.set_num_threads(1)
+        config = get_config("lite", max_side=args.size, hu_window=(-200.0, 300.0))
+        labelled = [synthetic_ct(i, args.size) for i in range(args.train)]
+        unlabelled = [
+            synthetic_ct(i, args.size)
+            for i in range(UNLABELLED_START, UNLABELLED_START + args.unlabelled)
+        ]
+        held_out = [
+            synthetic_ct(i, args.size)
+            for i in range(HELD_OUT_START, HELD_OUT_START + args.held_out)
+        ]
+        samples = [s for p in labelled for s in key_slice_samples(p, p.lesions)]
+        runs = [
+            run_seed(seed, args, config, labelled, unlabelled, held_out, samples)
+            for seed in args.seeds
+        ]
+        settings = {name: getattr(args, name) for name in SETTINGS}
+        lesions = sum(len(p.lesions) for p in held_out)
+        result = report(settings, runs, lesions, len(samples))
+    shown = {key: value for key, value in result.items() if key != "runs"}
+    print(json.dumps(shown, indent=1))
     if args.out:
-        args.out.write_text(text + "\n", encoding="utf-8")
+        args.out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     return 0
 
 

@@ -50,7 +50,7 @@ from napari_lesion_harvest.lpg.corruption import corrupt, from_unit, to_unit
 from napari_lesion_harvest.lpg.pretrain import (
     PretrainResult,
     PretrainSlices,
-    train_restoration,
+    train_pretext,
 )
 from napari_lesion_harvest.store.checkpoints import CheckpointError
 
@@ -266,7 +266,7 @@ def pretrain_trunks(
     slices : PretrainSlices
         The volumes to learn from (never evaluation volumes).
     checkpoint_path : path, or callable
-        As for :func:`~napari_lesion_harvest.lpg.pretrain.train_restoration`.
+        As for :func:`~napari_lesion_harvest.lpg.pretrain.train_pretext`.
     config : dict
         Classifier configuration of a new run; a resumed run keeps the checkpoint's.
     options : LPCPretrainOptions
@@ -274,7 +274,7 @@ def pretrain_trunks(
         Continue from this checkpoint; with a recorded sha256, other content is refused.
     **loop
         ``minutes``, ``save_every_s``, ``on_checkpoint``, ``device``, ``progress``,
-        ``should_stop``: as for :func:`~napari_lesion_harvest.lpg.pretrain.train_restoration`.
+        ``should_stop``: as for :func:`~napari_lesion_harvest.lpg.pretrain.train_pretext`.
 
     Returns
     -------
@@ -290,7 +290,7 @@ def pretrain_trunks(
         resumed = read_pretrained(resume_from[0], sha256=resume_from[1])
         config = resumed["config"]
     config = dict(config)
-    return train_restoration(
+    return train_pretext(
         lambda: restoration_network(config),
         lambda step: restoration_batch(slices, config, options, step),
         checkpoint_path,

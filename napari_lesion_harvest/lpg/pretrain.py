@@ -1,30 +1,40 @@
-"""Self-supervised pretraining of the LPG trunk on unlabelled CT (Models Genesis style).
+"""Self-supervised pretraining of the LPG trunk on unlabelled CT.
 
-The network is the MSCN (:mod:`napari_lesion_harvest.lpg.model`) without its
-CenterNet heads, whose fused stride-4 map feeds a small restoration head
-(3x3 conv, ReLU, 1x1 conv to ``3 x stride^2`` channels, pixel shuffle). It
-learns to restore the centre three slices of a 9-slice stack from a corrupted
-copy (:mod:`napari_lesion_harvest.lpg.corruption`); the loss is their mean
-squared error in [0, 1] intensities. The stacks are the LPG's own
+Two pretexts (:data:`PRETEXTS`), both on the LPG's own stacks
 (:func:`~napari_lesion_harvest.lpg.data.make_example`: same HU window, 2 mm
-interval, spacing, ``max_side``, zoom / shift / flip augmentation) on random
-slices of the volumes given; no label of any kind is read.
+interval, spacing, ``max_side``, zoom / shift / flip augmentation) of random
+slices of the volumes given; no label of any kind is read:
+
+``restoration`` (Models Genesis)
+    The MSCN (:mod:`napari_lesion_harvest.lpg.model`) without its CenterNet heads,
+    whose fused stride-4 map feeds a small restoration head (3x3 conv, ReLU, 1x1
+    conv to ``3 x stride^2`` channels, pixel shuffle), learns to restore the centre
+    three slices of a 9-slice stack from a corrupted copy
+    (:mod:`napari_lesion_harvest.lpg.corruption`); the loss is their mean squared
+    error in [0, 1] intensities.
+``blobs``
+    The whole MSCN learns the LPG's own task (CenterNet heatmap, size and offset,
+    :func:`~napari_lesion_harvest.lpg.losses.mscn_loss`) on pseudo-objects: the
+    blobs of each slice (:mod:`napari_lesion_harvest.lpg.blobs`), round regions
+    brighter or darker than their surroundings, every other cell background.
 
 Only the trunk, the 3D fusion and the top-down path
 (:func:`~napari_lesion_harvest.lpg.model.trunk_state`) are kept for training
-the LPG (:func:`load_pretrained_trunk`); the restoration head is discarded.
+the LPG (:func:`load_pretrained_trunk`); the pretext's heads are discarded.
 
 Checkpoint (written by the package's durable writer, read weights-only)::
 
     {"kind": "lpg-pretrain", "format_version": 1, "config": LPGConfig.to_dict(),
-     "model": state_dict (``mscn.*`` and ``restore.*``), "optimizer": state_dict,
-     "step": int, "total_steps": int, "seconds": float, "seed": int}
+     "pretext": str (absent: restoration),
+     "model": state_dict (``mscn.*``, and ``restore.*`` for restoration),
+     "optimizer": state_dict, "step": int, "total_steps": int, "seconds": float,
+     "seed": int}
 
 Every random draw of step ``s`` comes from ``numpy.random.default_rng([seed, s, k])``
 (``k`` = position in the batch), so a resumed run draws what an uninterrupted
 one would.
 
-:func:`train_restoration` is the training loop (optimiser, warm-up and cosine
+:func:`train_pretext` is the training loop (optimiser, warm-up and cosine
 learning rate, time budget, stop, durable checkpoints, resume) that the LPC's
 pretraining (:mod:`napari_lesion_harvest.lpc.pretrain`) runs too.
 """
@@ -40,13 +50,16 @@ from pathlib import Path
 import numpy as np
 
 from napari_lesion_harvest.io.volume import CTVolume
+from napari_lesion_harvest.lpg.blobs import blob_boxes
 from napari_lesion_harvest.lpg.config import LPGConfig, get_config
 from napari_lesion_harvest.lpg.corruption import corrupt, from_unit, to_unit
-from napari_lesion_harvest.lpg.data import LPGSample, SliceAugmentation, make_example
+from napari_lesion_harvest.lpg.data import LPGSample, SliceAugmentation, collate, make_example
 from napari_lesion_harvest.lpg.train import LPGTrainOptions, learning_rate_at
 from napari_lesion_harvest.store.checkpoints import CheckpointError
 
 CHECKPOINT_KIND = "lpg-pretrain"
+#: What the trunk learns from: restoring corrupted stacks, or finding blobs.
+PRETEXTS = ("restoration", "blobs")
 CHECKPOINT_VERSION = 1
 #: LPG configuration fields the pretrained weights must share with the LPG that
 #: loads them: the architecture and what its input intensities and geometry mean.
@@ -161,8 +174,7 @@ def restoration_batch(
     """
     import torch
 
-    canvas = min(options.canvas_size or config.max_side, config.max_side)
-    canvas -= canvas % config.size_divisor
+    canvas = _canvas(config, options)
     inputs, targets = [], []
     for k in range(options.batch_size):
         rng = np.random.default_rng([options.seed, step, k])
@@ -180,6 +192,73 @@ def restoration_batch(
         centre = config.num_slices // 2
         targets.append(clean[centre - 1 : centre + 2])
     return torch.from_numpy(np.stack(inputs)), torch.from_numpy(np.stack(targets))
+
+
+def blob_network(config: LPGConfig):
+    """The whole MSCN, its forward wrapped so that its weights are named ``mscn.*``.
+
+    Returns
+    -------
+    torch.nn.Module
+        ``forward(stacks)`` maps ``(B, 9, H, W)`` network intensities to the MSCN's
+        outputs (``heatmap``, ``size``, ``offset`` on the stride-4 grid).
+    """
+    from torch import nn
+
+    from napari_lesion_harvest.lpg.model import build_model
+
+    class BlobNetwork(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mscn = build_model(config, pretrained=False)
+
+        def forward(self, stacks):
+            return self.mscn(stacks)
+
+    return BlobNetwork()
+
+
+def blob_batch(
+    slices: PretrainSlices,
+    config: LPGConfig,
+    options: LPGTrainOptions,
+    step: int,
+):
+    """The stacks of ``step`` and the CenterNet targets of their centre slices' blobs.
+
+    Returns
+    -------
+    inputs : Tensor, shape (B, 9, H, W)
+        Stacks in network intensities.
+    targets : dict of Tensor
+        As :func:`~napari_lesion_harvest.lpg.data.collate` gives them.
+    """
+    canvas = _canvas(config, options)
+    examples = []
+    for k in range(options.batch_size):
+        rng = np.random.default_rng([options.seed, step, k])
+        volume, z = slices.draw(rng)
+        blobs = blob_boxes(
+            volume.slice(z),
+            pixel_mm=float(np.mean(volume.spacing[1:])),
+            hu_window=config.hu_window,
+        )
+        examples.append(
+            make_example(
+                LPGSample(volume, z, blobs),
+                config,
+                canvas_shape=(canvas, canvas),
+                rng=rng,
+                augmentation=options.augmentation,
+            )
+        )
+    return collate(examples)
+
+
+def _canvas(config: LPGConfig, options: LPGTrainOptions) -> int:
+    """Side of the square pretraining canvas (pixels)."""
+    canvas = min(options.canvas_size or config.max_side, config.max_side)
+    return canvas - canvas % config.size_divisor
 
 
 @dataclass
@@ -212,60 +291,83 @@ def pretrain_trunk(
     *,
     config: str | LPGConfig = "lite",
     options: LPGTrainOptions = DEFAULT_OPTIONS,
+    pretext: str = "restoration",
     resume_from: tuple[str | os.PathLike, str | None] | None = None,
     **loop,
 ) -> PretrainResult:
-    """Pretrain (or continue pretraining) the LPG trunk by restoration.
+    """Pretrain (or continue pretraining) the LPG trunk.
 
     Parameters
     ----------
     slices : PretrainSlices
     checkpoint_path : path, or callable
-        As for :func:`train_restoration`.
+        As for :func:`train_pretext`.
     config : str or LPGConfig
         Of a new run; a resumed run keeps the checkpoint's.
     options : LPGTrainOptions
         ``steps`` (the planned total, also of a resumed run), ``batch_size``,
         ``learning_rate`` (warm-up then cosine decay), ``weight_decay``,
         ``optimizer``, ``grad_clip``, ``canvas_size``, ``seed`` and ``augmentation``.
+    pretext : {"restoration", "blobs"}
+        :data:`PRETEXTS`, of a new run; a resumed run keeps the checkpoint's.
     resume_from : (path, sha256), optional
         Continue from this checkpoint; with a recorded sha256, other content is
         refused (:class:`~napari_lesion_harvest.store.ChecksumMismatchError`).
     **loop
         ``minutes``, ``save_every_s``, ``on_checkpoint``, ``device``, ``progress``,
-        ``should_stop``: as for :func:`train_restoration`.
+        ``should_stop``: as for :func:`train_pretext`.
 
     Returns
     -------
     PretrainResult
+
+    Raises
+    ------
+    ValueError
+        Unknown ``pretext``.
     """
     resumed = None
     if resume_from is not None:
         resumed = read_pretrained(resume_from[0], sha256=resume_from[1])
         config = get_config(resumed["config"])
+        pretext = resumed.get("pretext", "restoration")
+    if pretext not in PRETEXTS:
+        raise ValueError(f"pretext must be one of {', '.join(PRETEXTS)}, got {pretext!r}")
     config = get_config(config)
-    return train_restoration(
-        lambda: restoration_network(config),
-        lambda step: restoration_batch(slices, config, options, step),
+    if pretext == "blobs":
+        from napari_lesion_harvest.lpg.losses import mscn_loss
+
+        network, batch_of = blob_network, blob_batch
+
+        def loss(outputs, targets):
+            return mscn_loss(outputs, targets, config)["total"]
+    else:
+        network, batch_of, loss = restoration_network, restoration_batch, None
+    return train_pretext(
+        lambda: network(config),
+        lambda step: batch_of(slices, config, options, step),
         checkpoint_path,
         header={
             "kind": CHECKPOINT_KIND,
             "format_version": CHECKPOINT_VERSION,
             "config": config.to_dict(),
+            "pretext": pretext,
         },
         options=options,
+        loss=loss,
         resumed=resumed,
         **loop,
     )
 
 
-def train_restoration(
+def train_pretext(
     build_network: Callable[[], object],
     batch_of: Callable[[int], tuple],
     checkpoint_path: str | os.PathLike | Callable[[int], Path],
     *,
     header: dict,
     options,
+    loss: Callable | None = None,
     resumed: dict | None = None,
     minutes: float | None = None,
     save_every_s: float = 60.0,
@@ -274,16 +376,16 @@ def train_restoration(
     progress: ProgressCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> PretrainResult:
-    """The restoration training loop of every self-supervised pretraining (the LPG's
-    trunk here, the LPC's view trunks in :mod:`napari_lesion_harvest.lpc.pretrain`).
+    """The training loop of every self-supervised pretraining (the LPG's trunk here,
+    the LPC's view trunks in :mod:`napari_lesion_harvest.lpc.pretrain`).
 
     Parameters
     ----------
     build_network : callable
         ``build_network()`` gives the network (after ``torch.manual_seed(options.seed)``).
     batch_of : callable
-        ``batch_of(step)`` gives the ``(inputs, targets)`` tensors of ``step``; the loss
-        is ``mse_loss(network(inputs), targets)``.
+        ``batch_of(step)`` gives ``(inputs, targets)`` of ``step``: the inputs a tensor,
+        the targets a tensor or a dict of tensors.
     checkpoint_path : path, or callable
         Where checkpoints go (atomically, durably), every ``save_every_s`` seconds
         and at the end; a callable gives the file of each step (one file per
@@ -295,6 +397,9 @@ def train_restoration(
     options : LPGTrainOptions or alike
         ``steps``, ``learning_rate``, ``warmup_steps``, ``weight_decay``,
         ``optimizer``, ``grad_clip`` and ``seed`` are read.
+    loss : callable, optional
+        ``loss(network(inputs), targets)``, a scalar tensor; default: the mean squared
+        error (restoration).
     resumed : dict, optional
         A checkpoint to continue (its ``model``, ``optimizer``, ``step``, ``seconds``).
     minutes : float, optional
@@ -318,6 +423,7 @@ def train_restoration(
     from napari_lesion_harvest.lpg.train import _make_optimizer
     from napari_lesion_harvest.store import checkpoints
 
+    loss = loss or torch.nn.functional.mse_loss
     torch.manual_seed(options.seed)
     network = build_network()
     optimizer = _make_optimizer(network, options)
@@ -364,14 +470,18 @@ def train_restoration(
         learning_rate = learning_rate_at(step, options)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate
-        loss = torch.nn.functional.mse_loss(network(inputs.to(device)), targets.to(device))
+        if isinstance(targets, dict):
+            targets = {name: value.to(device) for name, value in targets.items()}
+        else:
+            targets = targets.to(device)
+        value = loss(network(inputs.to(device)), targets)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        value.backward()
         if options.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(network.parameters(), options.grad_clip)
         optimizer.step()
         step += 1
-        losses.append(float(loss.detach()))
+        losses.append(float(value.detach()))
         if progress is not None:
             progress(step, options.steps, {"loss": losses[-1], "lr": learning_rate})
         if time.monotonic() - last_save >= save_every_s and step < options.steps:
@@ -411,7 +521,7 @@ def load_pretrained_trunk(model, path: str | os.PathLike, *, sha256: str | None)
         :data:`FITTING_FIELDS` differ from ``model.config``'s (the message names the
         file, both configurations and the fields).
     """
-    from napari_lesion_harvest.lpg.model import load_trunk_state
+    from napari_lesion_harvest.lpg.model import HEAD_PREFIXES, load_trunk_state
 
     state = read_pretrained(path, sha256=sha256)
     theirs = get_config(state["config"]).to_dict()
@@ -425,7 +535,11 @@ def load_pretrained_trunk(model, path: str | os.PathLike, *, sha256: str | None)
             f"--config) or discard the weights (lesion-harvest pretrain --discard)"
         )
     prefix = "mscn."
-    trunk = {k[len(prefix) :]: v for k, v in state["model"].items() if k.startswith(prefix)}
+    trunk = {
+        name[len(prefix) :]: value
+        for name, value in state["model"].items()
+        if name.startswith(prefix) and not name[len(prefix) :].startswith(HEAD_PREFIXES)
+    }
     try:
         load_trunk_state(model, trunk, source=str(path))
     except ValueError as error:
