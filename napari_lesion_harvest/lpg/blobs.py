@@ -8,7 +8,9 @@ the response is ``-sigma^2 * laplace(gaussian(slice, sigma))``; blobs are the lo
 extrema of its magnitude over position and scale whose magnitude reaches
 ``min_contrast_hu`` and whose curvature is round (the ratio of the Hessian's
 principal curvatures at most :data:`EDGE_RATIO`, as SIFT rejects edges: organ
-boundaries and the body's outline answer strongly but are long). Most lesions are
+boundaries and the body's outline answer strongly but are long) and whose centre is
+tissue (above :data:`AIR_HU` and above the window's low end: gas in the bowel and
+the air around the body are not objects). Most lesions are
 such regions, and so are many normal structures (vessels in cross-section, bowel,
 bone, lymph nodes): the detector is a sensitive, unspecific objectness prior that
 reads no label.
@@ -25,8 +27,12 @@ SCALES = 6
 #: Weakest blob kept: its response in HU (a disc of this contrast at its own scale
 #: answers with about half of it).
 MIN_CONTRAST_HU = 20.0
-#: Largest ratio of the principal curvatures of a blob (larger: an edge or a ridge).
-EDGE_RATIO = 10.0
+#: Centres at or below this (or the window's low end) are air, not blobs.
+AIR_HU = -500.0
+#: Largest ratio of the principal curvatures of a blob: a lesion's long axis is rarely
+#: more than twice its short, which gives a ratio up to about 4; curved edges (the
+#: body's outline, organ boundaries) and ridges give more.
+EDGE_RATIO = 4.0
 #: Blobs kept per slice, strongest first, after suppressing overlapping ones: a slice
 #: of the body holds tens of round structures, and the prior is meant to be sensitive.
 MAX_BLOBS = 32
@@ -84,7 +90,9 @@ def blob_boxes(
     determinant = xx * yy - xy**2
     limit = (EDGE_RATIO + 1.0) ** 2 / EDGE_RATIO
     round_ = (determinant > 0) & ((xx + yy) ** 2 < limit * determinant)
-    scale_index, ys, xs = scale_index[round_], ys[round_], xs[round_]
+    tissue = image[ys, xs] > max(AIR_HU, hu_window[0])
+    kept = round_ & tissue
+    scale_index, ys, xs = scale_index[kept], ys[kept], xs[kept]
     order = np.argsort(response[scale_index, ys, xs], kind="stable")[::-1]
     radius = np.sqrt(2.0) * sigmas[scale_index[order]]
     centre_x, centre_y = xs[order].astype(np.float64), ys[order].astype(np.float64)
