@@ -274,3 +274,38 @@ def test_pretraining_is_refused_while_a_round_holds_the_project(project_dir):
     (line,) = refused.stderr.strip().splitlines()
     assert "another round is running: round 1" in line
     assert _weights(project_dir) is None
+
+
+def test_blob_pretraining_learns_its_pseudo_objects_and_the_lpg_takes_only_its_trunk(
+    blobs, tmp_path
+):
+    with HarvestProject.open(blobs[0]) as project:
+        slices = PretrainSlices([open_volume(r) for r in pretraining_volumes(project)])
+        volume = open_volume(project.volume("vol00"))
+    config, path = _tiny_lpg(blobs), tmp_path / "weights.pt"
+    done = pretrain_trunk(
+        slices, path, config=config, options=replace(TINY, steps=40), pretext="blobs"
+    )
+    assert np.mean(done.losses[-5:]) < 0.7 * np.mean(done.losses[:5]), done.losses
+    again = pretrain_trunk(  # a resumed run keeps the checkpoint's pretext
+        slices, path, options=replace(TINY, steps=41), resume_from=(path, sha256_file(path))
+    )
+    assert again.step == 41
+    stored = read_pretrained(path, sha256=None)
+    assert stored["pretext"] == "blobs" and stored["step"] == 41
+    result = train_lpg(
+        [LPGSample(volume, 5, np.zeros((0, 4)))],
+        config=config,
+        options=LPGTrainOptions(steps=0),
+        pretrained_trunk=(path, sha256_file(path)),
+    )
+    for key, value in trunk_state(result.model).items():
+        assert torch.equal(value, stored["model"][f"mscn.{key}"]), key
+    heads = {
+        k: v for k, v in result.model.state_dict().items() if k not in trunk_state(result.model)
+    }
+    assert heads and not any(
+        torch.equal(v, stored["model"][f"mscn.{k}"]) for k, v in heads.items() if v.ndim
+    )
+    with pytest.raises(ValueError, match="restoration, blobs"):
+        pretrain_trunk(slices, tmp_path / "other.pt", config=config, pretext="inpainting")
