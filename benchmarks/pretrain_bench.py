@@ -44,7 +44,7 @@ from napari_lesion_harvest.evaluation.curve import RankedSteps, ranked_steps
 from napari_lesion_harvest.evaluation.matching import match_recist_2d
 from napari_lesion_harvest.evaluation.tables import RecistTruth
 from napari_lesion_harvest.harvest.quality import combine, seed_weights
-from napari_lesion_harvest.lpg.config import get_config
+from napari_lesion_harvest.lpg.config import PRETEXTS, get_config
 from napari_lesion_harvest.lpg.phantom_froc import (
     detection_table,
     full_marks,
@@ -53,7 +53,6 @@ from napari_lesion_harvest.lpg.phantom_froc import (
 )
 from napari_lesion_harvest.lpg.pretrain import (
     DEFAULT_OPTIONS,
-    PRETEXTS,
     PretrainSlices,
     pretrain_trunk,
 )

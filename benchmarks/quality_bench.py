@@ -20,7 +20,8 @@ seeds (the phantom, preset and changes are read from ``OUT``).
 ``tools/quality_compare.py A/quality.json B/quality.json`` gives the paired
 difference of two runs (e.g. B with ``--pretrain-steps N`` or ``--pretrain-minutes M``:
 each seed's LPG trunk, or with ``--pretrain-network lpc|both`` the LPC's trunks too,
-pretrained on the project's training volumes before round 1).
+pretrained on the project's training volumes before round 1; ``--pretrain-pretext``
+chooses what the LPG's learns from).
 Protocol and figures: ``docs/experiments/quality-benchmark.md``.
 """
 
@@ -49,6 +50,7 @@ from napari_lesion_harvest.harvest.quality import (
     test_set,
 )
 from napari_lesion_harvest.harvest.stages import STAGES
+from napari_lesion_harvest.lpg.config import PRETEXTS
 from napari_lesion_harvest.progress import Cancelled
 from napari_lesion_harvest.store import HarvestProject
 
@@ -122,6 +124,7 @@ def run_seed(out: Path, dataset: Path, config, *, device: str, settings: dict) -
                     project,
                     config,
                     network=network,
+                    pretext=settings["pretrain_pretext"] if network == "lpg" else None,
                     minutes=settings["pretrain_minutes"],
                     steps=settings["pretrain_steps"],
                     device=device,
@@ -142,6 +145,7 @@ def run_seed(out: Path, dataset: Path, config, *, device: str, settings: dict) -
         "pretrain_minutes": settings["pretrain_minutes"],
         "pretrain_steps": settings["pretrain_steps"],
         "pretrain_network": settings["pretrain_network"],
+        "pretrain_pretext": settings["pretrain_pretext"],
         "pretrained": {
             network: {"steps": weights.step, "minutes": weights.minutes}
             for network, weights in pretrained.items()
@@ -166,7 +170,14 @@ def run_seed(out: Path, dataset: Path, config, *, device: str, settings: dict) -
 
 
 def pretrain(
-    project, config, *, network: str, minutes: float | None, steps: int | None, device: str
+    project,
+    config,
+    *,
+    network: str,
+    pretext: str | None,
+    minutes: float | None,
+    steps: int | None,
+    device: str,
 ) -> None:
     """Pretrain the project's ``network`` (``lesion-harvest pretrain --network``) up to
     ``steps`` steps (default: the command's), for at most what is left of ``minutes`` of
@@ -182,6 +193,7 @@ def pretrain(
         run_pretraining(
             project,
             network=network,
+            pretext=pretext,
             config=config,
             steps=steps,
             minutes=left,
@@ -299,6 +311,7 @@ def run_settings(runs: dict[int, dict], args) -> dict:
         ("pretrain_minutes", args.pretrain_minutes),
         ("pretrain_steps", args.pretrain_steps),
         ("pretrain_network", args.pretrain_network),
+        ("pretrain_pretext", args.pretrain_pretext),
     ):
         values = {json.dumps(run.get(name, default)) for run in runs.values()}
         if len(values) > 1:
@@ -337,6 +350,12 @@ def main(argv=None) -> int:
         choices=sorted(NETWORKS),
         default="lpg",
         help="what --pretrain-steps / --pretrain-minutes pretrain (each network its own)",
+    )
+    parser.add_argument(
+        "--pretrain-pretext",
+        choices=PRETEXTS,
+        help="what the LPG's pretraining learns from (lesion-harvest pretrain --pretext; "
+        "default restoration)",
     )
     parser.add_argument(
         "--pretrain-steps",
@@ -378,6 +397,7 @@ def main(argv=None) -> int:
                     "pretrain_minutes": args.pretrain_minutes,
                     "pretrain_steps": args.pretrain_steps,
                     "pretrain_network": args.pretrain_network,
+                    "pretrain_pretext": args.pretrain_pretext,
                 },
             )
             print(f"seed {seed}: {runs[seed]['seconds'] / 60:.1f} min", flush=True)

@@ -309,3 +309,27 @@ def test_blob_pretraining_learns_its_pseudo_objects_and_the_lpg_takes_only_its_t
     )
     with pytest.raises(ValueError, match="restoration, blobs"):
         pretrain_trunk(slices, tmp_path / "other.pt", config=config, pretext="inpainting")
+
+
+def test_the_project_records_the_pretext_and_its_weights_continue_only_with_it(project_dir, blobs):
+    with HarvestProject.open(project_dir) as project:
+        run_pretraining(
+            project,
+            pretext="blobs",
+            config=str(blobs[1] / "tiny.json"),
+            steps=1,
+            author="test",
+            progress=no_progress,
+            options=TINY,
+        )
+        weights = project.pretrained.current()
+        assert weights.pretext == "blobs" and "blobs pretext" in weights.describe()
+        with pytest.raises(HarvestInputError, match="the LPC's trunks pretrain by restoration"):
+            run_pretraining(
+                project, network="lpc", pretext="blobs", author="test", progress=no_progress
+            )
+    refused = _pretrain(project_dir, "--pretext", "restoration", "--steps", "2")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    (line,) = refused.stderr.strip().splitlines()
+    assert "blobs pretext" in line and "not restoration" in line
+    assert _weights(project_dir) == weights  # nothing was trained

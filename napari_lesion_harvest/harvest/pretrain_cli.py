@@ -8,6 +8,7 @@ import getpass
 from pathlib import Path
 
 from napari_lesion_harvest.cli import positive_int
+from napari_lesion_harvest.lpg.config import PRETEXTS
 
 #: ``--network`` choices and the networks each pretrains, in the order they run.
 NETWORK_CHOICES = {"lpg": ("lpg",), "lpc": ("lpc",), "both": ("lpg", "lpc")}
@@ -42,6 +43,14 @@ def register(subparsers) -> None:
         "they fit its lpc settings; both: the LPG's, then the LPC's",
     )
     p.add_argument(
+        "--pretext",
+        choices=PRETEXTS,
+        help="what the LPG's trunk learns from: restoration (restoring corrupted stacks) "
+        "or blobs (finding each slice's blobs, the LPG's own task on label-free "
+        "pseudo-objects); default: that of the project's weights, else restoration. The "
+        "LPC's trunks learn by restoration",
+    )
+    p.add_argument(
         "--minutes",
         type=_positive_minutes,
         help="stop and save after this much training in all (with --network both, the LPG "
@@ -74,7 +83,11 @@ def register(subparsers) -> None:
 def run_pretrain_command(args) -> int:
     from napari_lesion_harvest.harvest.cli import _open
     from napari_lesion_harvest.harvest.config import load_config
-    from napari_lesion_harvest.harvest.pretraining import pretraining_config, run_pretraining
+    from napari_lesion_harvest.harvest.pretraining import (
+        pretraining_config,
+        pretraining_pretext,
+        run_pretraining,
+    )
     from napari_lesion_harvest.harvest.round import resolve_device
     from napari_lesion_harvest.progress import CancelToken, JsonLinesProgress, TqdmProgress
 
@@ -93,8 +106,11 @@ def run_pretrain_command(args) -> int:
                     )
             return 0
         config = load_config(args.config) if args.config else None
+        # with --network both, --pretext is the LPG's
+        pretext = {n: args.pretext if n == "lpg" or len(networks) == 1 else None for n in networks}
         for network in networks:  # refuse a misfit before anything is trained
             pretraining_config(project, config, network=network)
+            pretraining_pretext(project, network, pretext[network])
         device = resolve_device(args.device)
         token = CancelToken()
         restore = token.install_signal_handlers()
@@ -107,6 +123,7 @@ def run_pretrain_command(args) -> int:
                 done[network] = run_pretraining(
                     project,
                     network=network,
+                    pretext=pretext[network],
                     config=config,
                     steps=args.steps,
                     minutes=share,

@@ -104,10 +104,39 @@ def pretraining_config(project, config, *, network: str = "lpg"):
     return wanted
 
 
+def pretraining_pretext(project, network: str, pretext: str | None) -> str:
+    """What ``network``'s pretraining learns from: ``pretext``, else that of the project's
+    weights, else the first of :data:`~napari_lesion_harvest.lpg.config.PRETEXTS`.
+
+    Raises
+    ------
+    HarvestInputError
+        ``pretext`` is not the project's weights' (they continue only as they began),
+        or is not ``restoration`` for the LPC.
+    """
+    from napari_lesion_harvest.lpg.config import PRETEXTS
+
+    if network != "lpg":
+        if pretext not in (None, PRETEXTS[0]):
+            raise HarvestInputError(
+                f"--pretext {pretext} is the LPG's; the LPC's trunks pretrain by {PRETEXTS[0]}"
+            )
+        return PRETEXTS[0]
+    current = project.pretrained.current(network)
+    if current is not None and pretext not in (None, current.pretext):
+        raise HarvestInputError(
+            f"the project's pretrained LPG weights ({current.describe()}) continue only "
+            f"with their own pretext, not {pretext}; continue them without --pretext, or "
+            "discard them first (lesion-harvest pretrain PROJECT --network lpg --discard)"
+        )
+    return pretext or (current.pretext if current is not None else PRETEXTS[0])
+
+
 def run_pretraining(
     project,
     *,
     network: str = "lpg",
+    pretext: str | None = None,
     config=None,
     steps: int | None = None,
     minutes: float | None = None,
@@ -125,6 +154,8 @@ def run_pretraining(
     network : {"lpg", "lpc"}
         The LPG's trunk, or the LPC's view trunks (of the round configuration's
         ``lpc.variant``).
+    pretext : str, optional
+        See :func:`pretraining_pretext`.
     config : RoundConfig or str, optional
         See :func:`pretraining_config`.
     steps : int, optional
@@ -154,8 +185,8 @@ def run_pretraining(
     RoundLockedError
         A round (or another pretraining) is running.
     HarvestInputError
-        No training volume, ``config`` does not fit the project's weights, or the LPC
-        asked for has no 2D trunk.
+        No training volume, ``config`` or ``pretext`` does not fit the project's weights,
+        or the LPC asked for has no 2D trunk.
     ChecksumMismatchError
         The weights file is not the one the project recorded.
     """
@@ -176,6 +207,7 @@ def run_pretraining(
     with project.pretrained.lock() as lock:
         project.pretrained.prune(lock=lock)
         wanted = pretraining_config(project, config, network=network)
+        pretext = pretraining_pretext(project, network, pretext)
         current = project.pretrained.current(network)
         records = pretraining_volumes(project)
         if not records:
@@ -188,7 +220,7 @@ def run_pretraining(
         def record(path, sha256: str, size: int, step: int, seconds: float) -> None:
             where = path.relative_to(project.folder).as_posix()
             weights = PretrainedWeights(
-                where, sha256, size, step, total, seconds, as_dict, network=network
+                where, sha256, size, step, total, seconds, as_dict, network, pretext
             )
             project.pretrained.record(weights, lock=lock, author=author)
 
@@ -196,6 +228,7 @@ def run_pretraining(
             shown = {k: round(float(v), 6) for k, v in parts.items()}
             progress(stage, step, total_steps, f"loss {shown['loss']:.4f}", shown)
 
+        extra = {"pretext": pretext} if network == "lpg" else {}
         return pretrain(
             PretrainSlices([open_volume(r) for r in records]),
             lambda step: project.pretrained.file_for(step, network),
@@ -207,4 +240,5 @@ def run_pretraining(
             device=device,
             progress=report,
             should_stop=cancelled,
+            **extra,
         )

@@ -152,6 +152,11 @@ def get_config(config: str | LPGConfig | dict, **overrides) -> LPGConfig:
     return resolved.with_options(**overrides) if overrides else resolved
 
 
+#: What the LPG trunk's self-supervised pretraining learns from
+#: (:mod:`napari_lesion_harvest.lpg.pretrain`): restoring corrupted stacks, or finding
+#: the blobs of each slice; the first is the default.
+PRETEXTS = ("restoration", "blobs")
+
 #: Compute precisions of the LPG's training and scan. ``auto``: bfloat16 on CUDA,
 #: float32 elsewhere; ``bfloat16`` on a CPU pays off only where the CPU computes in
 #: bfloat16 natively (AVX512-BF16 or AMX; docs/performance.md).

@@ -54,6 +54,9 @@ class PretrainedWeights:
         The configuration pretrained: the LPG's (``LPGConfig.to_dict()``) or the LPC's
         (``ProposalClassifier.config``).
     network : {"lpg", "lpc"}
+    pretext : str
+        What the weights learnt from (:data:`~napari_lesion_harvest.lpg.config.PRETEXTS`;
+        the LPC's trunks: ``restoration``).
     """
 
     path: str
@@ -64,6 +67,7 @@ class PretrainedWeights:
     seconds: float
     config: dict = field(default_factory=dict)
     network: str = NETWORKS[0]
+    pretext: str = "restoration"
 
     @property
     def minutes(self) -> float:
@@ -72,17 +76,17 @@ class PretrainedWeights:
 
     @property
     def architecture(self) -> str:
-        """What was pretrained, e.g. ``LPG config lite`` or ``LPC multiview, width lite,
-        64 px patches``."""
+        """What was pretrained, e.g. ``LPG config lite, restoration pretext`` or ``LPC
+        multiview, width lite, 64 px patches``."""
         if self.network == "lpc":
             c = self.config
             return (
                 f"LPC {c.get('variant')}, width {c.get('width')}, {c.get('patch_size')} px patches"
             )
-        return f"LPG config {self.config.get('name')}"
+        return f"LPG config {self.config.get('name')}, {self.pretext} pretext"
 
     def describe(self) -> str:
-        """e.g. ``400 of 2000 steps, 12.5 min, LPG config lite
+        """e.g. ``400 of 2000 steps, 12.5 min, LPG config lite, restoration pretext
         (models/pretrained/lpg-0000400.pt)``."""
         return (
             f"{self.step} of {self.total_steps} steps, {self.minutes:.1f} min, "
