@@ -24,8 +24,8 @@ import numpy as np
 DIAMETERS_MM = (5.0, 40.0)
 #: Gaussian widths searched between the two diameters.
 SCALES = 6
-#: Weakest blob kept: its response in HU (a disc of this contrast at its own scale
-#: answers with about half of it).
+#: Weakest blob kept: its response in HU. A disc of contrast ``c`` answers with
+#: ``2 c / e``, about ``0.74 c``, at its own scale, so this keeps discs of about 27 HU.
 MIN_CONTRAST_HU = 20.0
 #: Centres at or below this (or the window's low end) are air, not blobs.
 AIR_HU = -500.0
