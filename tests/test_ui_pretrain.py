@@ -13,6 +13,8 @@ import pytest
 from qtpy.QtCore import Qt
 
 from napari_lesion_harvest.geometry import RecistMark
+from napari_lesion_harvest.store.checkpoints import sha256_file
+from napari_lesion_harvest.store.pretrained import PretrainedWeights
 from napari_lesion_harvest.ui.pretrain_clock import PretrainClock
 from napari_lesion_harvest.ui.round_panel import PROBLEM_COLOUR, RoundPanel
 from napari_lesion_harvest.ui.round_plan import PRETRAIN_JOB, ROUND_JOB
@@ -23,6 +25,28 @@ pytestmark = pytest.mark.gui
 
 SCRIPT = Path(__file__).with_name("round_script_fixture.py")
 MARK = RecistMark.from_measurement_coordinates([30, 40, 44, 40, 37, 34, 37, 46], z=5)
+
+
+def _record_lpc_trunks(project) -> PretrainedWeights:
+    """Record a version of LPC trunk weights in ``project`` (a file of the project's
+    weights folder) as the LPC's pretraining does, and return its record."""
+    path = project.pretrained.file_for(40, "lpc")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"lpc trunks")
+    config = {"variant": "multiview", "width": "lite", "patch_size": 64}
+    weights = PretrainedWeights(
+        path.relative_to(project.folder).as_posix(),
+        sha256_file(path),
+        path.stat().st_size,
+        40,
+        2000,
+        90.0,
+        config,
+        network="lpc",
+    )
+    with project.pretrained.lock() as lock:
+        project.pretrained.record(weights, lock=lock, author="radiologist")
+    return weights
 
 
 def test_pretrain_command_names_the_project_configuration_minutes_and_device(tmp_path):
@@ -74,6 +98,12 @@ def test_pretraining_shows_progress_stops_saved_and_never_runs_beside_a_round(
     row, progress = panel.pretrain_row, panel.progress
     row.show_pretrained()
     assert row.pretrained_label.text() == "Pretrained LPG weights: none in this project."
+    trunks = _record_lpc_trunks(project)
+    row.show_pretrained()
+    assert row.pretrained_label.text() == (
+        "Pretrained LPG weights: none in this project.\nPretrained LPC trunks: "
+        f"{trunks.describe()}; every round's LPC starts from them where they fit its settings."
+    )
     panel.device_box.setCurrentText("cpu")
     row.minutes_box.setValue(3)
 

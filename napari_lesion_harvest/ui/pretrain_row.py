@@ -129,14 +129,20 @@ class PretrainRow(QWidget):
         return message, problem
 
     def show_pretrained(self) -> None:
-        """Say whether the open project holds pretrained LPG weights."""
+        """Say whether the open project holds pretrained LPG weights, and its pretrained
+        LPC trunks where it has them."""
         project = self._project()
-        weights = None if project is None else project.pretrained.current()
         if project is None:
             self.pretrained_label.setText("")
-        elif weights is None:
-            self.pretrained_label.setText("Pretrained LPG weights: none in this project.")
+            return
+        weights, trunks = (project.pretrained.current(n) for n in ("lpg", "lpc"))
+        if weights is None:
+            text = "Pretrained LPG weights: none in this project."
         else:
-            self.pretrained_label.setText(
-                f"Pretrained LPG weights: {weights.describe()}; round 1 starts from them."
+            text = f"Pretrained LPG weights: {weights.describe()}; round 1 starts from them."
+        if trunks is not None:
+            text += (
+                f"\nPretrained LPC trunks: {trunks.describe()}; every round's LPC starts "
+                "from them where they fit its settings."
             )
+        self.pretrained_label.setText(text)
