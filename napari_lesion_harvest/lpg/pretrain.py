@@ -155,6 +155,48 @@ class PretrainSlices:
         return self.volumes[which], index - start
 
 
+def pretext_examples(
+    slices: PretrainSlices,
+    config: LPGConfig,
+    options: LPGTrainOptions,
+    step: int,
+    *,
+    boxes_of: Callable[[CTVolume, int], np.ndarray] | None = None,
+):
+    """The examples of ``step``: for each of ``options.batch_size`` positions ``k``, a
+    random slice drawn with ``numpy.random.default_rng([seed, step, k])`` made into an
+    LPG example on the square pretraining canvas.
+
+    Parameters
+    ----------
+    boxes_of : callable, optional
+        ``boxes_of(volume, z)``: the ``xyxy`` boxes (N, 4) the targets are built from, in
+        the slice's pixel coordinates (default: none).
+
+    Yields
+    ------
+    stack : Tensor, shape (9, H, W)
+        Network intensities.
+    targets : CenterNetTargets
+    rng : numpy.random.Generator
+        The position's generator, after the example's draws.
+    """
+    canvas = min(options.canvas_size or config.max_side, config.max_side)
+    canvas -= canvas % config.size_divisor
+    for k in range(options.batch_size):
+        rng = np.random.default_rng([options.seed, step, k])
+        volume, z = slices.draw(rng)
+        boxes = np.zeros((0, 4)) if boxes_of is None else boxes_of(volume, z)
+        stack, targets = make_example(
+            LPGSample(volume, z, boxes),
+            config,
+            canvas_shape=(canvas, canvas),
+            rng=rng,
+            augmentation=options.augmentation,
+        )
+        yield stack, targets, rng
+
+
 def restoration_batch(
     slices: PretrainSlices,
     config: LPGConfig,
@@ -172,22 +214,11 @@ def restoration_batch(
     """
     import torch
 
-    canvas = _canvas(config, options)
     inputs, targets = [], []
-    for k in range(options.batch_size):
-        rng = np.random.default_rng([options.seed, step, k])
-        volume, z = slices.draw(rng)
-        sample = LPGSample(volume, z, np.zeros((0, 4)))
-        stack, _ = make_example(
-            sample,
-            config,
-            canvas_shape=(canvas, canvas),
-            rng=rng,
-            augmentation=options.augmentation,
-        )
+    centre = config.num_slices // 2
+    for stack, _, rng in pretext_examples(slices, config, options, step):
         clean = to_unit(stack.numpy(), config)
         inputs.append(from_unit(corrupt(clean, rng), config))
-        centre = config.num_slices // 2
         targets.append(clean[centre - 1 : centre + 2])
     return torch.from_numpy(np.stack(inputs)), torch.from_numpy(np.stack(targets))
 
@@ -216,13 +247,9 @@ def blob_network(config: LPGConfig):
     return BlobNetwork()
 
 
-def blob_batch(
-    slices: PretrainSlices,
-    config: LPGConfig,
-    options: LPGTrainOptions,
-    step: int,
-):
-    """The stacks of ``step`` and the CenterNet targets of their centre slices' blobs.
+def blob_batch(slices: PretrainSlices, config: LPGConfig, options: LPGTrainOptions, step: int):
+    """The stacks of ``step`` and the CenterNet targets of their centre slices' blobs
+    (:func:`~napari_lesion_harvest.lpg.blobs.blob_boxes` in the LPG's HU window).
 
     Returns
     -------
@@ -231,32 +258,13 @@ def blob_batch(
     targets : dict of Tensor
         As :func:`~napari_lesion_harvest.lpg.data.collate` gives them.
     """
-    canvas = _canvas(config, options)
-    examples = []
-    for k in range(options.batch_size):
-        rng = np.random.default_rng([options.seed, step, k])
-        volume, z = slices.draw(rng)
-        blobs = blob_boxes(
-            volume.slice(z),
-            pixel_mm=float(np.mean(volume.spacing[1:])),
-            hu_window=config.hu_window,
-        )
-        examples.append(
-            make_example(
-                LPGSample(volume, z, blobs),
-                config,
-                canvas_shape=(canvas, canvas),
-                rng=rng,
-                augmentation=options.augmentation,
-            )
-        )
-    return collate(examples)
 
+    def blobs(volume: CTVolume, z: int) -> np.ndarray:
+        pixel_mm = float(np.mean(volume.spacing[1:]))
+        return blob_boxes(volume.slice(z), pixel_mm=pixel_mm, hu_window=config.hu_window)
 
-def _canvas(config: LPGConfig, options: LPGTrainOptions) -> int:
-    """Side of the square pretraining canvas (pixels)."""
-    canvas = min(options.canvas_size or config.max_side, config.max_side)
-    return canvas - canvas % config.size_divisor
+    examples = pretext_examples(slices, config, options, step, boxes_of=blobs)
+    return collate([(stack, targets) for stack, targets, _ in examples])
 
 
 @dataclass
