@@ -240,6 +240,7 @@ def test_round_1_records_the_pretrained_trunk_and_refuses_weights_of_another_lpg
         "total_steps": 1,
         "minutes": 0,
         "config": "lite",
+        "pretext": "restoration",
         "path": "models/pretrained/lpg-0000001.pt",
     }
 

@@ -450,7 +450,8 @@ def run_export(args) -> int:
 
 def _pretrained_summary(weights) -> dict | None:
     """``status --json``'s figures of a network's pretrained weights (None: none);
-    ``config``: the LPG configuration's name, or the LPC's variant, width and patch size."""
+    ``config``: the LPG configuration's name, or the LPC's variant, width and patch size;
+    ``pretext``: what they learnt from."""
     if weights is None:
         return None
     if weights.network == "lpg":
@@ -462,6 +463,7 @@ def _pretrained_summary(weights) -> dict | None:
         "total_steps": weights.total_steps,
         "minutes": round(weights.minutes, 2),
         "config": config,
+        "pretext": weights.pretext,
         "path": weights.path,
     }
 
