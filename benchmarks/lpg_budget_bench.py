@@ -29,7 +29,7 @@ its end: the paired difference with a 95% two-level bootstrap interval over held
 volumes and seeds (``harvest.quality.seed_weights``, as the quality benchmark).
 
 Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/lpg_budget_bench.py --seeds 0 1 2``
-(about 40 minutes of one core with the default arms). Prints one JSON object (and
+(about 50 minutes of one core with the default arms). Prints one JSON object (and
 ``--out FILE`` keeps it).
 """
 
