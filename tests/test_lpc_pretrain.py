@@ -240,8 +240,9 @@ def test_both_networks_share_the_minutes_and_discard_takes_one_network(project_d
 def test_lpg_weights_recorded_by_the_previous_version_still_read_as_the_lpgs(
     project_dir, blobs, slices
 ):
-    """The previous version recorded the LPG's weights without ``network``: they stay the
-    project's LPG weights, next to LPC weights pretrained since."""
+    """Earlier versions recorded the LPG's weights without ``network`` and ``pretext``:
+    they stay the project's LPG weights, learnt by restoration, next to LPC weights
+    pretrained since."""
     lpg_config = lpg_architecture(load_config(str(blobs[1] / "tiny.json")))
     path = project_dir / "models" / "pretrained" / "lpg-0000000.pt"
     pretrain_lpg(slices, path, config=lpg_config, options=replace(TINY, steps=0))
@@ -269,7 +270,7 @@ def test_lpg_weights_recorded_by_the_previous_version_still_read_as_the_lpgs(
             options=TINY,
         )
         lpg = project.pretrained.current("lpg")
-        assert asdict(lpg) == {**old, "network": "lpg"}
+        assert asdict(lpg) == {**old, "network": "lpg", "pretext": "restoration"}
         assert project.pretrained.current("lpc").path == "models/pretrained/lpc-0000001.pt"
     assert path.exists()  # pruning kept the LPG's file
     model = build_model(lpg_config, pretrained=False)
