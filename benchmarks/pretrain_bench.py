@@ -44,7 +44,7 @@ from napari_lesion_harvest.evaluation.curve import RankedSteps, ranked_steps
 from napari_lesion_harvest.evaluation.matching import match_recist_2d
 from napari_lesion_harvest.evaluation.tables import RecistTruth
 from napari_lesion_harvest.harvest.quality import combine, seed_weights
-from napari_lesion_harvest.lpg.config import PRETEXTS, get_config
+from napari_lesion_harvest.lpg.config import DEFAULT_PRETEXT, PRETEXTS, get_config
 from napari_lesion_harvest.lpg.phantom_froc import (
     detection_table,
     full_marks,
@@ -217,7 +217,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=800, help="LPG training steps")
     parser.add_argument("--pretrain-minutes", type=float, default=10.0)
     parser.add_argument("--pretrain-steps", type=int, default=DEFAULT_OPTIONS.steps)
-    parser.add_argument("--pretext", choices=PRETEXTS, default=PRETEXTS[0])
+    parser.add_argument("--pretext", choices=PRETEXTS, default=DEFAULT_PRETEXT)
     parser.add_argument("--fp-rate", type=float, default=1.0)
     parser.add_argument("--resamples", type=int, default=2000)
     parser.add_argument("--out", type=Path, help="also write the JSON here")

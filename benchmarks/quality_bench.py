@@ -355,7 +355,7 @@ def main(argv=None) -> int:
         "--pretrain-pretext",
         choices=PRETEXTS,
         help="what the LPG's pretraining learns from (lesion-harvest pretrain --pretext; "
-        "default restoration)",
+        "default blobs)",
     )
     parser.add_argument(
         "--pretrain-steps",

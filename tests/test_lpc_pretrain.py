@@ -245,7 +245,9 @@ def test_lpg_weights_recorded_by_the_previous_version_still_read_as_the_lpgs(
     pretrained since."""
     lpg_config = lpg_architecture(load_config(str(blobs[1] / "tiny.json")))
     path = project_dir / "models" / "pretrained" / "lpg-0000000.pt"
-    pretrain_lpg(slices, path, config=lpg_config, options=replace(TINY, steps=0))
+    pretrain_lpg(
+        slices, path, config=lpg_config, options=replace(TINY, steps=0), pretext="restoration"
+    )
     old = {  # asdict(PretrainedWeights) of the previous version
         "path": "models/pretrained/lpg-0000000.pt",
         "sha256": sha256_file(path),

@@ -27,7 +27,7 @@ from napari_lesion_harvest.io.sources import open_volume
 from napari_lesion_harvest.lpg.checkpoint import load_checkpoint
 from napari_lesion_harvest.lpg.corruption import Corruptions, corrupt, to_unit
 from napari_lesion_harvest.lpg.data import LPGSample
-from napari_lesion_harvest.lpg.model import trunk_state
+from napari_lesion_harvest.lpg.model import HEAD_PREFIXES, trunk_state
 from napari_lesion_harvest.lpg.pretrain import (
     DEFAULT_OPTIONS,
     PretrainSlices,
@@ -77,13 +77,17 @@ def test_pretraining_lowers_the_restoration_loss_below_the_corrupted_input(blobs
     with HarvestProject.open(blobs[0]) as project:
         slices = PretrainSlices([open_volume(r) for r in pretraining_volumes(project)])
     config, path = _tiny_lpg(blobs), tmp_path / "weights.pt"
-    start = pretrain_trunk(slices, path, config=config, options=replace(TINY, steps=0))
+    start = pretrain_trunk(
+        slices, path, config=config, options=replace(TINY, steps=0), pretext="restoration"
+    )
     assert (start.step, start.losses) == (0, [])
     before = _held_in_loss(path, slices, config)
     done = pretrain_trunk(
         slices, path, options=replace(TINY, steps=30), resume_from=(path, sha256_file(path))
     )
     assert done.step == 30 and len(done.losses) == 30 and not done.stopped
+    # the resumed run kept its pretext (the default is another)
+    assert read_pretrained(path, sha256=None)["pretext"] == "restoration"
     after = _held_in_loss(path, slices, config)
     corrupted = np.mean(  # restoring nothing: the corrupted centre slices themselves
         [
@@ -222,7 +226,8 @@ def test_the_lpg_starts_from_the_pretrained_trunk(project_dir, blobs):
     )
     pretrained = read_pretrained(path, sha256=weights.sha256)["model"]
     loaded = trunk_state(result.model)
-    assert set(loaded) == {k.removeprefix("mscn.") for k in pretrained if k.startswith("mscn.")}
+    trunk = {k.removeprefix("mscn.") for k in pretrained if k.startswith("mscn.")}
+    assert set(loaded) == {k for k in trunk if not k.startswith(HEAD_PREFIXES)}
     for key, value in loaded.items():
         assert torch.equal(value, pretrained[f"mscn.{key}"]), key
     assert result.model.pretrained_note == f"self-supervised trunk from {path} (2 steps)"
@@ -240,7 +245,7 @@ def test_round_1_records_the_pretrained_trunk_and_refuses_weights_of_another_lpg
         "total_steps": 1,
         "minutes": 0,
         "config": "lite",
-        "pretext": "restoration",
+        "pretext": "blobs",
         "path": "models/pretrained/lpg-0000001.pt",
     }
 
@@ -288,7 +293,7 @@ def test_blob_pretraining_learns_its_pseudo_objects_and_the_lpg_takes_only_its_t
         slices, path, config=config, options=replace(TINY, steps=40), pretext="blobs"
     )
     assert np.mean(done.losses[-5:]) < 0.7 * np.mean(done.losses[:5]), done.losses
-    again = pretrain_trunk(  # a resumed run keeps the checkpoint's pretext
+    again = pretrain_trunk(
         slices, path, options=replace(TINY, steps=41), resume_from=(path, sha256_file(path))
     )
     assert again.step == 41

@@ -47,7 +47,7 @@ def register(subparsers) -> None:
         choices=PRETEXTS,
         help="what the LPG's trunk learns from: restoration (restoring corrupted stacks) "
         "or blobs (finding each slice's blobs, the LPG's own task on label-free "
-        "pseudo-objects); default: that of the project's weights, else restoration. The "
+        "pseudo-objects); default: that of the project's weights, else blobs. The "
         "LPC's trunks learn by restoration",
     )
     p.add_argument(

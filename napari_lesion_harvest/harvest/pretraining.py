@@ -106,7 +106,8 @@ def pretraining_config(project, config, *, network: str = "lpg"):
 
 def pretraining_pretext(project, network: str, pretext: str | None) -> str:
     """What ``network``'s pretraining learns from: ``pretext``, else that of the project's
-    weights, else the first of :data:`~napari_lesion_harvest.lpg.config.PRETEXTS`.
+    weights, else :data:`~napari_lesion_harvest.lpg.config.DEFAULT_PRETEXT` (the LPC's:
+    restoration).
 
     Raises
     ------
@@ -114,14 +115,14 @@ def pretraining_pretext(project, network: str, pretext: str | None) -> str:
         ``pretext`` is not the project's weights' (they continue only as they began),
         or is not ``restoration`` for the LPC.
     """
-    from napari_lesion_harvest.lpg.config import PRETEXTS
+    from napari_lesion_harvest.lpg.config import DEFAULT_PRETEXT, RESTORATION
 
     if network != "lpg":
-        if pretext not in (None, PRETEXTS[0]):
+        if pretext not in (None, RESTORATION):
             raise HarvestInputError(
-                f"--pretext {pretext} is the LPG's; the LPC's trunks pretrain by {PRETEXTS[0]}"
+                f"--pretext {pretext} is the LPG's; the LPC's trunks pretrain by {RESTORATION}"
             )
-        return PRETEXTS[0]
+        return RESTORATION
     current = project.pretrained.current(network)
     if current is not None and pretext not in (None, current.pretext):
         raise HarvestInputError(
@@ -129,7 +130,7 @@ def pretraining_pretext(project, network: str, pretext: str | None) -> str:
             f"with their own pretext, not {pretext}; continue them without --pretext, or "
             "discard them first (lesion-harvest pretrain PROJECT --network lpg --discard)"
         )
-    return pretext or (current.pretext if current is not None else PRETEXTS[0])
+    return pretext or (current.pretext if current is not None else DEFAULT_PRETEXT)
 
 
 def run_pretraining(

@@ -153,9 +153,12 @@ def get_config(config: str | LPGConfig | dict, **overrides) -> LPGConfig:
 
 
 #: What the LPG trunk's self-supervised pretraining learns from
-#: (:mod:`napari_lesion_harvest.lpg.pretrain`): restoring corrupted stacks, or finding
-#: the blobs of each slice; the first is the default.
-PRETEXTS = ("restoration", "blobs")
+#: (:mod:`napari_lesion_harvest.lpg.pretrain`): restoring corrupted stacks (what weights
+#: recorded without a pretext learnt from), or finding the blobs of each slice.
+RESTORATION, BLOBS = PRETEXTS = ("restoration", "blobs")
+#: The pretext of a new pretraining: blobs gave the harvest a higher AP than restoration
+#: and than no pretraining on the quality benchmark (docs/experiments/pretraining.md).
+DEFAULT_PRETEXT = BLOBS
 
 #: Compute precisions of the LPG's training and scan. ``auto``: bfloat16 on CUDA,
 #: float32 elsewhere; ``bfloat16`` on a CPU pays off only where the CPU computes in

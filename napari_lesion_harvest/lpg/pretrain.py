@@ -51,7 +51,13 @@ import numpy as np
 
 from napari_lesion_harvest.io.volume import CTVolume
 from napari_lesion_harvest.lpg.blobs import blob_boxes
-from napari_lesion_harvest.lpg.config import PRETEXTS, LPGConfig, get_config
+from napari_lesion_harvest.lpg.config import (
+    DEFAULT_PRETEXT,
+    PRETEXTS,
+    RESTORATION,
+    LPGConfig,
+    get_config,
+)
 from napari_lesion_harvest.lpg.corruption import corrupt, from_unit, to_unit
 from napari_lesion_harvest.lpg.data import LPGSample, SliceAugmentation, collate, make_example
 from napari_lesion_harvest.lpg.train import LPGTrainOptions, learning_rate_at
@@ -297,7 +303,7 @@ def pretrain_trunk(
     *,
     config: str | LPGConfig = "lite",
     options: LPGTrainOptions = DEFAULT_OPTIONS,
-    pretext: str = PRETEXTS[0],
+    pretext: str = DEFAULT_PRETEXT,
     resume_from: tuple[str | os.PathLike, str | None] | None = None,
     **loop,
 ) -> PretrainResult:
@@ -336,7 +342,7 @@ def pretrain_trunk(
     if resume_from is not None:
         resumed = read_pretrained(resume_from[0], sha256=resume_from[1])
         config = get_config(resumed["config"])
-        pretext = resumed.get("pretext", PRETEXTS[0])
+        pretext = resumed.get("pretext", RESTORATION)
     if pretext not in PRETEXTS:
         raise ValueError(f"pretext must be one of {', '.join(PRETEXTS)}, got {pretext!r}")
     config = get_config(config)

@@ -20,6 +20,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from napari_lesion_harvest.lpg.config import RESTORATION
 from napari_lesion_harvest.store import rows
 from napari_lesion_harvest.store.database import Database
 from napari_lesion_harvest.store.lock import PRETRAINING, RoundLock
@@ -67,7 +68,7 @@ class PretrainedWeights:
     seconds: float
     config: dict = field(default_factory=dict)
     network: str = NETWORKS[0]
-    pretext: str = "restoration"
+    pretext: str = RESTORATION
 
     @property
     def minutes(self) -> float:
