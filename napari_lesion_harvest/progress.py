@@ -80,18 +80,35 @@ def parse_progress_line(line: str) -> dict | None:
 
 
 class TqdmProgress:
-    """Show one tqdm bar per stage on a terminal (standard error)."""
+    """Show one tqdm bar per stage on a terminal (standard error).
 
-    def __init__(self):
+    Parameters
+    ----------
+    unit : str
+        What a step counts, for the bar's rate (``"B"`` for bytes).
+    unit_scale : bool
+        Show counts with SI prefixes (``12.3MB``).
+    """
+
+    def __init__(self, unit: str = "it", unit_scale: bool = False):
         self._bar = None
         self._stage = None
+        self._unit = unit
+        self._unit_scale = unit_scale
 
     def __call__(self, stage, step, total, message="", metrics=None) -> None:
         from tqdm import tqdm
 
         if stage != self._stage or self._bar is None:
             self.close()
-            self._bar = tqdm(total=total or None, desc=stage, file=sys.stderr, leave=True)
+            self._bar = tqdm(
+                total=total or None,
+                desc=stage,
+                file=sys.stderr,
+                leave=True,
+                unit=self._unit,
+                unit_scale=self._unit_scale,
+            )
             self._stage = stage
         self._bar.total = total or None
         self._bar.n = step

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import napari_lesion_harvest
+from napari_lesion_harvest.progress import parse_progress_line
 from napari_lesion_harvest.weights.fetch import (
     IMAGENET,
     WeightFile,
@@ -30,7 +31,7 @@ def _weight_file(stem: str, data: bytes) -> WeightFile:
     return WeightFile(f"{stem}-{digest[:8]}.pth", digest, len(data), f"{stem} test weights")
 
 
-ALPHA = b"alpha weights " * 40_000  # larger than one read chunk
+ALPHA = b"alpha weights " * 100_000  # larger than one read chunk (1 MiB)
 BETA = os.urandom(3000)
 ALPHA_FILE = _weight_file("alpha", ALPHA)
 BETA_FILE = _weight_file("beta", BETA)
@@ -92,9 +93,22 @@ def test_downloads_verify_land_whole_and_a_rerun_downloads_nothing(server, tmp_p
     server.files = {ALPHA_FILE.name: ALPHA, BETA_FILE.name: BETA}
     dest = tmp_path / "cache" / "checkpoints"
     lines = []
+    events = []
     fetched = fetch_weights(
-        (ALPHA_FILE, BETA_FILE), url_base=server.url_base, dest=dest, report=lines.append
+        (ALPHA_FILE, BETA_FILE),
+        url_base=server.url_base,
+        dest=dest,
+        report=lines.append,
+        progress=lambda stage, step, total, message="", metrics=None: events.append(
+            (stage, step, total)
+        ),
     )
+    for file in (ALPHA_FILE, BETA_FILE):  # each file's bytes, from none to all, in order
+        received = [step for stage, step, total in events if stage == file.name]
+        assert {total for stage, step, total in events if stage == file.name} == {file.size}
+        assert received[0] == 0 and received[-1] == file.size
+        assert received == sorted(received)
+    assert len([e for e in events if e[0] == ALPHA_FILE.name]) >= 3  # more than one chunk
     assert [(f.file, f.path, f.downloaded) for f in fetched] == [
         (ALPHA_FILE, dest / ALPHA_FILE.name, True),
         (BETA_FILE, dest / BETA_FILE.name, True),
@@ -104,7 +118,7 @@ def test_downloads_verify_land_whole_and_a_rerun_downloads_nothing(server, tmp_p
     assert _listing(dest) == sorted([ALPHA_FILE.name, BETA_FILE.name])  # no partial file left
     assert stat.S_IMODE((dest / ALPHA_FILE.name).stat().st_mode) == 0o644
     assert lines[0] == (
-        f"{ALPHA_FILE.name}: downloading {server.url_base}{ALPHA_FILE.name} (0.6 MB)"
+        f"{ALPHA_FILE.name}: downloading {server.url_base}{ALPHA_FILE.name} (1.4 MB)"
     )
     assert f"{BETA_FILE.name}: verified (sha256 {BETA_FILE.sha256}), {dest / BETA_FILE.name}" in (
         lines
@@ -230,6 +244,22 @@ def test_the_command_reports_a_failed_download_in_one_line_and_exits_2(server, t
         f"densenet121-a639ec97.pth: HTTP 404 File not found; nothing was placed in {dest}"
     ]
     assert _listing(dest) == []
+
+
+def test_the_command_reports_download_progress_as_json_lines(server, tmp_path):
+    """The pinned size, other bytes: every byte's progress is shown, then the refusal."""
+    densenet = IMAGENET[0]
+    server.files = {densenet.name: bytes(densenet.size)}
+    dest = tmp_path / "dest"
+    done = _cli("imagenet", "--url-base", server.url_base, "--dest", str(dest), "--progress-json")
+    events = [parse_progress_line(line) for line in done.stdout.splitlines()]
+    steps = [event["step"] for event in events if event is not None]
+    assert {(event["stage"], event["total"]) for event in events if event is not None} == {
+        (densenet.name, densenet.size)
+    }
+    assert steps[0] == 0 and steps[-1] == densenet.size and steps == sorted(steps)
+    assert done.returncode == 2
+    assert "not the pinned" in done.stderr and _listing(dest) == []
 
 
 def test_the_command_writes_into_torchs_hub_cache_by_default(tmp_path):

@@ -37,18 +37,32 @@ def register(subparsers) -> None:
     f.add_argument(
         "--dest", type=Path, help="folder for the files (default: torch's hub checkpoint cache)"
     )
+    f.add_argument(
+        "--progress-json",
+        action="store_true",
+        help="download progress as JSON lines on stdout instead of bars on stderr",
+    )
     f.set_defaults(func=run_fetch)
 
 
 def run_fetch(args) -> int:
+    from napari_lesion_harvest.progress import JsonLinesProgress, TqdmProgress
     from napari_lesion_harvest.weights.fetch import WEIGHT_SETS, WeightsFetchError, fetch_weights
 
+    bars = None if args.progress_json else TqdmProgress(unit="B", unit_scale=True)
     try:
         fetched = fetch_weights(
-            WEIGHT_SETS[args.set], url_base=args.url_base, dest=args.dest, report=print
+            WEIGHT_SETS[args.set],
+            url_base=args.url_base,
+            dest=args.dest,
+            report=print,
+            progress=bars or JsonLinesProgress(),
         )
     except WeightsFetchError as error:
         raise CommandError(str(error)) from error
+    finally:
+        if bars is not None:
+            bars.close()
     new = sum(item.downloaded for item in fetched)
     print(f"{args.set}: {len(fetched)} file(s) verified in {fetched[0].path.parent}, {new} new")
     return 0

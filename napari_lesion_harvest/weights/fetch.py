@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from napari_lesion_harvest.durable import fsync_path
+from napari_lesion_harvest.progress import Progress, no_progress
 from napari_lesion_harvest.store.checkpoints import CHECKPOINT_MODE, sha256_file
 
 #: Where torchvision publishes its weight files.
@@ -130,6 +131,7 @@ def fetch_weights(
     url_base: str = DEFAULT_URL_BASE,
     dest: str | os.PathLike | None = None,
     report: Callable[[str], None] = lambda line: None,
+    progress: Progress = no_progress,
 ) -> list[Fetched]:
     """Put ``files`` into ``dest``, verified; download only those not there yet.
 
@@ -145,6 +147,9 @@ def fetch_weights(
         when missing.
     report : callable
         ``report(line)`` for each file present, being downloaded, or verified.
+    progress : Progress
+        ``progress(name, bytes_received, size)`` as each downloading file's bytes
+        arrive (stage: the file's name), from 0 to its pinned size.
 
     Returns
     -------
@@ -173,7 +178,7 @@ def fetch_weights(
         for file in missing:
             url = url_base.rstrip("/") + "/" + file.name
             report(f"{file.name}: downloading {url} ({file.size / 1e6:.1f} MB)")
-            downloads[file.name] = _download(file, url, folder)
+            downloads[file.name] = _download(file, url, folder, progress)
         for file in missing:
             os.replace(downloads.pop(file.name), folder / file.name)
             report(f"{file.name}: verified (sha256 {file.sha256}), {folder / file.name}")
@@ -200,8 +205,10 @@ def _check_present(file: WeightFile, path: Path) -> None:
         )
 
 
-def _download(file: WeightFile, url: str, folder: Path) -> Path:
+def _download(file: WeightFile, url: str, folder: Path, progress: Progress) -> Path:
     """Download ``url`` into a temporary file in ``folder`` and verify it as ``file``.
+
+    ``progress(file.name, bytes_received, file.size)`` follows each chunk.
 
     Returns the temporary file, fsynced; removes it and raises
     :class:`WeightsFetchError` when the download fails or is not ``file``.
@@ -214,12 +221,14 @@ def _download(file: WeightFile, url: str, folder: Path) -> Path:
     received = 0
     try:
         with handle, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+            progress(file.name, received, file.size)
             while chunk := response.read(_CHUNK):
                 received += len(chunk)
                 if received > file.size:
                     raise WeightsFetchError(f"more than the {file.size} bytes expected")
                 digest.update(chunk)
                 handle.write(chunk)
+                progress(file.name, received, file.size)
             handle.flush()
             os.chmod(handle.fileno(), CHECKPOINT_MODE)
             os.fsync(handle.fileno())
