@@ -7,6 +7,7 @@ import ast
 import hashlib
 import http.server
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -39,12 +40,15 @@ BETA_FILE = _weight_file("beta", BETA)
 
 class _Server(http.server.ThreadingHTTPServer):
     """Serves ``files`` (name -> bytes) at ``/models/NAME``; names in ``cut`` announce their
-    whole length and close the connection halfway. ``requests`` lists the paths asked for."""
+    whole length and close the connection halfway, names in ``stall`` send half and wait for
+    ``release``. ``requests`` lists the paths asked for."""
 
     def __init__(self):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.files: dict[str, bytes] = {}
         self.cut: set[str] = set()
+        self.stall: set[str] = set()
+        self.release = threading.Event()
         self.requests: list[str] = []
 
     @property
@@ -64,9 +68,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        if name in server.cut:
+        if name in server.cut | server.stall:
             self.wfile.write(data[: len(data) // 2])
             self.wfile.flush()
+            if name in server.stall:
+                server.release.wait(timeout=30)
             self.close_connection = True
             return
         self.wfile.write(data)
@@ -81,6 +87,7 @@ def server():
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield httpd
+    httpd.release.set()
     httpd.shutdown()
     httpd.server_close()
 
@@ -260,6 +267,30 @@ def test_the_command_reports_download_progress_as_json_lines(server, tmp_path):
     assert steps[0] == 0 and steps[-1] == densenet.size and steps == sorted(steps)
     assert done.returncode == 2
     assert "not the pinned" in done.stderr and _listing(dest) == []
+
+
+def test_ctrl_c_during_a_download_stops_it_and_leaves_nothing(server, tmp_path):
+    densenet = IMAGENET[0]
+    server.files = {densenet.name: bytes(densenet.size)}
+    server.stall = {densenet.name}
+    dest = tmp_path / "dest"
+    command = [sys.executable, "-m", "napari_lesion_harvest", "weights", "fetch", "imagenet"]
+    options = ["--url-base", server.url_base, "--dest", str(dest), "--progress-json"]
+    fetch = subprocess.Popen(
+        [*command, *options], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    for line in fetch.stdout:  # bytes are arriving; the server waits after half the file
+        event = parse_progress_line(line)
+        if event is not None and event["step"] > 0:
+            break
+    assert [p.name for p in dest.iterdir()][0].endswith(".partial")
+    fetch.send_signal(signal.SIGINT)
+    _, stderr = fetch.communicate(timeout=60)
+    assert fetch.returncode == 130
+    assert stderr.splitlines()[-1] == (
+        f"stopped; nothing was placed in {dest}: run the same command again"
+    )
+    assert _listing(dest) == []
 
 
 def test_the_command_writes_into_torchs_hub_cache_by_default(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from napari_lesion_harvest.cli import CommandError
@@ -60,6 +61,12 @@ def run_fetch(args) -> int:
         )
     except WeightsFetchError as error:
         raise CommandError(str(error)) from error
+    except KeyboardInterrupt:
+        folder = args.dest or "torch's hub cache"
+        print(
+            f"stopped; nothing was placed in {folder}: run the same command again", file=sys.stderr
+        )
+        return 130
     finally:
         if bars is not None:
             bars.close()
