@@ -20,6 +20,7 @@ import napari_lesion_harvest
 from napari_lesion_harvest.progress import parse_progress_line
 from napari_lesion_harvest.weights.fetch import (
     IMAGENET,
+    KINETICS,
     WeightFile,
     WeightsFetchError,
     fetch_weights,
@@ -226,11 +227,12 @@ def test_a_pinned_name_must_carry_the_start_of_its_sha256():
         WeightFile("alpha-00000000.pth", ALPHA_FILE.sha256, len(ALPHA), "alpha")
 
 
-def test_the_imagenet_files_are_the_ones_the_paper_networks_look_for():
+def test_the_pinned_files_are_the_ones_the_networks_look_for():
     from napari_lesion_harvest.lpc.models import PRETRAINED_FILES
     from napari_lesion_harvest.lpg.model import DENSENET121_FILE
 
     assert [file.name for file in IMAGENET] == [DENSENET121_FILE, PRETRAINED_FILES["2d"]]
+    assert [file.name for file in KINETICS] == [PRETRAINED_FILES["3d"]]
 
 
 def _cli(*args, env=None):
@@ -251,6 +253,11 @@ def test_the_command_reports_a_failed_download_in_one_line_and_exits_2(server, t
         f"densenet121-a639ec97.pth: HTTP 404 File not found; nothing was placed in {dest}"
     ]
     assert _listing(dest) == []
+    kinetics = _cli("kinetics", "--url-base", server.url_base, "--dest", str(dest))
+    assert kinetics.returncode == 2
+    assert f"r3d_18-b3b3357e.pth from {server.url_base}r3d_18-b3b3357e.pth: HTTP 404" in (
+        kinetics.stderr
+    )
 
 
 def test_the_command_reports_download_progress_as_json_lines(server, tmp_path):

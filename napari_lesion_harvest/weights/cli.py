@@ -28,7 +28,10 @@ def register(subparsers) -> None:
         "set",
         metavar="SET",
         choices=sorted(fetch.WEIGHT_SETS),
-        help="imagenet: torchvision's DenseNet-121 (the paper LPG) and ResNet-18 (the paper LPC)",
+        help=(
+            "imagenet: torchvision's DenseNet-121 (the paper LPG) and ResNet-18 (the paper "
+            "LPC); kinetics: its R3D-18 (the 3d LPC variant)"
+        ),
     )
     f.add_argument(
         "--url-base",

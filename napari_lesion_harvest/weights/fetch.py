@@ -93,8 +93,19 @@ IMAGENET: tuple[WeightFile, ...] = (
         "ResNet-18 on ImageNet (the paper LPC's trunks)",
     ),
 )
+#: torchvision's Kinetics-400 file that the ``3d`` LPC variant starts from, by the
+#: name :data:`~napari_lesion_harvest.lpc.models.PRETRAINED_FILES` looks for; its
+#: sha256 and size as pinned by projects that use it, as for :data:`IMAGENET`.
+KINETICS: tuple[WeightFile, ...] = (
+    WeightFile(
+        "r3d_18-b3b3357e.pth",
+        "b3b3357ead25631ec9c57362ff2128a92d0427e01e2cd184951a44380c3f2e9d",
+        133_546_016,
+        "R3D-18 on Kinetics-400 (the 3d LPC variant's trunk)",
+    ),
+)
 #: Weight sets by the name ``lesion-harvest weights fetch`` takes.
-WEIGHT_SETS: dict[str, tuple[WeightFile, ...]] = {"imagenet": IMAGENET}
+WEIGHT_SETS: dict[str, tuple[WeightFile, ...]] = {"imagenet": IMAGENET, "kinetics": KINETICS}
 
 
 class WeightsFetchError(ValueError):
