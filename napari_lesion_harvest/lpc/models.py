@@ -39,6 +39,7 @@ from napari_lesion_harvest.lpc.patches import (
     PAPER_HU_WINDOW,
     PatchSpec,
 )
+from napari_lesion_harvest.lpg.pooling import with_fast_max_pools
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +159,7 @@ def resnet18_trunk(*, width: str = "paper", pretrained=True):
         _kaiming_init(net)
     net.conv1 = _single_channel(net.conv1)
     net.fc = nn.Identity()
-    return net, 8 * base, str(weights) if weights else "random"
+    return with_fast_max_pools(net), 8 * base, str(weights) if weights else "random"
 
 
 def r3d18_trunk(*, width: str = "paper", pretrained=True):

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from napari_lesion_harvest.lpg.config import LPGConfig, get_config
+from napari_lesion_harvest.lpg.pooling import with_fast_max_pools
 
 logger = logging.getLogger(__name__)
 
@@ -139,8 +140,8 @@ class MultiSliceCenterNet(nn.Module):
             num_init_features=config.num_init_features,
             bn_size=config.bn_size,
         )
-        self.trunk = nn.ModuleDict(
-            {name: getattr(densenet.features, name) for name in _TRUNK_LAYERS}
+        self.trunk = with_fast_max_pools(
+            nn.ModuleDict({name: getattr(densenet.features, name) for name in _TRUNK_LAYERS})
         )
         block1, block2, transition2, block3 = trunk_channels(config)
         features = config.feature_channels

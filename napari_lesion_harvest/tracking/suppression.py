@@ -39,16 +39,28 @@ def suppress_duplicates(
     """
     order = sorted(range(len(proposals)), key=lambda i: -proposals[i].s_g)
     kept: list[Proposal3D] = []
+    kept_boxes: dict[int, np.ndarray] = {}  # slice -> (K, 4) boxes of the kept proposals there
     for index in order:
         candidate = proposals[index]
-        if not any(_same_lesion(candidate, other, iou_threshold) for other in kept):
+        if not _repeats_kept(candidate, kept_boxes, iou_threshold):
             kept.append(candidate)
+            for z, box in zip(candidate.slices.tolist(), candidate.boxes, strict=True):
+                there = kept_boxes.get(z)
+                kept_boxes[z] = box[None] if there is None else np.vstack([there, box])
     return kept
 
 
-def _same_lesion(a: Proposal3D, b: Proposal3D, iou_threshold: float) -> bool:
-    shared, in_a, in_b = np.intersect1d(a.slices, b.slices, return_indices=True)
-    if shared.size == 0:
+def _repeats_kept(
+    candidate: Proposal3D, kept_boxes: dict[int, np.ndarray], iou_threshold: float
+) -> bool:
+    """Whether a box of ``candidate`` overlaps a kept box on its slice by ``iou_threshold``."""
+    shared = [
+        (row, kept_boxes[z]) for row, z in enumerate(candidate.slices.tolist()) if z in kept_boxes
+    ]
+    if not shared:
         return False
-    overlap = iou_2d(a.boxes[in_a], b.boxes[in_b], elementwise=True)
-    return bool((overlap >= iou_threshold).any())
+    ours = np.concatenate(
+        [np.repeat(candidate.boxes[row][None], len(boxes), 0) for row, boxes in shared]
+    )
+    theirs = np.concatenate([boxes for _, boxes in shared])
+    return bool((iou_2d(ours, theirs, elementwise=True) >= iou_threshold).any())
