@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from napari_lesion_harvest.lpc.models import build_classifier
+from napari_lesion_harvest.lpg.layers import replace_layers
 from napari_lesion_harvest.lpg.losses import mscn_loss
 from napari_lesion_harvest.lpg.model import build_model
 from napari_lesion_harvest.lpg.pooling import ChannelsLastMaxPool2d, with_fast_max_pools
@@ -48,12 +49,11 @@ def test_outputs_and_gradients_equal_torchs_pooling_to_the_bit(settings):
 
 def _with_torchs_pools(model: nn.Module) -> nn.Module:
     """A copy of ``model`` pooling with ``nn.MaxPool2d`` again."""
-    copied = copy.deepcopy(model)
-    for module in copied.modules():
-        for name, child in module.named_children():
-            if isinstance(child, ChannelsLastMaxPool2d):
-                setattr(module, name, nn.MaxPool2d(child.kernel_size, child.stride, child.padding))
-    return copied
+    return replace_layers(
+        copy.deepcopy(model),
+        ChannelsLastMaxPool2d,
+        lambda pool: nn.MaxPool2d(pool.kernel_size, pool.stride, pool.padding),
+    )
 
 
 def _train(model: nn.Module, loss_of, steps: int = 3) -> list[torch.Tensor]:

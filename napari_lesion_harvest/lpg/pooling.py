@@ -1,8 +1,10 @@
 """Max pooling that runs torch's fast CPU kernel on NCHW tensors, with equal results.
 
 On the CPU, torch's max pooling of an NCHW tensor loops over the channels one plane at
-a time; its kernel for NHWC (channels-last) tensors vectorises over the channels and
-is several times faster, forward and backward (``benchmarks/cpu_roofline_bench.py``).
+a time; its kernel for NHWC (channels-last) tensors vectorises over the channels. At
+the networks' shapes it is several times faster when they infer, and the scan gains
+about a tenth; their training steps take as long as before
+(docs/experiments/cpu-efficiency.md).
 A maximum is exact in any order, and the backward pass adds each window's gradient to
 its input position in the same order, so pooling an NCHW tensor through NHWC gives
 the same outputs and gradients to the bit. :class:`ChannelsLastMaxPool2d` does that
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
+from napari_lesion_harvest.lpg.layers import replace_layers
 
 
 class ChannelsLastMaxPool2d(nn.MaxPool2d):
@@ -36,20 +40,18 @@ def with_fast_max_pools(module: nn.Module) -> nn.Module:
     The replacements have the same settings and no parameters, so state dicts are
     unchanged. Returns ``module`` (changed in place).
     """
-    for name, child in list(module.named_children()):
-        if type(child) is nn.MaxPool2d:
-            fast = ChannelsLastMaxPool2d(
-                child.kernel_size,
-                stride=child.stride,
-                padding=child.padding,
-                dilation=child.dilation,
-                return_indices=child.return_indices,
-                ceil_mode=child.ceil_mode,
-            )
-            setattr(module, name, fast)
-        else:
-            with_fast_max_pools(child)
-    return module
+
+    def fast(pool: nn.MaxPool2d) -> ChannelsLastMaxPool2d:
+        return ChannelsLastMaxPool2d(
+            pool.kernel_size,
+            stride=pool.stride,
+            padding=pool.padding,
+            dilation=pool.dilation,
+            return_indices=pool.return_indices,
+            ceil_mode=pool.ceil_mode,
+        )
+
+    return replace_layers(module, nn.MaxPool2d, fast)
 
 
 def _is_channels_last(x: torch.Tensor) -> bool:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from napari_lesion_harvest.lpg.layers import replace_layers
+
 
 class GlobalBatchNorm2d(nn.BatchNorm2d):
     """``BatchNorm2d`` whose training statistics are summed over every rank (gloo or nccl).
@@ -69,24 +71,22 @@ def _summed_over_ranks(tensor: torch.Tensor) -> torch.Tensor:
 def _swap(module: nn.Module, source: type, target: type) -> nn.Module:
     """``module`` with every layer of exactly type ``source`` replaced by a ``target``
     holding the same parameters and buffers."""
-    if type(module) is source:
+
+    def moved(layer: nn.Module) -> nn.Module:
         swapped = target(
-            module.num_features,
-            eps=module.eps,
-            momentum=module.momentum,
-            affine=module.affine,
-            track_running_stats=module.track_running_stats,
+            layer.num_features,
+            eps=layer.eps,
+            momentum=layer.momentum,
+            affine=layer.affine,
+            track_running_stats=layer.track_running_stats,
         )
-        swapped.weight, swapped.bias = module.weight, module.bias
+        swapped.weight, swapped.bias = layer.weight, layer.bias
         for name in ("running_mean", "running_var", "num_batches_tracked"):
-            setattr(swapped, name, getattr(module, name))
-        swapped.train(module.training)
+            setattr(swapped, name, getattr(layer, name))
+        swapped.train(layer.training)
         return swapped
-    for name, child in module.named_children():
-        replaced = _swap(child, source, target)
-        if replaced is not child:
-            setattr(module, name, replaced)
-    return module
+
+    return replace_layers(module, source, moved)
 
 
 def synchronise_batch_norm(model: nn.Module, device: str) -> nn.Module:
