@@ -54,13 +54,9 @@ def _repeats_kept(
     candidate: Proposal3D, kept_boxes: dict[int, np.ndarray], iou_threshold: float
 ) -> bool:
     """Whether a box of ``candidate`` overlaps a kept box on its slice by ``iou_threshold``."""
-    shared = [
-        (row, kept_boxes[z]) for row, z in enumerate(candidate.slices.tolist()) if z in kept_boxes
-    ]
+    shared = [(row, z) for row, z in enumerate(candidate.slices.tolist()) if z in kept_boxes]
     if not shared:
         return False
-    ours = np.concatenate(
-        [np.repeat(candidate.boxes[row][None], len(boxes), 0) for row, boxes in shared]
-    )
-    theirs = np.concatenate([boxes for _, boxes in shared])
-    return bool((iou_2d(ours, theirs, elementwise=True) >= iou_threshold).any())
+    theirs = [kept_boxes[z] for _, z in shared]
+    ours = np.repeat(candidate.boxes[[row for row, _ in shared]], [len(b) for b in theirs], axis=0)
+    return bool((iou_2d(ours, np.concatenate(theirs), elementwise=True) >= iou_threshold).any())
