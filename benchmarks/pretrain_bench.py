@@ -35,18 +35,14 @@ import numpy as np
 import torch
 
 from napari_lesion_harvest.evaluation.bootstrap import (
-    VolumeSteps,
     percentile_interval,
     resampled_froc,
     volume_resamples,
 )
-from napari_lesion_harvest.evaluation.curve import RankedSteps, ranked_steps
-from napari_lesion_harvest.evaluation.matching import match_recist_2d
-from napari_lesion_harvest.evaluation.tables import RecistTruth
 from napari_lesion_harvest.harvest.quality import combine, seed_weights
 from napari_lesion_harvest.lpg.config import DEFAULT_PRETEXT, PRETEXTS, get_config
 from napari_lesion_harvest.lpg.phantom_froc import (
-    detection_table,
+    froc_steps,
     full_marks,
     key_slice_samples,
     synthetic_ct,
@@ -60,34 +56,6 @@ from napari_lesion_harvest.lpg.train import LPGTrainOptions, train_lpg
 
 #: First phantom index of the unlabelled-only and of the held-out volumes.
 UNLABELLED_START, HELD_OUT_START = 200, 500
-
-
-def froc_steps(model, phantoms) -> tuple[VolumeSteps, np.ndarray]:
-    """The 2D-rule detections of ``model`` on ``phantoms`` in curve order, with their
-    volumes, and the marked slices of each volume (the FP rate's unit)."""
-    volume, scores, found, misses, lesions, images = [], [], [], [], [], []
-    for index, phantom in enumerate(phantoms):
-        truth = RecistTruth.from_mapping(full_marks([phantom]))
-        matches = match_recist_2d(truth, detection_table(model, [phantom.volume]))
-        steps = ranked_steps(matches)  # a lesion's first hit depends on its volume only
-        volume.append(np.full(len(steps.scores), index))
-        scores.append(steps.scores)
-        found.append(steps.found)
-        misses.append(steps.misses)
-        lesions.append(matches.n_lesions)
-        images.append(matches.n_images)
-    scores = np.concatenate(scores)
-    order = np.argsort(scores, kind="stable")[::-1]
-    merged = RankedSteps(
-        order=order,
-        scores=scores[order],
-        found=np.concatenate(found)[order],
-        misses=np.concatenate(misses)[order],
-        repeat_hits=np.zeros(len(order), dtype=np.int64),
-    )
-    ids = tuple(p.volume_id for p in phantoms)
-    steps = VolumeSteps(ids, np.concatenate(volume)[order], merged, np.array(lesions))
-    return steps, np.array(images)
 
 
 def train_arm(samples, config, seed: int, steps: int, trunk: Path | None):
@@ -129,7 +97,6 @@ def run_seed(seed: int, args, config, labelled, unlabelled, held_out, samples) -
         draws over the held-out volumes, ``--resamples`` values).
     """
     counts = volume_resamples(len(held_out), args.resamples, seed=0)
-    ones = np.ones((1, len(held_out)), dtype=np.int64)
     run = {"seed": seed, "point": {}, "draws": {}}
     with tempfile.TemporaryDirectory() as folder:
         trunk = Path(folder) / "pretrained.pt"
@@ -152,20 +119,29 @@ def run_seed(seed: int, args, config, labelled, unlabelled, held_out, samples) -
         for arm in ARMS:
             start_from = None if arm == "random" else trunk
             model = train_arm(samples, config, seed, args.steps, start_from)
-            steps, images = froc_steps(model, held_out)
-            rates = [args.fp_rate]
-            point = resampled_froc(steps, ones, images=images, fp_rates=rates)[0, 0]
-            run["point"][arm] = float(point)
-            draws = resampled_froc(steps, counts, images=images, fp_rates=rates)[:, 0]
-            run["draws"][arm] = draws.tolist()
-            print(f"seed {seed} {arm}: {run['point'][arm]:.3f}", flush=True)
+            volumes = [p.volume for p in held_out]
+            point, draws = sensitivity(model, volumes, full_marks(held_out), counts, args.fp_rate)
+            run["point"][arm], run["draws"][arm] = point, draws
+            print(f"seed {seed} {arm}: {point:.3f}", flush=True)
     return run
 
 
-def report(settings: dict, runs: list[dict], held_out_lesions: int, training_slices: int) -> dict:
-    """Each arm's mean sensitivity and the paired gain over ``runs`` (one per seed),
-    with 95% two-level bootstrap intervals."""
-    weights = seed_weights(len(runs), settings["resamples"], seed=0)
+def sensitivity(model, volumes, truth, counts, fp_rate: float) -> tuple[float, list[float]]:
+    """``model``'s sensitivity at ``fp_rate`` FPs per marked slice on ``volumes``
+    (:func:`~napari_lesion_harvest.lpg.phantom_froc.froc_steps`, ``truth`` by volume
+    id), and its value on each resample of the volumes in ``counts`` (B, V)."""
+    steps, images = froc_steps(model, volumes, truth)
+    ones = np.ones((1, len(volumes)), dtype=np.int64)
+    point = resampled_froc(steps, ones, images=images, fp_rates=[fp_rate])[0, 0]
+    draws = resampled_froc(steps, counts, images=images, fp_rates=[fp_rate])[:, 0]
+    return float(point), draws.tolist()
+
+
+def paired_figures(runs: list[dict], resamples: int) -> dict:
+    """Each arm's mean sensitivity over ``runs`` (one per seed, with ``point`` and
+    ``draws`` per arm of :data:`ARMS`) and the paired gain (pretrained - random), with
+    95% two-level bootstrap intervals (volumes and seeds resampled)."""
+    weights = seed_weights(len(runs), resamples, seed=0)
     figures = {}
     for arm in ARMS:
         draws = np.array([run["draws"][arm] for run in runs])
@@ -179,14 +155,21 @@ def report(settings: dict, runs: list[dict], held_out_lesions: int, training_sli
     low, high = percentile_interval(combine(difference, weights))
     gain = np.array([run["point"]["pretrained"] - run["point"]["random"] for run in runs])
     return {
+        "sensitivity": figures,
+        "gain": {"mean": float(gain.mean()), "low": low, "high": high, "per_seed": gain.tolist()},
+    }
+
+
+def report(settings: dict, runs: list[dict], held_out_lesions: int, training_slices: int) -> dict:
+    """:func:`paired_figures` over ``runs`` with the settings and the seeds' pretraining."""
+    return {
         "question": "LPG held-out sensitivity at FP rate per marked slice: pretrained - random",
         **settings,
         "seeds": [run["seed"] for run in runs],
         "held_out_lesions": held_out_lesions,
         "training_slices": training_slices,
         "pretraining": [{"seed": run["seed"], **run["pretraining"]} for run in runs],
-        "sensitivity": figures,
-        "gain": {"mean": float(gain.mean()), "low": low, "high": high, "per_seed": gain.tolist()},
+        **paired_figures(runs, settings["resamples"]),
         "runs": runs,
     }
 

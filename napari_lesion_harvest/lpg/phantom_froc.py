@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from napari_lesion_harvest.evaluation.bootstrap import VolumeSteps
+from napari_lesion_harvest.evaluation.curve import RankedSteps, ranked_steps
+from napari_lesion_harvest.evaluation.matching import match_recist_2d
 from napari_lesion_harvest.evaluation.report import evaluate
 from napari_lesion_harvest.evaluation.tables import ProposalTable, RecistTruth
 from napari_lesion_harvest.lpg.data import LPGSample
@@ -43,6 +46,51 @@ def detection_table(model, volumes) -> ProposalTable:
         np.concatenate(slice_boxes),
         np.concatenate(slice_scores),
     )
+
+
+def froc_steps(model, volumes, truth) -> tuple[VolumeSteps, np.ndarray]:
+    """``model``'s 2D-rule detections (:func:`detection_table`) on ``volumes`` in curve
+    order, for FROCs over resampled volumes
+    (:func:`~napari_lesion_harvest.evaluation.bootstrap.resampled_froc`).
+
+    Parameters
+    ----------
+    model : MultiSliceCenterNet
+    volumes : sequence of CTVolume
+    truth : mapping of str to marks
+        Every lesion's key-slice mark, by volume id of ``volumes`` (any form
+        :meth:`RecistTruth.from_mapping` takes).
+
+    Returns
+    -------
+    steps : VolumeSteps
+        The detections of all volumes ranked by score, with the volume of each.
+    marked_slices : ndarray of int, shape (V,)
+        Marked slices per volume (the FP rate's unit).
+    """
+    volume, scores, found, misses, lesions, images = [], [], [], [], [], []
+    for index, ct in enumerate(volumes):
+        ruler = RecistTruth.from_mapping({ct.volume_id: truth[ct.volume_id]})
+        matches = match_recist_2d(ruler, detection_table(model, [ct]))
+        steps = ranked_steps(matches)  # a lesion's first hit depends on its volume only
+        volume.append(np.full(len(steps.scores), index))
+        scores.append(steps.scores)
+        found.append(steps.found)
+        misses.append(steps.misses)
+        lesions.append(matches.n_lesions)
+        images.append(matches.n_images)
+    scores = np.concatenate(scores)
+    order = np.argsort(scores, kind="stable")[::-1]
+    merged = RankedSteps(
+        order=order,
+        scores=scores[order],
+        found=np.concatenate(found)[order],
+        misses=np.concatenate(misses)[order],
+        repeat_hits=np.zeros(len(order), dtype=np.int64),
+    )
+    ids = tuple(ct.volume_id for ct in volumes)
+    steps = VolumeSteps(ids, np.concatenate(volume)[order], merged, np.array(lesions))
+    return steps, np.array(images)
 
 
 def synthetic_ct(index: int, size: int):
