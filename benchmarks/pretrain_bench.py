@@ -190,6 +190,14 @@ def combined(files: list[Path]) -> dict:
     return report(settings, runs, first["held_out_lesions"], first["training_slices"])
 
 
+def show_and_keep(result: dict, out: Path | None) -> None:
+    """Print ``result`` without its per-seed ``runs``; write all of it to ``out``."""
+    shown = {key: value for key, value in result.items() if key != "runs"}
+    print(json.dumps(shown, indent=1))
+    if out:
+        out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -230,10 +238,7 @@ def main(argv=None) -> int:
         settings = {name: getattr(args, name) for name in SETTINGS}
         lesions = sum(len(p.lesions) for p in held_out)
         result = report(settings, runs, lesions, len(samples))
-    shown = {key: value for key, value in result.items() if key != "runs"}
-    print(json.dumps(shown, indent=1))
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    show_and_keep(result, args.out)
     return 0
 
 

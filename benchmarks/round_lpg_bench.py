@@ -22,12 +22,11 @@ Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/round_lpg_bench.py --random
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
-from pretrain_bench import ARMS, paired_figures, sensitivity
+from pretrain_bench import ARMS, paired_figures, sensitivity, show_and_keep
 from quality_bench import RUN_FILE
 
 from napari_lesion_harvest.evaluation.bootstrap import volume_resamples
@@ -115,10 +114,7 @@ def main(argv=None) -> int:
         **paired_figures(runs, args.resamples),
         "runs": runs,
     }
-    shown = {key: value for key, value in result.items() if key != "runs"}
-    print(json.dumps(shown, indent=1))
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    show_and_keep(result, args.out)
     return 0
 
 
