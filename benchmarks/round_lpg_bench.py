@@ -95,11 +95,15 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args(argv)
     folders = {"random": args.random, "pretrained": args.pretrained}
-    both = finished_seeds(args.random) & finished_seeds(args.pretrained)
+    finished = {arm: finished_seeds(folder) for arm, folder in folders.items()}
+    both = finished["random"] & finished["pretrained"]
     seeds = sorted(both) if args.seeds is None else args.seeds
-    missing = sorted(set(seeds) - both)
-    if missing or not seeds:
-        parser.error(f"seeds {missing or seeds} did not finish in both runs (finished: {both})")
+    if not seeds or set(seeds) - both:
+        parser.error(
+            f"seeds {seeds or 'to compare'} must have finished in both runs; finished: "
+            f"{sorted(finished['random'])} in {args.random}, "
+            f"{sorted(finished['pretrained'])} in {args.pretrained}"
+        )
     torch.set_num_threads(1)
     runs = [run_seed(s, folders, args.round, args.fp_rate, args.resamples) for s in seeds]
     result = {
