@@ -116,11 +116,11 @@ def run_seed(seed: int, args, config, labelled, unlabelled, held_out, samples) -
             "last_loss": float(np.mean(done.losses[-20:])),
         }
         print(f"seed {seed} pretrained: {run['pretraining']}", flush=True)
+        volumes, truth = [p.volume for p in held_out], full_marks(held_out)
         for arm in ARMS:
             start_from = None if arm == "random" else trunk
             model = train_arm(samples, config, seed, args.steps, start_from)
-            volumes = [p.volume for p in held_out]
-            point, draws = sensitivity(model, volumes, full_marks(held_out), counts, args.fp_rate)
+            point, draws = sensitivity(model, volumes, truth, counts, args.fp_rate)
             run["point"][arm], run["draws"][arm] = point, draws
             print(f"seed {seed} {arm}: {point:.3f}", flush=True)
     return run
