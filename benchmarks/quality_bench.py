@@ -42,6 +42,7 @@ from harvest_bench import StageClock
 from napari_lesion_harvest.harvest.config_overrides import add_set_option, with_set_fields
 from napari_lesion_harvest.harvest.demo import demo_config, import_demo_project
 from napari_lesion_harvest.harvest.quality import (
+    false_positive_totals,
     format_summary,
     over_seeds,
     project_rounds,
@@ -261,6 +262,7 @@ def report(out: Path, args, runs: dict[int, dict]) -> dict:
             for seed, found in seed_rounds.items()
         },
         "summary": summary,
+        "false_positives": false_positive_totals(seed_rounds, rounds),
         "stage_seconds": {str(k): v for k, v in stage_seconds.items()},
         "draws": {
             str(number): {
@@ -277,6 +279,13 @@ def report(out: Path, args, runs: dict[int, dict]) -> dict:
         f"{result['n_unmarked']} without an original mark; seeds {sorted(runs)}"
     )
     print(format_summary(summary, baseline))
+    for total in result["false_positives"]:
+        if total["seeds"]:
+            print(
+                f"round {total['round']} harvest on V_H_test, summed over {total['seeds']} seeds: "
+                f"{total['harvested']:.0f} harvested, {total['observed']:.0f} false positives "
+                f"(V_M let one expect {total['expected']:.1f})"
+            )
     for number, stages in stage_seconds.items():
         if not stages:
             continue  # no seed ran this round

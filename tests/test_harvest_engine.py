@@ -123,6 +123,15 @@ def test_a_round_runs_every_stage_and_leaves_a_consistent_project(finished_round
     harvested = [s for s in proposals if s.role == "P_pos_H"]
     assert metrics["n_harvested"] == len(harvested)
     assert all(s.s_gc >= threshold for s in harvested)
+    # the false positives V_M lets one expect, from the stored scores
+    v_m = [s for s in proposals if s.role in ("P_RM", "P_neg_M")]
+    scored = [s.s_gc for s in proposals if s.role in ("P_pos_H", "P_neg_H", "candidate")]
+    non_lesions = [s.s_gc for s in v_m if s.role == "P_neg_M"]
+    assert metrics["harvest"]["v_m_non_lesions"] == len(non_lesions) > 0
+    above = sum(score >= threshold for score in non_lesions)
+    assert metrics["expected_false_positives"] == pytest.approx(
+        min(len(harvested), len(scored) * (above + 1) / (len(non_lesions) + 1))
+    )
 
 
 def positive_boxes_off_their_best_slice(snapshot, slices):
@@ -230,6 +239,10 @@ def test_status_and_export_commands_read_the_round(finished_round, tmp_path):
     document = json.loads(status.stdout)
     assert document["splits"] == {"V_M": 4, "V_H": 3, "V_H_test": 1}
     assert document["rounds"][0]["status"] == "done"
+    first = document["rounds"][0]
+    assert 0 <= first["expected_false_positives"] <= first["harvested"]
+    text = lesion_harvest("status", project_dir).stdout
+    assert f"expected false positives), threshold {first['threshold']:.3f}" in text
     exported = lesion_harvest("export", project_dir, tmp_path / "out", "--format", "paper")
     assert exported.returncode == 0, exported.stderr
     assert (tmp_path / "out" / "MinedLesions.pkl").is_file()

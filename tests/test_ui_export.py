@@ -44,7 +44,10 @@ def _project(folder):
         ProposalRow("vol_a", Proposal3D([9], [[70, 60, 82, 72]], [0.7]), "candidate", 0.5, 0.35),
         ProposalRow("vol_a", Proposal3D([3], [[70, 10, 82, 22]], [0.6]), "P_neg_H", 0.1, 0.06),
     ]
-    metrics = {"threshold": 0.6, "n_harvested": 2, "new_lesions": 2, "table_i": TABLE_I}
+    metrics = {
+        **{"threshold": 0.6, "n_harvested": 2, "new_lesions": 2, "table_i": TABLE_I},
+        "expected_false_positives": 0.4,
+    }
     with writing_round(project, config={"preset": "test"}, metrics=metrics) as round_:
         ids = list(round_.write("harvest", StageResult(rows)))
     project.set_verdict(ids[1], "rejected", author="radiologist")
@@ -69,7 +72,9 @@ def test_summary_and_export_from_the_dock(make_napari_viewer, qtbot, tmp_path, m
     assert rows["fully marked (V_M)"] == ["1", "1", "0", "0", "0"]
     assert rows["held out: harvest test (V_H_test)"] == ["1", "0", "0", "0", "0"]
     assert rows["all volumes"] == ["3", "3", "2", "1", "2"]
-    assert "Round 1: threshold 0.600, 2 harvested (2 new)." in text
+    assert (
+        "Round 1: harvested 2 lesions (2 new; under 1 expected false positives), threshold 0.600."
+    ) in text
     assert "R + P_H,1" in text and "Table I on the held-out volumes V_H_test" in text
 
     out = tmp_path / "handed on"

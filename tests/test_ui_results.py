@@ -15,8 +15,9 @@ from napari_lesion_harvest.ui.results_panel import ResultsPanel
 pytestmark = pytest.mark.gui
 
 
-def _done_round(number: int) -> RoundRecord:
+def _done_round(number: int, **harvest) -> RoundRecord:
     metrics = {
+        **harvest,
         "table_i": [
             {"label": "R (original marks)", "precision": 1.0, "recall": 0.4},
             {"label": f"R + P_H,{number}", "AP": 0.8, "R@80": 0.7},
@@ -65,7 +66,7 @@ def test_hidden_results_panel_draws_its_curves_once_when_shown(qtbot):
     assert len(panel.pr_axes.lines) == 1 and len(panel.froc_axes.lines) == 1
 
     panel.hide()
-    panel.show_rounds([_done_round(1), _done_round(2)])
+    panel.show_rounds([_done_round(1), _done_round(2, expected_false_positives=1.6)])
     _resize_hidden(panel, 410, 520)
     qtbot.wait(100)
     assert len(draws) == 1  # still hidden: nothing drawn
@@ -75,7 +76,11 @@ def test_hidden_results_panel_draws_its_curves_once_when_shown(qtbot):
     # Table I: the original marks once, then a row per round
     labels = [panel.table.item(r, 0).text() for r in range(panel.table.rowCount())]
     assert labels == ["round 1: marks + harvested", "round 2: marks + harvested"]
-    assert panel.summary.text().endswith("\noriginal marks only: recall 0.40 at 100% precision")
+    assert panel.summary.text() == (
+        "Round 2 finished, 5 harvested lesions (about 2 expected to be false), threshold "
+        "0.620.\n"
+        "original marks only: recall 0.40 at 100% precision"
+    )
     header = [panel.table.horizontalHeaderItem(c).text() for c in range(3)]
     assert header == ["set", "AP", "R@80"]
     assert panel.table.horizontalHeaderItem(2).toolTip() == "recall at 80% precision (R@80)"

@@ -152,7 +152,25 @@ def _done(harvest: dict, number: int = 2) -> RoundRecord:
         (
             {"scored": 40, "threshold": 0.7, "P_pos_H": 3, "new_lesions": 2, "P_neg_H": 9},
             False,
-            "3 harvested lesions (2 new) at threshold 0.70, 9 hard negatives",
+            "3 harvested lesions (2 new) at threshold 0.70, 9 hard negatives. Review them",
+        ),
+        (
+            {
+                **{"scored": 4000, "threshold": 0.7, "P_pos_H": 40, "new_lesions": 30},
+                **{"expected_false_positives": 1.0, "v_m_non_lesions": 400},
+            },
+            False,
+            "The 400 non-lesion proposals of the fully marked volumes (V_M) let one expect "
+            "about 1 of the 40 to be false positives. Review them",
+        ),
+        (
+            {
+                **{"scored": 4000, "threshold": 0.7, "P_pos_H": 30, "new_lesions": 30},
+                **{"expected_false_positives": 12.3, "v_m_non_lesions": 300},
+            },
+            False,
+            "expect about 12 of the 30 to be false positives, more than the 5% aimed at: V_M "
+            "is too small to vouch for this harvest, so fully mark more volumes. Review them",
         ),
     ],
 )

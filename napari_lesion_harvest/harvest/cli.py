@@ -425,6 +425,7 @@ def _round_summary(record) -> dict:
         "status": record.status,
         "harvested": harvest.get(Role.P_pos_H),
         "new_lesions": harvest.get("new_lesions"),
+        "expected_false_positives": harvest.get("expected_false_positives"),
         "hard_negatives": harvest.get(Role.P_neg_H),
         "threshold": harvest.get("threshold"),
         "test_recall_at_precision": recalls("cumulative"),
@@ -471,6 +472,8 @@ def _pretrained_summary(weights) -> dict | None:
 def run_status(args) -> int:
     from collections import Counter
 
+    from napari_lesion_harvest.harvest.report import harvest_counts
+
     with _open(args.project) as project:
         summaries = project.volume_summaries()
         rounds = project.rounds.list()
@@ -515,9 +518,9 @@ def run_status(args) -> int:
     )
     for r in rounds:
         line = _round_summary(r)
+        counts = harvest_counts({"n_harvested": line["harvested"], **line})
         print(
-            f"round {r.number}: {r.status} (stage {r.stage}); harvested {line['harvested']}, "
-            f"new {line['new_lesions']}, threshold {line['threshold']}"
+            f"round {r.number}: {r.status} (stage {r.stage}); {counts}"
             + (f"; error: {r.error}" if r.error else "")
         )
         for key, label in (

@@ -48,7 +48,11 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from napari_lesion_harvest.harvest.report import format_round_table, save_round_curves
+    from napari_lesion_harvest.harvest.report import (
+        format_round_table,
+        harvest_counts,
+        save_round_curves,
+    )
     from napari_lesion_harvest.harvest.round import HarvestInputError
     from napari_lesion_harvest.progress import TqdmProgress
 
@@ -77,11 +81,7 @@ def run(args) -> int:
     print("5/5 results on V_H_test (recall at precision, P3D matching)")
     print(format_round_table(rounds))
     for record in rounds:
-        print(
-            f"round {record.number}: harvested {record.metrics.get('n_harvested')} lesions "
-            f"({record.metrics.get('new_lesions')} new), threshold "
-            f"{record.metrics.get('threshold')}"
-        )
+        print(f"round {record.number}: {harvest_counts(record.metrics)}")
     plot = save_round_curves(rounds, out / "pr_curve.png")
     minutes = (time.monotonic() - started) / 60
     print(f"PR / FROC plot: {plot}\nproject: {out / 'project'} ({minutes:.1f} min)")

@@ -10,6 +10,11 @@ Keys: a row is ``"cumulative/s_gc"``, ``"per_round/s_gc"``, ``"cumulative/s_g"``
 ``"per_round/s_g"`` (label set, then the score ranking the round's proposals);
 a statistic is ``"R@90"``, ``"AP"`` or ``"gain"`` (R@90 minus the original marks'
 recall, both on the same resample).
+
+Each round also counts the false positives of its harvest on V_H_test (harvested
+proposals that hit no lesion of the truth) beside the number V_M let one expect
+there (:func:`~napari_lesion_harvest.harvest.threshold.expected_false_positives`
+with V_H_test's scored proposals).
 """
 
 from __future__ import annotations
@@ -36,8 +41,10 @@ from napari_lesion_harvest.evaluation.harvest import (
 from napari_lesion_harvest.evaluation.matching import IOU_THRESHOLD_2D
 from napari_lesion_harvest.evaluation.tables import ProposalTable, RecistTruth
 from napari_lesion_harvest.harvest.config_migration import dotted_fields
+from napari_lesion_harvest.harvest.threshold import expected_false_positives
 from napari_lesion_harvest.store import HarvestProject
-from napari_lesion_harvest.vocabulary import Origin, RoundStatus, Split
+from napari_lesion_harvest.tracking.marks import proposals_hitting_marks
+from napari_lesion_harvest.vocabulary import Origin, Role, RoundStatus, Split
 
 ROWS = ("cumulative", "per_round")
 KEYS = tuple(f"{row}/{ranking}" for row in ROWS for ranking in RANKINGS)
@@ -78,8 +85,9 @@ def project_rounds(project_dir: Path, counts: np.ndarray) -> list[dict]:
     -------
     list of dict
         Per done round: ``round``, ``threshold``, ``n_harvested``, ``new_lesions``,
-        ``proposals``, ``baseline`` (recall, precision), ``rows`` (key -> point
-        figures and ``harvested``), ``draws`` (key -> statistic -> ndarray (B,)).
+        ``proposals``, ``false_positives`` (:func:`harvest_false_positives`),
+        ``baseline`` (recall, precision), ``rows`` (key -> point figures and
+        ``harvested``), ``draws`` (key -> statistic -> ndarray (B,)).
     """
     truth, original = test_set(project_dir)
     ruler = RecistTruth.from_mapping(truth)
@@ -93,12 +101,70 @@ def project_rounds(project_dir: Path, counts: np.ndarray) -> list[dict]:
                 if stored.volume_id in truth:
                     proposals[stored.volume_id].append(stored)
             pool = project.rounds.pool(previous) if previous is not None else []
-            found.append(_round(record, truth, original, ruler, proposals, pool, counts))
+            v_m = list(project.proposals(record.number, roles=(Role.P_RM, Role.P_neg_M)))
+            found.append(_round(record, truth, original, ruler, proposals, pool, v_m, counts))
             previous = record.number
     return found
 
 
-def _round(record, truth, original, ruler, proposals, pool, counts) -> dict:
+def harvest_false_positives(proposals, truth, v_m, *, threshold, match_iou):
+    """The false positives of a round's harvest on V_H_test, seen and expected.
+
+    Parameters
+    ----------
+    proposals : mapping of str to list of StoredProposal
+        The round's proposals in the V_H_test volumes.
+    truth : mapping of str to list of RecistMark
+        The V_H_test volumes' lesions.
+    v_m : sequence of StoredProposal
+        The round's V_M proposals (``P_RM`` and ``P_neg_M`` with their ``s_gc``).
+    threshold : float or None
+        The round's harvest threshold (None: nothing harvested).
+    match_iou : float
+        2D IoU a harvested proposal needs with a lesion to hit it.
+
+    Returns
+    -------
+    dict
+        ``harvested`` (P_pos_H in V_H_test), ``observed`` (those hitting no lesion)
+        and ``expected`` (what V_M's non-lesions let one expect among them).
+    """
+    scored = [s for v in proposals.values() for s in v if s.s_gc is not None]
+    scored = [s for s in scored if s.role in (Role.P_pos_H, Role.P_neg_H, Role.candidate)]
+    harvested = defaultdict(list)
+    for stored in scored:
+        if stored.role == Role.P_pos_H:
+            harvested[stored.volume_id].append(stored.proposal)
+    hits = proposals_hitting_marks(dict(harvested), truth, iou_threshold=match_iou)
+    expected = expected_false_positives(
+        [s.s_gc for s in v_m],
+        [s.role == Role.P_RM for s in v_m],
+        [s.s_gc for s in scored],
+        float("inf") if threshold is None else threshold,
+    )
+    return {
+        "harvested": sum(map(len, harvested.values())),
+        "observed": int(sum((~hit).sum() for hit in hits.values())),
+        "expected": float(expected),
+    }
+
+
+def false_positive_totals(seed_rounds: dict[int, list[dict]], rounds: int) -> list[dict]:
+    """Per round, the harvest's false positives on V_H_test summed over the seeds that
+    ran it: ``round``, ``seeds``, ``harvested``, ``observed``, ``expected``."""
+    totals = []
+    for number in range(1, rounds + 1):
+        ran = [
+            found[number - 1]["false_positives"]
+            for found in seed_rounds.values()
+            if len(found) >= number
+        ]
+        sums = {k: float(sum(r[k] for r in ran)) for k in ("harvested", "observed", "expected")}
+        totals.append({"round": number, "seeds": len(ran), **sums})
+    return totals
+
+
+def _round(record, truth, original, ruler, proposals, pool, v_m, counts) -> dict:
     metrics = record.metrics
     match_iou = dotted_fields(record.config).get("harvest.match_iou", IOU_THRESHOLD_2D)
     common = {
@@ -113,6 +179,9 @@ def _round(record, truth, original, ruler, proposals, pool, counts) -> dict:
         "n_harvested": metrics.get("n_harvested"),
         "new_lesions": metrics.get("new_lesions"),
         "proposals": (metrics.get("scan") or {}).get("proposals"),
+        "false_positives": harvest_false_positives(
+            proposals, truth, v_m, threshold=metrics.get("threshold"), match_iou=match_iou
+        ),
         "rows": {},
         "draws": {},
     }

@@ -8,8 +8,10 @@ original marks, every lesion harvested by rounds 1 to i, and round i's
 proposals ranked by lesion score; :mod:`napari_lesion_harvest.evaluation.harvest`
 defines the ranking).
 
-``threshold``, ``n_harvested``, ``new_lesions``
-    the harvest threshold on s_gc, the size of P_pos_H, and how many are new;
+``threshold``, ``n_harvested``, ``new_lesions``, ``expected_false_positives``
+    the harvest threshold on s_gc, the size of P_pos_H, how many are new, and how
+    many of them V_M lets one expect to be false positives
+    (:func:`~napari_lesion_harvest.harvest.threshold.expected_false_positives`);
 ``table_i``
     rows ``{"label", "R@80", "R@85", "R@90", "R@95", "AP"}`` on V_H_test, after a
     baseline row for the original marks ``{"label", "recall", "precision"}``: the
@@ -49,6 +51,7 @@ def summary_metrics(number: int, metrics: dict) -> dict:
         "threshold": harvest.get("threshold"),
         "n_harvested": harvest.get(Role.P_pos_H),
         "new_lesions": harvest.get("new_lesions"),
+        "expected_false_positives": harvest.get("expected_false_positives"),
     }
     evaluation = metrics.get("evaluation")
     if not evaluation:
@@ -68,6 +71,30 @@ def summary_metrics(number: int, metrics: dict) -> dict:
     }
     summary["harvested_on_test"] = cumulative["harvested"]
     return summary
+
+
+def about(expected: float) -> str:
+    """An expected count as said: ``about 12``, or ``under 1``."""
+    return "under 1" if expected < 0.5 else f"about {expected:.0f}"
+
+
+def harvest_counts(metrics: dict) -> str:
+    """``harvested N lesions (M new; about E expected false positives), threshold T``.
+
+    Parameters
+    ----------
+    metrics : dict
+        A round's summary keys (``n_harvested``, ``new_lesions``, ``threshold``,
+        ``expected_false_positives``; the last is absent from rounds stored before
+        the estimate existed, and then left out).
+    """
+    expected = metrics.get("expected_false_positives")
+    risk = "" if expected is None else f"; {about(expected)} expected false positives"
+    threshold = metrics.get("threshold")
+    return (
+        f"harvested {metrics.get('n_harvested')} lesions ({metrics.get('new_lesions')} new"
+        f"{risk}), threshold {'none' if threshold is None else f'{threshold:.3f}'}"
+    )
 
 
 def table_row(label: str, row: dict) -> dict:

@@ -16,8 +16,9 @@ stage          what it does
                expert verdicts override
 ``train_lpc``  train the LPC on P_RM, P_neg_M, P_RH (from the project's self-supervised
                trunks when they fit); V_M scores for the threshold
-``harvest``    s_c and s_gc of the rest; P_pos_H above the 95%-precision threshold;
-               hard negatives P_neg_H; the pool P_i
+``harvest``    s_c and s_gc of the rest; P_pos_H above the 95%-precision threshold,
+               and the false positives V_M lets one expect among them; hard
+               negatives P_neg_H; the pool P_i
 ``evaluate``   Table I rows, PR and FROC on the V_H_test volumes flagged complete
 =============  =====================================================================
 
@@ -47,7 +48,10 @@ from napari_lesion_harvest.harvest.config import RoundConfig
 from napari_lesion_harvest.harvest.distributed import from_main, merged_from_ranks, per_rank_batch
 from napari_lesion_harvest.harvest.errors import HarvestInputError
 from napari_lesion_harvest.harvest.hard_negatives import select_hard_negatives
-from napari_lesion_harvest.harvest.threshold import threshold_at_precision
+from napari_lesion_harvest.harvest.threshold import (
+    expected_false_positives,
+    threshold_at_precision,
+)
 from napari_lesion_harvest.harvest.training_sets import (
     lpg_training_slices,
     proposal_polarity,
@@ -603,10 +607,10 @@ def harvest_stage(state: RoundState) -> StageResult:
         for s in stored
         if s.role in (Role.P_RM, Role.P_neg_M) and s.s_gc is not None
     ]
+    v_m_scores = [s.s_gc for s in v_m]
+    v_m_is_lesion = [s.role == Role.P_RM for s in v_m]
     threshold, precision = threshold_at_precision(
-        [s.s_gc for s in v_m],
-        [s.role == Role.P_RM for s in v_m],
-        target_precision=config.harvest.precision,
+        v_m_scores, v_m_is_lesion, target_precision=config.harvest.precision
     )
     scored = []  # (stored, s_c, s_gc) of unverified V_H / V_H_test proposals
     for volume_id, stored in todo.items():
@@ -614,6 +618,9 @@ def harvest_stage(state: RoundState) -> StageResult:
         s_gc = lesion_scores([s.s_g for s in stored], s_c)
         scored.extend(zip(stored, map(float, s_c), map(float, s_gc), strict=True))
     harvested = np.array([s_gc >= threshold for _, _, s_gc in scored], dtype=bool)
+    false_positives = expected_false_positives(
+        v_m_scores, v_m_is_lesion, [s_gc for _, _, s_gc in scored], threshold
+    )
     hard = select_hard_negatives(
         [s.volume_id for s, _, _ in scored],
         [s.s_g for s, _, _ in scored],
@@ -644,6 +651,8 @@ def harvest_stage(state: RoundState) -> StageResult:
             "harvest": {
                 "threshold": None if np.isinf(threshold) else threshold,
                 "threshold_precision_v_m": None if np.isnan(precision) else precision,
+                "v_m_non_lesions": int(sum(not lesion for lesion in v_m_is_lesion)),
+                "expected_false_positives": _number(false_positives),
                 "scored": len(scored),
                 Role.P_pos_H: int(harvested.sum()),
                 Role.P_neg_H: int((hard & ~harvested).sum()),

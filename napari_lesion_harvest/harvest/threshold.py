@@ -1,4 +1,5 @@
-"""Choosing the harvest threshold: the lowest lesion score that keeps precision on V_M."""
+"""The harvest threshold (the lowest lesion score that keeps precision on V_M), and how
+many false positives V_M's non-lesions let one expect above it in the harvest."""
 
 from __future__ import annotations
 
@@ -52,3 +53,51 @@ def threshold_at_precision(scores, is_lesion, *, target_precision: float = HARVE
         return float("inf"), float("nan")
     cut = ok[-1]
     return float(sorted_scores[cut]), float(precision[cut])
+
+
+def expected_false_positives(v_m_scores, v_m_is_lesion, scored, threshold: float) -> float:
+    """How many of the proposals harvested at ``threshold`` one should expect not to be lesions.
+
+    V_M's non-lesion proposals calibrate the harvest (the conformal estimate of
+    Jin and Candes, "Selection by prediction with conformal p-values", JMLR 2023):
+    when a scored proposal that is no lesion is drawn like V_M's non-lesions, it
+    reaches the threshold with probability of about ``(k + 1) / (n + 1)``, where
+    ``n`` counts V_M's non-lesions and ``k`` those at or above the threshold. Where
+    :func:`threshold_at_precision` puts the threshold just above V_M's highest
+    non-lesion (``k = 0``), ``1 / (n + 1)`` is exactly the chance that a new
+    non-lesion scores above all ``n``. Every scored proposal is counted as
+    a possible non-lesion (nearly all are), and the estimate never exceeds the
+    harvest's size. So with ``n`` non-lesions in V_M and ``N`` proposals scored,
+    a harvest holds about ``N / (n + 1)`` false positives however high V_M puts
+    the threshold: only more fully marked volumes make V_M vouch for fewer.
+
+    Parameters
+    ----------
+    v_m_scores : array_like, shape (N_M,)
+        Lesion scores ``s_gc`` of the proposals in V_M.
+    v_m_is_lesion : array_like of bool, shape (N_M,)
+        True for ``P_RM``, False for ``P_neg_M``.
+    scored : array_like, shape (N,)
+        Lesion scores ``s_gc`` of every proposal the round scored for the harvest.
+    threshold : float
+        The harvest threshold (``inf``: nothing harvested).
+
+    Returns
+    -------
+    float
+        Expected false positives among ``scored >= threshold``; 0 when nothing is
+        harvested, ``nan`` when V_M has no non-lesion proposal to calibrate with.
+    """
+    v_m_scores = np.asarray(v_m_scores, dtype=np.float64).ravel()
+    v_m_is_lesion = np.asarray(v_m_is_lesion, dtype=bool).ravel()
+    if v_m_scores.shape != v_m_is_lesion.shape:
+        raise ValueError(f"{v_m_scores.size} V_M scores but {v_m_is_lesion.size} labels")
+    scored = np.asarray(scored, dtype=np.float64).ravel()
+    harvested = int((scored >= threshold).sum())
+    if harvested == 0:
+        return 0.0
+    non_lesions = v_m_scores[~v_m_is_lesion]
+    if non_lesions.size == 0:
+        return float("nan")
+    above = int((non_lesions >= threshold).sum())
+    return min(float(harvested), scored.size * (above + 1) / (non_lesions.size + 1))

@@ -86,7 +86,7 @@ def project_counts(project) -> ProjectCounts:
 
 def summary_text(project, *, counts: ProjectCounts | None = None) -> str:
     """The project's summary as fixed-width text (see the module notes)."""
-    from napari_lesion_harvest.harvest.report import format_round_table
+    from napari_lesion_harvest.harvest.report import format_round_table, harvest_counts
     from napari_lesion_harvest.ui.worklist import split_name
 
     counts = counts or project_counts(project)
@@ -124,9 +124,7 @@ def summary_text(project, *, counts: ProjectCounts | None = None) -> str:
         last = done[-1].metrics
         lines += [
             "",
-            f"Round {done[-1].number}: threshold {_number(last.get('threshold'))}, "
-            f"{_number(last.get('n_harvested'))} harvested ({_number(last.get('new_lesions'))} "
-            "new).",
+            f"Round {done[-1].number}: {harvest_counts(last)}.",
             "Table I on the held-out volumes V_H_test (P3D matching; R: the original marks,",
             "P_H,1..i: the lesions harvested by rounds 1 to i; R@80: recall at 80% precision):",
             format_round_table(done),
@@ -141,12 +139,6 @@ def _row(name: str, part: SplitCounts) -> str:
         f"{name:<36}{part.volumes:>8}{marked:>8}{harvested:>10}{part.accepted:>9}"
         f"{part.rejected:>9}"
     )
-
-
-def _number(value) -> str:
-    if value is None:
-        return "none"
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,9 @@ keys of ``RoundRecord.metrics`` (each optional):
     why the round has no evaluation (shown instead of the table);
 ``froc``
     ``{"fp_per_volume": [...], "sensitivity": [...]}``;
-``threshold``, ``n_harvested``
-    the harvest threshold and the number of harvested lesions.
+``threshold``, ``n_harvested``, ``expected_false_positives``
+    the harvest threshold, the number of harvested lesions, and how many of them V_M
+    lets one expect to be false positives.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from functools import cache
 
 from qtpy.QtWidgets import QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
+from napari_lesion_harvest.harvest.report import about
 from napari_lesion_harvest.vocabulary import RoundStatus
 
 #: How many recent finished rounds are plotted.
@@ -190,7 +192,9 @@ class ResultsPanel(QWidget):
             last = done[-1]
             parts = [f"Round {last.number} finished"]
             if _is_number(last.metrics.get("n_harvested")):
-                parts.append(f"{last.metrics['n_harvested']} harvested lesions")
+                expected = last.metrics.get("expected_false_positives")
+                risk = f" ({about(expected)} expected to be false)" if _is_number(expected) else ""
+                parts.append(f"{last.metrics['n_harvested']} harvested lesions{risk}")
             if _is_number(last.metrics.get("threshold")):
                 parts.append(f"threshold {last.metrics['threshold']:.3f}")
             lines = [", ".join(parts) + "."]

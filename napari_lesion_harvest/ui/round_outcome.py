@@ -2,12 +2,15 @@
 
 Read from the round's stored metrics (``harvest``: ``threshold``,
 ``threshold_precision_v_m``, ``scored``, ``P_pos_H``, ``P_neg_H``,
-``new_lesions``). A round that harvested nothing says why.
+``new_lesions``, ``expected_false_positives``, ``v_m_non_lesions``). A round that
+harvested nothing says why; one that harvested says how many false positives V_M
+lets one expect among them.
 """
 
 from __future__ import annotations
 
 from napari_lesion_harvest.harvest.config_migration import dotted_fields
+from napari_lesion_harvest.harvest.report import about
 from napari_lesion_harvest.harvest.threshold import HARVEST_PRECISION
 from napari_lesion_harvest.vocabulary import Role
 
@@ -61,7 +64,26 @@ def harvest_outcome(record) -> tuple[str, bool]:
         )
     return (
         f"Round {number} finished: {harvested} harvested lesions ({new} new) at threshold "
-        f"{threshold:.2f}, {harvest.get(Role.P_neg_H, 0)} hard negatives. Review them in the "
-        "Volume tab.",
+        f"{threshold:.2f}, {harvest.get(Role.P_neg_H, 0)} hard negatives. "
+        + _false_positive_risk(harvest, harvested, precision)
+        + "Review them in the Volume tab.",
         False,
     )
+
+
+def _false_positive_risk(harvest: dict, harvested: int, target_precision: float) -> str:
+    """How many harvested lesions V_M lets one expect to be false, and whether that
+    misses the precision aimed at (nothing for a round stored before the estimate)."""
+    expected, non_lesions = harvest.get("expected_false_positives"), harvest.get("v_m_non_lesions")
+    if expected is None or non_lesions is None:
+        return ""
+    text = (
+        f"The {non_lesions} non-lesion proposals of the fully marked volumes (V_M) let one "
+        f"expect {about(expected)} of the {harvested} to be false positives"
+    )
+    if 1 - expected / harvested < target_precision:
+        return (
+            text + f", more than the {1 - target_precision:.0%} aimed at: V_M is too small to "
+            "vouch for this harvest, so fully mark more volumes. "
+        )
+    return text + ". "
