@@ -178,6 +178,7 @@ BAD_VALUES = {
     "lpc.pad_px": [-1, "wide", None],
     "lpc.width": ["huge"],
     "harvest.precision": [0, 1.2, None],
+    "harvest.threshold_lesions": ["marked", 1, None],
     "lpc.threshold_mode": ["guess", None],
     "lpc.folds": [1, 0, 2.5, None],
     "harvest.hard_negative_min_objectness": [-0.5, 1.5, None],

@@ -1,5 +1,6 @@
-"""The quality benchmark's count of a harvest's false positives on V_H_test, from a
-round stored in a real project."""
+"""From a round stored in a real project: the V_M proposals the harvest threshold reads
+(``harvest.threshold_lesions``), and the quality benchmark's count of a harvest's false
+positives on V_H_test."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from napari_lesion_harvest.geometry import Proposal3D
 from napari_lesion_harvest.harvest.quality import false_positive_totals, harvest_false_positives
+from napari_lesion_harvest.harvest.threshold import threshold_at_precision, threshold_sample
 from napari_lesion_harvest.store import ProposalRow, StageResult
 from tests.builders import new_project, recist_mark, synthetic_volume, writing_round
 
@@ -19,6 +21,36 @@ LESION_BOX = LESION.box().tolist()  # xyxy
 def _row(volume_id, box, role, s_gc):
     proposal = Proposal3D([3], [box], [0.9 if s_gc is None else s_gc])
     return ProposalRow(volume_id, proposal, role, None if s_gc is None else 1.0, s_gc)
+
+
+def test_the_threshold_reads_v_m_with_or_without_its_originally_marked_lesions(tmp_path):
+    rows = [
+        _row("m", LESION_BOX, "P_RM", 0.9),  # hits the volume's original mark
+        _row("m", [60, 60, 80, 80], "P_RM", 0.6),  # a lesion without an original mark
+        _row("m", [30, 60, 50, 80], "P_neg_M", 0.7),
+        _row("m", [80, 10, 99, 30], "P_neg_M", 0.2),
+    ]
+    with new_project(tmp_path / "project", [synthetic_volume("m", "V_M")]) as project:
+        with writing_round(project, config={"preset": "test"}) as round_:
+            round_.write("harvest", StageResult(rows))
+        v_m = list(project.proposals(1))
+    original = {"m": [LESION]}
+    scores, lesion = threshold_sample(v_m, original)
+    assert sorted(zip(scores, lesion, strict=True)) == [
+        (0.2, False),
+        (0.6, True),
+        (0.7, False),
+        (0.9, True),
+    ]
+    # all: 0.9 alone reaches 95% precision
+    assert threshold_at_precision(scores, lesion) == (pytest.approx(0.9), 1.0)
+    scores, lesion = threshold_sample(v_m, original, lesions="unmarked")
+    assert sorted(zip(scores, lesion, strict=True)) == [(0.2, False), (0.6, True), (0.7, False)]
+    # unmarked: the highest score is a non-lesion, so no threshold reaches 95%
+    assert threshold_at_precision(scores, lesion)[0] == float("inf")
+    assert threshold_sample(v_m, {}, lesions="unmarked")[0] == threshold_sample(v_m, {})[0]
+    with pytest.raises(ValueError, match="lesions must be one of"):
+        threshold_sample(v_m, original, lesions="some")
 
 
 def test_a_harvest_counts_its_false_positives_against_the_truth(tmp_path):

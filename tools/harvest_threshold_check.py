@@ -1,13 +1,13 @@
-"""A round's harvest on V_H_test under two ways of reading V_M for the threshold.
+"""A round's harvest on V_H_test under each ``harvest.threshold_lesions`` reading of V_M.
 
 For each finished round of phantom projects (V_H_test flagged complete with its
-full marks): the threshold at 95% precision on V_M as the engine sets it (every
-V_M proposal), and on V_M's proposals without those that hit an original mark
-(what a V_H volume's unverified proposals are like: its originally marked lesions
-are P_RH, never harvested). For each threshold, V_H_test's harvest: proposals at
-or above it, how many hit no lesion, and how many V_M let one expect. The second
-rule is only a counterfactual of the round's own selection: later rounds were
-trained on the engine's harvest.
+full marks): the threshold at the round's precision on V_M with every lesion
+proposal (``all``, the paper) and without those that hit an original mark
+(``unmarked``; :func:`~napari_lesion_harvest.harvest.threshold.threshold_sample`).
+For each threshold, V_H_test's harvest: proposals at or above it, how many hit no
+lesion, and how many V_M let one expect. The rule the round did not use is only a
+counterfactual of the round's own selection: later rounds learnt from the harvest
+the round made.
 
 Run: ``.venv/bin/python tools/harvest_threshold_check.py PROJECT [PROJECT ...]``
 (e.g. the ``seed-K/project`` folders of ``benchmarks/quality_bench.py --out DIR``).
@@ -22,32 +22,13 @@ from pathlib import Path
 
 from napari_lesion_harvest.harvest.config_migration import dotted_fields
 from napari_lesion_harvest.harvest.quality import harvest_false_positives, test_set
-from napari_lesion_harvest.harvest.threshold import threshold_at_precision
+from napari_lesion_harvest.harvest.threshold import (
+    THRESHOLD_LESIONS,
+    threshold_at_precision,
+    threshold_sample,
+)
 from napari_lesion_harvest.store import HarvestProject
-from napari_lesion_harvest.tracking.marks import proposals_hitting_marks
 from napari_lesion_harvest.vocabulary import Origin, Role, RoundStatus
-
-RULES = ("V_M", "V_M unmarked")
-
-
-def hits_original_marks(project, v_m, match_iou: float) -> list[bool]:
-    """For each V_M proposal, whether it hits an original mark of its volume."""
-    by_volume = defaultdict(list)
-    for index, stored in enumerate(v_m):
-        by_volume[stored.volume_id].append(index)
-    original = {
-        v: [s.mark for s in project.marks(v) if s.origin == Origin.original] for v in by_volume
-    }
-    hits = proposals_hitting_marks(
-        {v: [v_m[i].proposal for i in indices] for v, indices in by_volume.items()},
-        original,
-        iou_threshold=match_iou,
-    )
-    flags = [False] * len(v_m)
-    for v, indices in by_volume.items():
-        for i, hit in zip(indices, hits[v], strict=True):
-            flags[i] = bool(hit)
-    return flags
 
 
 def round_rows(project_dir: Path) -> list[dict]:
@@ -61,24 +42,23 @@ def round_rows(project_dir: Path) -> list[dict]:
             match_iou = dotted_fields(record.config).get("harvest.match_iou", 0.5)
             target = dotted_fields(record.config).get("harvest.precision", 0.95)
             v_m = list(project.proposals(record.number, roles=(Role.P_RM, Role.P_neg_M)))
-            marked = hits_original_marks(project, v_m, match_iou)
+            original = {
+                v: [s.mark for s in project.marks(v) if s.origin == Origin.original]
+                for v in {s.volume_id for s in v_m}
+            }
             test = defaultdict(list)
             for stored in project.proposals(record.number):
                 if stored.volume_id in truth:
                     test[stored.volume_id].append(stored)
-            for rule, kept in zip(RULES, ([], marked), strict=True):
-                chosen = [
-                    s for i, s in enumerate(v_m) if not (kept and kept[i] and s.role == Role.P_RM)
-                ]
+            for lesions in THRESHOLD_LESIONS:
                 threshold, _ = threshold_at_precision(
-                    [s.s_gc for s in chosen],
-                    [s.role == Role.P_RM for s in chosen],
+                    *threshold_sample(v_m, original, lesions=lesions, match_iou=match_iou),
                     target_precision=target,
                 )
                 threshold = None if threshold == float("inf") else threshold
                 harvest = _harvest_at(test, truth, v_m, threshold, match_iou)
                 rows.append(
-                    {"round": record.number, "rule": rule, "threshold": threshold, **harvest}
+                    {"round": record.number, "rule": lesions, "threshold": threshold, **harvest}
                 )
     return rows
 

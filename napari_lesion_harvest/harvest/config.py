@@ -34,7 +34,7 @@ from napari_lesion_harvest.harvest.hard_negatives import (
     HARD_NEGATIVE_MIN_OBJECTNESS,
     HARD_NEGATIVES_PER_VOLUME,
 )
-from napari_lesion_harvest.harvest.threshold import HARVEST_PRECISION
+from napari_lesion_harvest.harvest.threshold import HARVEST_PRECISION, THRESHOLD_LESIONS
 from napari_lesion_harvest.lpc.choices import CLASSIFIER_NAMES, V_H_SCORINGS, V_M_SCORE_MODES
 from napari_lesion_harvest.lpc.options import LPCPlan, LPCTrainOptions
 from napari_lesion_harvest.lpc.patches import OUTSIDE_FILLS
@@ -159,12 +159,14 @@ class HarvestSettings:
     """How a round matches, harvests and picks hard negatives (section ``harvest``)."""
 
     precision: float = HARVEST_PRECISION
+    threshold_lesions: str = "all"
     match_iou: float = IOU_THRESHOLD_2D
     hard_negative_min_objectness: float = HARD_NEGATIVE_MIN_OBJECTNESS
     hard_negatives_per_volume: int = HARD_NEGATIVES_PER_VOLUME
 
     RULES: ClassVar[dict] = {
         "precision": rule.FRACTION,
+        "threshold_lesions": rule.choice(*THRESHOLD_LESIONS),
         "match_iou": rule.FRACTION,
         "hard_negative_min_objectness": rule.real(0.0, 1.0),
         "hard_negatives_per_volume": rule.whole(0),

@@ -51,6 +51,7 @@ from napari_lesion_harvest.harvest.hard_negatives import select_hard_negatives
 from napari_lesion_harvest.harvest.threshold import (
     expected_false_positives,
     threshold_at_precision,
+    threshold_sample,
 )
 from napari_lesion_harvest.harvest.training_sets import (
     lpg_training_slices,
@@ -75,7 +76,7 @@ from napari_lesion_harvest.store.lock import RoundLock
 from napari_lesion_harvest.store.rounds import checkpoint_location
 from napari_lesion_harvest.tracking.marks import best_slice_boxes
 from napari_lesion_harvest.tracking.marks import proposals_hitting_marks as proposals_hitting
-from napari_lesion_harvest.vocabulary import Role, Split, Stage, Verdict
+from napari_lesion_harvest.vocabulary import Origin, Role, Split, Stage, Verdict
 
 #: The stages of a round, in the order they run.
 STAGES = tuple(Stage)
@@ -607,10 +608,18 @@ def harvest_stage(state: RoundState) -> StageResult:
         for s in stored
         if s.role in (Role.P_RM, Role.P_neg_M) and s.s_gc is not None
     ]
-    v_m_scores = [s.s_gc for s in v_m]
-    v_m_is_lesion = [s.role == Role.P_RM for s in v_m]
+    original = {
+        v: [m.mark for m in state.snapshot.marks.get(v, []) if m.origin == Origin.original]
+        for v in {s.volume_id for s in v_m}
+    }
     threshold, precision = threshold_at_precision(
-        v_m_scores, v_m_is_lesion, target_precision=config.harvest.precision
+        *threshold_sample(
+            v_m,
+            original,
+            lesions=config.harvest.threshold_lesions,
+            match_iou=config.harvest.match_iou,
+        ),
+        target_precision=config.harvest.precision,
     )
     scored = []  # (stored, s_c, s_gc) of unverified V_H / V_H_test proposals
     for volume_id, stored in todo.items():
@@ -618,8 +627,9 @@ def harvest_stage(state: RoundState) -> StageResult:
         s_gc = lesion_scores([s.s_g for s in stored], s_c)
         scored.extend(zip(stored, map(float, s_c), map(float, s_gc), strict=True))
     harvested = np.array([s_gc >= threshold for _, _, s_gc in scored], dtype=bool)
+    v_m_is_lesion = [s.role == Role.P_RM for s in v_m]
     false_positives = expected_false_positives(
-        v_m_scores, v_m_is_lesion, [s_gc for _, _, s_gc in scored], threshold
+        [s.s_gc for s in v_m], v_m_is_lesion, [s_gc for _, _, s_gc in scored], threshold
     )
     hard = select_hard_negatives(
         [s.volume_id for s, _, _ in scored],

@@ -5,8 +5,57 @@ from __future__ import annotations
 
 import numpy as np
 
+from napari_lesion_harvest.tracking.marks import proposals_hitting_marks
+from napari_lesion_harvest.vocabulary import Role
+
 #: Precision on the fully annotated V_M that the harvest threshold must reach (paper, Sec. III-D).
 HARVEST_PRECISION = 0.95
+#: Which of V_M's lesion proposals the threshold counts (``harvest.threshold_lesions``):
+#: every one (the paper), or only those that hit no original mark.
+THRESHOLD_LESIONS = ("all", "unmarked")
+
+
+def threshold_sample(v_m, original_marks, *, lesions: str = "all", match_iou: float = 0.5):
+    """The V_M proposals whose scores set the threshold, as ``(s_gc, is_lesion)`` lists.
+
+    With ``lesions="unmarked"``, the lesion proposals (``P_RM``) that hit an original
+    mark of their volume are left out. A V_H volume's proposals that hit an original
+    mark are ``P_RH`` and never harvested, so what the threshold cuts there is its
+    unmarked lesions and its non-lesions; V_M without its originally marked lesions is
+    that population (originally marked lesions tend to be the conspicuous ones).
+
+    Parameters
+    ----------
+    v_m : sequence of StoredProposal
+        V_M's proposals with their role (``P_RM`` or ``P_neg_M``) and ``s_gc``.
+    original_marks : mapping of str to list of RecistMark
+        The original marks of each V_M volume (used with ``lesions="unmarked"``).
+    lesions : {"all", "unmarked"}
+    match_iou : float
+        2D IoU a proposal needs with a mark to hit it.
+
+    Returns
+    -------
+    scores : list of float
+    is_lesion : list of bool
+    """
+    if lesions not in THRESHOLD_LESIONS:
+        raise ValueError(f"lesions must be one of {THRESHOLD_LESIONS}, got {lesions!r}")
+    marked = set()
+    if lesions == "unmarked":
+        by_volume: dict = {}
+        for stored in v_m:
+            if stored.role == Role.P_RM:
+                by_volume.setdefault(stored.volume_id, []).append(stored)
+        hits = proposals_hitting_marks(
+            {v: [s.proposal for s in chosen] for v, chosen in by_volume.items()},
+            original_marks,
+            iou_threshold=match_iou,
+        )
+        for volume_id, chosen in by_volume.items():
+            marked.update(s.id for s, hit in zip(chosen, hits[volume_id], strict=True) if hit)
+    kept = [s for s in v_m if s.id not in marked]
+    return [s.s_gc for s in kept], [s.role == Role.P_RM for s in kept]
 
 
 def threshold_at_precision(scores, is_lesion, *, target_precision: float = HARVEST_PRECISION):
